@@ -1,0 +1,110 @@
+// The pybind11 module supercl._C: the CPU backend of supercl's image ops.  It takes numpy
+// arrays that the Python layer (supercl/ops/) has already validated -- shapes, dtypes, value
+// ranges -- and releases the GIL while the drivers in csrc/cpu/ run.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <string>
+
+#include "cpu/ops.h"
+
+namespace py = pybind11;
+
+namespace {
+
+template <typename T>
+void run_cc(const py::array& image, int connectivity, bool has_background, int64_t background,
+            int32_t* out, int64_t* counts, int num_threads, bool gpu_form) {
+  const auto* data = static_cast<const T*>(image.data());
+  const int64_t item = static_cast<int64_t>(sizeof(T));
+  const int64_t b = image.shape(0), h = image.shape(1), w = image.shape(2);
+  const int64_t sb = image.strides(0) / item, sy = image.strides(1) / item,
+                sx = image.strides(2) / item;
+  py::gil_scoped_release release;
+  supercl::cpu::connected_components<T>(data, b, h, w, sb, sy, sx, connectivity, has_background,
+                                        static_cast<T>(background), out, counts, num_threads,
+                                        gpu_form);
+}
+
+py::tuple connected_components(const py::array& image, int connectivity, bool has_background,
+                               int64_t background, int num_threads, bool gpu_form) {
+  if (image.ndim() != 3) throw py::value_error("image must have shape (B, H, W)");
+  const int64_t b = image.shape(0), h = image.shape(1), w = image.shape(2);
+  py::array_t<int32_t> out({b, h, w});
+  py::array_t<int64_t> counts({b});
+  int32_t* o = out.mutable_data();
+  int64_t* c = counts.mutable_data();
+  const auto dtype = image.dtype();
+  if (dtype.is(py::dtype::of<uint8_t>()))
+    run_cc<uint8_t>(image, connectivity, has_background, background, o, c, num_threads, gpu_form);
+  else if (dtype.is(py::dtype::of<int32_t>()))
+    run_cc<int32_t>(image, connectivity, has_background, background, o, c, num_threads, gpu_form);
+  else if (dtype.is(py::dtype::of<int64_t>()))
+    run_cc<int64_t>(image, connectivity, has_background, background, o, c, num_threads, gpu_form);
+  else
+    throw py::type_error("image dtype must be uint8, int32 or int64, got " +
+                         std::string(py::str(dtype)));
+  return py::make_tuple(out, counts);
+}
+
+py::array_t<int32_t> slic(
+    const py::array_t<float, py::array::c_style | py::array::forcecast>& image,
+    const py::object& mask,
+    const py::array_t<int64_t, py::array::c_style | py::array::forcecast>& grid,
+    const py::array_t<double, py::array::c_style | py::array::forcecast>& params,
+    int64_t max_num_iter, bool enforce_connectivity,
+    const py::array_t<int64_t, py::array::c_style | py::array::forcecast>& min_size,
+    int32_t start_label, int num_threads, bool gpu_form) {
+  if (image.ndim() != 4) throw py::value_error("image must have shape (B, C, H, W)");
+  const int64_t b = image.shape(0), c = image.shape(1), h = image.shape(2), w = image.shape(3);
+  if (grid.ndim() != 2 || grid.shape(0) != b || grid.shape(1) != 6)
+    throw py::value_error("grid must have shape (B, 6)");
+  if (params.ndim() != 2 || params.shape(0) != b || params.shape(1) != 5)
+    throw py::value_error("params must have shape (B, 5)");
+  if (min_size.ndim() != 1 || min_size.shape(0) != b)
+    throw py::value_error("min_size must have shape (B,)");
+  py::array_t<uint8_t, py::array::c_style | py::array::forcecast> mask_array;
+  const uint8_t* mask_ptr = nullptr;
+  if (!mask.is_none()) {
+    mask_array = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>::ensure(mask);
+    if (!mask_array || mask_array.ndim() != 3 || mask_array.shape(0) != b ||
+        mask_array.shape(1) != h || mask_array.shape(2) != w)
+      throw py::value_error("mask must be a uint8 array of shape (B, H, W)");
+    mask_ptr = mask_array.data();
+  }
+  py::array_t<int32_t> out({b, h, w});
+  int32_t* o = out.mutable_data();
+  const float* img = image.data();
+  const int64_t* g = grid.data();
+  const double* p = params.data();
+  const int64_t* ms = min_size.data();
+  {
+    py::gil_scoped_release release;
+    supercl::cpu::slic(img, mask_ptr, b, c, h, w, g, p, max_num_iter, enforce_connectivity, ms,
+                       start_label, o, num_threads, gpu_form);
+  }
+  return out;
+}
+
+bool has_openmp() {
+#ifdef _OPENMP
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "supercl CPU backend (C++17, OpenMP); use supercl.ops, not this module.";
+  m.def("connected_components", &connected_components, py::arg("image"), py::arg("connectivity"),
+        py::arg("has_background"), py::arg("background"), py::arg("num_threads"),
+        py::arg("gpu_form") = false,
+        "Raster-ordered connected-component labels of a validated (B, H, W) integer array.");
+  m.def("slic", &slic, py::arg("image"), py::arg("mask"), py::arg("grid"), py::arg("params"),
+        py::arg("max_num_iter"), py::arg("enforce_connectivity"), py::arg("min_size"),
+        py::arg("start_label"), py::arg("num_threads"), py::arg("gpu_form") = false,
+        "SLIC labels of a validated, [0, 1]-rescaled (B, C, H, W) float32 array.");
+  m.def("has_openmp", &has_openmp, "Whether the extension was built with OpenMP.");
+}

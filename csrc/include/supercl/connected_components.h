@@ -1,0 +1,153 @@
+// supercl/connected_components.h -- connected-component labeling of multi-label 2D images,
+// written once for the host and the device.
+//
+// Algorithm: label equivalence with a union-find forest over pixel indices (Playne & Hawick,
+// "A New Algorithm for Parallel Connected-Component Labelling on GPUs", IEEE TPDS 2018;
+// Komura, "GPU-based cluster-labeling algorithm without the use of conventional iteration",
+// 2015).  Each image is labeled independently; within an image every pixel is a node whose
+// parent is a 32-bit local index (so one image holds at most 2^31 - 1 pixels; the batch is
+// indexed with 64 bits).  Background pixels get parent -1 and take part in nothing.
+//   1. init      parent[i] = i, or -1 for background.
+//   2. merge     every pixel unions itself with the already-scanned neighbours of equal value
+//                (up and left for 4-connectivity; up-left, up, up-right and left for 8).  A
+//                decision tree (Wu, Otoo & Suzuki 2009) skips unions that another pixel makes
+//                anyway: with 4-connectivity, left is skipped when up and up-left also equal
+//                x (both are 4-adjacent to up-left); with 8-connectivity, if the up neighbour b equals x then up-left,
+//                up-right and left are all adjacent to b and are joined to b by their own
+//                merges, so only union(x, b) is needed; otherwise up-left and left are adjacent
+//                to each other and one of them suffices, plus up-right.  The argument is about
+//                the closure of the unions performed, not their order, so it holds when all
+//                pixels merge concurrently.
+//                union(a, b) repeatedly finds both roots and lowers the larger root's parent to
+//                the smaller one with an atomic min; when the atomic finds the slot already
+//                changed it retries from the value it found.  Roots therefore only ever point
+//                to smaller indices, and every tree's root is its smallest pixel index: the
+//                first pixel of the component in raster order.
+//   3. compress  parent[i] = find(i): every pixel points straight at its root.
+//   4. relabel   a root flag per pixel, an inclusive prefix sum of the flags in raster order,
+//                and a gather through parent: the component whose first pixel comes k-th in
+//                raster order gets label k (1-based), background 0.  This is exactly the
+//                numbering of skimage.measure.label and scipy.ndimage.label.
+// The result does not depend on the order in which threads run: the partition is the closure
+// of the unions and the numbering is a function of the partition.
+//
+// kAtomic: the device always uses atomics.  The host passes false when one thread owns the
+// image (then init and merge are fused into one raster pass, and a pixel's first join is a
+// plain link, cc_join), true when rows of one image merge concurrently.  Its relabel reads the
+// final label of each pixel's parent, which precedes it in raster order, so the host needs no
+// compress step.
+#pragma once
+
+#include "supercl/common.h"
+
+namespace supercl {
+
+// Root of i's tree.  Concurrent writers only ever lower parents, so a plain walk is safe; the
+// atomic form does not compress (a plain store could undo a concurrent atomic min), the
+// single-owner host form halves the path as it walks (parent[i] = grandparent), which keeps
+// the trees shallow.
+template <bool kAtomic = true>
+SUPERCL_HD int32_t cc_find(int32_t* parent, int32_t i) {
+  int32_t p = sc_load<kAtomic>(parent + i);
+  while (p != i) {
+    const int32_t grandparent = sc_load<kAtomic>(parent + p);
+    if (!kAtomic) parent[i] = grandparent;
+    i = p;
+    p = grandparent;
+  }
+  return i;
+}
+
+template <bool kAtomic = true>
+SUPERCL_HD void cc_union(int32_t* parent, int32_t a, int32_t b) {
+  while (true) {
+    a = cc_find<kAtomic>(parent, a);
+    b = cc_find<kAtomic>(parent, b);
+    if (a == b) return;
+    if (a < b) {  // make a the larger root: it is the one that gets linked
+      const int32_t t = a;
+      a = b;
+      b = t;
+    }
+    const int32_t old = sc_atomic_min<kAtomic>(parent + a, b);
+    if (old == a) return;  // a was still a root and now points at b
+    a = old;               // a had been linked meanwhile; join its new parent with b instead
+  }
+}
+
+// Step 1 for pixel (y, x).  image: element strides (sy, sx) from the image's origin.
+template <typename T>
+SUPERCL_HD void cc_init_pixel(const T* image, int64_t sy, int64_t sx, int64_t width, int64_t y,
+                              int64_t x, bool has_background, T background, int32_t* parent) {
+  const int64_t i = y * width + x;
+  const T v = image[y * sy + x * sx];
+  parent[i] = (has_background && v == background) ? -1 : static_cast<int32_t>(i);
+}
+
+// Joins pixel i to its neighbour j < i.  `fresh` is true only on the host's single-owner
+// path, for the first join of a pixel initialised just before its merge: nothing can have
+// linked to i yet (raster order), so i is a singleton root larger than every index in j's tree
+// and linking it to j's parent is exactly union(i, j), without the two finds.
+template <bool kAtomic>
+SUPERCL_HD void cc_join(int32_t* parent, int32_t i, int32_t j, bool& fresh) {
+  if (fresh) {
+    parent[i] = parent[j];
+    fresh = false;
+  } else {
+    cc_union<kAtomic>(parent, i, j);
+  }
+}
+
+// Step 2 for pixel (y, x).  connectivity: 1 (4-neighbourhood) or 2 (8-neighbourhood).
+// kFresh: see cc_join (host, one thread per image, init fused into this pass).
+template <typename T, bool kAtomic = true, bool kFresh = false>
+SUPERCL_HD void cc_merge_pixel(const T* image, int64_t sy, int64_t sx, int64_t width, int64_t y,
+                               int64_t x, int connectivity, bool has_background, T background,
+                               int32_t* parent) {
+  const T v = image[y * sy + x * sx];
+  if (has_background && v == background) return;
+  bool fresh = kFresh;
+  const int32_t i = static_cast<int32_t>(y * width + x);
+  const bool has_up = y > 0, has_left = x > 0, has_right = x + 1 < width;
+  const bool up = has_up && image[(y - 1) * sy + x * sx] == v;
+  if (connectivity == 1) {
+    if (up) cc_join<kAtomic>(parent, i, static_cast<int32_t>(i - width), fresh);
+    // Left and up are both 4-adjacent to up-left: when all three equal x, left is already
+    // joined to up through up-left's own merges.
+    if (has_left && image[y * sy + (x - 1) * sx] == v &&
+        !(up && image[(y - 1) * sy + (x - 1) * sx] == v))
+      cc_join<kAtomic>(parent, i, i - 1, fresh);
+    return;
+  }
+  if (up) {
+    cc_join<kAtomic>(parent, i, static_cast<int32_t>(i - width), fresh);
+    return;
+  }
+  if (has_up && has_right && image[(y - 1) * sy + (x + 1) * sx] == v)
+    cc_join<kAtomic>(parent, i, static_cast<int32_t>(i - width + 1), fresh);
+  if (has_up && has_left && image[(y - 1) * sy + (x - 1) * sx] == v)
+    cc_join<kAtomic>(parent, i, static_cast<int32_t>(i - width - 1), fresh);
+  else if (has_left && image[y * sy + (x - 1) * sx] == v)
+    cc_join<kAtomic>(parent, i, i - 1, fresh);
+}
+
+// Step 3 for pixel i.
+SUPERCL_HD void cc_compress_pixel(int32_t* parent, int64_t i) {
+  const int32_t p = sc_load(parent + i);
+  if (p < 0) return;
+  sc_store(parent + i, cc_find(parent, p));
+}
+
+// Step 4a: 1 where pixel i is the first pixel (the root) of its component, else 0.
+SUPERCL_HD int32_t cc_root_flag(const int32_t* parent, int64_t i) {
+  return parent[i] == static_cast<int32_t>(i) ? 1 : 0;
+}
+
+// Step 4c: the final label of pixel i, given rank = the inclusive prefix sum of root flags
+// (rank[r] is the 1-based number of root r).  Background gives 0.
+SUPERCL_HD int32_t cc_gather(const int32_t* parent, const int32_t* rank, int64_t i) {
+  const int32_t p = parent[i];
+  return p < 0 ? 0 : rank[p];
+}
+
+}  // namespace supercl

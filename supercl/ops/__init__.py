@@ -1,0 +1,23 @@
+"""supercl's functional ops on torch tensors (numpy arrays accepted where it makes sense).
+
+Each op validates its input once, here at the boundary, then dispatches on the input's device:
+CPU tensors and arrays to the C++ backend (``supercl._C``), CUDA tensors to the GPU backend.
+``backend=`` or the ``SUPERCL_BACKEND`` environment variable forces one; an unavailable backend
+raises rather than silently running elsewhere.
+
+- :func:`slic` -- SLIC superpixels of a batch of 2D images.
+- :func:`connected_components` -- labels of connected regions of equal value.
+
+Each op has a reference (``<op>_reference``) in plain scikit-image that the tests use as the
+oracle and the benchmarks as the baseline.
+"""
+
+from .connected_components import connected_components, connected_components_reference
+from .slic import slic, slic_reference
+
+__all__ = [
+    "connected_components",
+    "connected_components_reference",
+    "slic",
+    "slic_reference",
+]

@@ -1,0 +1,102 @@
+"""Boundary helpers shared by the public ops: input conversion, validation messages, backend
+choice and the compiled extension.  Internal; the public functions live in the op modules."""
+
+from __future__ import annotations
+
+import numbers
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+BACKENDS = ("cpu", "cuda")
+
+
+def as_tensor(value: Any, name: str) -> tuple[torch.Tensor, bool]:
+    """``value`` as a tensor, and whether it came in as a numpy array (results go back out in
+    the same kind).  numpy arrays are shared, not copied, except when torch cannot view them
+    (negative strides, read-only memory)."""
+    if isinstance(value, torch.Tensor):
+        return value, False
+    if isinstance(value, np.ndarray):
+        if value.dtype == object or value.dtype.kind in "USV":
+            raise TypeError(f"{name} must hold numbers, got a numpy array of dtype {value.dtype}")
+        if not value.flags.writeable or any(s < 0 for s in value.strides):
+            value = np.array(value)  # torch.from_numpy refuses both; one copy
+        return torch.from_numpy(value), True
+    raise TypeError(f"{name} must be a torch.Tensor or a numpy.ndarray, got {type(value).__name__}")
+
+
+def to_output(result: torch.Tensor, as_numpy: bool) -> Any:
+    return result.numpy() if as_numpy else result
+
+
+def check_int(value: Any, name: str, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_float(value: Any, name: str, positive: bool = False, nonnegative: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if positive and value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    if nonnegative and value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+def check_bool(value: Any, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return bool(value)
+
+
+def resolve_backend(op: str, backend: str | None, device: torch.device) -> str:
+    """The backend that runs ``op`` for an input on ``device``.
+
+    ``backend`` (else the ``SUPERCL_BACKEND`` environment variable) forces one; otherwise the
+    input's device decides: CUDA tensors to the CUDA backend, everything else to the C++ CPU
+    backend.  A forced or chosen backend that is unavailable raises instead of silently
+    running elsewhere.
+    """
+    source = "backend"
+    if backend is None and os.environ.get("SUPERCL_BACKEND"):
+        backend, source = os.environ["SUPERCL_BACKEND"], "SUPERCL_BACKEND"
+    if backend is None:
+        backend = "cuda" if device.type == "cuda" else "cpu"
+    if backend not in BACKENDS:
+        raise ValueError(f"{source} must be one of {BACKENDS} or None, got {backend!r}")
+    if backend == "cuda":
+        raise RuntimeError(
+            f"supercl.ops.{op}: the CUDA backend is not part of this build yet (it is tracked "
+            "as the GPU-backend issue). Pass backend='cpu' to compute on the host; the result "
+            "is returned on the input's device."
+        )
+    return backend
+
+
+def extension():
+    """The compiled CPU backend ``supercl._C``."""
+    try:
+        from supercl import _C
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise ImportError(
+            "supercl's compiled extension supercl._C is missing or broken. Install the package "
+            "with `pip install .` (or `pip install -e .`) from a source checkout so that it is "
+            f"built; the import failed with: {exc}"
+        ) from exc
+    return _C
+
+
+def num_threads() -> int:
+    """CPU threads for the C++ backend: the same knob as torch (``torch.set_num_threads``)."""
+    return max(1, torch.get_num_threads())

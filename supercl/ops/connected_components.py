@@ -1,0 +1,179 @@
+"""Connected-component labeling of multi-label 2D images."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._common import (
+    as_tensor,
+    check_int,
+    extension,
+    num_threads,
+    resolve_backend,
+    to_output,
+)
+
+__all__ = ["connected_components", "connected_components_reference"]
+
+_INT32_MAX = 2**31 - 1
+# dtypes the C++ kernels take as they are; others are widened once (see _kernel_input).
+_NATIVE = (torch.uint8, torch.int32, torch.int64)
+
+
+def connected_components(
+    labels: Any,
+    connectivity: int = 2,
+    background: int | None = None,
+    return_num: bool = False,
+    backend: str | None = None,
+):
+    """Label the connected regions of equal value in a batch of 2D images.
+
+    Each image is labeled independently. Neighbouring pixels (4-neighbourhood for
+    ``connectivity=1``, 8-neighbourhood for ``connectivity=2``) with equal values belong to the
+    same region. The output equals ``skimage.measure.label(image, background=background,
+    connectivity=connectivity)`` exactly, including its numbering: regions are numbered
+    1, 2, ... in the raster order of their first pixel, background pixels get 0.
+
+    Parameters
+    ----------
+    labels : torch.Tensor or numpy.ndarray, (H, W) or (B, H, W)
+        Integer (or bool) values; any strides. Every int dtype is accepted, values up to the
+        full int64 range.
+    connectivity : {1, 2}
+        1 for 4-connectivity, 2 for 8-connectivity (default, as in scikit-image).
+    background : int or None
+        Pixels with this value are background and get label 0. ``None`` means 0, as in
+        scikit-image. Use a value that does not occur to label every pixel.
+    return_num : bool
+        Also return the number of regions of each image.
+    backend : {None, "cpu", "cuda"}
+        ``None`` chooses by the input's device (or the ``SUPERCL_BACKEND`` variable).
+        ``"cpu"`` runs the C++ backend (OpenMP, ``torch.get_num_threads()`` threads) and
+        returns the result on the input's device.
+
+    Returns
+    -------
+    components : same kind as ``labels`` (tensor on its device, or numpy array), int32
+        Shape of ``labels``.
+    num : int64 tensor or array, shape (B,), or 0-d for a single (H, W) image
+        Only with ``return_num=True``.
+
+    Raises
+    ------
+    TypeError
+        ``labels`` is not a tensor/array or not of an integer dtype; ``background`` is not an
+        int.
+    ValueError
+        Wrong number of dimensions, an empty batch or image, an image of more than 2^31 - 1
+        pixels, ``connectivity`` not in {1, 2}, uint64 values beyond the int64 range.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from supercl.ops import connected_components
+    >>> x = torch.tensor([[1, 1, 0, 2],
+    ...                   [0, 1, 0, 2],
+    ...                   [3, 0, 1, 1]])
+    >>> connected_components(x, connectivity=1)
+    tensor([[1, 1, 0, 2],
+            [0, 1, 0, 2],
+            [3, 0, 4, 4]], dtype=torch.int32)
+    >>> connected_components(x, connectivity=2, return_num=True)[1]
+    tensor(3)
+    """
+    return _connected_components(
+        labels, connectivity, background, return_num, backend, gpu_form=False
+    )
+
+
+def _connected_components(labels, connectivity, background, return_num, backend, *, gpu_form):
+    """:func:`connected_components`; ``gpu_form=True`` makes the CPU backend run the CUDA
+    backend's sequence of passes (init, merge, compress, flags, scan, gather) serially, so that
+    the tests can check that form on the CPU."""
+    x, as_numpy = as_tensor(labels, "labels")
+    if x.dtype.is_floating_point or x.dtype.is_complex:
+        raise TypeError(f"labels must have an integer or bool dtype, got {x.dtype}")
+    if x.ndim not in (2, 3):
+        raise ValueError(f"labels must have shape (H, W) or (B, H, W), got {tuple(x.shape)}")
+    single = x.ndim == 2
+    if single:
+        x = x.unsqueeze(0)
+    batch, height, width = x.shape
+    if batch == 0:
+        raise ValueError("labels is an empty batch (B = 0)")
+    if height == 0 or width == 0:
+        raise ValueError(f"labels has an empty image of shape ({height}, {width})")
+    if height * width > _INT32_MAX:
+        raise ValueError(
+            f"labels images have {height * width} pixels; at most 2**31 - 1 per image are supported"
+        )
+    if connectivity not in (1, 2) or isinstance(connectivity, bool):
+        raise ValueError(f"connectivity must be 1 or 2, got {connectivity!r}")
+    if background is None:
+        background = 0
+    background = check_int(background, "background")
+    if not isinstance(return_num, bool):
+        raise TypeError(f"return_num must be a bool, got {type(return_num).__name__}")
+
+    chosen = resolve_backend("connected_components", backend, x.device)
+    assert chosen == "cpu"  # resolve_backend raises for anything else in this build
+    kernel_input, has_background, bg = _kernel_input(x, background)
+    out, counts = extension().connected_components(
+        kernel_input.cpu().numpy(), connectivity, has_background, bg, num_threads(), gpu_form
+    )
+    result = torch.from_numpy(out).to(x.device)
+    num = torch.from_numpy(counts).to(result.device)
+    if single:
+        result, num = result[0], num[0]
+    result = to_output(result, as_numpy)
+    if return_num:
+        return result, to_output(num, as_numpy)
+    return result
+
+
+def _kernel_input(x: torch.Tensor, background: int) -> tuple[torch.Tensor, bool, int]:
+    """The tensor in a dtype the kernels take, whether a background exists, and its value.
+
+    bool is viewed as uint8; other narrow ints are widened to int32, uint32 to int64; uint64
+    is viewed as int64 after checking its range. A background value that the input's dtype
+    cannot hold matches no pixel, so it is dropped rather than wrapped around.
+    """
+    if x.dtype == torch.bool:
+        info_min, info_max = 0, 1
+        x = x.view(torch.uint8)
+    else:
+        info = torch.iinfo(x.dtype)
+        info_min, info_max = info.min, info.max
+    has_background = info_min <= background <= info_max
+    if x.dtype in _NATIVE:
+        pass
+    elif x.dtype in (torch.int8, torch.int16, torch.uint16):
+        x = x.to(torch.int32)
+    elif x.dtype == torch.uint32:
+        x = x.to(torch.int64)
+    elif x.dtype == torch.uint64:
+        x = x.view(torch.int64)  # same bits; values of 2**63 and above turn negative
+        if bool((x < 0).any()):
+            raise ValueError("labels holds uint64 values above 2**63 - 1, which are not supported")
+    else:  # pragma: no cover - every integer dtype is listed above
+        raise TypeError(f"labels has an unsupported dtype {x.dtype}")
+    if not has_background:
+        background = 0
+    return x, has_background, background
+
+
+def connected_components_reference(labels: np.ndarray, connectivity: int = 2, background=None):
+    """The oracle: ``skimage.measure.label`` applied to each image of a (B, H, W) array
+    (scikit-image is a test/bench dependency, imported here on use)."""
+    from skimage.measure import label
+
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        return label(labels, background=background, connectivity=connectivity).astype(np.int32)
+    return np.stack(
+        [label(im, background=background, connectivity=connectivity) for im in labels]
+    ).astype(np.int32)
