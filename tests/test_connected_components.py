@@ -1,0 +1,260 @@
+"""supercl.ops.connected_components against skimage.measure.label (the oracle), cc3d and
+scipy.ndimage.label: exact equality, numbering included."""
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from supercl.ops import connected_components, connected_components_reference
+
+cc_module = sys.modules["supercl.ops.connected_components"]
+
+cc3d = pytest.importorskip("cc3d")
+ndimage = pytest.importorskip("scipy.ndimage")
+
+
+def reference(labels, connectivity=2, background=None):
+    return connected_components_reference(labels, connectivity=connectivity, background=background)
+
+
+def check(labels, connectivity=2, background=None):
+    got = connected_components(labels, connectivity=connectivity, background=background)
+    expected = reference(np.asarray(labels), connectivity, background)
+    np.testing.assert_array_equal(np.asarray(got), expected)
+    return got
+
+
+@pytest.mark.parametrize("connectivity", [1, 2])
+def test_thousands_of_random_images(connectivity):
+    rng = np.random.default_rng(connectivity)
+    checked = 0
+    while checked < 2000:
+        h, w = (int(v) for v in rng.integers(1, 33, size=2))
+        batch = int(rng.integers(1, 9))
+        n_values = int(rng.integers(1, 6))
+        images = rng.integers(0, n_values, size=(batch, h, w))
+        check(images, connectivity)
+        checked += batch
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 97), (97, 1), (5, 123), (517, 263), (2, 2)])
+@pytest.mark.parametrize("connectivity", [1, 2])
+def test_odd_sizes(shape, connectivity):
+    rng = np.random.default_rng(sum(shape))
+    images = rng.integers(0, 3, size=(3,) + shape)
+    check(images, connectivity)
+    check(images[0], connectivity)  # a single (H, W) image
+
+
+@pytest.mark.parametrize("value", [0, 7])
+def test_constant_images(value):
+    image = np.full((2, 9, 13), value)
+    out = check(image, 2)
+    assert (out == (0 if value == 0 else 1)).all()
+
+
+def test_checkerboard_separates_4_and_8_connectivity():
+    board = (np.indices((11, 11)).sum(0) % 2).astype(np.int32)
+    four = check(board, 1)
+    eight = check(board, 2)
+    assert four.max() == board.sum()  # every foreground pixel alone
+    assert eight.max() == 1  # all diagonal neighbours
+
+
+def spiral(n):
+    """A one-pixel-wide spiral wall: one long, winding component (deep union-find trees)."""
+    grid = np.zeros((n, n), dtype=np.int64)
+    top, left, bottom, right = 0, 0, n - 1, n - 1
+    while top <= bottom and left <= right:
+        grid[top, left : right + 1] = 1
+        grid[top : bottom + 1, right] = 1
+        if top + 2 <= bottom:
+            grid[bottom, left : right + 1] = 1
+        if left + 2 <= right:
+            grid[top + 2 : bottom + 1, left] = 1
+        top, left, bottom, right = top + 2, left + 2, bottom - 2, right - 2
+    return grid
+
+
+@pytest.mark.parametrize("n", [5, 64, 301])
+@pytest.mark.parametrize("connectivity", [1, 2])
+def test_spirals(n, connectivity):
+    image = spiral(n)
+    check(image, connectivity)
+    check(image[:, ::-1].copy(), connectivity)
+    check(image.T, connectivity)
+
+
+def test_large_and_negative_label_values():
+    rng = np.random.default_rng(3)
+    values = np.array([2**31 - 1, 2**31 - 2, -(2**31), 0, 5], dtype=np.int64)
+    images = values[rng.integers(0, len(values), size=(4, 23, 31))]
+    check(images, 2)
+    check(images.astype(np.int32), 1)
+    big = np.array([2**62, -(2**62), 2**63 - 1], dtype=np.int64)
+    check(big[rng.integers(0, 3, size=(2, 17, 19))], 2)
+
+
+@pytest.mark.parametrize(
+    "dtype",
+    [np.bool_, np.uint8, np.int8, np.int16, np.uint16, np.int32, np.uint32, np.int64, np.uint64],
+)
+def test_every_integer_dtype(dtype):
+    rng = np.random.default_rng(4)
+    images = rng.integers(0, 2 if dtype == np.bool_ else 4, size=(3, 19, 27)).astype(dtype)
+    check(images, 2)
+    out = connected_components(torch.from_numpy(images))
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.int32
+    np.testing.assert_array_equal(out.numpy(), reference(images))
+
+
+def test_uint64_beyond_int64_is_rejected():
+    images = np.array([[[2**63 + 5, 1]]], dtype=np.uint64)
+    with pytest.raises(ValueError, match="uint64"):
+        connected_components(images)
+
+
+@pytest.mark.parametrize("background", [None, 0, 2, 99, -1])
+def test_background(background):
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 4, size=(3, 21, 17)).astype(np.uint8)
+    # -1 is not a uint8 value: no pixel is background (skimage compares after casting too)
+    out = connected_components(images, background=background)
+    if background == -1:
+        expected = reference(images.astype(np.int64), 2, -1)
+    else:
+        expected = reference(images, 2, background)
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_non_contiguous_and_negative_strides():
+    rng = np.random.default_rng(6)
+    base = rng.integers(0, 3, size=(4, 40, 50))
+    for view in (base[:, ::2, ::3], base.transpose(0, 2, 1), base[::-1, :, ::-1], base[1:3, 5:, 7:]):
+        check(view, 2)
+        tensor_view = torch.from_numpy(np.ascontiguousarray(base))
+        got = connected_components(tensor_view.transpose(1, 2), connectivity=1)
+        np.testing.assert_array_equal(got.numpy(), reference(base.transpose(0, 2, 1), 1))
+
+
+def test_return_num_matches_skimage():
+    from skimage.measure import label
+
+    rng = np.random.default_rng(7)
+    images = rng.integers(0, 3, size=(5, 15, 16))
+    out, num = connected_components(torch.from_numpy(images), return_num=True)
+    assert num.dtype == torch.int64 and num.shape == (5,)
+    for b in range(5):
+        _, expected = label(images[b], return_num=True, connectivity=2)
+        assert int(num[b]) == expected == int(out[b].max())
+    single, n = connected_components(images[0], return_num=True)
+    assert isinstance(n, np.ndarray) and n.shape == () and int(n) == int(num[0])
+
+
+def test_output_kind_follows_input():
+    images = np.zeros((2, 3, 4), dtype=np.int32)
+    assert isinstance(connected_components(images), np.ndarray)
+    assert isinstance(connected_components(torch.from_numpy(images)), torch.Tensor)
+
+
+@pytest.mark.parametrize("connectivity", [1, 2])
+def test_gpu_form_matches_host_form(connectivity):
+    """The CUDA backend's passes (init, merge, compress, flags, scan, gather), run on the CPU,
+    give the host driver's labels."""
+    rng = np.random.default_rng(8)
+    for shape in [(3, 1, 1), (2, 37, 41), (1, 200, 150)]:
+        images = rng.integers(0, 3, size=shape)
+        fast = connected_components(images, connectivity=connectivity)
+        gpu = cc_module._connected_components(
+            images, connectivity, None, False, None, gpu_form=True
+        )
+        np.testing.assert_array_equal(fast, gpu)
+    np.testing.assert_array_equal(
+        cc_module._connected_components(spiral(99), connectivity, None, False, None, gpu_form=True),
+        reference(spiral(99), connectivity),
+    )
+
+
+@pytest.mark.parametrize("connectivity", [1, 2])
+def test_thread_counts_agree(threads, connectivity):
+    """One image with 2 threads takes the row-parallel path with atomic unions."""
+    rng = np.random.default_rng(9)
+    image = rng.integers(0, 2, size=(1, 301, 257))
+    threads(1)
+    one = connected_components(image, connectivity=connectivity)
+    threads(2)
+    two = connected_components(image, connectivity=connectivity)
+    batch = connected_components(np.repeat(image, 5, axis=0), connectivity=connectivity)
+    np.testing.assert_array_equal(one, two)
+    np.testing.assert_array_equal(one, reference(image, connectivity))
+    np.testing.assert_array_equal(batch, np.repeat(one, 5, axis=0))
+
+
+def test_agrees_with_cc3d_and_scipy_on_binary_masks():
+    from supercl.data import phantom_batch
+
+    _, organs = phantom_batch(4, 97, 131, seed=1)
+    masks = (organs > 0).astype(np.uint8)
+    out = connected_components(masks, connectivity=2)
+    for b in range(4):
+        ours = out[b]
+        theirs = cc3d.connected_components(masks[b], connectivity=8)
+        np.testing.assert_array_equal(ours, theirs)  # cc3d numbers in raster order too
+        scipy_labels, _ = ndimage.label(masks[b], structure=np.ones((3, 3)))
+        np.testing.assert_array_equal(ours, scipy_labels)
+    four = connected_components(masks, connectivity=1)
+    for b in range(4):
+        np.testing.assert_array_equal(four[b], ndimage.label(masks[b])[0])
+
+
+@given(
+    hnp.arrays(
+        dtype=st.sampled_from([np.int32, np.int64, np.uint8]),
+        shape=hnp.array_shapes(min_dims=3, max_dims=3, min_side=1, max_side=24),
+        elements=st.integers(0, 3),
+    ),
+    st.sampled_from([1, 2]),
+    st.sampled_from([None, 0, 1, 3]),
+)
+def test_property_equals_skimage(images, connectivity, background):
+    check(images, connectivity, background)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(labels=np.zeros((3, 3), dtype=np.float32)), TypeError, "labels"),
+        (dict(labels=[[1, 2], [3, 4]]), TypeError, "labels"),
+        (dict(labels=np.zeros(5, dtype=np.int32)), ValueError, "labels"),
+        (dict(labels=np.zeros((1, 2, 3, 4), dtype=np.int32)), ValueError, "labels"),
+        (dict(labels=np.zeros((0, 4, 4), dtype=np.int32)), ValueError, "empty batch"),
+        (dict(labels=np.zeros((2, 0, 4), dtype=np.int32)), ValueError, "empty image"),
+        (dict(labels=np.zeros((4, 4), dtype=np.int32), connectivity=3), ValueError, "connectivity"),
+        (dict(labels=np.zeros((4, 4), dtype=np.int32), connectivity=0), ValueError, "connectivity"),
+        (dict(labels=np.zeros((4, 4), dtype=np.int32), connectivity=True), ValueError, "connectivity"),
+        (dict(labels=np.zeros((4, 4), dtype=np.int32), background=0.5), TypeError, "background"),
+        (dict(labels=np.zeros((4, 4), dtype=np.int32), return_num=1), TypeError, "return_num"),
+        (dict(labels=np.zeros((4, 4), dtype=np.int32), backend="tpu"), ValueError, "backend"),
+        (dict(labels=np.zeros((4, 4), dtype=np.complex64)), TypeError, "labels"),
+    ],
+)
+def test_bad_input_raises_clearly(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        connected_components(**kwargs)
+
+
+def test_unavailable_backend_raises_instead_of_falling_back(monkeypatch):
+    image = np.zeros((4, 4), dtype=np.int32)
+    with pytest.raises(RuntimeError, match="backend='cpu'"):
+        connected_components(image, backend="cuda")
+    monkeypatch.setenv("SUPERCL_BACKEND", "cuda")
+    with pytest.raises(RuntimeError, match="CUDA backend"):
+        connected_components(image)
+    monkeypatch.setenv("SUPERCL_BACKEND", "nonsense")
+    with pytest.raises(ValueError, match="SUPERCL_BACKEND"):
+        connected_components(image)
