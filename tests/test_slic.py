@@ -230,3 +230,271 @@ def test_consistent_across_intensity_scales_and_dtypes(convert):
     expected = slic(base, n_segments=9, compactness=0.5)
     got = slic(convert(base), n_segments=9, compactness=0.5)
     np.testing.assert_array_equal(np.asarray(got), expected)
+
+
+# --------------------------------------------------------------------------------------------
+# Quality on phantom slices, against scikit-image on the same slices
+# --------------------------------------------------------------------------------------------
+
+
+def boundaries(labels):
+    """Pixels whose right or lower neighbour has another label (thin, inner boundaries)."""
+    edge = np.zeros(labels.shape, dtype=bool)
+    edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
+    edge[:-1, :] |= labels[:-1, :] != labels[1:, :]
+    return edge
+
+
+def boundary_recall(superpixels, truth, tolerance=2):
+    """Fraction of ground-truth boundary pixels with a superpixel boundary within `tolerance`
+    pixels (chessboard distance)."""
+    truth_edges = boundaries(truth)
+    size = 2 * tolerance + 1
+    near = ndimage.binary_dilation(boundaries(superpixels), structure=np.ones((size, size)))
+    return (truth_edges & near).sum() / max(truth_edges.sum(), 1)
+
+
+def undersegmentation_error(superpixels, truth):
+    """Neubert & Protzel's corrected undersegmentation error: for every superpixel and every
+    ground-truth segment it overlaps, the smaller of the part inside and the part outside,
+    summed and divided by the number of pixels."""
+    s = superpixels.ravel().astype(np.int64)
+    t = truth.ravel().astype(np.int64)
+    pairs, overlap = np.unique(s * (t.max() + 1) + t, return_counts=True)
+    size = np.bincount(s)[pairs // (t.max() + 1)]
+    return np.minimum(overlap, size - overlap).sum() / s.size
+
+
+@pytest.fixture(scope="module")
+def phantom_slices():
+    return phantom_batch(6, 160, 192, seed=2)
+
+
+def test_phantom_quality_matches_skimage(phantom_slices):
+    images, organs = phantom_slices
+    kwargs = dict(n_segments=100, compactness=0.1, start_label=0)
+    ours = slic(images, **kwargs)
+    theirs = slic_reference(images, **kwargs)
+    for b in range(len(images)):
+        n_ours, n_theirs = len(np.unique(ours[b])), len(np.unique(theirs[b]))
+        assert abs(n_ours - n_theirs) <= 0.25 * n_theirs, (b, n_ours, n_theirs)
+        recall_ours = boundary_recall(ours[b], organs[b])
+        recall_theirs = boundary_recall(theirs[b], organs[b])
+        assert recall_ours >= recall_theirs - 0.02, (b, recall_ours, recall_theirs)
+        ue_ours = undersegmentation_error(ours[b], organs[b])
+        ue_theirs = undersegmentation_error(theirs[b], organs[b])
+        assert ue_ours <= ue_theirs + 0.02, (b, ue_ours, ue_theirs)
+
+
+def test_quality_metrics_are_sensitive():
+    """The metrics above can fail: a blocky grid ignores organ boundaries."""
+    _, organs = phantom_batch(1, 160, 192, seed=2)
+    grid = (np.arange(160)[:, None] // 40) * 10 + np.arange(192)[None, :] // 40
+    assert boundary_recall(grid, organs[0]) < 0.5
+    assert undersegmentation_error(grid, organs[0]) > 0.05
+    assert boundary_recall(organs[0], organs[0]) == 1.0
+    assert undersegmentation_error(organs[0], organs[0]) == 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# Invariants: connectivity, numbering, determinism, the GPU form
+# --------------------------------------------------------------------------------------------
+
+
+def assert_each_label_one_region(labels, first=0):
+    """Every label is exactly one 4-connected region, labels are consecutive from `first`."""
+    labels = np.asarray(labels)
+    for image in labels.reshape(-1, *labels.shape[-2:]):
+        values = np.unique(image[image >= first])
+        np.testing.assert_array_equal(values, np.arange(first, first + len(values)))
+        regions = connected_components(image.astype(np.int64), connectivity=1, background=-1)
+        assert int(regions.max()) == len(np.unique(image))
+
+
+def test_every_segment_is_connected(phantom_slices):
+    images, _ = phantom_slices
+    for n_segments, compactness in [(100, 0.1), (400, 0.01), (30, 1.0), (100, 1e-4)]:
+        labels = slic(images, n_segments=n_segments, compactness=compactness)
+        assert_each_label_one_region(labels)
+
+
+@pytest.mark.parametrize("start_label", [0, 1, 5])
+def test_labels_consecutive_from_start_label(phantom_slices, start_label):
+    images, _ = phantom_slices
+    for enforce in (True, False):
+        labels = slic(images[:2], n_segments=50, compactness=0.1, start_label=start_label,
+                      enforce_connectivity=enforce)
+        for image in labels:
+            values = np.unique(image)
+            np.testing.assert_array_equal(values, np.arange(start_label, start_label + len(values)))
+
+
+def test_deterministic_across_calls_and_threads(phantom_slices, threads):
+    images, _ = phantom_slices
+    threads(1)
+    one = slic(images, n_segments=100, compactness=0.1)
+    again = slic(images, n_segments=100, compactness=0.1)
+    threads(2)
+    two = slic(images, n_segments=100, compactness=0.1)
+    single = np.stack([slic(images[b], n_segments=100, compactness=0.1) for b in range(2)])
+    np.testing.assert_array_equal(one, again)
+    np.testing.assert_array_equal(one, two)
+    np.testing.assert_array_equal(one[:2], single)  # one image, 2 threads: row-parallel path
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("use_mask", [False, True])
+def test_gpu_form_matches_host_form(phantom_slices, channels, use_mask):
+    """slic_assign_pixel and per-pixel accumulation (what the CUDA kernels run) give the host
+    driver's labels bit for bit."""
+    images, organs = phantom_slices
+    x = np.repeat(images[:3, None], channels, axis=1)
+    if channels > 1:
+        x[:, 1] = x[:, 1][:, ::-1]
+        x[:, 2] = np.sqrt(np.abs(x[:, 2]))
+    mask = (organs[:3] > 0) | (images[:3] > -500) if use_mask else None
+    args = (100, 0.1, 10, None, mask, True, 0.5, 3.0, 0, None)
+    host = slic_module._slic(x, *args, gpu_form=False)
+    device_form = slic_module._slic(x, *args, gpu_form=True)
+    np.testing.assert_array_equal(host, device_form)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 217), (217, 1), (7, 31), (5, 123), (2, 2), (64, 3)])
+@pytest.mark.parametrize("n_segments", [1, 4, 100])
+def test_odd_sizes(shape, n_segments):
+    rng = np.random.default_rng(sum(shape) + n_segments)
+    images = rng.random((2,) + shape)
+    labels = slic(images, n_segments=n_segments, compactness=0.5)
+    assert labels.shape == (2,) + shape and labels.dtype == np.int32
+    assert_each_label_one_region(labels)
+    args = (n_segments, 0.5, 10, None, None, True, 0.5, 3.0, 0, None)
+    np.testing.assert_array_equal(labels, slic_module._slic(images, *args, gpu_form=True))
+
+
+def test_constant_image():
+    labels = slic(np.full((2, 40, 50), 3.0), n_segments=20, compactness=0.1)
+    assert_each_label_one_region(labels)
+    assert len(np.unique(labels[0])) >= 10
+
+
+def test_mask_keeps_superpixels_inside(phantom_slices):
+    images, organs = phantom_slices
+    body = images > -500
+    labels = slic(images, n_segments=80, compactness=0.1, mask=body)
+    assert (labels[~body] == 0).all()
+    assert (labels[body] >= 1).all()
+    for b in range(len(images)):
+        image = np.where(body[b], labels[b], -1)
+        values = np.unique(labels[b][body[b]])
+        np.testing.assert_array_equal(values, np.arange(1, len(values) + 1))
+        regions = connected_components(image, connectivity=1, background=-1)
+        assert int(regions.max()) == len(values)
+        assert 0.5 * 80 <= len(values) <= 1.5 * 80
+
+
+def test_empty_mask_gives_zeros():
+    images = np.random.default_rng(0).random((2, 12, 13))
+    mask = np.zeros((2, 12, 13), dtype=bool)
+    mask[1, 3:9, 4:10] = True
+    labels = slic(images, n_segments=4, mask=mask)
+    assert (labels[0] == 0).all()
+    assert labels[1][mask[1]].min() == 1 and (labels[1][~mask[1]] == 0).all()
+
+
+def test_masked_nan_is_ignored():
+    images = np.random.default_rng(1).random((1, 16, 16))
+    mask = np.ones((1, 16, 16), dtype=bool)
+    mask[0, :, :4] = False
+    images[0, :, :4] = np.nan
+    labels = slic(images, n_segments=4, mask=mask)
+    assert (labels[0, :, :4] == 0).all() and labels[0, :, 4:].min() >= 1
+
+
+def test_torch_input_output_and_non_contiguous(phantom_slices):
+    images, _ = phantom_slices
+    expected = slic(np.ascontiguousarray(images[:, ::2, ::3]), n_segments=30, compactness=0.1)
+    t = torch.from_numpy(images)[:, ::2, ::3]
+    assert not t.is_contiguous()
+    got = slic(t, n_segments=30, compactness=0.1)
+    assert isinstance(got, torch.Tensor) and got.dtype == torch.int32
+    np.testing.assert_array_equal(got.numpy(), expected)
+    half = slic(t.half(), n_segments=30, compactness=0.1)
+    assert half.shape == got.shape
+
+
+def test_multichannel_matches_skimage_exactly_on_easy_input():
+    rng = np.random.default_rng(3)
+    image = np.zeros((1, 4, 30, 40))
+    image[0, 0, :15] = 1
+    image[0, 1, :, :20] = 1
+    image[0, 2:] = rng.random((2, 30, 40)) * 0.01
+    ours = slic(image, n_segments=12, compactness=1.0, start_label=0)
+    theirs = slic_reference(image, n_segments=12, compactness=1.0, start_label=0)
+    assert len(np.unique(ours)) == len(np.unique(theirs))
+    assert undersegmentation_error(ours[0], theirs[0]) < 0.02
+
+
+@given(
+    st.integers(1, 24),
+    st.integers(1, 24),
+    st.integers(1, 3),
+    st.integers(1, 60),
+    st.floats(1e-3, 100.0),
+    st.booleans(),
+    st.integers(0, 2**31 - 1),
+)
+def test_property_valid_labels(height, width, channels, n_segments, compactness, enforce, seed):
+    images = np.random.default_rng(seed).random((2, channels, height, width)).astype(np.float32)
+    labels = slic(images, n_segments=n_segments, compactness=compactness,
+                  enforce_connectivity=enforce)
+    assert labels.shape == (2, height, width) and labels.dtype == np.int32
+    for image in labels:
+        values = np.unique(image)
+        np.testing.assert_array_equal(values, np.arange(len(values)))
+    if enforce:
+        assert_each_label_one_region(labels)
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input
+# --------------------------------------------------------------------------------------------
+
+GOOD = np.zeros((2, 8, 9), dtype=np.float32)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(images=[[0.0, 1.0]]), TypeError, "images"),
+        (dict(images=GOOD.astype(bool)), TypeError, "images"),
+        (dict(images=GOOD.astype(np.complex64)), TypeError, "images"),
+        (dict(images=np.zeros(5)), ValueError, "images"),
+        (dict(images=np.zeros((1, 1, 1, 2, 2))), ValueError, "images"),
+        (dict(images=np.zeros((0, 8, 9))), ValueError, "empty batch"),
+        (dict(images=np.zeros((2, 0, 9))), ValueError, "empty image"),
+        (dict(images=np.zeros((2, 0, 8, 9))), ValueError, "channels"),
+        (dict(images=np.full((2, 8, 9), np.nan)), ValueError, "NaN"),
+        (dict(images=np.full((2, 8, 9), np.inf)), ValueError, "inf"),
+        (dict(images=GOOD, n_segments=0), ValueError, "n_segments"),
+        (dict(images=GOOD, n_segments=2.5), TypeError, "n_segments"),
+        (dict(images=GOOD, compactness=0), ValueError, "compactness"),
+        (dict(images=GOOD, compactness=-1.0), ValueError, "compactness"),
+        (dict(images=GOOD, compactness=float("nan")), ValueError, "compactness"),
+        (dict(images=GOOD, compactness="10"), TypeError, "compactness"),
+        (dict(images=GOOD, max_num_iter=0), ValueError, "max_num_iter"),
+        (dict(images=GOOD, spacing=[1.0]), ValueError, "spacing"),
+        (dict(images=GOOD, spacing=[1.0, -2.0]), ValueError, "spacing"),
+        (dict(images=GOOD, spacing=3.0), TypeError, "spacing"),
+        (dict(images=GOOD, mask=np.ones((2, 8, 9), dtype=np.float32)), TypeError, "mask"),
+        (dict(images=GOOD, mask=np.ones((2, 9, 8), dtype=bool)), ValueError, "mask"),
+        (dict(images=GOOD, enforce_connectivity=1), TypeError, "enforce_connectivity"),
+        (dict(images=GOOD, min_size_factor=-0.5), ValueError, "min_size_factor"),
+        (dict(images=GOOD, max_size_factor=0), ValueError, "max_size_factor"),
+        (dict(images=GOOD, start_label=-1), ValueError, "start_label"),
+        (dict(images=GOOD, backend="gpu"), ValueError, "backend"),
+        (dict(images=GOOD, backend="cuda"), RuntimeError, "backend='cpu'"),
+    ],
+)
+def test_bad_input_raises_clearly(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        slic(**kwargs)
