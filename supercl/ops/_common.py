@@ -76,12 +76,16 @@ def resolve_backend(op: str, backend: str | None, device: torch.device) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"{source} must be one of {BACKENDS} or None, got {backend!r}")
     if backend == "cuda":
-        raise RuntimeError(
-            f"supercl.ops.{op}: the CUDA backend is not part of this build yet (it is tracked "
-            "as the GPU-backend issue). Pass backend='cpu' to compute on the host; the result "
-            "is returned on the input's device."
-        )
+        from . import _cuda
+
+        _cuda.require(op)
     return backend
+
+
+def cuda_device(device: torch.device) -> torch.device:
+    """The CUDA device that runs a forced CUDA op: the input's, or the current one for a CPU
+    input (whose result then comes back to the CPU)."""
+    return device if device.type == "cuda" else torch.device("cuda", torch.cuda.current_device())
 
 
 def extension():

@@ -10,6 +10,7 @@ import torch
 from ._common import (
     as_tensor,
     check_int,
+    cuda_device,
     extension,
     num_threads,
     resolve_backend,
@@ -51,9 +52,10 @@ def connected_components(
     return_num : bool
         Also return the number of regions of each image.
     backend : {None, "cpu", "cuda"}
-        ``None`` chooses by the input's device (or the ``SUPERCL_BACKEND`` variable).
-        ``"cpu"`` runs the C++ backend (OpenMP, ``torch.get_num_threads()`` threads) and
-        returns the result on the input's device.
+        ``None`` chooses by the input's device (or the ``SUPERCL_BACKEND`` variable): CUDA
+        tensors run on the GPU (CuPy, ``pip install 'supercl[cuda]'``), everything else on the
+        C++ backend (OpenMP, ``torch.get_num_threads()`` threads). A forced backend computes
+        there and returns the result on the input's device. Both give identical labels.
 
     Returns
     -------
@@ -120,13 +122,19 @@ def _connected_components(labels, connectivity, background, return_num, backend,
         raise TypeError(f"return_num must be a bool, got {type(return_num).__name__}")
 
     chosen = resolve_backend("connected_components", backend, x.device)
-    assert chosen == "cpu"  # resolve_backend raises for anything else in this build
     kernel_input, has_background, bg = _kernel_input(x, background)
-    out, counts = extension().connected_components(
-        kernel_input.cpu().numpy(), connectivity, has_background, bg, num_threads(), gpu_form
-    )
-    result = torch.from_numpy(out).to(x.device)
-    num = torch.from_numpy(counts).to(result.device)
+    if chosen == "cuda":
+        from . import _cuda
+
+        result, num = _cuda.connected_components(
+            kernel_input.to(cuda_device(x.device)), connectivity, has_background, bg
+        )
+    else:
+        out, counts = extension().connected_components(
+            kernel_input.cpu().numpy(), connectivity, has_background, bg, num_threads(), gpu_form
+        )
+        result, num = torch.from_numpy(out), torch.from_numpy(counts)
+    result, num = result.to(x.device), num.to(x.device)
     if single:
         result, num = result[0], num[0]
     result = to_output(result, as_numpy)

@@ -14,6 +14,7 @@ from ._common import (
     check_bool,
     check_float,
     check_int,
+    cuda_device,
     extension,
     num_threads,
     resolve_backend,
@@ -100,9 +101,11 @@ def slic(
     start_label : int
         First label (>= 0). With ``mask`` the first label is ``max(start_label, 1)``.
     backend : {None, "cpu", "cuda"}
-        ``None`` chooses by the input's device (or ``SUPERCL_BACKEND``). ``"cpu"`` runs the C++
-        backend with ``torch.get_num_threads()`` threads and returns the result on the input's
-        device.
+        ``None`` chooses by the input's device (or ``SUPERCL_BACKEND``): CUDA tensors run on the
+        GPU (CuPy, ``pip install 'supercl[cuda]'``; the whole batch in one set of launches, no
+        host synchronisation inside the iterations), everything else on the C++ backend with
+        ``torch.get_num_threads()`` threads. A forced backend computes there and returns the
+        result on the input's device. Both backends give bit-identical labels.
 
     Returns
     -------
@@ -176,10 +179,14 @@ def _slic(
     mask_t = _check_mask(mask, single, batch, height, width, x.device)
 
     chosen = resolve_backend("slic", backend, x.device)
-    assert chosen == "cpu"  # resolve_backend raises for anything else in this build
+    device = cuda_device(x.device) if chosen == "cuda" else torch.device("cpu")
 
-    xf = x.detach().to("cpu", torch.float64)
-    valid = None if mask_t is None else mask_t.cpu()[:, None].expand_as(xf)
+    # Rescaling in float64 on the computing device; every step is exactly rounded, so both
+    # backends see the same float32 input.
+    xf = x.detach().to(device, torch.float64)
+    if mask_t is not None:
+        mask_t = mask_t.to(device)
+    valid = None if mask_t is None else mask_t[:, None].expand_as(xf)
     inside = xf if valid is None else torch.where(valid, xf, 0.0)
     if not bool(torch.isfinite(inside).all()):
         raise ValueError("images contains NaN or inf values" + ("" if mask is None else " inside mask"))
@@ -190,12 +197,20 @@ def _slic(
         min_size_factor,
     )
     first_label = max(start_label, 1) if mask_t is not None else start_label
-    mask_np = None if mask_t is None else mask_t.cpu().to(torch.uint8).numpy()
-    out = extension().slic(
-        normalized.numpy(), mask_np, grid, params, max_num_iter, enforce_connectivity, min_size,
-        first_label, num_threads(), gpu_form,
-    )
-    result = torch.from_numpy(out).to(x.device)
+    if chosen == "cuda":
+        from . import _cuda
+
+        result = _cuda.slic(
+            normalized.contiguous(), None if mask_t is None else mask_t.to(torch.uint8).contiguous(),
+            grid, params, max_num_iter, enforce_connectivity, min_size, first_label,
+        )
+    else:
+        mask_np = None if mask_t is None else mask_t.to(torch.uint8).numpy()
+        result = torch.from_numpy(extension().slic(
+            normalized.numpy(), mask_np, grid, params, max_num_iter, enforce_connectivity,
+            min_size, first_label, num_threads(), gpu_form,
+        ))
+    result = result.to(x.device)
     if single:
         result = result[0]
     return to_output(result, as_numpy)

@@ -1,0 +1,173 @@
+// CUDA kernels of SLIC: thin __global__ wrappers over the shared steps in supercl/slic.h.
+// Compiled at run time by NVRTC through CuPy (supercl/ops/_cuda.py).  The launcher runs the
+// whole batch in one set of launches on torch's current stream, with no host synchronisation
+// inside the iterations:
+//   quantize, init centres, then per iteration: assign -> zero sums (torch) -> accumulate ->
+//   update; then connectivity enforcement: connected components of the labels
+//   (connected_components.cu), component stats, merge targets, pointer jumping, renumbering.
+// The device never stops early: once an assignment changes nothing the centres are a fixed
+// point (slic.h), so running the remaining iterations gives the labels the CPU's early stop
+// gives.  Integer sums make the atomics order-independent: labels equal the CPU's bit for bit.
+//
+// Layouts: image (B, C, H, W) float32 and quant (B, C, H, W) int32, contiguous; labels
+// (B, H, W) int32; grid (B, 6) int64 {y0, x0, ny, nx, sy, sx}; params (B, 5) float64
+// SlicParams; centres (B, K, 2 + C) float64; sums (B, K, 3 + C) int64, K = the largest ny * nx.
+#include "supercl/slic.h"
+
+using namespace supercl;
+
+#define SUPERCL_GRID_STRIDE(i, n)                                                        \
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+
+__device__ __forceinline__ SlicParams load_params(const double* params, int64_t b,
+                                                  int32_t with_colour) {
+  const double* q = params + 5 * b;
+  SlicParams p;
+  p.spatial_weight = q[0];
+  p.colour_weight = with_colour ? q[1] : 0.0;
+  p.spacing_y2 = q[2];
+  p.spacing_x2 = q[3];
+  p.window = q[4];
+  return p;
+}
+
+extern "C" __global__ void slic_quantize_kernel(const float* image, int64_t n, int32_t* quant) {
+  SUPERCL_GRID_STRIDE(i, n) { quant[i] = slic_quantize(image[i]); }
+}
+
+extern "C" __global__ void slic_init_kernel(const int64_t* grid, int64_t batch, int64_t k_max,
+                                            int64_t channels, double* centres) {
+  SUPERCL_GRID_STRIDE(i, batch * k_max) {
+    const int64_t b = i / k_max, k = i % k_max;
+    const SlicGrid g = slic_grid(grid + 6 * b);
+    if (k < g.ny * g.nx) slic_init_centre(g, k, channels, centres + i * (2 + channels));
+  }
+}
+
+// mask: (B, H, W) uint8, or anything when has_mask is 0.  labels are read (previous) and
+// written by the pixel's own thread only.
+extern "C" __global__ void slic_assign_kernel(const int32_t* quant, const uint8_t* mask,
+                                              int32_t has_mask, const int64_t* grid,
+                                              const double* params, int32_t with_colour,
+                                              const double* centres, int64_t batch,
+                                              int64_t channels, int64_t height, int64_t width,
+                                              int64_t k_max, int32_t* labels) {
+  const int64_t hw = height * width;
+  SUPERCL_GRID_STRIDE(i, batch * hw) {
+    const int64_t b = i / hw, p = i % hw;
+    if (has_mask && !mask[i]) {
+      labels[i] = -1;
+      continue;
+    }
+    labels[i] = slic_assign_pixel(quant + b * channels * hw, channels, height, width, p / width,
+                                  p % width, slic_grid(grid + 6 * b),
+                                  centres + b * k_max * (2 + channels),
+                                  load_params(params, b, with_colour), labels[i]);
+  }
+}
+
+extern "C" __global__ void slic_accumulate_kernel(const int32_t* quant, const int32_t* labels,
+                                                  int64_t batch, int64_t channels,
+                                                  int64_t height, int64_t width, int64_t k_max,
+                                                  int64_t* sums) {
+  const int64_t hw = height * width;
+  SUPERCL_GRID_STRIDE(i, batch * hw) {
+    const int64_t b = i / hw, p = i % hw, x = p % width;
+    slic_accumulate_run(quant + b * channels * hw, channels, height, width, p / width, x, x + 1,
+                        labels[i], sums + b * k_max * (3 + channels));
+  }
+}
+
+extern "C" __global__ void slic_update_kernel(const int64_t* sums, const int64_t* grid,
+                                              int64_t batch, int64_t k_max, int64_t channels,
+                                              double* centres) {
+  SUPERCL_GRID_STRIDE(i, batch * k_max) {
+    const int64_t b = i / k_max, k = i % k_max;
+    const SlicGrid g = slic_grid(grid + 6 * b);
+    if (k < g.ny * g.nx)
+      slic_update_centre(sums + b * k_max * (3 + channels), k, channels,
+                         centres + b * k_max * (2 + channels));
+  }
+}
+
+// ---- connectivity enforcement.  cc: (B, H, W) component ids (1-based, 0 = masked);
+// per-component arrays are (B, H * W + 1), indexed by id.
+
+// size[c] += 1 and first[c] = min pixel index, for every pixel (integer atomics).  first
+// starts at INT32_MAX (the launcher fills it).
+extern "C" __global__ void slic_component_stats(const int32_t* cc, int64_t batch, int64_t hw,
+                                                int64_t* size, int32_t* first) {
+  SUPERCL_GRID_STRIDE(i, batch * hw) {
+    const int32_t c = cc[i];
+    if (c <= 0) continue;
+    const int64_t base = (i / hw) * (hw + 1);
+    atomicAdd(reinterpret_cast<unsigned long long*>(size + base + c), 1ULL);
+    atomicMin(first + base + c, static_cast<int32_t>(i % hw));
+  }
+}
+
+// parent[c] = the component c merges into (itself if kept or beyond the image's count).
+// count: (B,) components per image; target is scratch, (B, H * W + 1).
+extern "C" __global__ void slic_merge_parents(const int32_t* cc, const int64_t* size,
+                                              const int32_t* first, const int64_t* count,
+                                              const int64_t* min_size, int64_t batch,
+                                              int64_t width, int64_t hw, int32_t* target,
+                                              int32_t* parent) {
+  SUPERCL_GRID_STRIDE(i, batch * (hw + 1)) {
+    const int64_t b = i / (hw + 1), base = b * (hw + 1);
+    const int32_t c = static_cast<int32_t>(i % (hw + 1));
+    if (c < 1 || c > count[b]) {
+      parent[i] = c;
+      continue;
+    }
+    target[i] = slic_merge_target(cc + b * hw, width, first[i]);
+    parent[i] = slic_merge_parent(size + base, target + base, min_size[b], c);
+  }
+}
+
+// One round of pointer jumping: parent[c] = parent[parent[c]].  Merge pointers only go to
+// smaller ids, so ceil(log2(H * W + 1)) + 1 rounds reach the kept components.
+extern "C" __global__ void slic_jump(int64_t batch, int64_t hw, int32_t* parent) {
+  SUPERCL_GRID_STRIDE(i, batch * (hw + 1)) {
+    const int64_t base = (i / (hw + 1)) * (hw + 1);
+    parent[i] = parent[base + parent[i]];
+  }
+}
+
+// kept[c] = 1 for components that are their own parent (the renumbering flags).
+extern "C" __global__ void slic_kept_flags(const int32_t* parent, const int64_t* count,
+                                           int64_t batch, int64_t hw, int32_t* kept) {
+  SUPERCL_GRID_STRIDE(i, batch * (hw + 1)) {
+    const int64_t c = i % (hw + 1);
+    kept[i] = (c >= 1 && c <= count[i / (hw + 1)] && parent[i] == c) ? 1 : 0;
+  }
+}
+
+// rank: per-image inclusive cumsum of kept.  out = rank[parent[cc]] - 1 + start, 0 if masked.
+extern "C" __global__ void slic_relabel(const int32_t* cc, const int32_t* parent,
+                                        const int32_t* rank, int64_t batch, int64_t hw,
+                                        int32_t start_label, int32_t* out) {
+  SUPERCL_GRID_STRIDE(i, batch * hw) {
+    const int64_t base = (i / hw) * (hw + 1);
+    const int32_t c = cc[i];
+    out[i] = c > 0 ? rank[base + parent[base + c]] - 1 + start_label : 0;
+  }
+}
+
+// Without enforcement: used[k] = 1 for centres that own a pixel; then out = rank[label] - 1 +
+// start, with rank the per-image inclusive cumsum of used.
+extern "C" __global__ void slic_mark_used(const int32_t* labels, int64_t batch, int64_t hw,
+                                          int64_t k_max, int32_t* used) {
+  SUPERCL_GRID_STRIDE(i, batch * hw) {
+    if (labels[i] >= 0) used[(i / hw) * k_max + labels[i]] = 1;
+  }
+}
+
+extern "C" __global__ void slic_compact(const int32_t* labels, const int32_t* rank,
+                                        int64_t batch, int64_t hw, int64_t k_max,
+                                        int32_t start_label, int32_t* out) {
+  SUPERCL_GRID_STRIDE(i, batch * hw) {
+    out[i] = labels[i] >= 0 ? rank[(i / hw) * k_max + labels[i]] - 1 + start_label : 0;
+  }
+}

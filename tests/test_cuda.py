@@ -1,0 +1,135 @@
+"""The CUDA backend on a GPU (marker `cuda`; skipped without one): bit-identical labels with the
+CPU backend, equality with scikit-image, determinism, no host synchronisation inside SLIC's
+iterations.  On machines without a GPU, test_cuda_emulated.py runs the same kernels on the host
+and test_package.py compiles them with nvcc; the NVRTC compile below needs only CuPy."""
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import supercl.kernels
+from supercl.data import phantom_batch
+from supercl.ops import connected_components, connected_components_reference, slic
+
+slic_module = sys.modules["supercl.ops.slic"]
+
+
+def test_kernels_compile_with_nvrtc():
+    """The run-time compiler sees the .cu files exactly as the backend does (no C library
+    headers, the package's include directory); this needs CuPy and NVRTC, not a GPU."""
+    nvrtc = pytest.importorskip("cupy_backends.cuda.libs.nvrtc")
+    for name in ("connected_components", "slic"):
+        program = nvrtc.createProgram(supercl.kernels.cuda_source(name), f"{name}.cu", (), ())
+        try:
+            nvrtc.compileProgram(program, ["-std=c++17", "--fmad=false",
+                                           f"-I{supercl.kernels.include_dir()}",
+                                           "--gpu-architecture=compute_80"])
+        except Exception as error:  # the log says what failed
+            pytest.fail(f"{name}.cu: {error}\n{nvrtc.getProgramLog(program)}")
+        assert len(nvrtc.getPTX(program)) > 0
+
+
+cuda = pytest.mark.cuda
+
+
+@cuda
+@pytest.mark.parametrize("connectivity", [1, 2])
+def test_connected_components_gpu_equals_cpu_and_skimage(connectivity):
+    rng = np.random.default_rng(connectivity)
+    for shape in [(1, 1, 1), (7, 5, 123), (3, 517, 263), (16, 64, 64)]:
+        for dtype in (np.uint8, np.int32, np.int64):
+            images = rng.integers(0, 3, size=shape).astype(dtype)
+            gpu, num = connected_components(torch.from_numpy(images).cuda(),
+                                            connectivity=connectivity, return_num=True)
+            assert gpu.is_cuda and num.is_cuda and gpu.dtype == torch.int32
+            cpu = connected_components(images, connectivity=connectivity)
+            np.testing.assert_array_equal(gpu.cpu().numpy(), cpu)
+            np.testing.assert_array_equal(cpu, connected_components_reference(images, connectivity))
+
+
+@cuda
+def test_connected_components_gpu_non_contiguous_and_deterministic():
+    base = torch.from_numpy(np.random.default_rng(0).integers(0, 4, size=(8, 300, 200))).cuda()
+    view = base.transpose(1, 2)[:, ::3]
+    first = connected_components(view, background=1)
+    for _ in range(3):
+        assert torch.equal(connected_components(view, background=1), first)
+    np.testing.assert_array_equal(
+        first.cpu().numpy(), connected_components_reference(view.cpu().numpy(), 2, 1)
+    )
+
+
+@cuda
+@pytest.mark.parametrize("use_mask", [False, True])
+@pytest.mark.parametrize("enforce", [True, False])
+def test_slic_gpu_equals_cpu_on_phantoms(use_mask, enforce):
+    images, _ = phantom_batch(16, 256, 256, seed=3)
+    mask = images > -500 if use_mask else None
+    kwargs = dict(n_segments=100, compactness=0.1, mask=mask, enforce_connectivity=enforce)
+    cpu = slic(images, **kwargs)
+    gpu = slic(torch.from_numpy(images).cuda(), **kwargs)
+    assert gpu.is_cuda
+    np.testing.assert_array_equal(gpu.cpu().numpy(), cpu)
+
+
+@cuda
+@pytest.mark.parametrize("shape", [(2, 1, 1), (3, 1, 217), (2, 5, 123), (2, 3, 37, 41)])
+def test_slic_gpu_equals_cpu_odd_sizes(shape):
+    images = np.random.default_rng(sum(shape)).random(shape).astype(np.float32)
+    for n_segments in (1, 9, 100):
+        cpu = slic(images, n_segments=n_segments, compactness=0.2)
+        gpu = slic(torch.from_numpy(images).cuda(), n_segments=n_segments, compactness=0.2)
+        np.testing.assert_array_equal(gpu.cpu().numpy(), cpu)
+
+
+@cuda
+def test_slic_gpu_non_contiguous_and_deterministic():
+    images, _ = phantom_batch(4, 200, 300, seed=1)
+    t = torch.from_numpy(images).cuda().transpose(1, 2)[:, ::2]
+    first = slic(t, n_segments=80, compactness=0.1)
+    for _ in range(3):
+        assert torch.equal(slic(t, n_segments=80, compactness=0.1), first)
+    np.testing.assert_array_equal(
+        first.cpu().numpy(), slic(t.cpu().contiguous().numpy(), n_segments=80, compactness=0.1)
+    )
+
+
+@cuda
+def test_slic_gpu_large_batch_equals_cpu():
+    images, _ = phantom_batch(256, 512, 512, seed=7)
+    gpu = slic(torch.from_numpy(images).cuda(), n_segments=100, compactness=0.1).cpu().numpy()
+    cpu = slic(images, n_segments=100, compactness=0.1)
+    np.testing.assert_array_equal(gpu, cpu)
+
+
+@cuda
+def test_slic_iterations_do_not_synchronise():
+    """The launcher, from the rescaled input to the labels, makes no synchronising torch call
+    (torch raises in sync-debug mode "error"); the public op's input validation (NaN check)
+    does synchronise once, before."""
+    from supercl.ops import _cuda
+
+    images, _ = phantom_batch(8, 128, 128, seed=2)
+    x = torch.from_numpy(images).cuda()
+    normalized = slic_module._rescale(x.double(), None).float().contiguous()
+    grid, params, min_size = slic_module._plan(None, 8, 128, 128, 100, 0.1, 1.0, 1.0, 0.5)
+    _cuda.slic(normalized, None, grid, params, 10, True, min_size, 0)  # compile first
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        labels = _cuda.slic(normalized, None, grid, params, 10, True, min_size, 0)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    np.testing.assert_array_equal(labels.cpu().numpy(), slic(images, n_segments=100, compactness=0.1))
+
+
+def test_cuda_backend_unavailable_says_how_to_get_it(monkeypatch):
+    from supercl.ops import _cuda
+
+    monkeypatch.setattr(_cuda, "available", lambda: (False, "CuPy is not installed"))
+    with pytest.raises(RuntimeError, match=r"supercl\[cuda\]"):
+        slic(np.zeros((1, 8, 8)), backend="cuda")
+    with pytest.raises(RuntimeError, match=r"supercl\[cuda\]"):
+        connected_components(np.zeros((8, 8), dtype=np.int32), backend="cuda")
