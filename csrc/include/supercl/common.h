@@ -27,13 +27,11 @@ typedef int int32_t;
 typedef unsigned int uint32_t;
 typedef long long int64_t;
 typedef unsigned long long uint64_t;
-#define SUPERCL_FLT_MAX 3.402823466e+38f
 #define SUPERCL_DBL_MAX 1.7976931348623157e+308
 #else
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
-#define SUPERCL_FLT_MAX FLT_MAX
 #define SUPERCL_DBL_MAX DBL_MAX
 #endif
 
@@ -107,14 +105,6 @@ SUPERCL_HD void sc_accumulate(int64_t* addr, int64_t value) {
 #endif
 }
 
-SUPERCL_HD void sc_accumulate(int32_t* addr, int32_t value) {
-#if defined(__CUDA_ARCH__)
-  atomicAdd(addr, value);
-#else
-  *addr += value;
-#endif
-}
-
 // ---------------------------------------------------------------------------------------------
 // Correctly rounded float arithmetic that the compiler may not fuse.
 // ---------------------------------------------------------------------------------------------
@@ -124,14 +114,6 @@ SUPERCL_HD float sc_fadd(float a, float b) {
   return __fadd_rn(a, b);
 #else
   return a + b;
-#endif
-}
-
-SUPERCL_HD float sc_fsub(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fsub_rn(a, b);
-#else
-  return a - b;
 #endif
 }
 
@@ -170,14 +152,6 @@ SUPERCL_HD double sc_dmul(double a, double b) {
 SUPERCL_HD double sc_floor(double a) {
 #if defined(__CUDA_ARCH__)
   return floor(a);
-#else
-  return std::floor(a);
-#endif
-}
-
-SUPERCL_HD float sc_floor(float a) {
-#if defined(__CUDA_ARCH__)
-  return floorf(a);
 #else
   return std::floor(a);
 #endif
