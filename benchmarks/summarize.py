@@ -1,0 +1,162 @@
+"""Markdown summary of a pytest-benchmark JSON file written by ``pytest benchmarks/``.
+
+Usage::
+
+    python benchmarks/summarize.py results.json > benchmarks/results/cpu-<machine>.md
+    python benchmarks/summarize.py results.json -o benchmarks/results/cpu-<machine>.md
+
+One table per benchmark group (op, input kind, size): provider, threads, median time per
+batch, slices/s, Mpixels/s and the speedup over the peer baseline -- scikit-image for SLIC,
+cc3d for connected components, plus scipy for connected components of binary masks.
+Speedup = baseline median / provider median (> 1: faster than the baseline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+
+# Baseline provider per op, and extra comparison columns per (op, input kind).
+BASELINE = {"slic": "skimage", "connected_components": "cc3d"}
+EXTRA_COLUMNS = {("connected_components", "binary"): ["scipy"]}
+# Display order; unknown providers go last, alphabetically.
+ORDER = [
+    "supercl-cuda", "supercl-cpu-allthreads", "supercl-cpu-1thread",
+    "cupyx", "cc3d", "opencv", "scipy", "skimage",
+]
+
+
+def _provider(bench: dict) -> str:
+    return bench.get("extra_info", {}).get("provider", bench["name"])
+
+
+def _op_of(bench: dict) -> str:
+    group = bench.get("group") or bench["name"]
+    return "slic" if group.startswith("slic") else group.split("-")[0]
+
+
+def _group_key(group: str) -> tuple:
+    """slic first, then connected components; within an op by kind, then size."""
+    parts = group.split("-")
+    op, size = parts[0], parts[-1]
+    kind = "-".join(parts[1:-1])
+    side = int(size.split("x")[0]) if size.split("x")[0].isdigit() else 0
+    return (op != "slic", op, kind != "superpixels", kind, side)
+
+
+def _provider_key(provider: str) -> tuple:
+    return (ORDER.index(provider), "") if provider in ORDER else (len(ORDER), provider)
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    """About ``digits`` significant figures, without scientific notation."""
+    if value == 0:
+        return "0"
+    if value >= 10 ** (digits - 1):
+        return f"{value:,.0f}"
+    decimals = max(0, digits - 1 - int(f"{value:e}".split("e")[1]))
+    return f"{value:.{decimals}f}"
+
+
+def _ratio(baseline: float | None, median: float) -> str:
+    return "n/a" if baseline is None else f"{baseline / median:.2f}x"
+
+
+def header(data: dict) -> list[str]:
+    mi = data.get("machine_info", {})
+    sc = mi.get("supercl", {})
+    cpu = mi.get("cpu", {})
+    versions = sc.get("versions", {})
+    lines = [
+        "# supercl benchmarks",
+        "",
+        f"- date: {data.get('datetime', 'unknown')}",
+        f"- machine: {mi.get('node', '?')}, {cpu.get('brand_raw', mi.get('processor', '?'))}, "
+        f"{sc.get('cpu_count', cpu.get('count', '?'))} CPUs, {mi.get('system', '?')} "
+        f"{mi.get('release', '')}",
+        f"- GPU: {sc.get('cuda_device') or 'none'}",
+        f"- supercl {sc.get('supercl_version', '?')}, commit {sc.get('supercl_commit', '?')}"
+        + (" (uncommitted changes)" if sc.get("supercl_dirty") else "")
+        + f", OpenMP: {sc.get('supercl_openmp', '?')}",
+        f"- threads by default: torch {sc.get('torch_num_threads', '?')}, "
+        f"OpenCV {sc.get('opencv_num_threads', '?')}",
+        f"- Python {mi.get('python_version', sc.get('python', '?'))}; "
+        + ", ".join(f"{k} {v}" for k, v in versions.items()),
+        "",
+        "Median of the timed rounds (one call on the whole batch each, after one warm-up "
+        "round); throughput from the median. Speedup = baseline median / provider median. "
+        "load: 1-minute load average right after the timed rounds (the benchmark itself adds "
+        "1 or 2; more means other work shared the CPUs).",
+    ]
+    return lines
+
+
+def tables(data: dict) -> list[str]:
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for bench in data.get("benchmarks", []):
+        groups[bench.get("group") or bench["name"]].append(bench)
+
+    lines: list[str] = []
+    for group in sorted(groups, key=_group_key):
+        benches = groups[group]
+        info0 = benches[0].get("extra_info", {})
+        op = _op_of(benches[0])
+        kind = info0.get("input", "images")
+        medians = {_provider(b): b["stats"]["median"] for b in benches}
+        base = BASELINE.get(op)
+        compare = ([base] if base else []) + EXTRA_COLUMNS.get((op, kind), [])
+
+        title = f"{op}, {kind}, {info0.get('batch', '?')} x {info0.get('size', '?')}"
+        if "components_per_slice" in info0:
+            cps = info0["components_per_slice"]
+            title += f", {_fmt(cps, 2)} components per slice (mean)"
+        if "labels_first_slice" in info0 and op == "slic":
+            title += f", {info0.get('n_segments', '?')} segments requested"
+        lines += ["", f"## {title}", ""]
+        cols = ["provider", "threads", "median ms / batch", "slices/s", "Mpixels/s", "rounds",
+                "load"]
+        cols += [f"vs {c}" for c in compare]
+        lines.append("| " + " | ".join(cols) + " |")
+        lines.append("|" + "|".join(["---"] + ["---:"] * (len(cols) - 1)) + "|")
+        for bench in sorted(benches, key=lambda b: _provider_key(_provider(b))):
+            info = bench.get("extra_info", {})
+            median = bench["stats"]["median"]
+            provider = _provider(bench)
+            threads = info.get("threads")
+            row = [
+                provider,
+                "-" if threads is None else str(threads),
+                _fmt(median * 1e3),
+                _fmt(info.get("slices_per_s", float("nan"))),
+                _fmt(info.get("pixels_per_s", float("nan")) / 1e6),
+                str(bench["stats"].get("rounds", "?")),
+                f"{info['load_1min']:.1f}" if "load_1min" in info else "?",
+            ]
+            row += [_ratio(medians.get(c), median) for c in compare]
+            lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def summarize(data: dict) -> str:
+    return "\n".join(header(data) + tables(data)) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("json", help="file written by pytest --benchmark-json=...")
+    parser.add_argument("-o", "--output", help="write the Markdown here instead of stdout")
+    args = parser.parse_args(argv)
+    with open(args.json) as fh:
+        text = summarize(json.load(fh))
+    if args.output:
+        with open(args.output, "w") as fh:
+            fh.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

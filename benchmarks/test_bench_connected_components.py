@@ -1,0 +1,190 @@
+"""Connected components: supercl against cc3d, scipy and scikit-image on the same maps.
+
+One benchmark per (input kind, size, provider), grouped as
+``connected_components-<kind>-<S>x<S>``. Two kinds of 32-slice inputs, built from the same
+fixed-seed phantom batch:
+
+- ``superpixels``: supercl's SLIC labels (~100 per slice, numbered from 1 so that every pixel
+  is foreground) -- the multi-label case SuperCL runs after SLIC;
+- ``binary``: ``organ_labels > 0``, the classic binary case every peer supports.
+
+All use 8-connectivity. Correctness is checked before timing, outside the timed region. See
+benchmarks/README.md for the method.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from supercl.ops import connected_components, slic
+
+SIZES = [256, 512]
+KINDS = ["superpixels", "binary"]
+HAS_CUDA = torch.cuda.is_available()
+N_CHECKED = 4  # slices compared pixel for pixel with scikit-image
+# Measured here (2 cores): a round of 32 slices takes 10-80 ms except scikit-image
+# (60-200 ms), so 10 rounds of every provider cost a few seconds in all.
+ROUNDS = 10
+STRUCTURE_2D = np.ones((3, 3), dtype=bool)  # 8-connectivity for scipy / cupyx
+
+HAS_CUPY = importlib.util.find_spec("cupy") is not None
+PROVIDERS = [
+    "supercl-cpu-1thread",
+    "supercl-cpu-allthreads",
+    "cc3d",
+    "scipy",
+    "skimage",
+    "supercl-cuda",
+    "cupyx",
+]
+# scipy.ndimage.label (and cupyx's copy of it) treats every nonzero value as one foreground, so
+# it cannot label a multi-label superpixel map: those providers run on binary masks only.
+BINARY_ONLY = {"scipy", "cupyx"}
+
+
+def _marks(kind: str, provider: str) -> list:
+    marks = []
+    if kind != "binary" and provider in BINARY_ONLY:
+        marks.append(pytest.mark.skip(
+            reason=f"{provider} labels all nonzero values as one foreground, so it cannot label "
+                   "a multi-label superpixel map; it is benchmarked on binary masks only"))
+    if provider in ("supercl-cuda", "cupyx") and not HAS_CUDA:
+        marks.append(pytest.mark.skip(reason="needs a CUDA GPU"))
+    if provider == "cupyx" and not HAS_CUPY:
+        marks.append(pytest.mark.skip(reason="needs CuPy (pip install cupy-cuda12x)"))
+    return marks
+
+
+CASES = [
+    pytest.param(kind, size, provider, marks=_marks(kind, provider),
+                 id=f"{kind}-{size}x{size}-{provider}")
+    for kind in KINDS for size in SIZES for provider in PROVIDERS
+]
+
+
+@pytest.fixture(scope="module")
+def cc_input(phantom):
+    """``cc_input(kind, size) -> (map, reference)``: the (32, S, S) map of that kind and its
+    scikit-image labels (the oracle), both built once per module, outside any timing."""
+    cache: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def get(kind: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+        if (kind, size) not in cache:
+            images, organs = phantom(size)
+            if kind == "superpixels":
+                x = slic(images, n_segments=100, compactness=0.1, start_label=1)
+            else:
+                x = np.asarray(organs) > 0
+            x.setflags(write=False)
+            cache[kind, size] = x, _skimage(x)
+        return cache[kind, size]
+
+    return get
+
+
+def _per_slice(fn, x: np.ndarray) -> np.ndarray:
+    out = np.empty(x.shape, dtype=np.int32)
+    for i in range(x.shape[0]):
+        out[i] = fn(x[i])
+    return out
+
+
+def _skimage(x):
+    from skimage.measure import label
+
+    return _per_slice(lambda s: label(s, connectivity=2), x)
+
+
+def _cc3d(x):
+    import cc3d
+
+    return _per_slice(lambda s: cc3d.connected_components(s, connectivity=8), x)
+
+
+def _scipy(x):
+    from scipy import ndimage
+
+    return _per_slice(lambda s: ndimage.label(s, structure=STRUCTURE_2D)[0], x)
+
+
+def _supercl(x):
+    return connected_components(x, connectivity=2)
+
+
+def _counts(labels: np.ndarray) -> list[int]:
+    return [int(s.max()) for s in labels]  # all peers number 1..N consecutively
+
+
+# A CUDA machine whose build lacks a backend skips at run time, after `benchmark` was set up.
+@pytest.mark.filterwarnings("ignore:Benchmark fixture was not used")
+@pytest.mark.parametrize(("kind", "size", "provider"), CASES)
+def test_bench_connected_components(request, measure, cc_input, torch_threads, kind, size, provider):
+    x, reference = cc_input(kind, size)
+    common = dict(provider=provider, size=size, group=f"connected_components-{kind}-{size}x{size}",
+                  input=kind, connectivity=8,
+                  components_per_slice=float(np.mean(_counts(reference))))
+
+    if provider.startswith("supercl-cpu"):
+        n = 1 if provider == "supercl-cpu-1thread" else os.cpu_count()
+        with torch_threads(n):
+            got = _supercl(x[:N_CHECKED])
+            np.testing.assert_array_equal(got, reference[:N_CHECKED])
+            measure(lambda: _supercl(x), rounds=ROUNDS, threads=n, **common)
+
+    elif provider == "cc3d":
+        xw = np.array(x)  # cc3d's Cython signature refuses read-only buffers; copy untimed
+        assert _counts(_cc3d(xw)) == _counts(reference)
+        measure(lambda: _cc3d(xw), rounds=ROUNDS, threads=1, **common)
+
+    elif provider == "scipy":
+        assert _counts(_scipy(x)) == _counts(reference)
+        measure(lambda: _scipy(x), rounds=ROUNDS, threads=1, **common)
+
+    elif provider == "skimage":
+        assert reference.shape == x.shape
+        measure(lambda: _skimage(x), rounds=ROUNDS, threads=1, **common)
+
+    elif provider == "supercl-cuda":
+        request.getfixturevalue("cuda_backend")
+        xd = torch.from_numpy(np.array(x)).cuda()
+        got = _supercl(xd[:N_CHECKED])
+        np.testing.assert_array_equal(got.cpu().numpy(), reference[:N_CHECKED])
+
+        def run():
+            out = _supercl(xd)
+            torch.cuda.synchronize()
+            return out
+
+        measure(run, rounds=ROUNDS, threads=None, cuda=True, **common)
+
+    elif provider == "cupyx":
+        cupy = pytest.importorskip("cupy")
+        cupy_ndimage = pytest.importorskip("cupyx.scipy.ndimage")
+        try:
+            n_gpus = cupy.cuda.runtime.getDeviceCount()
+        except Exception as exc:  # noqa: BLE001 - CuPy without a driver raises its own errors
+            pytest.skip(f"CuPy sees no CUDA device: {exc}")
+        if n_gpus == 0:
+            pytest.skip("CuPy sees no CUDA device")
+        # The whole batch in one call: a 3D structure that connects nothing across slices.
+        structure = np.zeros((3, 3, 3), dtype=bool)
+        structure[1] = STRUCTURE_2D
+        xd = cupy.asarray(x)
+        sd = cupy.asarray(structure)
+        labels, total = cupy_ndimage.label(xd, structure=sd)
+        assert int(total) == sum(_counts(reference))
+
+        def run():
+            out = cupy_ndimage.label(xd, structure=sd)
+            cupy.cuda.runtime.deviceSynchronize()
+            return out
+
+        measure(run, rounds=ROUNDS, threads=None, **common)
+
+    else:  # pragma: no cover
+        raise AssertionError(f"unknown provider {provider}")

@@ -1,0 +1,151 @@
+"""SLIC superpixels: supercl against scikit-image and OpenCV on the same phantom batches.
+
+One benchmark per (size, provider), grouped as ``slic-<S>x<S>``. Every provider segments the
+same 32 fixed-seed phantom slices into ~100 superpixels with 10 k-means iterations and
+connectivity enforcement. Correctness is checked before timing, outside the timed region.
+See benchmarks/README.md for the method.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from supercl.ops import slic
+
+SIZES = [256, 512]
+HAS_CUDA = torch.cuda.is_available()
+
+N_SEGMENTS = 100
+# supercl and scikit-image rescale each image to [0, 1]; 0.1 there is the SuperCL setting
+# (compactness 10 on Lab lightness 0..100), see supercl.ops.slic.
+COMPACTNESS = 0.1
+MAX_NUM_ITER = 10
+# OpenCV's SLIC minimises dc^2 + dxy^2 * (ruler / region_size)^2 (ximgproc/src/slic.cpp:
+# xywt = (region_size / ruler)^2) on the raw uint8 intensities; scikit-image minimises
+# dc^2 + dxy^2 * (compactness / step)^2 on intensities in [0, 1]. With the slice rescaled to
+# 0..255 and region_size ~ step, the same trade-off is ruler = 255 * compactness = 25.5.
+OPENCV_RULER = 255.0 * COMPACTNESS
+# scikit-image's min_size_factor=0.5 is OpenCV's min_element_size=50 (% of the mean size).
+OPENCV_MIN_ELEMENT_PERCENT = 50
+# supercl's label count on the first slice must be within 25% of scikit-image's.
+COUNT_TOLERANCE = 0.25
+
+# Measured here (2 cores): a round of 32 slices takes supercl 0.2-1.7 s, OpenCV 0.8-2.3 s,
+# scikit-image 2.5 s (256) and 7 s (512); 3 rounds of scikit-image keep the run short.
+ROUNDS = {"fast": 5, "skimage": 3}
+
+PROVIDERS = [
+    "supercl-cpu-1thread",
+    "supercl-cpu-allthreads",
+    "skimage",
+    "opencv",
+    pytest.param(
+        "supercl-cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+    ),
+]
+
+
+def _supercl_slic(images):
+    return slic(images, n_segments=N_SEGMENTS, compactness=COMPACTNESS,
+                max_num_iter=MAX_NUM_ITER, start_label=0)
+
+
+def _skimage_slic(images: np.ndarray) -> np.ndarray:
+    from skimage.segmentation import slic as sk_slic
+
+    return np.stack([
+        sk_slic(image, n_segments=N_SEGMENTS, compactness=COMPACTNESS,
+                max_num_iter=MAX_NUM_ITER, channel_axis=None, start_label=0)
+        for image in images
+    ])
+
+
+def _opencv_slic(images: np.ndarray) -> np.ndarray:
+    """OpenCV's SLIC on each slice, after rescaling it to 0..255 uint8 -- inside the timing,
+    since supercl and scikit-image rescale inside their calls too."""
+    import cv2
+
+    _, height, width = images.shape
+    region_size = round(math.sqrt(height * width / N_SEGMENTS))
+    out = np.empty(images.shape, dtype=np.int32)
+    for i, image in enumerate(images):
+        u8 = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX, dtype=cv2.CV_8U)
+        sp = cv2.ximgproc.createSuperpixelSLIC(
+            u8, algorithm=cv2.ximgproc.SLIC, region_size=region_size, ruler=OPENCV_RULER
+        )
+        sp.iterate(MAX_NUM_ITER)
+        sp.enforceLabelConnectivity(OPENCV_MIN_ELEMENT_PERCENT)
+        out[i] = sp.getLabels()
+    return out
+
+
+_SKIMAGE_COUNT: dict[int, int] = {}
+
+
+def _skimage_count_first(images: np.ndarray) -> int:
+    size = images.shape[-1]
+    if size not in _SKIMAGE_COUNT:
+        _SKIMAGE_COUNT[size] = len(np.unique(_skimage_slic(images[:1])[0]))
+    return _SKIMAGE_COUNT[size]
+
+
+def _check_supercl(labels: np.ndarray, images: np.ndarray) -> dict:
+    assert labels.shape == images.shape and labels.dtype == np.int32
+    got, want = len(np.unique(labels[0])), _skimage_count_first(images)
+    assert abs(got - want) <= COUNT_TOLERANCE * want, (
+        f"supercl made {got} superpixels on the first slice, scikit-image {want}"
+    )
+    return {"labels_first_slice": got, "skimage_labels_first_slice": want}
+
+
+# A CUDA machine whose build lacks the backend skips at run time, after `benchmark` was set up.
+@pytest.mark.filterwarnings("ignore:Benchmark fixture was not used")
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s}x{s}")
+def test_bench_slic(request, measure, phantom, torch_threads, size, provider):
+    images, _ = phantom(size)
+    common = dict(provider=provider, size=size, group=f"slic-{size}x{size}",
+                  n_segments=N_SEGMENTS, compactness=COMPACTNESS, max_num_iter=MAX_NUM_ITER)
+
+    if provider.startswith("supercl-cpu"):
+        n = 1 if provider == "supercl-cpu-1thread" else os.cpu_count()
+        with torch_threads(n):
+            extra = _check_supercl(_supercl_slic(images), images)
+            measure(lambda: _supercl_slic(images), rounds=ROUNDS["fast"], threads=n,
+                    **common, **extra)
+
+    elif provider == "skimage":
+        count = _skimage_count_first(images)
+        measure(lambda: _skimage_slic(images), rounds=ROUNDS["skimage"], threads=1,
+                **common, labels_first_slice=count)
+
+    elif provider == "opencv":
+        import cv2
+
+        labels = _opencv_slic(images[:1])
+        assert labels.shape == (1, size, size)
+        measure(lambda: _opencv_slic(images), rounds=ROUNDS["fast"],
+                threads=cv2.getNumThreads(), **common,
+                labels_first_slice=len(np.unique(labels[0])), ruler=OPENCV_RULER,
+                region_size=round(math.sqrt(size * size / N_SEGMENTS)))
+
+    elif provider == "supercl-cuda":
+        request.getfixturevalue("cuda_backend")
+        x = torch.from_numpy(np.array(images)).cuda()
+        labels = _supercl_slic(x)
+        extra = _check_supercl(labels.cpu().numpy(), images)
+
+        def run():
+            out = _supercl_slic(x)
+            torch.cuda.synchronize()
+            return out
+
+        measure(run, rounds=2 * ROUNDS["fast"], threads=None, cuda=True, **common, **extra)
+
+    else:  # pragma: no cover
+        raise AssertionError(f"unknown provider {provider}")
