@@ -67,12 +67,9 @@ int32_t connected_components_image(const T* image, int64_t sy, int64_t sx, int64
     // Rows of unit stride get their own instance, in which the compiler folds the x stride.
     auto scan = [&](auto x_stride) {
       for (int64_t y = 0; y < height; ++y) {
-        for (int64_t x = 0; x < width; ++x) {
-          cc_init_pixel(image, sy, static_cast<int64_t>(x_stride), width, y, x, has_background,
-                        background, parent);
+        for (int64_t x = 0; x < width; ++x)
           cc_merge_pixel<T, false, true>(image, sy, static_cast<int64_t>(x_stride), width, y, x,
                                          connectivity, has_background, background, parent);
-        }
       }
     };
     if (sx == 1)

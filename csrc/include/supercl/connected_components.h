@@ -99,15 +99,17 @@ SUPERCL_HD void cc_join(int32_t* parent, int32_t i, int32_t j, bool& fresh) {
 }
 
 // Step 2 for pixel (y, x).  connectivity: 1 (4-neighbourhood) or 2 (8-neighbourhood).
-// kFresh: see cc_join (host, one thread per image, init fused into this pass).
+// kFresh: the host's single-owner pass, which also does step 1 for the pixel (one load of its
+// value instead of two) and makes its first join a plain link (cc_join).
 template <typename T, bool kAtomic = true, bool kFresh = false>
 SUPERCL_HD void cc_merge_pixel(const T* image, int64_t sy, int64_t sx, int64_t width, int64_t y,
                                int64_t x, int connectivity, bool has_background, T background,
                                int32_t* parent) {
   const T v = image[y * sy + x * sx];
+  const int32_t i = static_cast<int32_t>(y * width + x);
+  if (kFresh) parent[i] = (has_background && v == background) ? -1 : i;  // init, fused
   if (has_background && v == background) return;
   bool fresh = kFresh;
-  const int32_t i = static_cast<int32_t>(y * width + x);
   const bool has_up = y > 0, has_left = x > 0, has_right = x + 1 < width;
   const bool up = has_up && image[(y - 1) * sy + x * sx] == v;
   if (connectivity == 1) {
