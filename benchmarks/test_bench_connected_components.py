@@ -41,6 +41,7 @@ PROVIDERS = [
     "skimage",
     "supercl-cuda",
     "cupyx",
+    "cucim",
 ]
 # scipy.ndimage.label (and cupyx's copy of it) treats every nonzero value as one foreground, so
 # it cannot label a multi-label superpixel map: those providers run on binary masks only.
@@ -53,10 +54,12 @@ def _marks(kind: str, provider: str) -> list:
         marks.append(pytest.mark.skip(
             reason=f"{provider} labels all nonzero values as one foreground, so it cannot label "
                    "a multi-label superpixel map; it is benchmarked on binary masks only"))
-    if provider in ("supercl-cuda", "cupyx") and not HAS_CUDA:
+    if provider in ("supercl-cuda", "cupyx", "cucim") and not HAS_CUDA:
         marks.append(pytest.mark.skip(reason="needs a CUDA GPU"))
     if provider == "cupyx" and not HAS_CUPY:
         marks.append(pytest.mark.skip(reason="needs CuPy (pip install cupy-cuda12x)"))
+    if provider == "cucim" and importlib.util.find_spec("cucim") is None:
+        marks.append(pytest.mark.skip(reason="needs cuCIM (pip install cucim-cu12)"))
     return marks
 
 
@@ -181,6 +184,20 @@ def test_bench_connected_components(request, measure, cc_input, torch_threads, k
 
         def run():
             out = cupy_ndimage.label(xd, structure=sd)
+            cupy.cuda.runtime.deviceSynchronize()
+            return out
+
+        measure(run, rounds=ROUNDS, threads=None, **common)
+
+    elif provider == "cucim":
+        cupy = pytest.importorskip("cupy")
+        cucim_measure = pytest.importorskip("cucim.skimage.measure")
+        xd = cupy.asarray(x)
+        got = [cucim_measure.label(xd[b], connectivity=2) for b in range(N_CHECKED)]
+        np.testing.assert_array_equal(np.stack([g.get() for g in got]), reference[:N_CHECKED])
+
+        def run():  # scikit-image's API: one image per call
+            out = [cucim_measure.label(xd[b], connectivity=2) for b in range(len(xd))]
             cupy.cuda.runtime.deviceSynchronize()
             return out
 
