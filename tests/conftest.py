@@ -2,14 +2,22 @@
 
 - Devices: CPU always; CUDA only where torch sees a GPU (tests marked ``cuda`` skip elsewhere),
   so that the whole suite collects and passes on a CPU-only machine.
+- Triton: without a GPU, TRITON_INTERPRET=1 runs the Triton kernels on CPU tensors.
 - Hypothesis: a bounded, deadline-free profile (CI machines are small and shared).
 """
 
 import os
 
-import pytest
 import torch
-from hypothesis import HealthCheck, settings
+
+HAS_CUDA = torch.cuda.is_available()
+if not HAS_CUDA:
+    # Triton kernels run on CPU tensors in Triton's interpreter; the variable must be set
+    # before Triton is first imported (supercl imports it lazily, in the ops that use it).
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 settings.register_profile(
     "supercl",
@@ -20,7 +28,6 @@ settings.register_profile(
 )
 settings.load_profile("supercl")
 
-HAS_CUDA = torch.cuda.is_available()
 DEVICES = ["cpu"] + (["cuda"] if HAS_CUDA else [])
 
 

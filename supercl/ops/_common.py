@@ -11,6 +11,10 @@ import numpy as np
 import torch
 
 BACKENDS = ("cpu", "cuda")
+# The learning-side ops (pooling, losses, graph components) name their backends by
+# implementation; SUPERCL_BACKEND=cpu/cuda maps onto them.
+TRITON_BACKENDS = ("torch", "triton")
+_ENV_TO_TRITON = {"cpu": "torch", "cuda": "triton", "torch": "torch", "triton": "triton"}
 
 
 def as_tensor(value: Any, name: str) -> tuple[torch.Tensor, bool]:
@@ -79,6 +83,41 @@ def resolve_backend(op: str, backend: str | None, device: torch.device) -> str:
         from . import _cuda
 
         _cuda.require(op)
+    return backend
+
+
+def resolve_triton_backend(op: str, backend: str | None, device: torch.device) -> str:
+    """``"torch"`` or ``"triton"`` for a learning-side op on ``device``.
+
+    ``None`` (and no ``SUPERCL_BACKEND``) chooses Triton for CUDA tensors and torch otherwise.
+    ``"triton"`` on CPU tensors runs the kernels in Triton's interpreter, which must be switched
+    on with ``TRITON_INTERPRET=1`` before Triton is imported; otherwise it raises and says so.
+    """
+    source = "backend"
+    if backend is None and os.environ.get("SUPERCL_BACKEND"):
+        env = os.environ["SUPERCL_BACKEND"]
+        if env not in _ENV_TO_TRITON:
+            raise ValueError(
+                f"SUPERCL_BACKEND must be one of {tuple(_ENV_TO_TRITON)}, got {env!r}"
+            )
+        backend, source = _ENV_TO_TRITON[env], "SUPERCL_BACKEND"
+    if backend is None:
+        return "triton" if device.type == "cuda" else "torch"
+    if backend not in TRITON_BACKENDS:
+        raise ValueError(f"{source} must be one of {TRITON_BACKENDS} or None, got {backend!r}")
+    if backend == "triton":
+        try:
+            import triton  # noqa: F401
+        except ImportError as exc:
+            raise RuntimeError(
+                f"supercl.ops.{op}: backend='triton' needs Triton (`pip install triton`, Linux)"
+            ) from exc
+        if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise RuntimeError(
+                f"supercl.ops.{op}: backend='triton' got {device.type} tensors; Triton runs them "
+                "only in its interpreter, enabled by TRITON_INTERPRET=1 in the environment "
+                "before Triton is imported. Use backend='torch' (or None) for CPU tensors."
+            )
     return backend
 
 
