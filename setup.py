@@ -73,11 +73,13 @@ setup(
         "supercl.ops",
         "supercl.data",
         "supercl.kernels",
+        "supercl.kernels.triton",
         "supercl.kernels.include",
     ],
     package_dir={
         "supercl": "supercl",
         "supercl.kernels": "kernels",
+        "supercl.kernels.triton": "kernels/triton",
         # The shared host/device headers, for the GPU backend's run-time compilation.
         "supercl.kernels.include": "csrc/include",
     },
