@@ -7,6 +7,7 @@ raises rather than silently running elsewhere.
 
 - :func:`slic` -- SLIC superpixels of a batch of 2D images.
 - :func:`connected_components` -- labels of connected regions of equal value.
+- :func:`supcon_loss` -- supervised contrastive loss without an N x N matrix (Triton / torch).
 
 Each op has a reference (``<op>_reference``) in plain scikit-image that the tests use as the
 oracle and the benchmarks as the baseline.
@@ -14,10 +15,13 @@ oracle and the benchmarks as the baseline.
 
 from .connected_components import connected_components, connected_components_reference
 from .slic import slic, slic_reference
+from .supcon_loss import supcon_loss, supcon_loss_reference
 
 __all__ = [
     "connected_components",
     "connected_components_reference",
     "slic",
     "slic_reference",
+    "supcon_loss",
+    "supcon_loss_reference",
 ]

@@ -3,6 +3,7 @@ choice and the compiled extension.  Internal; the public functions live in the o
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 from typing import Any
@@ -49,7 +50,7 @@ def check_float(value: Any, name: str, positive: bool = False, nonnegative: bool
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     value = float(value)
-    if not np.isfinite(value):
+    if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
     if positive and value <= 0:
         raise ValueError(f"{name} must be > 0, got {value}")

@@ -1,0 +1,317 @@
+"""Supervised contrastive loss (Khosla et al. 2020) without an N x N matrix in memory."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import torch
+
+from ._common import as_tensor, check_bool, check_float, resolve_triton_backend
+
+__all__ = ["supcon_loss", "supcon_loss_reference"]
+
+# Rows of the similarity matrix per chunk on the torch path: 2**24 float32 entries (64 MiB)
+# whatever N is, so memory grows as O(N * chunk), not O(N^2).
+_CHUNK_ELEMENTS = 2**24
+_REDUCTIONS = ("mean", "sum", "none")
+_warned_no_positive = False
+
+
+def supcon_loss(
+    features: Any,
+    labels: Any,
+    temperature: float = 0.1,
+    base_temperature: float | None = None,
+    groups: Any = None,
+    normalize: bool = True,
+    reduction: str = "mean",
+    *,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """Supervised contrastive loss with label-defined positives, optionally within groups.
+
+    The "out" form of Khosla et al. 2020 (eq. 2), as in the reference SupContrast code: with
+    ``z = features / ||features||`` (when ``normalize``) and ``s_ij = z_i . z_j / temperature``,
+    every sample i is an anchor with
+
+    - denominator set A(i): the other samples (j != i) of its group,
+    - positives P(i): the samples of A(i) with the same label,
+    - ``loss_i = (temperature / base_temperature) * (log sum_{a in A(i)} exp(s_ia)
+      - mean_{p in P(i)} s_ip)``.
+
+    ``groups`` restricts every pair to one group, e.g. the image a pixel belongs to: that is
+    SuperCL's pixel-level ILCP loss for a whole batch in one call. Anchors without a positive
+    are left out of the mean (never NaN); a batch without any positive returns 0 with a zero
+    gradient and warns once.
+
+    Nothing of size N x N is kept: the positive term is linear, ``sum_p s_ip = z_i . (S_y - z_i)
+    / t`` with S_y the sum of the embeddings of i's (group, label), and the log-sum-exp is
+    computed in one streaming pass over tiles (Triton, on CUDA tensors) or in row chunks of at
+    most 2**24 similarities (torch, elsewhere); the backward recomputes them.
+
+    Parameters
+    ----------
+    features : (N, D) float tensor (float32, float16, bfloat16; float64 on the torch backend)
+    labels : (N,) integer tensor
+    temperature : float > 0
+    base_temperature : float > 0, optional
+        The loss is scaled by ``temperature / base_temperature``; None means ``temperature``.
+    groups : (N,) integer tensor, optional
+        Pairs across groups are ignored. Contiguous groups let the Triton kernels skip tiles.
+    normalize : bool
+        L2-normalise the features first (default True).
+    reduction : {"mean", "sum", "none"}
+        "mean" over anchors with a positive; "sum"; "none" gives (N,) with 0 for anchors
+        without a positive.
+    backend : {None, "torch", "triton"}
+        None: Triton for CUDA tensors, torch otherwise. "triton" on CPU tensors needs
+        ``TRITON_INTERPRET=1``.
+
+    Returns
+    -------
+    torch.Tensor
+        0-d (or (N,) for ``reduction="none"``) float32 (float64 for float64 features).
+
+    Raises
+    ------
+    TypeError
+        Non-float features, float labels or groups.
+    ValueError
+        Wrong shapes, N = 0, mismatched lengths or devices, ``temperature <= 0``, a bad
+        ``reduction``, non-finite features.
+
+    Notes
+    -----
+    In eager mode, checking for a batch without positives (to warn) and for non-finite
+    features costs one host synchronisation per call on CUDA tensors.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from supercl.ops import supcon_loss, supcon_loss_reference
+    >>> g = torch.Generator().manual_seed(0)
+    >>> z = torch.randn(10, 8, generator=g)
+    >>> y = torch.tensor([0, 0, 1, 1, 1, 2, 2, 0, 1, 2])
+    >>> loss = supcon_loss(z, y, temperature=0.5)
+    >>> bool(torch.allclose(loss, supcon_loss_reference(z, y, temperature=0.5)))
+    True
+    """
+    features, _ = as_tensor(features, "features")
+    labels, _ = as_tensor(labels, "labels")
+    if not features.dtype.is_floating_point:
+        raise TypeError(f"features must be a float tensor, got {features.dtype}")
+    if features.ndim != 2:
+        raise ValueError(f"features must have shape (N, D), got {tuple(features.shape)}")
+    n, d = features.shape
+    if n == 0:
+        raise ValueError("features is an empty batch (N = 0)")
+    if d == 0:
+        raise ValueError("features has no dimensions (D = 0)")
+    _check_ids(labels, "labels", n, features.device)
+    if groups is not None:
+        groups, _ = as_tensor(groups, "groups")
+        _check_ids(groups, "groups", n, features.device)
+    temperature = check_float(temperature, "temperature", positive=True)
+    base_temperature = temperature if base_temperature is None else check_float(
+        base_temperature, "base_temperature", positive=True
+    )
+    normalize = check_bool(normalize, "normalize")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    chosen = resolve_triton_backend("supcon_loss", backend, features.device)
+    if chosen == "triton" and features.dtype == torch.float64:
+        raise TypeError("backend='triton' takes float32, float16 or bfloat16 features, not float64")
+    eager = not torch.compiler.is_compiling()
+    if eager and not bool(torch.isfinite(features).all()):
+        raise ValueError("features contains NaN or inf values")
+
+    z = torch.nn.functional.normalize(features, dim=1, eps=1e-12) if normalize else features
+    work = torch.float64 if features.dtype == torch.float64 else torch.float32
+    grp = groups.to(torch.int64) if groups is not None else None
+    lse = _supcon_lse(z, grp if grp is not None else z.new_zeros(0, dtype=torch.int64),
+                      1.0 / temperature, chosen)
+    pos_sum, n_pos = _positive_sums(z.to(work), labels, grp)
+    valid = n_pos > 0
+    scale = temperature / base_temperature
+    per_anchor = torch.where(
+        valid,
+        scale * (lse.to(work) - pos_sum / (temperature * n_pos.clamp(min=1).to(work))),
+        torch.zeros((), dtype=work, device=z.device),
+    )
+    if reduction == "none":
+        loss = per_anchor
+    elif reduction == "sum":
+        loss = per_anchor.sum()
+    else:
+        loss = per_anchor.sum() / valid.sum().clamp(min=1).to(work)
+    if eager:
+        _warn_if_no_positive(valid)
+    return loss
+
+
+def _check_ids(ids: torch.Tensor, name: str, n: int, device: torch.device) -> None:
+    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+        raise TypeError(f"{name} must have an integer dtype, got {ids.dtype}")
+    if ids.ndim != 1 or ids.shape[0] != n:
+        raise ValueError(f"{name} must have shape ({n},) like features, got {tuple(ids.shape)}")
+    if ids.device != device:
+        raise ValueError(f"{name} is on {ids.device} but features on {device}")
+
+
+def _warn_if_no_positive(valid: torch.Tensor) -> None:
+    global _warned_no_positive
+    if not _warned_no_positive and not bool(valid.any()):
+        _warned_no_positive = True
+        warnings.warn(
+            "supcon_loss: no anchor has a positive (every label is alone in its group); the "
+            "loss is 0 with a zero gradient. This warning is shown once.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def _positive_sums(z: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor | None):
+    """sum_{p in P(i)} z_i . z_p and |P(i)| for every anchor, through per-(group, label) sums
+    of z: O(N D), no N x N.  A sort keeps every shape static (torch.compile-friendly)."""
+    n = z.shape[0]
+    labels = labels.to(torch.int64)
+    if groups is None:
+        order = torch.argsort(labels, stable=True)
+        key_changes = labels[order][1:] != labels[order][:-1]
+    else:
+        # Sort by label, then stably by group: equal (group, label) pairs end up adjacent.
+        by_label = torch.argsort(labels, stable=True)
+        order = by_label[torch.argsort(groups[by_label], stable=True)]
+        key_changes = (labels[order][1:] != labels[order][:-1]) | (
+            groups[order][1:] != groups[order][:-1]
+        )
+    segment_sorted = torch.cat([key_changes.new_zeros(1), key_changes]).to(torch.int64).cumsum(0)
+    segment = torch.empty_like(segment_sorted).scatter_(0, order, segment_sorted)
+    sums = z.new_zeros(z.shape).index_add(0, segment, z)
+    counts = torch.zeros(n, dtype=torch.int64, device=z.device).index_add(
+        0, segment, torch.ones_like(segment)
+    )
+    pos_sum = (z * (sums[segment] - z)).sum(1)
+    return pos_sum, counts[segment] - 1
+
+
+# ---- the N x N part: LSE_i = log sum_{j != i, same group} exp(z_i . z_j * scale) -------------
+
+
+@torch.library.custom_op("supercl::supcon_lse", mutates_args=())
+def _supcon_lse(z: torch.Tensor, groups: torch.Tensor, scale: float, backend: str) -> torch.Tensor:
+    """(N,) log-sum-exp over each anchor's group (groups of length 0 = one group); float32, or
+    float64 for float64 z on the torch backend; -inf for an anchor alone in its group."""
+    grp = groups if groups.numel() else None
+    if backend == "triton":
+        from supercl.kernels.triton import supcon_loss as kernels
+
+        return kernels.supcon_lse(z, grp, scale)
+    return _lse_torch(z, grp, scale)
+
+
+@_supcon_lse.register_fake
+def _(z, groups, scale, backend):
+    dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
+    return z.new_empty(z.shape[0], dtype=dtype)
+
+
+@torch.library.custom_op("supercl::supcon_lse_backward", mutates_args=())
+def _supcon_lse_backward(z: torch.Tensor, groups: torch.Tensor, lse: torch.Tensor,
+                         coef: torch.Tensor, scale: float, backend: str) -> torch.Tensor:
+    """dZ = (P + P^T) Z * scale, P_ij = coef_i exp(s_ij - lse_i) on the LSE support."""
+    grp = groups if groups.numel() else None
+    # Anchors alone in their group have lse = -inf and no term; 0 keeps exp() finite.
+    lse = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
+    if backend == "triton":
+        from supercl.kernels.triton import supcon_loss as kernels
+
+        return kernels.supcon_lse_backward(z, grp, lse.float(), coef.float(), scale).to(z.dtype)
+    return _lse_backward_torch(z, grp, lse, coef, scale).to(z.dtype)
+
+
+@_supcon_lse_backward.register_fake
+def _(z, groups, lse, coef, scale, backend):
+    return torch.empty_like(z)
+
+
+def _setup_context(ctx, inputs, output):
+    z, groups, scale, backend = inputs
+    ctx.save_for_backward(z, groups, output)
+    ctx.scale, ctx.backend = scale, backend
+
+
+def _backward(ctx, grad):
+    z, groups, lse = ctx.saved_tensors
+    dz = _supcon_lse_backward(z, groups, lse, grad.to(lse.dtype), ctx.scale, ctx.backend)
+    return dz, None, None, None
+
+
+_supcon_lse.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _chunks(n: int):
+    rows = max(1, min(n, _CHUNK_ELEMENTS // max(n, 1)))
+    for start in range(0, n, rows):
+        yield start, min(n, start + rows)
+
+
+def _masked_scores(z, groups, start, stop, scale):
+    """Rows start..stop of s = z z^T * scale, -inf off the support (self, other groups)."""
+    s = (z[start:stop] @ z.T) * scale
+    rows = torch.arange(start, stop, device=z.device)
+    s[rows - start, rows] = -math.inf
+    if groups is not None:
+        s.masked_fill_(groups[start:stop, None] != groups[None, :], -math.inf)
+    return s
+
+
+def _lse_torch(z, groups, scale):
+    work = torch.float64 if z.dtype == torch.float64 else torch.float32
+    zw = z.to(work)
+    out = torch.empty(z.shape[0], dtype=work, device=z.device)
+    for start, stop in _chunks(z.shape[0]):
+        out[start:stop] = torch.logsumexp(_masked_scores(zw, groups, start, stop, scale), dim=1)
+    return out
+
+
+def _lse_backward_torch(z, groups, lse, coef, scale):
+    work = torch.float64 if z.dtype == torch.float64 else torch.float32
+    zw = z.to(work)
+    dz = torch.zeros_like(zw)
+    lse, coef = lse.to(work), coef.to(work)
+    for start, stop in _chunks(z.shape[0]):
+        p = torch.exp(_masked_scores(zw, groups, start, stop, scale) - lse[start:stop, None])
+        p *= coef[start:stop, None]
+        dz[start:stop] += (p @ zw) * scale
+        dz += (p.T @ zw[start:stop]) * scale
+    return dz
+
+
+def supcon_loss_reference(features, labels, temperature=0.1, base_temperature=None,
+                          groups=None, normalize=True, reduction="mean"):
+    """The oracle: the dense textbook form with N x N masks (SupContrast's losses.py, with
+    anchors without a positive left out of the mean). Plain torch, autograd through it."""
+    base_temperature = temperature if base_temperature is None else base_temperature
+    z = torch.nn.functional.normalize(features, dim=1) if normalize else features
+    n = z.shape[0]
+    logits = z @ z.T / temperature
+    not_self = ~torch.eye(n, dtype=torch.bool, device=z.device)
+    same_group = (
+        torch.ones_like(not_self) if groups is None else groups[:, None] == groups[None, :]
+    )
+    denominator = not_self & same_group
+    positive = denominator & (labels[:, None] == labels[None, :])
+    lse = torch.logsumexp(logits.masked_fill(~denominator, -math.inf), 1, keepdim=True)
+    log_prob = logits - torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
+    n_pos = positive.sum(1)
+    mean_log_prob_pos = (log_prob * positive).sum(1) / n_pos.clamp(min=1)
+    per_anchor = torch.where(n_pos > 0, -(temperature / base_temperature) * mean_log_prob_pos,
+                             torch.zeros((), dtype=z.dtype, device=z.device))
+    if reduction == "none":
+        return per_anchor
+    if reduction == "sum":
+        return per_anchor.sum()
+    return per_anchor.sum() / (n_pos > 0).sum().clamp(min=1)
