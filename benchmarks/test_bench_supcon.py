@@ -1,0 +1,145 @@
+"""supcon_loss forward + backward: supercl (chunked torch on the CPU, Triton on a GPU) against
+the dense SupContrast form and pytorch-metric-learning's SupConLoss, D = 128, time and peak
+memory for each N.
+
+Peak memory: on a GPU, torch.cuda.max_memory_allocated over the timed call. On the CPU,
+torch has no allocator statistics, so every (provider, N) runs once in a child process that
+samples its resident set (/proc/self/statm, every 0.5 ms) during one forward + backward and
+reports the peak above the level after a small warm-up call (lazy imports) and building the
+inputs: the memory the loss needed, to within what a 0.5 ms sampler can see. Correctness is checked before timing (against the dense
+reference in float64 at the smallest N).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from supercl.ops import supcon_loss, supcon_loss_reference
+
+D = 128
+TEMPERATURE = 0.1
+HAS_CUDA = torch.cuda.is_available()
+CPU_SIZES = [1024, 4096, 16384]
+GPU_SIZES = [1024, 4096, 16384, 65536]
+PROVIDERS = ["supercl", "dense", "pml"]
+
+
+def inputs(n: int, device: str):
+    g = torch.Generator().manual_seed(n)
+    features = torch.randn(n, D, generator=g)
+    labels = torch.randint(0, max(2, n // 16), (n,), generator=g)
+    return features.to(device).requires_grad_(), labels.to(device)
+
+
+def loss_fn(provider: str):
+    if provider == "supercl":
+        return lambda f, y: supcon_loss(f, y, TEMPERATURE)
+    if provider == "dense":
+        return lambda f, y: supcon_loss_reference(f, y, TEMPERATURE)
+    from pytorch_metric_learning.losses import SupConLoss
+
+    pml = SupConLoss(temperature=TEMPERATURE)
+    return lambda f, y: pml(f, y)
+
+
+CHILD = textwrap.dedent("""
+    import json, os, sys, threading, time, torch
+    sys.path.insert(0, {here!r})
+    from test_bench_supcon import inputs, loss_fn
+    torch.set_num_threads({threads})
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def resident():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * page
+
+    fn = loss_fn({provider!r})
+    small_features, small_labels = inputs(64, "cpu")
+    fn(small_features, small_labels).backward()  # lazy imports and one-time set-up, unmeasured
+    features, labels = inputs({n}, "cpu")
+    base, peak, done = resident(), [0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], resident())
+            time.sleep(0.0005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    fn(features, labels).backward()
+    done.set()
+    sampler.join()
+    print(json.dumps({{"peak_bytes": max(0, max(peak[0], resident()) - base)}}))
+""")
+
+
+def cpu_peak_bytes(provider: str, n: int) -> int:
+    code = CHILD.format(here=os.path.dirname(os.path.abspath(__file__)), n=n, provider=provider,
+                        threads=torch.get_num_threads())
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])["peak_bytes"]
+
+
+def cases():
+    for device, sizes in (("cpu", CPU_SIZES), ("cuda", GPU_SIZES)):
+        for n in sizes:
+            for provider in PROVIDERS:
+                marks = []
+                if device == "cuda" and not HAS_CUDA:
+                    marks.append(pytest.mark.skip(reason="needs a CUDA GPU"))
+                if provider == "pml" and importlib.util.find_spec("pytorch_metric_learning") is None:
+                    marks.append(pytest.mark.skip(reason="pytorch-metric-learning not installed"))
+                yield pytest.param(device, n, provider, marks=marks, id=f"{device}-N{n}-{provider}")
+
+
+def test_supcon_matches_reference_before_timing():
+    features, labels = inputs(512, "cpu")
+    f64 = features.detach().double().requires_grad_()
+    expected = supcon_loss_reference(f64, labels, TEMPERATURE)
+    got = supcon_loss(features, labels, TEMPERATURE)
+    assert abs(got.item() - expected.item()) < 1e-4
+    (g,) = torch.autograd.grad(got, features)
+    (g_ref,) = torch.autograd.grad(expected, f64)
+    assert (g.double() - g_ref).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("device, n, provider", list(cases()))
+def test_bench_supcon(benchmark, device, n, provider):
+    features, labels = inputs(n, device)
+    fn = loss_fn(provider)
+
+    def step():
+        features.grad = None
+        fn(features, labels).backward()
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    extra = {}
+    if device == "cpu":
+        extra["peak_memory_bytes"] = cpu_peak_bytes(provider, n)
+    else:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    benchmark.group = f"supcon_loss-{device}-N{n}"
+    rounds = 1 if n >= 16384 and device == "cpu" else 3
+    try:
+        benchmark.pedantic(step, rounds=rounds, iterations=1, warmup_rounds=0 if rounds == 1 else 1)
+    except torch.OutOfMemoryError:
+        pytest.skip(f"{provider} ran out of GPU memory at N={n}")
+    if device == "cuda":
+        extra["peak_memory_bytes"] = torch.cuda.max_memory_allocated() - base
+    median = benchmark.stats.stats.median
+    benchmark.extra_info.update(provider=f"{provider}-{device}", n=n, d=D, median_s=median,
+                                samples_per_s=n / median, threads=torch.get_num_threads(),
+                                load_1min=round(os.getloadavg()[0], 2), **extra)
