@@ -7,7 +7,10 @@ Usage::
 
 One table per benchmark group (op, input kind, size): provider, threads, median time per
 batch, slices/s, Mpixels/s and the speedup over the peer baseline -- scikit-image for SLIC,
-cc3d for connected components, plus scipy for connected components of binary masks.
+cc3d for connected components, plus scipy for connected components of binary masks.  The
+learning-side ops (supcon_loss, superpixel_pool) get a generic table: median time, the
+throughput and peak-memory figures they record, and time and memory relative to the dense /
+index_add baseline.
 Speedup = baseline median / provider median (> 1: faster than the baseline).
 """
 
@@ -42,7 +45,8 @@ def _group_key(group: str) -> tuple:
     parts = group.split("-")
     op, size = parts[0], parts[-1]
     kind = "-".join(parts[1:-1])
-    side = int(size.split("x")[0]) if size.split("x")[0].isdigit() else 0
+    digits = "".join(ch for ch in size.split("x")[0] if ch.isdigit())  # 256x256, N4096
+    side = int(digits) if digits else 0
     return (op != "slic", op, kind != "superpixels", kind, side)
 
 
@@ -103,6 +107,9 @@ def tables(data: dict) -> list[str]:
         benches = groups[group]
         info0 = benches[0].get("extra_info", {})
         op = _op_of(benches[0])
+        if op not in BASELINE:
+            lines += generic_table(group, op, benches)
+            continue
         kind = info0.get("input", "images")
         medians = {_provider(b): b["stats"]["median"] for b in benches}
         base = BASELINE.get(op)
@@ -136,6 +143,41 @@ def tables(data: dict) -> list[str]:
             ]
             row += [_ratio(medians.get(c), median) for c in compare]
             lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+# Learning-side ops: baseline provider by name prefix, and the metrics shown when present.
+GENERIC_BASELINE = {"supcon_loss": "dense", "superpixel_pool": "index_add"}
+GENERIC_METRICS = [("samples_per_s", "samples/s", 1.0), ("gb_per_s", "GB/s", 1.0),
+                   ("peak_memory_bytes", "peak MiB", 1.0 / 2**20)]
+
+
+def generic_table(group: str, op: str, benches: list[dict]) -> list[str]:
+    """provider, median, the metrics present, and time and memory relative to the baseline."""
+    infos = [b.get("extra_info", {}) for b in benches]
+    metrics = [m for m in GENERIC_METRICS if any(m[0] in info for info in infos)]
+    prefix = GENERIC_BASELINE.get(op)
+    base = next((b for b in benches if prefix and _provider(b).startswith(prefix)), None)
+    cols = ["provider", "threads", "median ms"] + [label for _, label, _ in metrics] + ["rounds"]
+    if base is not None:
+        cols.append(f"time vs {_provider(base)}")
+        if any(key == "peak_memory_bytes" for key, _, _ in metrics):
+            cols.append(f"memory vs {_provider(base)}")
+    lines = ["", f"## {group}", "", "| " + " | ".join(cols) + " |",
+             "|" + "|".join(["---"] + ["---:"] * (len(cols) - 1)) + "|"]
+    for bench in sorted(benches, key=lambda b: _provider(b)):
+        info = bench.get("extra_info", {})
+        median = bench["stats"]["median"]
+        row = [_provider(bench), str(info.get("threads", "-")), _fmt(median * 1e3)]
+        row += [_fmt(info[key] * factor) if key in info else "-" for key, _, factor in metrics]
+        row.append(str(bench["stats"].get("rounds", "?")))
+        if base is not None:
+            row.append(_ratio(base["stats"]["median"], median))
+            if any(key == "peak_memory_bytes" for key, _, _ in metrics):
+                mine = info.get("peak_memory_bytes")
+                theirs = base.get("extra_info", {}).get("peak_memory_bytes")
+                row.append(f"{mine / theirs:.3f}x" if mine and theirs else "n/a")
+        lines.append("| " + " | ".join(row) + " |")
     return lines
 
 
