@@ -8,6 +8,9 @@ raises rather than silently running elsewhere.
 - :func:`slic` -- SLIC superpixels of a batch of 2D images.
 - :func:`connected_components` -- labels of connected regions of equal value.
 - :func:`supcon_loss` -- supervised contrastive loss without an N x N matrix (Triton / torch).
+- :func:`superpixel_pool`, :func:`superpixel_unpool`, :func:`superpixel_mean_map` -- segment
+  means of feature maps over superpixels, the paint-back, and both fused (ASP), with backward;
+  :func:`downsample_segments` brings SLIC maps to the feature resolution.
 
 Each op has a reference (``<op>_reference``) in plain scikit-image that the tests use as the
 oracle and the benchmarks as the baseline.
@@ -15,6 +18,16 @@ oracle and the benchmarks as the baseline.
 
 from .connected_components import connected_components, connected_components_reference
 from .slic import slic, slic_reference
+from .superpixel_pool import (
+    downsample_segments,
+    downsample_segments_reference,
+    superpixel_mean_map,
+    superpixel_mean_map_reference,
+    superpixel_pool,
+    superpixel_pool_reference,
+    superpixel_unpool,
+    superpixel_unpool_reference,
+)
 from .supcon_loss import supcon_loss, supcon_loss_reference
 
 __all__ = [
@@ -24,4 +37,12 @@ __all__ = [
     "slic_reference",
     "supcon_loss",
     "supcon_loss_reference",
+    "superpixel_pool",
+    "superpixel_pool_reference",
+    "superpixel_unpool",
+    "superpixel_unpool_reference",
+    "superpixel_mean_map",
+    "superpixel_mean_map_reference",
+    "downsample_segments",
+    "downsample_segments_reference",
 ]
