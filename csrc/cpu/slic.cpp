@@ -193,18 +193,11 @@ void slic_image(const float* image, const uint8_t* mask, int64_t channels, int64
   std::vector<int64_t> sums(k_count * (3 + channels));
   for (int64_t i = 0; i < hw; ++i) labels[i] = -1;
 
-  SlicParams p;
-  p.spatial_weight = params[0];
-  p.colour_weight = params[1];
-  p.spacing_y2 = params[2];
-  p.spacing_x2 = params[3];
-  p.window = params[4];
   // With a mask: a spatial-only phase spreads the centres inside it first (slic.h).
   const int phases = mask ? 2 : 1;
   for (int phase = 0; phase < phases; ++phase) {
-    SlicParams pp = p;
     const bool last_phase = phase == phases - 1;
-    if (!last_phase) pp.colour_weight = 0.0;
+    const SlicParams pp = slic_params(params, last_phase);
     for (int64_t it = 0; it < max_num_iter; ++it) {
       int64_t changed = 0;
       if (use_gpu_form) {

@@ -20,18 +20,6 @@ using namespace supercl;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
 
-__device__ __forceinline__ SlicParams load_params(const double* params, int64_t b,
-                                                  int32_t with_colour) {
-  const double* q = params + 5 * b;
-  SlicParams p;
-  p.spatial_weight = q[0];
-  p.colour_weight = with_colour ? q[1] : 0.0;
-  p.spacing_y2 = q[2];
-  p.spacing_x2 = q[3];
-  p.window = q[4];
-  return p;
-}
-
 extern "C" __global__ void slic_quantize_kernel(const float* image, int64_t n, int32_t* quant) {
   SUPERCL_GRID_STRIDE(i, n) { quant[i] = slic_quantize(image[i]); }
 }
@@ -63,7 +51,7 @@ extern "C" __global__ void slic_assign_kernel(const int32_t* quant, const uint8_
     labels[i] = slic_assign_pixel(quant + b * channels * hw, channels, height, width, p / width,
                                   p % width, slic_grid(grid + 6 * b),
                                   centres + b * k_max * (2 + channels),
-                                  load_params(params, b, with_colour), labels[i]);
+                                  slic_params(params + 5 * b, with_colour != 0), labels[i]);
   }
 }
 

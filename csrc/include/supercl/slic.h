@@ -81,6 +81,18 @@ struct SlicParams {
   double window;          // 2 S
 };
 
+// The distance scalars of one image from its row {spatial, colour, spy^2, spx^2, window} of
+// the (B, 5) params array; with_colour = false gives the spatial-only phase.
+SUPERCL_HD SlicParams slic_params(const double* q, bool with_colour) {
+  SlicParams p;
+  p.spatial_weight = q[0];
+  p.colour_weight = with_colour ? q[1] : 0.0;
+  p.spacing_y2 = q[2];
+  p.spacing_x2 = q[3];
+  p.window = q[4];
+  return p;
+}
+
 SUPERCL_HD int32_t slic_quantize(float v) {
   // v * 2^16 is exact; adding 1/2 and truncating (v >= 0) rounds to nearest, ties up.  The
   // same two IEEE operations on both sides, and no libm call in the host's loop.
