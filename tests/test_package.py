@@ -152,7 +152,8 @@ def test_cli_rejects_bad_options(tmp_path):
 @pytest.mark.parametrize(
     "module",
     ["supercl.ops.slic", "supercl.ops.connected_components", "supercl.ops.supcon_loss",
-     "supercl.ops.superpixel_pool", "supercl.viz", "supercl.data.phantom"],
+     "supercl.ops.superpixel_pool", "supercl.ops.graph_components", "supercl.viz",
+     "supercl.data.phantom"],
 )
 def test_docstring_examples_run(module):
     import doctest

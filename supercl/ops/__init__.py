@@ -11,12 +11,20 @@ raises rather than silently running elsewhere.
 - :func:`superpixel_pool`, :func:`superpixel_unpool`, :func:`superpixel_mean_map` -- segment
   means of feature maps over superpixels, the paint-back, and both fused (ASP), with backward;
   :func:`downsample_segments` brings SLIC maps to the feature resolution.
+- :func:`graph_components`, :func:`knn_weak_labels` -- connected components of a k-NN graph,
+  numbered like scipy; the CCL weak labels of SuperCL's inter-image loss.
 
 Each op has a reference (``<op>_reference``) in plain scikit-image that the tests use as the
 oracle and the benchmarks as the baseline.
 """
 
 from .connected_components import connected_components, connected_components_reference
+from .graph_components import (
+    graph_components,
+    graph_components_reference,
+    knn_weak_labels,
+    knn_weak_labels_reference,
+)
 from .slic import slic, slic_reference
 from .superpixel_pool import (
     downsample_segments,
@@ -45,4 +53,8 @@ __all__ = [
     "superpixel_mean_map_reference",
     "downsample_segments",
     "downsample_segments_reference",
+    "graph_components",
+    "graph_components_reference",
+    "knn_weak_labels",
+    "knn_weak_labels_reference",
 ]
