@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from supercl.data import phantom_batch
 from supercl.ops import connected_components, slic, slic_reference
+from supercl.viz import boundary_mask as boundaries
 
 slic_module = sys.modules["supercl.ops.slic"]
 skimage_segmentation = pytest.importorskip("skimage.segmentation")
@@ -235,14 +236,6 @@ def test_consistent_across_intensity_scales_and_dtypes(convert):
 # --------------------------------------------------------------------------------------------
 # Quality on phantom slices, against scikit-image on the same slices
 # --------------------------------------------------------------------------------------------
-
-
-def boundaries(labels):
-    """Pixels whose right or lower neighbour has another label (thin, inner boundaries)."""
-    edge = np.zeros(labels.shape, dtype=bool)
-    edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
-    edge[:-1, :] |= labels[:-1, :] != labels[1:, :]
-    return edge
 
 
 def boundary_recall(superpixels, truth, tolerance=2):
