@@ -2,7 +2,6 @@
 exact equality of the labels, numbering included, for the torch backend and the Triton kernels
 (in Triton's interpreter on CPU-only machines)."""
 
-import doctest
 import importlib
 import importlib.util
 import itertools
@@ -14,7 +13,6 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-import supercl.ops
 from supercl.ops.graph_components import (
     graph_components,
     graph_components_reference,
@@ -411,24 +409,6 @@ def test_knn_weak_labels_rejects_bad_input():
         knn_weak_labels(good, 1, pair_views="yes")
     with pytest.raises(ValueError, match="backend"):
         knn_weak_labels(good, 1, backend="gpu")
-
-
-# --- docs -------------------------------------------------------------------------------------
-
-
-def test_docstring_examples_run():
-    if not hasattr(supercl.ops, "knn_weak_labels"):
-        pytest.skip("graph_components / knn_weak_labels are not exported from supercl.ops yet")
-    result = doctest.testmod(gc_module, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0
-
-
-def test_docstring_examples_hold():
-    """The examples' values, whether or not the names are exported yet."""
-    assert graph_components(torch.tensor([[3], [4], [0], [3], [1]])).tolist() == [0, 1, 0, 0, 1]
-    embeddings = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.1, 0.9]])
-    assert knn_weak_labels(embeddings, k=1).tolist() == [0, 1, 0, 1]
-    assert knn_weak_labels(embeddings, k=1, pair_views=True).tolist() == [0, 1, 0, 1]
 
 
 # --- CUDA -------------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ kernels (in Triton's interpreter on CPU-only machines), odd sizes, empty segment
 its own segment, non-contiguous and half-precision inputs, determinism, float64 gradcheck,
 torch.compile, and errors.  Tolerances come from tests/tolerances.py only."""
 
-import doctest
 import importlib
 import os
 import subprocess
@@ -14,7 +13,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import supercl.ops
 from supercl.ops._common import resolve_triton_backend
 from supercl.ops.superpixel_pool import (
     downsample_segments,
@@ -28,7 +26,6 @@ from supercl.ops.superpixel_pool import (
 )
 from tolerances import assert_close, assert_close_lowp
 
-pool_module = importlib.import_module("supercl.ops.superpixel_pool")
 triton_available = importlib.util.find_spec("triton") is not None
 needs_triton = pytest.mark.skipif(not triton_available, reason="needs Triton")
 TRITON = pytest.param("triton", marks=[pytest.mark.triton, needs_triton])
@@ -461,22 +458,6 @@ def test_triton_on_cpu_without_interpreter_raises(monkeypatch):
             call()
 
 
-def test_import_does_not_import_triton():
-    code = "import sys, supercl.ops, supercl.ops.superpixel_pool; print('triton' in sys.modules)"
-    env = {k: v for k, v in os.environ.items() if k != "SUPERCL_BACKEND"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "False"
-
-
-def test_docstring_examples():
-    if not hasattr(supercl.ops, "superpixel_unpool"):
-        pytest.skip("supercl.ops does not export the superpixel pooling ops yet")
-    result = doctest.testmod(pool_module, verbose=False)
-    assert result.attempted >= 6 and result.failed == 0
-
-
 # ---- CUDA (skipped without a GPU) -----------------------------------------------------------
 
 
@@ -590,7 +571,7 @@ print("ok")
 @pytest.mark.slow
 @pytest.mark.triton
 @needs_triton
-def test_kernels_compile_for_a_gpu():
+def test_kernels_compile_for_a_gpu(tmp_path):
     """Without a GPU, Triton still compiles the kernels for sm_90 (PTX and cubin): this
     catches what the interpreter does not check (types, layouts, tensor-core products), and
     that the deterministic kernel holds no atomics."""
@@ -600,6 +581,8 @@ def test_kernels_compile_for_a_gpu():
     except ImportError as exc:  # pragma: no cover - depends on the Triton version
         pytest.skip(f"this Triton has no ahead-of-time compile API: {exc}")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    # Run outside the checkout: with the source tree first on sys.path, `supercl` would be the
+    # uninstalled sources, which have no supercl.kernels (kernels/ is mapped in at install).
     out = subprocess.run([sys.executable, "-c", _COMPILE_FOR_GPU], capture_output=True,
-                         text=True, env=env, timeout=300)
+                         text=True, env=env, timeout=300, cwd=tmp_path)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
