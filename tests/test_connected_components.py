@@ -258,3 +258,5 @@ def test_unavailable_backend_raises_instead_of_falling_back(monkeypatch):
     monkeypatch.setenv("SUPERCL_BACKEND", "nonsense")
     with pytest.raises(ValueError, match="SUPERCL_BACKEND"):
         connected_components(image)
+    monkeypatch.setenv("SUPERCL_BACKEND", "torch")  # the learning ops' name for the CPU path
+    assert connected_components(image).sum() == 0

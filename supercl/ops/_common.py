@@ -13,9 +13,11 @@ import torch
 
 BACKENDS = ("cpu", "cuda")
 # The learning-side ops (pooling, losses, graph components) name their backends by
-# implementation; SUPERCL_BACKEND=cpu/cuda maps onto them.
+# implementation; SUPERCL_BACKEND=cpu/cuda maps onto them, so one variable steers every op.
 TRITON_BACKENDS = ("torch", "triton")
 _ENV_TO_TRITON = {"cpu": "torch", "cuda": "triton", "torch": "torch", "triton": "triton"}
+# ... and the image ops (SLIC, connected components) take the same four names.
+_ENV_TO_IMAGE = {"cpu": "cpu", "cuda": "cuda", "torch": "cpu", "triton": "cuda"}
 
 
 def as_tensor(value: Any, name: str) -> tuple[torch.Tensor, bool]:
@@ -75,7 +77,10 @@ def resolve_backend(op: str, backend: str | None, device: torch.device) -> str:
     """
     source = "backend"
     if backend is None and os.environ.get("SUPERCL_BACKEND"):
-        backend, source = os.environ["SUPERCL_BACKEND"], "SUPERCL_BACKEND"
+        env = os.environ["SUPERCL_BACKEND"]
+        if env not in _ENV_TO_IMAGE:
+            raise ValueError(f"SUPERCL_BACKEND must be one of {tuple(_ENV_TO_IMAGE)}, got {env!r}")
+        backend, source = _ENV_TO_IMAGE[env], "SUPERCL_BACKEND"
     if backend is None:
         backend = "cuda" if device.type == "cuda" else "cpu"
     if backend not in BACKENDS:
