@@ -133,3 +133,21 @@ def test_cuda_backend_unavailable_says_how_to_get_it(monkeypatch):
         slic(np.zeros((1, 8, 8)), backend="cuda")
     with pytest.raises(RuntimeError, match=r"supercl\[cuda\]"):
         connected_components(np.zeros((8, 8), dtype=np.int32), backend="cuda")
+
+
+def test_compiled_module_cache_key_follows_the_headers(tmp_path, monkeypatch):
+    """CuPy's disk cache keys on source and options only; the headers' digest is an option, so
+    editing a header must change it."""
+    import shutil
+
+    from supercl.ops import _cuda
+
+    shutil.copytree(supercl.kernels.include_dir(), tmp_path / "include")
+    monkeypatch.setattr(supercl.kernels, "include_dir", lambda: tmp_path / "include")
+    _cuda._headers_digest.cache_clear()
+    before = _cuda._headers_digest()
+    header = tmp_path / "include" / "supercl" / "slic.h"
+    header.write_text(header.read_text() + "\n// changed\n")
+    _cuda._headers_digest.cache_clear()
+    assert _cuda._headers_digest() != before
+    _cuda._headers_digest.cache_clear()

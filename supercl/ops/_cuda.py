@@ -2,7 +2,8 @@
 compiled at first use by NVRTC through CuPy, launched on torch's current stream.
 
 - Compilation: ``cupy.RawModule`` with the package's shared headers on the include path,
-  memoised per kernel file and device; no nvcc is needed at install time. ``--fmad=false``
+  memoised per kernel file and device (and keyed on the headers' digest in CuPy's disk
+  cache); no nvcc is needed at install time. ``--fmad=false``
   backs up the explicit ``__dadd_rn``-style arithmetic of the headers (bit-identical results
   with the CPU backend depend on no fused multiply-add anywhere).
 - Tensors: torch and CuPy share memory through DLPack (zero copy). Kernels take raw strides,
@@ -56,13 +57,28 @@ def require(op: str) -> None:
 
 
 @functools.lru_cache(maxsize=None)
+def _headers_digest() -> str:
+    """A digest of the shared headers.  CuPy caches compiled modules on disk by source text
+    and options, not by the contents of included files: passing the digest as a define makes
+    a changed header (a supercl upgrade) recompile instead of loading a stale binary."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for header in sorted((kernels.include_dir() / "supercl").glob("*.h")):
+        digest.update(header.name.encode())
+        digest.update(header.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=None)
 def _module(name: str, device_index: int):
     import cupy
 
     with cupy.cuda.Device(device_index):
         module = cupy.RawModule(
             code=kernels.cuda_source(name),
-            options=_NVRTC_OPTIONS + (f"-I{kernels.include_dir()}",),
+            options=_NVRTC_OPTIONS + (f"-I{kernels.include_dir()}",
+                                      f"-DSUPERCL_HEADERS_DIGEST=0x{_headers_digest()}"),
         )
         module.compile()
     return module
