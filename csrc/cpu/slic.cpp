@@ -162,7 +162,7 @@ void enforce_connectivity(int32_t* labels, bool masked, int64_t height, int64_t 
     if (final_id[c] == c) rank[c] = ++kept;
   }
   for (int64_t i = 0; i < n; ++i)
-    labels[i] = cc[i] > 0 ? rank[final_id[cc[i]]] - 1 + start_label : 0;
+    labels[i] = slic_final_label(cc[i], cc[i] <= 0, final_id.data(), rank.data(), start_label);
 }
 
 // Without connectivity enforcement: renumber the centres that own pixels consecutively, in
@@ -174,7 +174,8 @@ void compact_labels(int32_t* labels, int64_t n, int64_t k_count, int32_t start_l
   int32_t used = 0;
   for (int64_t k = 0; k < k_count; ++k)
     if (rank[k]) rank[k] = ++used;
-  for (int64_t i = 0; i < n; ++i) labels[i] = labels[i] >= 0 ? rank[labels[i]] - 1 + start_label : 0;
+  for (int64_t i = 0; i < n; ++i)
+    labels[i] = slic_final_label(labels[i], labels[i] < 0, nullptr, rank.data(), start_label);
 }
 
 void slic_image(const float* image, const uint8_t* mask, int64_t channels, int64_t height,

@@ -139,7 +139,7 @@ extern "C" __global__ void slic_relabel(const int32_t* cc, const int32_t* parent
   SUPERCL_GRID_STRIDE(i, batch * hw) {
     const int64_t base = (i / hw) * (hw + 1);
     const int32_t c = cc[i];
-    out[i] = c > 0 ? rank[base + parent[base + c]] - 1 + start_label : 0;
+    out[i] = slic_final_label(c, c <= 0, parent + base, rank + base, start_label);
   }
 }
 
@@ -156,6 +156,7 @@ extern "C" __global__ void slic_compact(const int32_t* labels, const int32_t* ra
                                         int64_t batch, int64_t hw, int64_t k_max,
                                         int32_t start_label, int32_t* out) {
   SUPERCL_GRID_STRIDE(i, batch * hw) {
-    out[i] = labels[i] >= 0 ? rank[(i / hw) * k_max + labels[i]] - 1 + start_label : 0;
+    out[i] = slic_final_label(labels[i], labels[i] < 0, nullptr, rank + (i / hw) * k_max,
+                              start_label);
   }
 }

@@ -217,4 +217,13 @@ SUPERCL_HD int32_t slic_merge_parent(const int64_t* size, const int32_t* target,
   return (size[c] < min_size && target[c] > 0) ? target[c] : c;
 }
 
+// Final label of a pixel whose id (a component after enforcement, a centre without it) is
+// `id`, given parent (what each id merged into; nullptr: itself) and rank (inclusive prefix
+// sum over ids of the kept/used flags).  Negative or zero-for-masked ids give 0.
+SUPERCL_HD int32_t slic_final_label(int32_t id, bool masked, const int32_t* parent,
+                                    const int32_t* rank, int32_t start_label) {
+  if (masked) return 0;
+  return rank[parent ? parent[id] : id] - 1 + start_label;
+}
+
 }  // namespace supercl
