@@ -1,14 +1,26 @@
-"""Data for supercl: the synthetic CT-like phantom generator.
+"""Data for supercl: NIfTI / MSD loading and the synthetic CT-like phantom generator.
 
 The phantom is the embedded default data of the project (tests, benchmarks,
 demo): axial slices and volumes in Hounsfield-like units with organ label
 maps, and a writer for the Medical Segmentation Decathlon folder layout
 (``dataset.json``, ``imagesTr/``, ``labelsTr/``) that real datasets use.
 
+:mod:`supercl.data.nifti` reads such datasets (or plain folders of NIfTI
+volumes) for the trainer: :func:`scan_dataset` finds the cases,
+:func:`load_case` / :func:`load_slices` give preprocessed 2D slices with
+their labels and relative slice positions, :func:`split_cases` /
+:func:`write_split` split by volume with nested label fractions.
+
 >>> from supercl.data import phantom_slice
 >>> image, labels = phantom_slice(64, 64, n_organs=3, seed=0)
 """
 
+from .nifti import (Case, DatasetInfo, SliceSet, load_case, load_slices, scan_dataset,
+                    split_cases, write_split)
 from .phantom import phantom_batch, phantom_slice, phantom_volume, write_msd
 
-__all__ = ["phantom_slice", "phantom_batch", "phantom_volume", "write_msd"]
+__all__ = [
+    "phantom_slice", "phantom_batch", "phantom_volume", "write_msd",
+    "Case", "DatasetInfo", "SliceSet", "scan_dataset", "load_case", "load_slices",
+    "split_cases", "write_split",
+]
