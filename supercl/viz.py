@@ -1,18 +1,55 @@
-"""Pictures without a plotting dependency: PNG encoding and superpixel boundary overlays.
+"""Pictures for the demo and the run folder: PNG encoding, overlays, training charts.
 
 ``write_png`` encodes an (H, W) grey or (H, W, 3) RGB uint8 array with zlib; ``overlay`` draws
-label boundaries over CT-like slices; ``montage`` tiles several pictures into one.
+label boundaries over CT-like slices; ``prediction_overlay`` paints a predicted segmentation
+and the ground-truth contours over a slice; ``montage`` tiles several pictures into one. These
+need numpy only.
+
+``plot_loss_curves`` and ``plot_dsc_bars`` draw charts with matplotlib, imported inside the
+functions and used through its object interface (``Figure`` and the Agg canvas): no pyplot,
+no global backend choice, safe in threads and on machines without a display.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 import struct
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-__all__ = ["write_png", "window", "boundary_mask", "overlay", "montage"]
+__all__ = [
+    "write_png",
+    "window",
+    "boundary_mask",
+    "overlay",
+    "montage",
+    "PALETTE",
+    "prediction_overlay",
+    "plot_loss_curves",
+    "plot_dsc_bars",
+]
+
+#: Class colours (RGB) of ``prediction_overlay``: class c >= 1 gets ``PALETTE[(c - 1) % 12]``;
+#: class 0 (background) is left transparent. No white, which marks ground-truth contours.
+PALETTE: tuple[tuple[int, int, int], ...] = (
+    (230, 25, 75),    # red
+    (60, 180, 75),    # green
+    (0, 130, 200),    # blue
+    (255, 225, 25),   # yellow
+    (245, 130, 48),   # orange
+    (145, 30, 180),   # purple
+    (70, 240, 240),   # cyan
+    (240, 50, 230),   # magenta
+    (210, 245, 60),   # lime
+    (0, 128, 128),    # teal
+    (170, 110, 40),   # brown
+    (128, 0, 0),      # maroon
+)
 
 
 def write_png(path: str | Path, image: np.ndarray) -> Path:
@@ -83,3 +120,306 @@ def montage(tiles: list[np.ndarray], columns: int, gap: int = 4) -> np.ndarray:
         r, c = divmod(i, columns)
         out[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = tile
     return out
+
+
+# ----------------------------------------------------------------- segmentation overlay
+
+
+def _as_numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch tensor, on any device
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def prediction_overlay(grey: np.ndarray, pred: np.ndarray, target: np.ndarray, num_classes: int,
+                       *, alpha: float = 0.45) -> np.ndarray:
+    """A slice with the predicted classes as colours and the ground-truth contours in white.
+
+    Parameters
+    ----------
+    grey : numpy.ndarray
+        (H, W) uint8 picture of the slice, e.g. from :func:`window`.
+    pred, target : numpy.ndarray or torch.Tensor
+        (H, W) integer class maps with values in ``[0, num_classes)``.
+    num_classes : int
+        Number of classes including background 0.
+    alpha : float, optional
+        Opacity of the class colours, in [0, 1]. Default 0.45.
+
+    Returns
+    -------
+    numpy.ndarray
+        (H, W, 3) uint8: pixels with ``pred == c > 0`` are ``(1 - alpha) * grey + alpha *
+        PALETTE[(c - 1) % len(PALETTE)]`` (rounded), background pixels are grey, and the
+        pixels of ``boundary_mask(target)`` (every label change of the ground truth,
+        between foreground classes too) are white (255, 255, 255), drawn last.
+
+    Raises
+    ------
+    ValueError
+        Shapes differ or are not 2-D, a class value is outside ``[0, num_classes)``,
+        ``num_classes < 2`` or ``alpha`` outside [0, 1].
+    TypeError
+        ``grey`` is not uint8, or a class map is not of an integer dtype.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> grey = np.full((4, 4), 100, np.uint8)
+    >>> target = np.zeros((4, 4), np.int64); target[1:3, 1:3] = 1
+    >>> pred = np.zeros((4, 4), np.int64); pred[2:, 2:] = 1
+    >>> rgb = prediction_overlay(grey, pred, target, 2)
+    >>> rgb.shape, rgb.dtype
+    ((4, 4, 3), dtype('uint8'))
+    >>> rgb[0, 0].tolist(), rgb[3, 3].tolist(), rgb[2, 2].tolist()  # grey, class 1, contour
+    ([100, 100, 100], [158, 66, 89], [255, 255, 255])
+    """
+    grey = _as_numpy(grey)
+    pred = _as_numpy(pred)
+    target = _as_numpy(target)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral):
+        raise TypeError(f"num_classes must be an int, got {type(num_classes).__name__}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    if grey.dtype != np.uint8:
+        raise TypeError(f"grey must be uint8 (see window()), got {grey.dtype}")
+    if grey.ndim != 2:
+        raise ValueError(f"grey must have shape (H, W), got {grey.shape}")
+    for name, x in (("pred", pred), ("target", target)):
+        if x.shape != grey.shape:
+            raise ValueError(f"{name} must have the shape of grey {grey.shape}, got {name} {x.shape}")
+        if not np.issubdtype(x.dtype, np.integer):
+            raise TypeError(f"{name} must be an integer class map, got dtype {x.dtype}")
+        if x.size and (x.min() < 0 or x.max() >= num_classes):
+            raise ValueError(f"{name} values must lie in [0, {num_classes}), got {x.min()} .. {x.max()}")
+    rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float64)
+    palette = np.asarray(PALETTE, dtype=np.float64)
+    fg = pred > 0
+    colours = palette[(pred[fg].astype(np.int64) - 1) % len(PALETTE)]
+    rgb[fg] = (1.0 - alpha) * rgb[fg] + alpha * colours
+    out = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    out[boundary_mask(target)] = 255
+    return out
+
+
+# ------------------------------------------------------------------------------- charts
+
+
+def _new_figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+def _number(v: Any) -> float | None:
+    """``v`` as a finite float, or None for anything else (bool, str, None, NaN, inf)."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+_AXIS_KEYS = {"epoch", "step", "global_step", "iter", "iteration", "lr", "learning_rate"}
+_TIME_WORDS = ("time", "elapsed", "second", "duration", "wall", "throughput", "per_s")
+
+
+def _default_key(key: str) -> bool:
+    k = key.lower()
+    if k in _AXIS_KEYS or any(w in k for w in _TIME_WORDS):
+        return False
+    return not (k.endswith("_s") or k.endswith("_sec") or k.endswith("_ms"))
+
+
+def plot_loss_curves(records: list[dict], path: str | Path, *, keys: list[str] | None = None,
+                     title: str = "") -> Path:
+    """Line chart of training losses and validation metrics over epochs, as a PNG.
+
+    Parameters
+    ----------
+    records : list of dict
+        One dict per logged point, as read from a ``metrics.jsonl``: ``"epoch"`` and numeric
+        entries such as ``"loss"``, ``"l_ins"``, ``"l_intra"``, ``"l_inter"``, ``"val_dsc"``.
+        Entries that are missing, non-numeric (str, bool, None, lists) or not finite are
+        skipped. The x value is ``"epoch"``; records without a numeric epoch are skipped,
+        unless no record has one, then the record's position (0, 1, ...) is used.
+    path : str or Path
+        The PNG to write; parent folders are created.
+    keys : list of str, optional
+        The entries to draw. Default: every key with a numeric value in some record except
+        the axis and bookkeeping ones (``epoch``, ``step``, ``iter``, ``lr``, and keys
+        naming a time or a rate: ``time``, ``elapsed``, ``seconds``, ``*_s``, ...). Keys
+        without any numeric value are left out.
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Notes
+    -----
+    Keys starting with ``val_`` are drawn in a second panel on the right (metrics and
+    losses have different scales); the left panel has the others. A panel with no key
+    is not drawn.
+
+    Raises
+    ------
+    ValueError
+        ``records`` is empty, or no requested key has a numeric value.
+    TypeError
+        A record is not a dict.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> records = [{"epoch": e, "loss": 2.0 / (e + 1), "val_dsc": 0.5 + 0.1 * e, "time": 3.2}
+    ...            for e in range(4)]
+    >>> p = plot_loss_curves(records, os.path.join(tempfile.mkdtemp(), "loss.png"))
+    >>> p.read_bytes()[:4] == b"\\x89PNG"
+    True
+    """
+    records = list(records)
+    if not records:
+        raise ValueError("plot_loss_curves needs at least one record")
+    for r in records:
+        if not isinstance(r, Mapping):
+            raise TypeError(f"each record must be a dict, got {type(r).__name__}")
+    epochs = [_number(r.get("epoch")) for r in records]
+    if all(e is None for e in epochs):
+        xs = [float(i) for i in range(len(records))]
+        xlabel = "record"
+    else:
+        xs = epochs
+        xlabel = "epoch"
+    if keys is None:
+        keys = []
+        for r in records:
+            for k, v in r.items():
+                if k not in keys and isinstance(k, str) and _default_key(k) and _number(v) is not None:
+                    keys.append(k)
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    for k in keys:
+        pts = [(x, _number(r.get(k))) for x, r in zip(xs, records) if x is not None]
+        pts = [(x, y) for x, y in pts if y is not None]
+        if pts:
+            series[k] = ([x for x, _ in pts], [y for _, y in pts])
+    if not series:
+        raise ValueError(f"no numeric values to plot for keys {list(keys)}")
+    groups = [
+        ("loss", [k for k in series if not k.startswith("val_")]),
+        ("validation", [k for k in series if k.startswith("val_")]),
+    ]
+    groups = [(label, ks) for label, ks in groups if ks]
+    fig = _new_figure(6.0 * len(groups), 4.0)
+    axes = fig.subplots(1, len(groups), squeeze=False)[0]
+    for ax, (label, ks) in zip(axes, groups):
+        for k in ks:
+            x, y = series[k]
+            ax.plot(x, y, marker="o" if len(x) <= 50 else None, markersize=3, linewidth=1.5, label=k)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_dsc_bars(results: dict[str, dict[str, float]], path: str | Path, *, metric: str = "DSC",
+                  title: str = "") -> Path:
+    """Grouped bar chart of a per-class score for several runs, in percent, as a PNG.
+
+    Parameters
+    ----------
+    results : dict
+        ``{run name: {class name: value}}`` with values in [0, 1], e.g.
+        ``{"scratch": {"liver": 0.71, "spleen": 0.64}, "supercl": {...}}``. One group of bars
+        per class (in order of first appearance), one bar per run, each labelled with its
+        value in percent. A NaN, None or missing value draws no bar and the label ``n/a``.
+    path : str or Path
+        The PNG to write; parent folders are created.
+    metric : str, optional
+        Name of the score, for the y axis. Default ``"DSC"``.
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    ValueError
+        No run or no class, or a value outside [0, 1] (percentages must be divided by 100).
+    TypeError
+        A run's entry is not a dict, or a value is not a number.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> results = {"scratch": {"liver": 0.71, "spleen": 0.64},
+    ...            "supercl": {"liver": 0.78, "spleen": float("nan")}}
+    >>> p = plot_dsc_bars(results, os.path.join(tempfile.mkdtemp(), "dsc.png"))
+    >>> p.read_bytes()[:4] == b"\\x89PNG"
+    True
+    """
+    if not isinstance(results, Mapping) or not results:
+        raise ValueError("plot_dsc_bars needs a non-empty dict {run: {class: value}}")
+    classes: list[str] = []
+    for run, scores in results.items():
+        if not isinstance(scores, Mapping):
+            raise TypeError(f"results[{run!r}] must be a dict {{class: value}}, got {type(scores).__name__}")
+        for c, v in scores.items():
+            if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real)):
+                raise TypeError(f"results[{run!r}][{c!r}] must be a number, got {v!r}")
+            if v is not None and not math.isnan(v) and not 0.0 <= float(v) <= 1.0:
+                raise ValueError(f"results[{run!r}][{c!r}] = {v} is outside [0, 1]")
+            if c not in classes:
+                classes.append(c)
+    if not classes:
+        raise ValueError("plot_dsc_bars needs at least one class")
+    runs = list(results)
+    n_runs = len(runs)
+    width = 0.8 / n_runs
+    fig = _new_figure(min(max(5.0, 1.5 + 0.45 * len(classes) * n_runs), 24.0), 4.5)
+    ax = fig.add_subplot(1, 1, 1)
+    label_size = 8 if n_runs <= 3 else 6
+    rotation = 0 if n_runs <= 2 else 90
+    for i, run in enumerate(runs):
+        offsets = np.arange(len(classes)) + (i - (n_runs - 1) / 2) * width
+        values = []
+        for c in classes:
+            v = results[run].get(c)
+            values.append(float("nan") if v is None else 100.0 * float(v))
+        colour = PALETTE[i % len(PALETTE)]
+        ax.bar(offsets, values, width * 0.95, label=str(run), color=[ch / 255 for ch in colour])
+        for x, v in zip(offsets, values):
+            text, y = ("n/a", 1.0) if math.isnan(v) else (f"{v:.1f}", v + 1.0)
+            ax.text(x, y, text, ha="center", va="bottom", fontsize=label_size, rotation=rotation,
+                    color="grey" if text == "n/a" else "black")
+    ax.set_xticks(np.arange(len(classes)))
+    ax.set_xticklabels([str(c) for c in classes], rotation=0 if len(classes) <= 8 else 45)
+    ax.set_ylabel(f"{metric} (%)")
+    ax.set_ylim(0.0, 115.0 if rotation == 0 else 125.0)
+    ax.set_yticks(np.arange(0, 101, 20))
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize="small", loc="upper right", ncol=min(n_runs, 4))
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return _save(fig, path)
