@@ -1,0 +1,236 @@
+"""The SuperCL objective, composed from :mod:`supercl.ops`.
+
+``L = l1 * L_ins + l2 * L_intra + l3 * L_inter`` (reference weights 1, 1, 0.5, temperature
+0.1), for a batch of B slices seen as four views (see :mod:`supercl.train.views`):
+
+- :func:`ilcp_loss` (L_intra): every bottleneck pixel of v1 and v2 is an embedding labelled
+  by its superpixel (the SLIC map of v1 down-sampled to the bottleneck, nearest);
+  :func:`~supercl.ops.supcon_loss` within each image (``groups`` = the image), so positives
+  are pixels of the same superpixel in either view. All pixels by default;
+  ``pixel_stride=16`` keeps every 16th as the reference code does.
+- :func:`igcp_loss` (L_inter): ASP (:func:`~supercl.ops.superpixel_mean_map` of the
+  channel-averaged bottleneck) of v1 and v2, flattened to one vector per view; weak labels
+  are the connected components of the cosine 1-NN graph over those 2B vectors
+  (:func:`~supercl.ops.knn_weak_labels`, both views of an image always together);
+  :func:`~supercl.ops.supcon_loss` on the instance embeddings of v3 and v4 with those labels.
+- :func:`instance_loss` (L_ins): PCL on the embeddings of v3 and v4 when the slices'
+  relative positions are known, SimCLR NT-Xent otherwise; both through ``supcon_loss``.
+
+PCL, as published, calls slices i and j positive when ``|p_i - p_j| < 0.1``. That relation is
+not transitive, so it is not a labelling, and ``supcon_loss`` takes labels. supercl bins the
+positions into ``ceil(1 / threshold)`` equal bins and uses the bin as the label: every pair it
+calls positive is positive for PCL too (same bin => distance < threshold), and both views of
+a slice are always positive; pairs straddling a bin edge are negatives here.
+
+Distributed runs pass ``gather`` (see :func:`supercl.train.distributed.gather_with_grad`):
+the embeddings of L_ins and L_inter and the ASP vectors are all-gathered, so the weak-label
+graph spans the global batch; L_intra is per image and stays local.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from supercl.ops import downsample_segments, knn_weak_labels, superpixel_mean_map, supcon_loss
+
+__all__ = ["LossConfig", "ilcp_loss", "igcp_loss", "instance_loss", "position_labels",
+           "SuperCLLoss"]
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def _check_maps(f1: torch.Tensor, f2: torch.Tensor, segments: torch.Tensor) -> None:
+    for name, f in (("f1", f1), ("f2", f2)):
+        if not isinstance(f, torch.Tensor) or f.dim() != 4:
+            raise ValueError(f"{name} must be a (B, C, h, w) tensor, got "
+                             f"{getattr(f, 'shape', type(f).__name__)}")
+    if f1.shape != f2.shape:
+        raise ValueError(f"f1 and f2 must have the same shape, got {tuple(f1.shape)} and "
+                         f"{tuple(f2.shape)}")
+    if not isinstance(segments, torch.Tensor) or segments.dim() != 3 \
+            or segments.shape[0] != f1.shape[0]:
+        raise ValueError(f"segments must be a (B, H, W) tensor with B = {f1.shape[0]}, got "
+                         f"{getattr(segments, 'shape', type(segments).__name__)}")
+
+
+def ilcp_loss(f1: torch.Tensor, f2: torch.Tensor, segments: torch.Tensor, *,
+              temperature: float = 0.1, pixel_stride: int = 1, backend: str | None = None
+              ) -> torch.Tensor:
+    """L_intra: supervised contrast of bottleneck pixels, labelled by superpixel, per image.
+
+    Parameters
+    ----------
+    f1, f2 : (B, C, h, w) float tensors
+        Bottleneck maps of the pixel-aligned views v1 and v2.
+    segments : (B, H, W) integer tensor
+        Superpixel ids of v1 at the input resolution; down-sampled to (h, w) (nearest).
+    pixel_stride : int
+        Keep every ``pixel_stride``-th pixel of each image (1 = all, 16 = the reference).
+
+    Returns
+    -------
+    0-d float32 tensor.
+
+    Example
+    -------
+    >>> import torch
+    >>> f = torch.randn(2, 8, 4, 4)
+    >>> s = torch.arange(64).view(8, 8).div(16, rounding_mode="floor").expand(2, 8, 8)
+    >>> ilcp_loss(f, f + 0.1, s).shape
+    torch.Size([])
+    """
+    _check_maps(f1, f2, segments)
+    if isinstance(pixel_stride, bool) or not isinstance(pixel_stride, int) or pixel_stride < 1:
+        raise ValueError(f"pixel_stride must be an int >= 1, got {pixel_stride!r}")
+    batch, channels, h, w = f1.shape
+    labels = downsample_segments(segments, (h, w)).reshape(batch, 1, h * w).expand(batch, 2, h * w)
+    # (B, 2, h*w, C): both views of an image next to each other, so that every group (image)
+    # is one contiguous run of rows, which the Triton kernels use to skip tiles.
+    pixels = torch.stack([f1, f2], dim=1).flatten(3).transpose(2, 3)
+    if pixel_stride > 1:
+        pixels = pixels[:, :, ::pixel_stride]
+        labels = labels[:, :, ::pixel_stride]
+    n_per_image = 2 * pixels.shape[2]
+    groups = torch.arange(batch, device=f1.device).repeat_interleave(n_per_image)
+    return supcon_loss(pixels.reshape(-1, channels), labels.reshape(-1), temperature,
+                       groups=groups, backend=backend)
+
+
+def asp_vectors(f: torch.Tensor, segments_small: torch.Tensor, normalize: str = "mean",
+                num_segments: int | None = None) -> torch.Tensor:
+    """ASP, the average superpixel feature map, flattened: (B, C, h, w) + (B, h, w) -> (B, h*w)."""
+    mean = f.mean(dim=1, keepdim=True)
+    return superpixel_mean_map(mean, segments_small, normalize, num_segments).flatten(1)
+
+
+def igcp_loss(f1: torch.Tensor, f2: torch.Tensor, segments: torch.Tensor, e3: torch.Tensor,
+              e4: torch.Tensor, *, temperature: float = 0.1, asp_normalize: str = "mean",
+              k: int = 1, gather: Callable[[torch.Tensor], torch.Tensor] = _identity,
+              backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """L_inter: weak labels from the superpixel-averaged bottlenecks of v1, v2, contrast of
+    the instance embeddings of v3, v4.
+
+    Parameters
+    ----------
+    f1, f2 : (B, C, h, w) bottleneck maps of v1, v2; segments : (B, H, W) superpixels of v1.
+    e3, e4 : (B, D) instance embeddings of v3, v4.
+    asp_normalize : "mean" (default) or "area" (the reference code's division by h*w).
+    k : neighbours of the k-NN graph (reference 1).
+    gather : all-gather across processes (identity when not distributed).
+
+    Returns
+    -------
+    (loss, weak_labels): 0-d float32 tensor, and (2 * global B,) int64 component labels of
+    the rows ``[v1 of every image, v2 of every image]``.
+    """
+    _check_maps(f1, f2, segments)
+    if e3.shape != e4.shape or e3.dim() != 2 or e3.shape[0] != f1.shape[0]:
+        raise ValueError(f"e3 and e4 must both be (B, D) with B = {f1.shape[0]}, got "
+                         f"{tuple(e3.shape)} and {tuple(e4.shape)}")
+    small = downsample_segments(segments, f1.shape[-2:])
+    with torch.no_grad():  # the weak labels are targets: no gradient through ASP
+        asp = asp_vectors(torch.cat([f1, f2]).float(), torch.cat([small, small]), asp_normalize)
+        n = f1.shape[0]
+        asp = torch.cat([gather(asp[:n]), gather(asp[n:])])
+        weak = knn_weak_labels(asp, k=min(k, asp.shape[0] - 1) or 1, pair_views=True)
+    z = torch.cat([gather(e3), gather(e4)])
+    return supcon_loss(z, weak, temperature, backend=backend), weak
+
+
+def position_labels(positions: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
+    """PCL's positions as labels: bins of width ``1 / ceil(1 / threshold)`` over [0, 1].
+
+    >>> position_labels(torch.tensor([0.0, 0.05, 0.12, 0.99, 1.0]))
+    tensor([0, 0, 1, 9, 9])
+    """
+    bins = math.ceil(1.0 / threshold)
+    return (positions.float().clamp(0, 1) * bins).floor().long().clamp_max(bins - 1)
+
+
+def instance_loss(e3: torch.Tensor, e4: torch.Tensor, positions: torch.Tensor | None = None, *,
+                  temperature: float = 0.1, threshold: float = 0.1,
+                  gather: Callable[[torch.Tensor], torch.Tensor] = _identity,
+                  backend: str | None = None) -> torch.Tensor:
+    """L_ins: PCL with ``positions`` ((B,) relative slice positions in [0, 1]), else NT-Xent.
+
+    NT-Xent is ``supcon_loss`` with one label per slice: each view's only positive is the
+    other view of the same slice, and the loss is SimCLR's (temperature / base temperature
+    = 1). With positions, the labels are :func:`position_labels`.
+    """
+    if e3.shape != e4.shape or e3.dim() != 2:
+        raise ValueError(f"e3 and e4 must both be (B, D), got {tuple(e3.shape)} and {tuple(e4.shape)}")
+    z = torch.cat([gather(e3), gather(e4)])
+    n = z.shape[0] // 2
+    if positions is None:
+        labels = torch.arange(n, device=z.device)
+    else:
+        if positions.shape != (e3.shape[0],):
+            raise ValueError(f"positions must have shape ({e3.shape[0]},), got {tuple(positions.shape)}")
+        labels = position_labels(gather(positions.to(z.device)), threshold)
+    return supcon_loss(z, torch.cat([labels, labels]), temperature, backend=backend)
+
+
+@dataclass
+class LossConfig:
+    """Weights and settings of the objective (reference values as defaults)."""
+
+    l_ins: float = 1.0
+    l_intra: float = 1.0
+    l_inter: float = 0.5
+    temperature: float = 0.1
+    pixel_stride: int = 1
+    asp_normalize: str = "mean"
+    knn_k: int = 1
+    pcl_threshold: float = 0.1
+    use_positions: bool = True
+
+
+class SuperCLLoss(torch.nn.Module):
+    """The total objective; returns every term separately for logging.
+
+    ``forward(f1, f2, e3, e4, segments, positions=None)`` -> dict with ``loss`` (weighted
+    sum, differentiable), ``l_ins``, ``l_intra``, ``l_inter`` (0-d tensors) and
+    ``weak_labels`` ((2 * global B,) int64).
+    """
+
+    def __init__(self, config: LossConfig | None = None,
+                 gather: Callable[[torch.Tensor], torch.Tensor] = _identity,
+                 backend: str | None = None):
+        super().__init__()
+        self.config = config or LossConfig()
+        if self.config.asp_normalize not in ("mean", "area"):
+            raise ValueError(f"asp_normalize must be 'mean' or 'area', got {self.config.asp_normalize!r}")
+        if self.config.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.config.temperature}")
+        self.gather = gather
+        self.backend = backend
+
+    def forward(self, f1, f2, e3, e4, segments, positions=None) -> dict[str, torch.Tensor]:
+        c = self.config
+        t = c.temperature
+        # The contrastive terms are computed in float32 whatever the autocast dtype: the
+        # similarities are divided by t = 0.1 and exponentiated.
+        f1, f2, e3, e4 = (x.float() for x in (f1, f2, e3, e4))
+        zero = f1.new_zeros(())
+        terms = {}
+        terms["l_intra"] = (ilcp_loss(f1, f2, segments, temperature=t, pixel_stride=c.pixel_stride,
+                                      backend=self.backend) if c.l_intra else zero)
+        if c.l_inter:
+            terms["l_inter"], weak = igcp_loss(f1, f2, segments, e3, e4, temperature=t,
+                                               asp_normalize=c.asp_normalize, k=c.knn_k,
+                                               gather=self.gather, backend=self.backend)
+        else:
+            terms["l_inter"], weak = zero, None
+        terms["l_ins"] = (instance_loss(e3, e4, positions if c.use_positions else None,
+                                        temperature=t, threshold=c.pcl_threshold,
+                                        gather=self.gather, backend=self.backend)
+                          if c.l_ins else zero)
+        terms["loss"] = c.l_ins * terms["l_ins"] + c.l_intra * terms["l_intra"] + c.l_inter * terms["l_inter"]
+        terms["weak_labels"] = weak
+        return terms

@@ -1,0 +1,183 @@
+"""The SuperCL objective (supercl.losses) against dense references written here in plain torch
+and the peer oracles (scikit-style k-NN graph in numpy/scipy), on tiny batches; gradients
+(float64 gradcheck, and flow into the encoder)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from supercl.losses import (LossConfig, SuperCLLoss, igcp_loss, ilcp_loss, instance_loss,
+                            position_labels)
+from supercl.models import SuperCLModel, UNetEncoder
+from supercl.ops import knn_weak_labels_reference
+
+
+def dense_supcon(z, labels, groups=None, t=0.1):
+    """Khosla et al. eq. 2 with an N x N matrix: mean over anchors that have a positive."""
+    z = F.normalize(z.double(), dim=1)
+    n = z.shape[0]
+    groups = torch.zeros(n, dtype=torch.long) if groups is None else groups
+    same_group = groups[:, None] == groups[None, :]
+    eye = torch.eye(n, dtype=torch.bool)
+    denom_mask = same_group & ~eye
+    pos = denom_mask & (labels[:, None] == labels[None, :])
+    s = z @ z.T / t
+    lse = torch.logsumexp(s.masked_fill(~denom_mask, -math.inf), dim=1)
+    mean_pos = (s * pos).sum(1) / pos.sum(1).clamp_min(1)
+    has = pos.any(1)
+    return (lse - mean_pos)[has].mean()
+
+
+def blocks(batch, h, w, cell, offset=0):
+    """Superpixel maps of square cells, numbered in raster order."""
+    r = torch.arange(h)[:, None] // cell
+    c = torch.arange(w)[None, :] // cell
+    seg = r * ((w + cell - 1) // cell) + c
+    return seg.expand(batch, h, w).clone() + offset
+
+
+def test_ilcp_matches_dense_per_image():
+    g = torch.Generator().manual_seed(0)
+    f1, f2 = torch.randn(3, 5, 3, 5, generator=g), torch.randn(3, 5, 3, 5, generator=g)
+    seg = torch.randint(0, 4, (3, 12, 20), generator=g)
+    small = seg[:, ::4, ::4]  # nearest down-sampling by an integer factor picks every 4th pixel
+    got = ilcp_loss(f1, f2, seg, temperature=0.2)
+    feats, labels, groups = [], [], []
+    for b in range(3):
+        for f in (f1, f2):
+            feats.append(f[b].flatten(1).T)
+            labels.append(small[b].flatten())
+            groups.append(torch.full((15,), b))
+    want = dense_supcon(torch.cat(feats), torch.cat(labels), torch.cat(groups), t=0.2)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_ilcp_pixel_stride_keeps_every_nth_pixel():
+    g = torch.Generator().manual_seed(1)
+    f1, f2 = torch.randn(2, 4, 4, 4, generator=g), torch.randn(2, 4, 4, 4, generator=g)
+    seg = blocks(2, 4, 4, 2)
+    got = ilcp_loss(f1, f2, seg, pixel_stride=3)
+    keep = torch.arange(0, 16, 3)
+    feats, labels, groups = [], [], []
+    for b in range(2):
+        for f in (f1, f2):
+            feats.append(f[b].flatten(1).T[keep])
+            labels.append(seg[b].flatten()[keep])
+            groups.append(torch.full((len(keep),), b))
+    want = dense_supcon(torch.cat(feats), torch.cat(labels), torch.cat(groups))
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_ilcp_gradcheck_float64():
+    g = torch.Generator().manual_seed(2)
+    f1 = torch.randn(2, 3, 2, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    f2 = torch.randn(2, 3, 2, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    seg = blocks(2, 2, 3, 1) % 3
+    assert torch.autograd.gradcheck(lambda a, b: ilcp_loss(a, b, seg, temperature=0.5), (f1, f2))
+
+
+def asp_reference(f, seg):
+    """Channel mean, then every pixel replaced by its superpixel's mean, by Python loops."""
+    m = f.double().mean(1)
+    out = torch.empty_like(m)
+    for b in range(f.shape[0]):
+        for s in seg[b].unique():
+            where = seg[b] == s
+            out[b][where] = m[b][where].mean()
+    return out.flatten(1)
+
+
+@pytest.mark.parametrize("batch", [1, 3, 5])
+def test_igcp_matches_references(batch):
+    g = torch.Generator().manual_seed(batch)
+    f1, f2 = torch.randn(batch, 6, 4, 4, generator=g), torch.randn(batch, 6, 4, 4, generator=g)
+    e3, e4 = torch.randn(batch, 7, generator=g), torch.randn(batch, 7, generator=g)
+    seg = torch.randint(0, 5, (batch, 8, 8), generator=g)
+    got, weak = igcp_loss(f1, f2, seg, e3, e4, temperature=0.3)
+    small = seg[:, ::2, ::2]
+    asp = torch.cat([asp_reference(f1, small), asp_reference(f2, small)])
+    want_weak = knn_weak_labels_reference(asp.numpy(), k=1, pair_views=True)
+    np.testing.assert_array_equal(weak.numpy(), want_weak)
+    # both views of an image always share a weak label
+    assert torch.equal(weak[:batch], weak[batch:])
+    want = dense_supcon(torch.cat([e3, e4]), torch.as_tensor(want_weak), t=0.3)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_igcp_area_normalisation_changes_only_the_weak_labels_input():
+    g = torch.Generator().manual_seed(3)
+    f1, f2 = torch.randn(4, 3, 2, 2, generator=g), torch.randn(4, 3, 2, 2, generator=g)
+    e3, e4 = torch.randn(4, 5, generator=g), torch.randn(4, 5, generator=g)
+    seg = torch.randint(0, 3, (4, 4, 4), generator=g)
+    _, weak = igcp_loss(f1, f2, seg, e3, e4, asp_normalize="area")
+    small = seg[:, ::2, ::2]
+    counts = torch.stack([torch.bincount(s.flatten(), minlength=3)[s] for s in small]).flatten(1)
+    asp = torch.cat([asp_reference(f1, small) * counts / 4, asp_reference(f2, small) * counts / 4])
+    np.testing.assert_array_equal(weak.numpy(), knn_weak_labels_reference(asp.numpy(), 1, True))
+
+
+def nt_xent(e3, e4, t):
+    """SimCLR's NT-Xent as cross-entropy over the 2B - 1 other views."""
+    z = F.normalize(torch.cat([e3, e4]).double(), dim=1)
+    n = e3.shape[0]
+    s = (z @ z.T / t).fill_diagonal_(-math.inf)
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
+    return F.cross_entropy(s, target)
+
+
+def test_instance_loss_without_positions_is_nt_xent():
+    g = torch.Generator().manual_seed(4)
+    e3, e4 = torch.randn(5, 8, generator=g), torch.randn(5, 8, generator=g)
+    torch.testing.assert_close(instance_loss(e3, e4, temperature=0.2).double(), nt_xent(e3, e4, 0.2),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_pcl_positives_are_within_the_threshold_and_views_always_positive():
+    positions = torch.tensor([0.0, 0.04, 0.099, 0.1, 0.35, 0.41, 0.999, 1.0])
+    labels = position_labels(positions, 0.1)
+    assert labels.tolist() == [0, 0, 0, 1, 3, 4, 9, 9]
+    same = labels[:, None] == labels[None, :]
+    assert ((positions[:, None] - positions[None, :]).abs()[same] < 0.1).all()
+    g = torch.Generator().manual_seed(5)
+    e3, e4 = torch.randn(8, 4, generator=g), torch.randn(8, 4, generator=g)
+    want = dense_supcon(torch.cat([e3, e4]), torch.cat([labels, labels]))
+    torch.testing.assert_close(instance_loss(e3, e4, positions).double(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_total_is_the_weighted_sum_and_gradients_reach_the_encoder():
+    torch.manual_seed(0)
+    model = SuperCLModel(UNetEncoder(1, base_channels=4, depth=2), hidden_dim=16, out_dim=8)
+    x = torch.rand(8, 1, 16, 16)
+    f, e = model(x)
+    seg = blocks(2, 16, 16, 4)
+    cfg = LossConfig(l_ins=1.0, l_intra=0.7, l_inter=0.5)
+    terms = SuperCLLoss(cfg)(f[:2], f[2:4], e[4:6], e[6:], seg, torch.tensor([0.1, 0.8]))
+    total = terms["l_ins"] + 0.7 * terms["l_intra"] + 0.5 * terms["l_inter"]
+    torch.testing.assert_close(terms["loss"], total)
+    terms["loss"].backward()
+    for name, p in model.encoder.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    first_conv = model.encoder.blocks[0][0].weight.grad
+    assert first_conv.abs().sum() > 0
+
+
+def test_loss_rejects_bad_input():
+    f = torch.randn(2, 3, 2, 2)
+    seg = torch.zeros(2, 4, 4, dtype=torch.long)
+    with pytest.raises(ValueError, match="f1 and f2"):
+        ilcp_loss(f, f[:, :2], seg)
+    with pytest.raises(ValueError, match="segments"):
+        ilcp_loss(f, f, seg[:1])
+    with pytest.raises(ValueError, match="pixel_stride"):
+        ilcp_loss(f, f, seg, pixel_stride=0)
+    with pytest.raises(ValueError, match="e3 and e4"):
+        igcp_loss(f, f, seg, torch.randn(2, 4), torch.randn(3, 4))
+    with pytest.raises(ValueError, match="positions"):
+        instance_loss(torch.randn(2, 4), torch.randn(2, 4), torch.rand(3))
+    with pytest.raises(ValueError, match="asp_normalize"):
+        SuperCLLoss(LossConfig(asp_normalize="sum"))
+    with pytest.raises(ValueError, match="temperature"):
+        SuperCLLoss(LossConfig(temperature=0.0))
