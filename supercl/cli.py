@@ -1,148 +1,359 @@
-"""The ``supercl`` command.
+"""The ``supercl`` command: pre-train, fine-tune, evaluate, look at superpixels, run the demo.
 
-Subcommands available now:
+::
 
-- ``supercl demo``: superpixels and connected components on embedded phantom CT slices; writes
-  overlay pictures and a timing summary, and times scikit-image on the same slices when it is
-  installed.
+    supercl superpixels [--data PATH] [--case NAME] --out DIR   # SLIC overlays of one volume
+    supercl pretrain    [--data PATH] --out DIR                 # SuperCL pre-training
+    supercl finetune    [--data PATH] --pretrained RUN --out DIR
+    supercl evaluate    RUN_OR_CHECKPOINT [--data PATH] [--out DIR]
+    supercl demo        [--out DIR]                             # the whole job on the phantom
 
-The trainer subcommands (``pretrain``, ``finetune``, ``evaluate``, ``superpixels``) are not
-built yet; they are tracked as the trainer issue.
+Without ``--data`` every command uses the embedded phantom CT dataset (written into the run
+folder). ``torchrun --nproc_per_node=N -m supercl pretrain ...`` pre-trains with
+DistributedDataParallel. Every option has a default that works on the embedded data.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
-__all__ = ["main"]
+__all__ = ["main", "build_parser"]
 
 
-def _demo(args: argparse.Namespace) -> int:
-    import torch
-    from tqdm import tqdm
+# --------------------------------------------------------------------------- options
+def _data_options(p: argparse.ArgumentParser, patch_size: int = 128) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default=None, metavar="PATH",
+                   help="a Medical Segmentation Decathlon folder (dataset.json, imagesTr/, "
+                   "labelsTr/) or a folder of .nii/.nii.gz images (default: the embedded "
+                   "phantom CT dataset, written to OUT/phantom)")
+    g.add_argument("--labels", default=None, metavar="PATH",
+                   help="for a plain image folder: the folder of label maps, matched to the "
+                   "images by file name (default: none, images unlabeled)")
+    g.add_argument("--modality", default=None, metavar="NAME",
+                   help="CT (windowed to --window) or MRI (per-volume z-score); default: "
+                   "dataset.json's modality, CT for plain folders")
+    g.add_argument("--window", type=float, nargs=2, default=(-200.0, 300.0),
+                   metavar=("LOW", "HIGH"), help="CT intensity window in Hounsfield units, "
+                   "scaled to [0, 1] (default: -200 300)")
+    g.add_argument("--patch-size", type=int, default=patch_size, metavar="P",
+                   help=f"slices become P x P, a multiple of 2**depth (default: {patch_size})")
+    g.add_argument("--resize", choices=("resize", "crop"), default="resize",
+                   help="resize whole slices to the patch size, or centre-crop/pad them "
+                   "(default: resize)")
+    g.add_argument("--label-fraction", type=float, default=0.1, metavar="F",
+                   help="fraction of the labeled training volumes used for fine-tuning, e.g. "
+                   "0.1, 0.25, 1.0 (default: 0.1)")
+    g.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
+                   help="fraction of the labeled volumes held out for model selection "
+                   "(default: 0.2)")
+    g.add_argument("--test-fraction", type=float, default=0.2, metavar="F",
+                   help="fraction of the labeled volumes held out for the test (default: 0.2)")
+    g.add_argument("--split-seed", type=int, default=0,
+                   help="seed of the split by volume; use the same for pre-training and "
+                   "fine-tuning (default: 0)")
 
-    from supercl import __version__
-    from supercl.data import phantom_batch
-    from supercl.ops import connected_components, slic
-    from supercl.viz import montage, overlay, window, write_png
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    print(f"supercl {__version__}: demo on {args.slices} phantom CT slices of "
-          f"{args.size}x{args.size} (seed {args.seed}), {torch.get_num_threads()} CPU threads")
+def _run_options(p: argparse.ArgumentParser, out: str, epochs: int, batch: int, lr: float) -> None:
+    g = p.add_argument_group("run")
+    g.add_argument("--out", default=out, metavar="DIR", help=f"run folder (default: {out})")
+    g.add_argument("--epochs", type=int, default=epochs, help=f"epochs (default: {epochs})")
+    g.add_argument("--batch-size", type=int, default=batch,
+                   help=f"slices per step (per process) (default: {batch})")
+    g.add_argument("--lr", type=float, default=lr, help=f"base learning rate (default: {lr:g})")
+    g.add_argument("--weight-decay", type=float, default=None,
+                   help="weight decay (default: 1e-4 for pre-training, 0 for fine-tuning)")
+    g.add_argument("--base-channels", type=int, default=32,
+                   help="U-Net channels at full resolution, doubled per level (default: 32, "
+                   "the reference 32 -> 512)")
+    g.add_argument("--depth", type=int, default=4, help="U-Net down-samplings (default: 4)")
+    g.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), default="auto",
+                   help="mixed precision: auto = bf16 autocast on a GPU, off on the CPU "
+                   "(default: auto)")
+    g.add_argument("--device", default="auto",
+                   help="auto, cpu, cuda or cuda:N (default: auto = cuda if available)")
+    g.add_argument("--seed", type=int, default=0, help="seed of weights, batches and views (default: 0)")
+    g.add_argument("--threads", type=int, default=0,
+                   help="CPU threads, 0 for torch's default (default: 0)")
+    g.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS",
+                   help="also write the checkpoint every STEPS steps; it is always written "
+                   "after every epoch and on Ctrl-C/SIGTERM (default: 0)")
+    g.add_argument("--max-steps", type=int, default=0,
+                   help="stop after this many optimizer steps; the schedule spans them "
+                   "(default: 0 = all epochs)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint.pt")
+    g.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bars")
+    g.add_argument("--tensorboard", action="store_true",
+                   help="also log to OUT/tensorboard (needs the tensorboard package)")
+    g.add_argument("--no-figures", dest="figures", action="store_false", help="write no PNGs")
 
-    images, organs = phantom_batch(args.slices, args.size, args.size, seed=args.seed)
-    body = images > -500.0  # keep superpixels inside the body, off the air
-    kwargs = dict(n_segments=args.n_segments, compactness=args.compactness)
 
-    slic(images[:1], mask=body[:1], **kwargs)  # load the extension, warm the caches
-    start = time.perf_counter()
-    superpixels = slic(images, mask=body, **kwargs)
-    slic_s = time.perf_counter() - start
+def _pretrain_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("SuperCL")
+    g.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
+                   help="SGD with momentum 0.9, or AdamW; cosine schedule either way (default: sgd)")
+    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default: 0.9)")
+    g.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up steps (default: 0)")
+    g.add_argument("--embed-dim", type=int, default=512,
+                   help="projection head width and output (default: 512, the reference MLP 512-512)")
+    g.add_argument("--n-segments", type=int, default=100,
+                   help="SLIC superpixels per slice (default: 100, the reference)")
+    g.add_argument("--compactness", type=float, default=0.1,
+                   help="SLIC compactness on [0, 1]-scaled intensities; 0.1 is the reference's "
+                   "10 on 0..100 (default: 0.1)")
+    g.add_argument("--slic-iters", type=int, default=10, help="SLIC iterations (default: 10)")
+    g.add_argument("--l-ins", type=float, default=1.0, help="weight of L_ins (default: 1)")
+    g.add_argument("--l-intra", type=float, default=1.0, help="weight of L_intra, ILCP (default: 1)")
+    g.add_argument("--l-inter", type=float, default=0.5, help="weight of L_inter, IGCP (default: 0.5)")
+    g.add_argument("--temperature", type=float, default=0.1, help="contrastive temperature (default: 0.1)")
+    g.add_argument("--pixel-stride", type=int, default=1,
+                   help="ILCP keeps every N-th bottleneck pixel; 16 is the reference code "
+                   "(default: 1 = all)")
+    g.add_argument("--asp-normalize", choices=("mean", "area"), default="mean",
+                   help="ASP divides superpixel sums by their size (mean) or by h*w as the "
+                   "reference code does (area) (default: mean)")
+    g.add_argument("--knn-k", type=int, default=1, help="neighbours of IGCP's k-NN graph (default: 1)")
+    g.add_argument("--pcl-threshold", type=float, default=0.1,
+                   help="PCL: slices in the same bin of this width of relative position are "
+                   "positives (default: 0.1)")
+    g.add_argument("--no-positions", dest="use_positions", action="store_false",
+                   help="L_ins as SimCLR NT-Xent instead of PCL")
 
-    start = time.perf_counter()
-    components, counts = connected_components(organs, connectivity=2, return_num=True)
-    cc_s = time.perf_counter() - start
 
-    n_superpixels = [int(s.max()) for s in superpixels]
-    summary = {
-        "slices": args.slices,
-        "size": args.size,
-        "threads": torch.get_num_threads(),
-        "slic_s": slic_s,
-        "slic_slices_per_s": args.slices / slic_s,
-        "superpixels_per_slice": n_superpixels,
-        "connected_components_s": cc_s,
-        "organ_components_per_slice": counts.tolist(),
-    }
-    print(f"supercl slic:                 {1e3 * slic_s / args.slices:8.2f} ms/slice "
-          f"({args.slices / slic_s:7.1f} slices/s), {np.mean(n_superpixels):.0f} superpixels/slice")
-    print(f"supercl connected_components: {1e3 * cc_s / args.slices:8.2f} ms/slice")
+def _finetune_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("fine-tuning")
+    g.add_argument("--pretrained", default=None, metavar="RUN",
+                   help="pre-training run folder (or its encoder.pt); only the encoder is "
+                   "loaded (default: none, train from scratch)")
+    g.add_argument("--dice-weight", type=float, default=1.0,
+                   help="loss = cross-entropy + W * soft Dice (default: 1)")
+    g.add_argument("--no-augment", dest="augment", action="store_false",
+                   help="no flip/rotation/scale augmentation of the labeled slices")
+    g.add_argument("--no-evaluate", dest="evaluate", action="store_false",
+                   help="do not evaluate the best model on the test volumes at the end")
 
-    try:
-        from skimage.measure import label as sk_label
-        from skimage.segmentation import slic as sk_slic
-    except ImportError:
-        print("scikit-image is not installed: no comparison (pip install 'supercl[test]')")
-    else:
-        start = time.perf_counter()
-        for b in tqdm(range(args.slices), desc="scikit-image slic", unit="slice", leave=False):
-            sk_slic(images[b], channel_axis=None, mask=body[b], **kwargs)
-        sk_slic_s = time.perf_counter() - start
-        start = time.perf_counter()
-        for b in range(args.slices):
-            sk_label(organs[b], connectivity=2)
-        sk_cc_s = time.perf_counter() - start
-        summary.update(skimage_slic_s=sk_slic_s, skimage_label_s=sk_cc_s,
-                       slic_speedup=sk_slic_s / slic_s, cc_speedup=sk_cc_s / cc_s)
-        print(f"scikit-image slic:            {1e3 * sk_slic_s / args.slices:8.2f} ms/slice "
-              f"-> supercl is {sk_slic_s / slic_s:.1f}x faster")
-        print(f"scikit-image label:           {1e3 * sk_cc_s / args.slices:8.2f} ms/slice "
-              f"-> supercl is {sk_cc_s / cc_s:.1f}x faster")
 
-    shown = min(args.slices, 8)
-    grey = [window(images[b]) for b in range(shown)]
-    tiles = [overlay(grey[b], superpixels[b]) for b in range(shown)]
-    palette = np.random.default_rng(0).integers(60, 256, size=(int(components.max()) + 1, 3))
-    palette[0] = 0
-    coloured = [
-        np.where(components[b, ..., None] > 0, palette[components[b]], grey[b][..., None]).astype(np.uint8)
-        for b in range(shown)
-    ]
-    write_png(out / "superpixels.png", montage(tiles, columns=4))
-    write_png(out / "components.png", montage(coloured, columns=4))
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"wrote {out / 'superpixels.png'} (superpixel boundaries in red), "
-          f"{out / 'components.png'} (organ components), {out / 'summary.json'}")
+def _fill(cls, args: argparse.Namespace, **overrides):
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name in overrides:
+            values[f.name] = overrides[f.name]
+        elif hasattr(args, f.name):
+            v = getattr(args, f.name)
+            values[f.name] = tuple(v) if isinstance(v, list) else v
+    return cls(**values)
+
+
+def _pretrain_config(args):
+    from supercl.losses import LossConfig
+    from supercl.train import PretrainConfig
+
+    loss = LossConfig(l_ins=args.l_ins, l_intra=args.l_intra, l_inter=args.l_inter,
+                      temperature=args.temperature, pixel_stride=args.pixel_stride,
+                      asp_normalize=args.asp_normalize, knn_k=args.knn_k,
+                      pcl_threshold=args.pcl_threshold, use_positions=args.use_positions)
+    wd = 1e-4 if args.weight_decay is None else args.weight_decay
+    return _fill(PretrainConfig, args, loss=loss, weight_decay=wd)
+
+
+def _finetune_config(args):
+    from supercl.train import FinetuneConfig
+
+    wd = 0.0 if args.weight_decay is None else args.weight_decay
+    return _fill(FinetuneConfig, args, weight_decay=wd)
+
+
+# --------------------------------------------------------------------------- commands
+def _pretrain(args) -> int:
+    from supercl.train import pretrain
+
+    summary = pretrain(_pretrain_config(args))
+    return 0 if summary["status"] == "finished" else 130
+
+
+def _finetune(args) -> int:
+    from supercl.train import finetune
+
+    summary = finetune(_finetune_config(args))
+    return 0 if summary["status"] == "finished" else 130
+
+
+def _evaluate(args) -> int:
+    from supercl.train import evaluate
+    from supercl.train.dataset import DataConfig
+
+    path = Path(args.target)
+    checkpoint = path / "best.pt" if path.is_dir() else path
+    out = Path(args.out) if args.out else checkpoint.parent
+    cfg = _fill(DataConfig, args)
+    evaluate(checkpoint, cfg, out=out, device=args.device, figures=args.figures,
+             progress=args.progress)
     return 0
 
 
+def _superpixels(args) -> int:
+    import numpy as np
+    import torch
+
+    from supercl.data.nifti import load_case, scan_dataset
+    from supercl.ops import slic
+    from supercl.train.dataset import resolve_data
+    from supercl.viz import montage, overlay, write_png
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    info = scan_dataset(resolve_data(args.data, out), labels=args.labels, modality=args.modality)
+    names = [c.name for c in info.cases]
+    case = info.cases[0] if args.case is None else next((c for c in info.cases if c.name == args.case), None)
+    if case is None:
+        raise ValueError(f"--case {args.case!r} is not in {info.root} (cases: {', '.join(names[:8])}"
+                         f"{' ...' if len(names) > 8 else ''})")
+    images, _, _ = load_case(case, modality=info.modality, window=tuple(args.window),
+                             patch_size=args.patch_size, resize=args.resize,
+                             class_names=info.class_names)
+    x = torch.from_numpy(images)
+    if args.device != "cpu" and torch.cuda.is_available():
+        x = x.cuda()
+    slic(x[:1], n_segments=args.n_segments, compactness=args.compactness)  # warm-up
+    if x.is_cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    labels = slic(x, n_segments=args.n_segments, compactness=args.compactness)
+    if x.is_cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    picks = np.linspace(0, x.shape[0] - 1, min(args.slices, x.shape[0])).round().astype(int)
+    tiles = [overlay((np.clip(images[i], 0, 1) * 255).astype(np.uint8), labels[i].cpu().numpy())
+             for i in picks]
+    path = write_png(out / f"superpixels_{case.name}.png", montage(tiles, columns=4))
+    counts = [int(labels[i].max()) + 1 for i in range(labels.shape[0])]
+    print(f"{case.name}: {x.shape[0]} slices of {args.patch_size}x{args.patch_size}, "
+          f"{np.mean(counts):.0f} superpixels per slice, SLIC {1e3 * seconds / x.shape[0]:.2f} "
+          f"ms/slice on {x.device.type}; wrote {path} (slices {', '.join(map(str, picks))})")
+    return 0
+
+
+def _demo(args) -> int:
+    from supercl.demo import run_demo
+
+    return run_demo(args)
+
+
+# --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="supercl",
         description="SuperCL: superpixel-guided contrastive pre-training for medical image "
-        "segmentation. Kernels for superpixels and connected components, on CPU and GPU.",
+        "segmentation. Pre-train a U-Net encoder on unlabeled CT/MRI slices, fine-tune on a "
+        "few labeled volumes, evaluate DSC/JC. Without --data, the embedded phantom CT "
+        "dataset is used.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser(
-        "demo",
-        help="superpixels and connected components on embedded phantom CT slices",
-        description="Runs supercl.ops.slic and supercl.ops.connected_components on synthetic "
-        "CT slices (supercl.data.phantom), writes overlay PNGs and a JSON summary to --out, and "
-        "times scikit-image on the same slices when it is installed.",
-    )
-    demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
-    demo.add_argument("--slices", type=int, default=32, help="number of slices (default: 32)")
-    demo.add_argument("--size", type=int, default=256, help="slice side in pixels (default: 256)")
-    demo.add_argument("--n-segments", type=int, default=100,
-                      help="superpixels per slice, SuperCL's setting (default: 100)")
-    demo.add_argument("--compactness", type=float, default=0.1,
-                      help="SLIC compactness on [0, 1]-scaled intensities; 0.1 is SuperCL's "
-                      "compactness 10 on Lab lightness (default: 0.1)")
-    demo.add_argument("--seed", type=int, default=0, help="phantom seed (default: 0)")
-    demo.add_argument("--threads", type=int, default=0,
-                      help="CPU threads, 0 for torch's default (default: 0)")
-    demo.set_defaults(run=_demo)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("superpixels", help="SLIC overlays (PNG) of the slices of one volume",
+                       description="Runs supercl.ops.slic on every slice of one volume (on the "
+                       "GPU if there is one) and writes a PNG montage of superpixel boundaries.")
+    _data_options(p, patch_size=256)
+    p.add_argument("--case", default=None, help="case name (default: the first case)")
+    p.add_argument("--out", default="runs/superpixels", metavar="DIR",
+                   help="output folder (default: runs/superpixels)")
+    p.add_argument("--slices", type=int, default=8, help="slices shown (default: 8)")
+    p.add_argument("--n-segments", type=int, default=100, help="superpixels per slice (default: 100)")
+    p.add_argument("--compactness", type=float, default=0.1,
+                   help="SLIC compactness on [0, 1]-scaled intensities (default: 0.1)")
+    p.add_argument("--device", default="auto", help="auto or cpu (default: auto)")
+    p.set_defaults(run=_superpixels)
+
+    p = sub.add_parser("pretrain", help="SuperCL pre-training of a U-Net encoder",
+                       description="Pre-trains a U-Net encoder with L = l1 L_ins + l2 L_intra + "
+                       "l3 L_inter on the pre-training volumes of the split (labels unused). "
+                       "Writes config.json, split.json, metrics.jsonl, checkpoint.pt, "
+                       "encoder.pt, superpixels.png and loss_curves.png to --out. Ctrl-C "
+                       "writes a checkpoint; --resume continues.")
+    _data_options(p)
+    _run_options(p, "runs/pretrain", epochs=20, batch=16, lr=0.05)
+    _pretrain_options(p)
+    p.set_defaults(run=_pretrain)
+
+    p = sub.add_parser("finetune", help="fine-tune a U-Net on the labeled volumes, then evaluate",
+                       description="Fine-tunes the whole U-Net (encoder from --pretrained, or "
+                       "from scratch) with cross-entropy + Dice and Adam on a cosine schedule, "
+                       "selects the epoch by validation DSC (best.pt) and evaluates it on the "
+                       "test volumes (evaluation.json, predictions.png, dsc.png).")
+    _data_options(p)
+    _run_options(p, "runs/finetune", epochs=50, batch=8, lr=1e-3)
+    _finetune_options(p)
+    p.set_defaults(run=_finetune)
+
+    p = sub.add_parser("evaluate", help="DSC, JC and HD95 of a fine-tuned model on the test volumes",
+                       description="Scores a fine-tuning run's best.pt (or a given checkpoint) "
+                       "on the test volumes of the split: DSC and JC per class over the whole "
+                       "test set, per-volume DSC and HD95. Use the data options of the run.")
+    p.add_argument("target", metavar="RUN", help="fine-tuning run folder or checkpoint file")
+    _data_options(p)
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="where to write evaluation.json and figures (default: the run folder)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    p.add_argument("--no-figures", dest="figures", action="store_false", help="write no PNGs")
+    p.set_defaults(run=_evaluate)
+
+    p = sub.add_parser("demo", help="the whole job on the embedded phantom, in minutes on a CPU",
+                       description="Writes the phantom MSD dataset, pre-trains with SuperCL, "
+                       "fine-tunes on 10%% of the labeled volumes from scratch and from the "
+                       "pre-trained encoder, evaluates both on the test volumes, prints a DSC/JC "
+                       "table and writes results.json and report.md with figures.")
+    from supercl.demo import add_demo_options
+
+    add_demo_options(p)
+    p.set_defaults(run=_demo)
     return parser
+
+
+_POSITIVE = ("epochs", "batch_size", "patch_size", "base_channels", "depth", "n_segments",
+             "slic_iters", "embed_dim", "slices", "knn_k", "pixel_stride")
+_NON_NEGATIVE = ("threads", "checkpoint_every", "max_steps", "warmup_steps")
+
+
+def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    for name in _POSITIVE:
+        if getattr(args, name, 1) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    for name in _NON_NEGATIVE:
+        if getattr(args, name, 0) < 0:
+            parser.error(f"--{name.replace('_', '-')} must be >= 0")
+    for name in ("lr", "compactness", "temperature", "pcl_threshold"):
+        if getattr(args, name, 1.0) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be > 0")
+    if hasattr(args, "label_fraction") and not 0 < args.label_fraction <= 1:
+        parser.error("--label-fraction must be in (0, 1]")
+    if hasattr(args, "window") and not args.window[0] < args.window[1]:
+        parser.error("--window LOW HIGH needs LOW < HIGH")
+    depth = getattr(args, "depth", 4)
+    if hasattr(args, "patch_size") and args.patch_size % 2**depth:
+        parser.error(f"--patch-size must be a multiple of 2**depth = {2**depth}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for name in ("slices", "size", "n_segments"):
-        if getattr(args, name, 1) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1")
-    if getattr(args, "compactness", 1.0) <= 0:
-        parser.error("--compactness must be > 0")
-    return args.run(args)
+    _check(parser, args)
+    from supercl.train.loop import NonFiniteLossError
+
+    try:
+        return args.run(args)
+    except NonFiniteLossError as err:
+        print(f"supercl {args.command}: {err}", file=sys.stderr)
+        return 1
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"supercl {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

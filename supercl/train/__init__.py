@@ -1,0 +1,14 @@
+"""The thin SuperCL trainer: pre-training, fine-tuning, evaluation.
+
+>>> from supercl.train import PretrainConfig, pretrain, FinetuneConfig, finetune, evaluate
+
+Each function takes a config dataclass whose fields are the options of the matching
+``supercl`` subcommand, and writes everything into the run folder ``config.out``.
+"""
+
+from .finetune import FinetuneConfig, evaluate, finetune
+from .loop import NonFiniteLossError
+from .pretrain import PretrainConfig, pretrain
+
+__all__ = ["PretrainConfig", "pretrain", "FinetuneConfig", "finetune", "evaluate",
+           "NonFiniteLossError"]

@@ -1,0 +1,70 @@
+"""The data side of a run: the dataset folder (the embedded phantom when none is given), the
+split by volume, and the slices of one part of the split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from supercl.data.nifti import DatasetInfo, SliceSet, load_slices, scan_dataset, split_cases, write_split
+
+__all__ = ["DataConfig", "PHANTOM", "resolve_data", "prepare_split", "slices_of"]
+
+# The embedded default: 20 phantom CT volumes of 24 x 128 x 128 with 5 organ classes.
+PHANTOM = dict(n_volumes=20, shape=(24, 128, 128), n_organs=5, seed=0)
+
+
+@dataclass
+class DataConfig:
+    """Where the volumes come from and how they become slices (see ``supercl --help``)."""
+
+    data: str | None = None
+    labels: str | None = None
+    modality: str | None = None
+    window: tuple[float, float] = (-200.0, 300.0)
+    patch_size: int = 128
+    resize: str = "resize"
+    label_fraction: float = 0.1
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    split_seed: int = 0
+
+
+def resolve_data(data: str | None, out: Path, main: bool = True) -> Path:
+    """``data`` itself, or the phantom MSD folder written under ``out/phantom`` (once)."""
+    if data is not None:
+        return Path(data)
+    from supercl.data import write_msd
+
+    root = out / "phantom"
+    if main and not (root / "dataset.json").is_file():
+        print(f"no --data given: writing the embedded phantom dataset to {root}")
+        write_msd(root, overwrite=True, **PHANTOM)
+    return root
+
+
+def prepare_split(cfg: DataConfig, out: Path, main: bool = True) -> tuple[DatasetInfo, dict]:
+    """Scan the dataset, split it by volume and write ``out/split.json``."""
+    root = resolve_data(cfg.data, out, main)
+    _barrier()  # the other processes of a distributed run wait for rank 0's phantom
+    info = scan_dataset(root, labels=cfg.labels, modality=cfg.modality)
+    split = split_cases(info, label_fraction=cfg.label_fraction, val_fraction=cfg.val_fraction,
+                        test_fraction=cfg.test_fraction, seed=cfg.split_seed)
+    if main:
+        write_split(split, out / "split.json")
+    return info, split
+
+
+def slices_of(info: DatasetInfo, names: list[str], cfg: DataConfig, *, require_labels: bool,
+              progress: bool = True) -> SliceSet:
+    by_name = {c.name: c for c in info.cases}
+    return load_slices([by_name[n] for n in names], modality=info.modality, window=tuple(cfg.window),
+                       patch_size=cfg.patch_size, resize=cfg.resize, class_names=info.class_names,
+                       require_labels=require_labels, progress=progress)
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()

@@ -1,0 +1,167 @@
+"""What pre-training and fine-tuning share: device choice, seeded batching, the cosine
+schedule, interruption handling, non-finite loss detection and the run folder's logs."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["NonFiniteLossError", "resolve_device", "epoch_batches", "cosine_lambda",
+           "StopFlag", "RunLog", "write_json"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or inf; the run stops and the last good checkpoint is kept."""
+
+
+def resolve_device(device: str) -> torch.device:
+    """"auto" -> cuda if available else cpu; "cuda" without a GPU raises."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but torch sees no CUDA GPU")
+    return dev
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0,
+                  world_size: int = 1) -> list[torch.Tensor]:
+    """The index batches of one epoch: a permutation seeded by (seed, epoch), so that a
+    resumed run sees the same order; every process takes its own share of each global batch
+    (``batch_size`` per process); incomplete batches are dropped (batch norm and the
+    contrastive losses want full batches). A set smaller than one global batch gives one
+    batch of everything that divides evenly."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    perm = torch.randperm(n, generator=g)
+    global_batch = batch_size * world_size
+    if n < global_batch:
+        per = n // world_size
+        if per == 0:
+            raise ValueError(f"{n} slices cannot feed {world_size} processes")
+        return [perm[rank * per:(rank + 1) * per]]
+    steps = n // global_batch
+    return [perm[s * global_batch + rank * batch_size: s * global_batch + (rank + 1) * batch_size]
+            for s in range(steps)]
+
+
+def cosine_lambda(total_steps: int, warmup_steps: int = 0):
+    """Multiplier of the base learning rate at a step: linear warm-up, then half a cosine
+    down to 0 at ``total_steps``."""
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return f
+
+
+class StopFlag:
+    """SIGINT / SIGTERM ask the run to stop at the end of the current step (it then writes a
+    checkpoint and exits); a second SIGINT interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self.reason = ""
+
+    def _handler(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.reason = signal.Signals(signum).name
+        print(f"\n{self.reason}: stopping after this step and writing a checkpoint "
+              "(press Ctrl-C again to abort without one)", file=sys.stderr, flush=True)
+
+    @contextmanager
+    def installed(self):
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {s: signal.signal(s, self._handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    """JSON, written atomically."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_jsonable) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _jsonable(x):
+    if is_dataclass(x):
+        return asdict(x)
+    if isinstance(x, Path):
+        return str(x)
+    if isinstance(x, torch.Tensor):
+        return x.tolist()
+    return str(x)
+
+
+class RunLog:
+    """``metrics.jsonl`` (one record per epoch) and, if installed and asked for, TensorBoard.
+
+    The records are also kept in the checkpoint; on resume the file is rewritten from them,
+    so it never holds an epoch twice or one that the checkpoint has not seen.
+    """
+
+    def __init__(self, out: Path, records: list[dict] | None = None, tensorboard: bool = False,
+                 enabled: bool = True):
+        self.path = out / "metrics.jsonl"
+        self.records = list(records or [])
+        self.enabled = enabled
+        self.writer = None
+        if enabled:
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+            if tensorboard:
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+                except ImportError:
+                    print("tensorboard is not installed; logging to metrics.jsonl only",
+                          file=sys.stderr)
+                else:
+                    self.writer = SummaryWriter(str(out / "tensorboard"))
+
+    def append(self, record: dict) -> None:
+        self.records.append(record)
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k != "epoch":
+                    self.writer.add_scalar(k, v, record["epoch"])
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+class Throughput:
+    """Slices per second over a run segment."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.count = 0
+
+    def add(self, n: int) -> float:
+        self.count += n
+        return self.count / max(time.perf_counter() - self.start, 1e-9)

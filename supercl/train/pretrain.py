@@ -1,0 +1,328 @@
+"""SuperCL pre-training: a plain PyTorch loop over the ops.
+
+Per step, for a batch of B slices on the device: the four views (:mod:`.views`), SLIC on v1
+with :func:`supercl.ops.slic` (on the device; the data loader never runs it), one encoder +
+projection-head pass over the 4B views, the objective of :mod:`supercl.losses`, an optimizer
+step. The encoder alone is saved for fine-tuning (``encoder.pt``).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from supercl.losses import LossConfig, SuperCLLoss
+from supercl.models import SuperCLModel, UNetEncoder
+from supercl.ops import slic
+
+from . import distributed
+from .checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
+from .dataset import DataConfig, prepare_split, slices_of
+from .loop import (NonFiniteLossError, RunLog, StopFlag, Throughput, cosine_lambda, epoch_batches,
+                   resolve_device, write_json)
+from .views import SuperCLViews, ViewConfig
+
+__all__ = ["PretrainConfig", "pretrain"]
+
+TERMS = ("loss", "l_ins", "l_intra", "l_inter")
+
+
+@dataclass
+class PretrainConfig(DataConfig):
+    """Every setting of a pre-training run; ``config.json`` in the run folder holds it.
+    The options of ``supercl pretrain --help`` have the same names."""
+
+    out: str = "runs/pretrain"
+    epochs: int = 20
+    batch_size: int = 16
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_steps: int = 0
+    base_channels: int = 32
+    depth: int = 4
+    embed_dim: int = 512
+    n_segments: int = 100
+    compactness: float = 0.1
+    slic_iters: int = 10
+    loss: LossConfig = field(default_factory=LossConfig)
+    views: ViewConfig = field(default_factory=ViewConfig)
+    amp: str = "auto"
+    device: str = "auto"
+    seed: int = 0
+    threads: int = 0
+    checkpoint_every: int = 0
+    max_steps: int = 0
+    resume: bool = False
+    progress: bool = True
+    tensorboard: bool = False
+    figures: bool = True
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """"auto": bfloat16 autocast on CUDA, full precision on the CPU."""
+    if amp not in ("auto", "off", "bf16", "fp16"):
+        raise ValueError(f"amp must be one of auto, off, bf16, fp16, got {amp!r}")
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    return torch.float16 if amp == "fp16" else torch.bfloat16
+
+
+def _optimizer(cfg, params):
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {cfg.optimizer!r}")
+
+
+def check_config(cfg) -> None:
+    for name in ("epochs", "batch_size", "patch_size", "base_channels", "depth", "n_segments",
+                 "slic_iters"):
+        value = getattr(cfg, name, 1)
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    for name in ("lr", "compactness"):
+        if not getattr(cfg, name, 1.0) > 0:
+            raise ValueError(f"{name} must be > 0, got {getattr(cfg, name)!r}")
+    if cfg.patch_size % 2**cfg.depth:
+        raise ValueError(f"patch_size must be a multiple of 2**depth = {2**cfg.depth}, "
+                         f"got {cfg.patch_size}")
+
+
+def after_step(global_step: int) -> None:
+    """Called after every optimizer step (a hook for tests; does nothing)."""
+
+
+def _gather_objects(obj):
+    if not distributed.is_distributed():
+        return [obj]
+    parts = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(parts, obj)
+    return parts
+
+
+def pretrain(cfg: PretrainConfig) -> dict:
+    """Run (or, with ``cfg.resume``, continue) a pre-training run; returns a summary dict.
+
+    Writes to ``cfg.out``: ``config.json``, ``split.json``, ``metrics.jsonl``,
+    ``checkpoint.pt`` (everything, to resume), ``encoder.pt`` (the encoder for fine-tuning),
+    ``superpixels.png`` and ``loss_curves.png``.
+
+    Raises :class:`~supercl.train.loop.NonFiniteLossError` when a loss is NaN or inf (the
+    last good checkpoint stays), ``ValueError`` for bad settings.
+    """
+    check_config(cfg)
+    out = Path(cfg.out)
+    dist = distributed.setup(cfg.device)
+    main = dist.main
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and dist.world_size > 1:
+        device = torch.device("cuda", dist.local_rank)
+    dtype = amp_dtype(cfg.amp, device)
+    ckpt_path = out / "checkpoint.pt"
+    ckpt = None
+    if cfg.resume:
+        ckpt = load_checkpoint(ckpt_path)
+        if ckpt.get("kind") != "pretrain":
+            raise ValueError(f"{ckpt_path}: a {ckpt.get('kind')} checkpoint, not a pre-training one")
+    elif main and ckpt_path.exists():
+        raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue that run, or "
+                              "choose another --out")
+
+    info, split = prepare_split(cfg, out, main)
+    if main:
+        write_json(out / "config.json", asdict(cfg) | {"world_size": dist.world_size,
+                                                     "device": str(device)})
+    slices = slices_of(info, split["pretrain"], cfg, require_labels=False,
+                       progress=main and cfg.progress)
+    images, positions = slices.images, slices.positions
+    if device.type == "cuda":
+        images, positions = images.pin_memory(), positions.pin_memory()
+
+    torch.manual_seed(cfg.seed)  # same initial weights on every process
+    model = SuperCLModel(UNetEncoder(1, cfg.base_channels, cfg.depth), cfg.embed_dim,
+                         cfg.embed_dim).to(device)
+    net = model
+    if dist.world_size > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    torch.manual_seed(cfg.seed + 7919 * dist.rank)  # different views on every process
+    views = SuperCLViews(cfg.views)
+    loss_fn = SuperCLLoss(cfg.loss, gather=distributed.gather_with_grad)
+    optimizer = _optimizer(cfg, model.parameters())
+    steps_per_epoch = len(epoch_batches(len(slices), cfg.batch_size, cfg.seed, 0, dist.rank,
+                                        dist.world_size))
+    total = cfg.epochs * steps_per_epoch
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lambda(total, cfg.warmup_steps))
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+    epoch, step, global_step, history, sums = 0, 0, 0, [], {}
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        epoch, step, global_step = ckpt["epoch"], ckpt["step"], ckpt["global_step"]
+        history, sums = ckpt["history"], ckpt["sums"]
+        states = ckpt["rng"]
+        if len(states) != dist.world_size:
+            raise ValueError(f"{ckpt_path} was written by {len(states)} processes; resume it "
+                             f"with the same number, not {dist.world_size}")
+        set_rng_state(states[dist.rank])
+        if main:
+            print(f"resuming {out} at epoch {epoch + 1}, step {step} (global step {global_step})")
+    log = RunLog(out, history, cfg.tensorboard, enabled=main)
+
+    def save(epoch_: int, step_: int) -> None:
+        rngs = _gather_objects(rng_state())
+        if not main:
+            return
+        save_atomic({"kind": "pretrain", "config": asdict(cfg), "model": model.state_dict(),
+                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "scaler": scaler.state_dict(), "rng": rngs, "epoch": epoch_, "step": step_,
+                     "global_step": global_step, "history": log.records, "sums": sums,
+                     "split": split}, ckpt_path)
+
+    from tqdm import tqdm
+
+    stop = StopFlag()
+    status = "finished"
+    with stop.installed():
+        while epoch < cfg.epochs and global_step < total:
+            batches = epoch_batches(len(slices), cfg.batch_size, cfg.seed, epoch, dist.rank,
+                                    dist.world_size)
+            if step == 0:
+                sums = {k: 0.0 for k in TERMS} | {"steps": 0, "seconds": 0.0, "slices": 0}
+            bar = tqdm(total=len(batches), initial=step, desc=f"pretrain {epoch + 1}/{cfg.epochs}",
+                       disable=not (main and cfg.progress), unit="step", leave=False)
+            speed = Throughput()
+            while step < len(batches) and global_step < total:
+                started = time.perf_counter()
+                idx = batches[step]
+                x = images[idx].to(device, non_blocking=True)
+                pos = positions[idx].to(device, non_blocking=True)
+                terms = _train_step(net, views, loss_fn, optimizer, scaler, x, pos, cfg, dtype,
+                                    first=main and cfg.figures and global_step == 0, out=out)
+                values = {k: terms[k].item() for k in TERMS}
+                bad = [k for k, v in values.items() if not torch.isfinite(torch.tensor(v))]
+                if distributed.is_distributed():
+                    flag = torch.tensor([float(bool(bad))], device=device)
+                    torch.distributed.all_reduce(flag)
+                    bad = bad or (["loss (on another process)"] if flag.item() else [])
+                if bad:
+                    raise NonFiniteLossError(
+                        f"pre-training stopped at epoch {epoch + 1}, step {step + 1} (global step "
+                        f"{global_step + 1}): non-finite {', '.join(bad)} ("
+                        + ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+                        + f"). The weights were not updated; the last good checkpoint is "
+                        f"{ckpt_path if ckpt_path.exists() else 'none (no checkpoint yet)'}. "
+                        "Lower --lr, or use --amp off.")
+                _optimizer_step(optimizer, scaler, terms["loss"])
+                scheduler.step()
+                step += 1
+                global_step += 1
+                for k, v in values.items():
+                    sums[k] += v
+                sums["steps"] += 1
+                sums["slices"] += x.shape[0] * dist.world_size
+                sums["seconds"] += time.perf_counter() - started
+                rate = speed.add(x.shape[0] * dist.world_size)
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()} | {"slices/s": f"{rate:.1f}"})
+                after_step(global_step)
+                if cfg.checkpoint_every and global_step % cfg.checkpoint_every == 0:
+                    save(epoch, step)
+                if stop.requested:
+                    break
+            bar.close()
+            if stop.requested and step < len(batches) and global_step < total:
+                save(epoch, step)
+                status = "interrupted"
+                if main:
+                    print(f"{stop.reason}: checkpoint written to {ckpt_path} (epoch {epoch + 1}, "
+                          f"step {step}); continue with the same command and --resume",
+                          file=sys.stderr)
+                break
+            n = max(sums["steps"], 1)
+            record = {"epoch": epoch + 1, "global_step": global_step}
+            record |= {k: sums[k] / n for k in TERMS}
+            record |= {"lr": optimizer.param_groups[0]["lr"],
+                       "slices_per_s": sums["slices"] / max(sums["seconds"], 1e-9)}
+            log.append(record)
+            epoch, step = epoch + 1, 0
+            save(epoch, step)
+            if main:
+                print(f"pretrain epoch {epoch}/{cfg.epochs}: "
+                      + "  ".join(f"{k} {record[k]:.4f}" for k in TERMS)
+                      + f"  {record['slices_per_s']:.1f} slices/s", flush=True)
+            if stop.requested:
+                status = "interrupted"
+                break
+    log.close()
+    if main and cfg.figures and log.records:
+        _loss_figure(log.records, out)
+    if main and status == "finished":
+        save_atomic({"kind": "encoder", "config": asdict(cfg), "encoder": model.encoder.state_dict(),
+                     "split": split}, out / "encoder.pt")
+        print(f"pre-training done: encoder weights in {out / 'encoder.pt'}")
+    distributed.teardown()
+    return {"status": status, "out": str(out), "epochs": epoch, "global_step": global_step,
+            "history": log.records}
+
+
+def _train_step(net, views, loss_fn, optimizer, scaler, x, pos, cfg, dtype, first=False, out=None):
+    batch = x.shape[0]
+    v1, v2, v3, v4 = views(x)
+    with torch.no_grad():
+        segments = slic(v1[:, 0], n_segments=cfg.n_segments, compactness=cfg.compactness,
+                        max_num_iter=cfg.slic_iters)
+    if first:
+        _superpixel_figure(v1, segments, out)
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        f, e = net(torch.cat([v1, v2, v3, v4]))
+    return loss_fn(f[:batch], f[batch:2 * batch], e[2 * batch:3 * batch], e[3 * batch:],
+                   segments.long(), pos if cfg.loss.use_positions else None)
+
+
+def _optimizer_step(optimizer, scaler, loss):
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def _superpixel_figure(v1, segments, out) -> None:
+    import numpy as np
+
+    from supercl.viz import montage, overlay, write_png
+
+    from .finetune import _up, _zoom
+
+    shown = min(v1.shape[0], 8)
+    tiles = []
+    for b in range(shown):
+        img = v1[b, 0].float().cpu().numpy()
+        lo, hi = np.percentile(img, [1, 99])
+        grey = (np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
+        k = _zoom(grey.shape)
+        tiles.append(overlay(_up(grey, k), _up(segments[b].cpu().numpy(), k)))
+    write_png(out / "superpixels.png", montage(tiles, columns=4))
+
+
+def _loss_figure(records, out) -> None:
+    from supercl.viz import plot_loss_curves
+
+    plot_loss_curves(records, out / "loss_curves.png", keys=list(TERMS),
+                     title="SuperCL pre-training")

@@ -1,0 +1,341 @@
+"""The trainer through the ``supercl`` command: short pre-training and fine-tuning runs on a
+tiny phantom MSD folder, interruption and --resume, NaN handling, evaluation, errors, and a
+two-process gloo DistributedDataParallel step."""
+
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from supercl.cli import main
+from supercl.data import write_msd
+from supercl.models import SuperCLModel, UNet
+from supercl.train.views import SuperCLViews
+
+TINY = ["--patch-size", "32", "--base-channels", "4", "--depth", "2", "--no-progress",
+        "--threads", "1"]
+PRE = ["--n-segments", "9", "--embed-dim", "16", "--batch-size", "6"]
+
+
+@pytest.fixture(scope="module")
+def msd(tmp_path_factory):
+    # 7 volumes: 1 test, 1 val, 5 in the training pool (10 % -> 1 volume for fine-tuning)
+    return write_msd(tmp_path_factory.mktemp("data") / "msd", n_volumes=7, shape=(5, 37, 41),
+                     n_organs=2, seed=3)
+
+
+def run(args):
+    return main([str(a) for a in args])
+
+
+def pretrain_args(msd, out, *extra):
+    return ["pretrain", "--data", msd, "--out", out, *TINY, *PRE, *extra]
+
+
+def finetune_args(msd, out, *extra):
+    return ["finetune", "--data", msd, "--out", out, *TINY, "--batch-size", "2", *extra]
+
+
+def encoder_state(path):
+    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+
+
+def assert_same_state(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_two_step_pretrain_and_finetune_through_the_cli(msd, tmp_path):
+    pre = tmp_path / "pre"
+    assert run(pretrain_args(msd, pre, "--epochs", "1", "--max-steps", "2")) == 0
+    for name in ("config.json", "split.json", "metrics.jsonl", "checkpoint.pt", "encoder.pt",
+                 "superpixels.png", "loss_curves.png"):
+        assert (pre / name).is_file(), name
+    records = [json.loads(line) for line in (pre / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 1 and records[0]["global_step"] == 2
+    for term in ("loss", "l_ins", "l_intra", "l_inter"):
+        assert term in records[0] and records[0][term] == records[0][term]  # logged, not NaN
+    config = json.loads((pre / "config.json").read_text())
+    assert config["patch_size"] == 32 and config["loss"]["l_inter"] == 0.5
+    split = json.loads((pre / "split.json").read_text())
+    assert not set(split["pretrain"]) & (set(split["test"]) | set(split["val"]))
+
+    ft = tmp_path / "ft"
+    assert run(finetune_args(msd, ft, "--pretrained", pre, "--epochs", "1", "--max-steps", "2")) == 0
+    best = torch.load(ft / "best.pt", map_location="cpu", weights_only=False)
+    encoder = torch.load(pre / "encoder.pt", map_location="cpu", weights_only=False)["encoder"]
+    model = UNet(1, 4, 3, depth=2)
+    model.load_state_dict(best["model"])
+    # the encoder was loaded (then fine-tuned for 2 Adam steps: close, not equal, to pre-training)
+    w_pre = encoder["blocks.0.0.weight"]
+    w_ft = model.encoder.blocks[0][0].weight.detach()
+    assert (w_ft - w_pre).abs().max() < 0.05
+    assert (w_ft - UNet(1, 4, 3, depth=2).encoder.blocks[0][0].weight.detach()).abs().max() > 0.05
+    result = json.loads((ft / "evaluation.json").read_text())
+    assert set(result["dsc"]) == {"organ1", "organ2"}
+    assert result["test_volumes"] == json.loads((ft / "split.json").read_text())["test"]
+    for name in ("predictions.png", "dsc.png", "loss_curves.png"):
+        assert (ft / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # evaluate again through its own subcommand: same numbers
+    again = tmp_path / "eval"
+    assert run(["evaluate", ft, "--data", msd, "--out", again, "--patch-size", "32", "--no-progress"]) == 0
+    assert json.loads((again / "evaluation.json").read_text())["dsc"] == result["dsc"]
+
+
+def interrupt_at(monkeypatch, module, step):
+    def hook(global_step):
+        if global_step == step:
+            signal.raise_signal(signal.SIGINT)
+    monkeypatch.setattr(module, "after_step", hook)
+
+
+def test_pretrain_interrupt_and_resume_give_the_uninterrupted_weights(msd, tmp_path, monkeypatch):
+    pretrain_module = importlib.import_module("supercl.train.pretrain")  # the module, not the function
+
+    common = ["--epochs", "2", "--optimizer", "sgd"]  # 25 slices, batch 6: 4 steps per epoch
+    assert run(pretrain_args(msd, tmp_path / "full", *common)) == 0
+    interrupt_at(monkeypatch, pretrain_module, 3)  # in the middle of the first epoch
+    assert run(pretrain_args(msd, tmp_path / "cut", *common)) == 130
+    cut = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)
+    assert (cut["epoch"], cut["step"], cut["global_step"]) == (0, 3, 3)
+    assert not (tmp_path / "cut" / "encoder.pt").exists()
+    monkeypatch.setattr(pretrain_module, "after_step", lambda step: None)
+    assert run(pretrain_args(msd, tmp_path / "cut", *common, "--resume")) == 0
+    assert_same_state(encoder_state(tmp_path / "full" / "checkpoint.pt"),
+                      encoder_state(tmp_path / "cut" / "checkpoint.pt"))
+    full = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
+    resumed = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    strip = [{k: v for k, v in json.loads(r).items() if k != "slices_per_s"} for r in full]
+    assert strip == [{k: v for k, v in json.loads(r).items() if k != "slices_per_s"} for r in resumed]
+
+
+def test_finetune_interrupt_and_resume_give_the_uninterrupted_weights(msd, tmp_path, monkeypatch):
+    finetune_module = importlib.import_module("supercl.train.finetune")
+
+    common = ["--epochs", "2", "--no-evaluate"]  # 5 labeled slices, batch 2: 2 steps per epoch
+    assert run(finetune_args(msd, tmp_path / "full", *common)) == 0
+    interrupt_at(monkeypatch, finetune_module, 3)
+    assert run(finetune_args(msd, tmp_path / "cut", *common)) == 130
+    monkeypatch.setattr(finetune_module, "after_step", lambda step: None)
+    assert run(finetune_args(msd, tmp_path / "cut", *common, "--resume")) == 0
+    assert_same_state(encoder_state(tmp_path / "full" / "checkpoint.pt"),
+                      encoder_state(tmp_path / "cut" / "checkpoint.pt"))
+    assert_same_state(encoder_state(tmp_path / "full" / "best.pt"),
+                      encoder_state(tmp_path / "cut" / "best.pt"))
+
+
+def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(msd, tmp_path, monkeypatch, capsys):
+    from supercl.losses import SuperCLLoss
+
+    forward = SuperCLLoss.forward
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        terms = forward(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            terms["l_intra"] = terms["l_intra"] * float("nan")
+            terms["loss"] = terms["loss"] + terms["l_intra"]
+        return terms
+
+    monkeypatch.setattr(SuperCLLoss, "forward", poisoned)
+    out = tmp_path / "nan"
+    assert run(pretrain_args(msd, out, "--epochs", "3", "--checkpoint-every", "1")) == 1
+    err = capsys.readouterr().err
+    assert "non-finite loss, l_intra" in err and "step 3" in err and str(out / "checkpoint.pt") in err
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert ckpt["global_step"] == 2
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    assert not (out / "encoder.pt").exists()
+
+
+def test_cli_errors_are_clear(msd, tmp_path, capsys):
+    assert run(pretrain_args(msd, tmp_path / "r", "--resume")) == 2
+    assert "no checkpoint there" in capsys.readouterr().err
+    assert run(pretrain_args(tmp_path / "nowhere", tmp_path / "r2")) == 2
+    assert "nowhere" in capsys.readouterr().err
+    assert run(finetune_args(msd, tmp_path / "f", "--pretrained", tmp_path / "missing")) == 2
+    assert "missing" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["pretrain", "--patch-size", "30"])
+    assert exit_.value.code == 2 and "multiple of" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["finetune", "--label-fraction", "0"])
+    assert "--label-fraction" in capsys.readouterr().err
+
+
+def test_existing_run_is_not_overwritten(msd, tmp_path, capsys):
+    out = tmp_path / "once"
+    assert run(pretrain_args(msd, out, "--max-steps", "1")) == 0
+    assert run(pretrain_args(msd, out, "--max-steps", "1")) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_pretrained_encoder_must_match_the_unet(msd, tmp_path, capsys):
+    pre = tmp_path / "pre"
+    assert run(pretrain_args(msd, pre, "--max-steps", "1")) == 0
+    args = finetune_args(msd, tmp_path / "ft", "--pretrained", pre, "--max-steps", "1")
+    args[args.index("--base-channels") + 1] = "8"
+    assert run(args) == 2
+    assert "does not match" in capsys.readouterr().err
+
+
+def test_superpixels_command(msd, tmp_path):
+    assert run(["superpixels", "--data", msd, "--out", tmp_path, "--patch-size", "48",
+                "--n-segments", "12", "--case", "phantom_002"]) == 0
+    assert (tmp_path / "superpixels_phantom_002.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert run(["superpixels", "--data", msd, "--out", tmp_path, "--case", "nope"]) == 2
+
+
+@pytest.mark.parametrize("command", ["superpixels", "pretrain", "finetune", "evaluate", "demo"])
+def test_help_explains_every_option(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert "--out" in text or command == "evaluate"
+    assert "(default" in text
+
+
+def test_models_and_encoder_interface():
+    x = torch.rand(2, 1, 48, 80)
+    net = UNet(1, base_channels=4, num_classes=3, depth=4)
+    assert net(x).shape == (2, 3, 48, 80)
+    assert net.encoder(x).shape == (2, 64, 3, 5)
+    with pytest.raises(ValueError, match="multiples of 16"):
+        net(torch.rand(1, 1, 40, 40))
+    with pytest.raises(ValueError, match=r"\(B, 1, H, W\)"):
+        net(torch.rand(1, 2, 32, 32))
+
+    class Tiny(torch.nn.Module):  # another encoder with the documented interface
+        out_channels = [3, 5]
+        reduction = 2
+
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Conv2d(1, 3, 3, padding=1)
+            self.b = torch.nn.Conv2d(3, 5, 3, stride=2, padding=1)
+
+        def forward_features(self, x):
+            y = self.a(x)
+            return [y, self.b(y)]
+
+        def forward(self, x):
+            return self.forward_features(x)[-1]
+
+    assert UNet(num_classes=2, encoder=Tiny())(torch.rand(1, 1, 8, 8)).shape == (1, 2, 8, 8)
+    f, e = SuperCLModel(Tiny(), hidden_dim=7, out_dim=6)(torch.rand(3, 1, 8, 8))
+    assert f.shape == (3, 5, 4, 4) and e.shape == (3, 6)
+    with pytest.raises(TypeError, match="forward_features"):
+        UNet(encoder=torch.nn.Conv2d(1, 1, 1))
+
+
+def test_views_are_seeded_and_the_invariance_pair_is_pixel_aligned():
+    x = torch.zeros(3, 1, 32, 32)
+    x[:, :, 8:24, 10:20] = 1.0
+    views = SuperCLViews()
+    torch.manual_seed(0)
+    a = views(x)
+    torch.manual_seed(0)
+    b = views(x)
+    for va, vb in zip(a, b):
+        torch.testing.assert_close(va, vb)
+    v1, v2, v3, v4 = a
+    # photometric: the square's edges stay where they are (a monotone intensity map + blur)
+    inside, outside = v1[:, :, 12:20, 13:17].mean((1, 2, 3)), v1[:, :, :4, :4].mean((1, 2, 3))
+    assert (inside > outside + 0.3).all()
+    assert not torch.equal(v1, v2)
+    with pytest.raises(ValueError, match="x must be"):
+        views(torch.zeros(1, 32, 32))
+
+
+@pytest.mark.slow
+def test_two_process_gloo_ddp_step(msd, tmp_path):
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "supercl", *pretrain_args(msd, out, "--max-steps", "2", "--batch-size", "3",
+                                         "--device", "cpu")],
+        capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert ckpt["global_step"] == 2 and len(ckpt["rng"]) == 2
+    assert json.loads((out / "config.json").read_text())["world_size"] == 2
+    assert (out / "encoder.pt").is_file()
+
+
+def _gather_worker(rank, world, init, x_all, queue):
+    import torch.distributed as dist
+
+    from supercl.losses import instance_loss
+    from supercl.train.distributed import gather_with_grad
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    n = x_all.shape[1] // world
+    e3 = x_all[0, rank * n:(rank + 1) * n].clone().requires_grad_()
+    e4 = x_all[1, rank * n:(rank + 1) * n].clone().requires_grad_()
+    loss = instance_loss(e3, e4, gather=gather_with_grad)
+    loss.backward()
+    queue.put((rank, loss.item(), e3.grad.numpy(), e4.grad.numpy()))  # numpy: no shared memory
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_gather_with_grad_spans_the_global_batch(tmp_path):
+    """Each process's loss over the gathered embeddings equals the one-process loss over the
+    global batch, and after DDP's averaging its gradient is the one-process gradient."""
+    import torch.multiprocessing as mp
+
+    from supercl.losses import instance_loss
+
+    world = 2
+    x_all = torch.randn(2, 6, 5, generator=torch.Generator().manual_seed(0))
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    init = f"file://{tmp_path / 'rendezvous'}"
+    procs = [ctx.Process(target=_gather_worker, args=(r, world, init, x_all, queue)) for r in range(world)]
+    for p in procs:
+        p.start()
+    results = sorted(queue.get(timeout=120) for _ in range(world))
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    e3, e4 = x_all[0].clone().requires_grad_(), x_all[1].clone().requires_grad_()
+    loss = instance_loss(e3, e4)
+    loss.backward()
+    n = 6 // world
+    for rank, value, g3, g4 in results:
+        assert abs(value - float(loss)) < 1e-5
+        # all_gather's backward sums the gradients of every process; DDP then divides by world
+        torch.testing.assert_close(torch.from_numpy(g3) / world, e3.grad[rank * n:(rank + 1) * n])
+        torch.testing.assert_close(torch.from_numpy(g4) / world, e4.grad[rank * n:(rank + 1) * n])
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_on_a_tiny_configuration(tmp_path):
+    out = tmp_path / "demo"
+    result = subprocess.run(
+        [sys.executable, "-m", "supercl", "demo", "--out", str(out), "--volumes", "7",
+         "--depth-slices", "5", "--patch-size", "32", "--base-channels", "4",
+         "--pretrain-epochs", "1", "--finetune-epochs", "1", "--n-segments", "9",
+         "--threads", "1", "--no-progress"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| **mean** |" in result.stdout and "report.md" in result.stdout
+    results = json.loads((out / "results.json").read_text())
+    for run_name in ("scratch", "supercl"):
+        assert set(results[run_name]["dsc"]) == {f"organ{i}" for i in range(1, 6)}
+        assert (out / run_name / "evaluation.json").is_file()
+    report = (out / "report.md").read_text()
+    for figure in ("dsc.png", "pretrain/superpixels.png", "pretrain/loss_curves.png",
+                   "supercl/predictions.png"):
+        assert f"({figure})" in report and (out / figure).is_file(), figure
