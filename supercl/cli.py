@@ -331,7 +331,8 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     for name in ("lr", "compactness", "temperature", "pcl_threshold"):
         if getattr(args, name, 1.0) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be > 0")
-    if hasattr(args, "label_fraction") and not 0 < args.label_fraction <= 1:
+    fractions = getattr(args, "label_fraction", 0.5)
+    if not all(0 < f <= 1 for f in (fractions if isinstance(fractions, list) else [fractions])):
         parser.error("--label-fraction must be in (0, 1]")
     if hasattr(args, "window") and not args.window[0] < args.window[1]:
         parser.error("--window LOW HIGH needs LOW < HIGH")

@@ -37,9 +37,11 @@ def add_demo_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base-channels", type=int, default=16,
                    help="U-Net base width (default: 16; the reference is 32)")
     p.add_argument("--pretrain-epochs", type=int, default=8, help="pre-training epochs (default: 8)")
-    p.add_argument("--finetune-epochs", type=int, default=40, help="fine-tuning epochs (default: 40)")
-    p.add_argument("--label-fraction", type=float, default=0.1,
-                   help="fraction of labeled training volumes for fine-tuning (default: 0.1)")
+    p.add_argument("--finetune-epochs", type=int, default=30, help="fine-tuning epochs (default: 30)")
+    p.add_argument("--label-fraction", type=float, nargs="+", default=[0.1], metavar="F",
+                   help="fraction(s) of the labeled training volumes for fine-tuning; several "
+                   "(e.g. 0.1 0.25) fine-tune scratch and SuperCL for each, from one "
+                   "pre-training (default: 0.1)")
     p.add_argument("--n-segments", type=int, default=25,
                    help="SLIC superpixels per slice (default: 25 on 64 x 64 slices, the "
                    "density of the reference's 100 on 128 x 128)")
@@ -68,8 +70,10 @@ def run_demo(args: argparse.Namespace) -> int:
           f"slices, {args.patch_size}x{args.patch_size}, {torch.get_num_threads()} CPU threads")
     write_msd(data, n_volumes=args.volumes, shape=(args.depth_slices, 128, 128), n_organs=5,
               seed=args.seed, overwrite=True)
-    common = dict(data=str(data), patch_size=args.patch_size, label_fraction=args.label_fraction,
-                  split_seed=args.seed, base_channels=args.base_channels, seed=args.seed,
+    fractions = list(args.label_fraction)
+    if not all(0 < f <= 1 for f in fractions):
+        raise ValueError(f"--label-fraction values must be in (0, 1], got {fractions}")
+    common = dict(data=str(data), patch_size=args.patch_size, split_seed=args.seed, base_channels=args.base_channels, seed=args.seed,
                   device=args.device, progress=args.progress)
     timings = {}
 
@@ -81,17 +85,20 @@ def run_demo(args: argparse.Namespace) -> int:
     timings["pretrain_s"] = time.perf_counter() - t
 
     runs = {}
-    for step, (name, pretrained) in enumerate((("scratch", None), ("supercl", out / "pretrain")), 2):
+    jobs = [(f"{kind}{'' if len(fractions) == 1 else f'-{100 * f:g}pct'}", f, pretrained)
+            for f in fractions for kind, pretrained in (("scratch", None), ("supercl", out / "pretrain"))]
+    for step, (name, fraction, pretrained) in enumerate(jobs, 2):
         t = time.perf_counter()
-        print(f"\n[{step}/3] fine-tuning on {100 * args.label_fraction:g} % of the labeled volumes, "
-              + ("from scratch" if pretrained is None else "from the SuperCL encoder"))
+        print(f"\n[{step}/{len(jobs) + 1}] fine-tuning on {100 * fraction:g} % of the labeled "
+              "volumes, " + ("from scratch" if pretrained is None else "from the SuperCL encoder"))
         runs[name] = finetune(FinetuneConfig(
             out=str(out / name), pretrained=str(pretrained) if pretrained else None,
-            epochs=args.finetune_epochs, batch_size=4, lr=3e-3, **common))
+            label_fraction=fraction, epochs=args.finetune_epochs, batch_size=4, lr=3e-3, **common))
+        runs[name]["label_fraction"] = fraction
         timings[f"finetune_{name}_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - started
 
-    classes = list(runs["scratch"]["evaluation"]["dsc"])
+    classes = list(next(iter(runs.values()))["evaluation"]["dsc"])
     table = _table(runs, classes)
     print("\n" + table)
     results = {
@@ -99,12 +106,13 @@ def run_demo(args: argparse.Namespace) -> int:
         "pretrain": {"history": pre["history"]},
         **{name: {k: run["evaluation"][k] for k in ("dsc", "jc", "mean_dsc", "mean_jc",
                                                     "volume_summary", "test_volumes")}
-           | {"best_epoch": run["best"]["epoch"], "val_dsc": run["best"]["val_dsc"]}
+           | {"best_epoch": run["best"]["epoch"], "val_dsc": run["best"]["val_dsc"],
+              "label_fraction": run["label_fraction"]}
            for name, run in runs.items()},
     }
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     plot_dsc_bars({name: run["evaluation"]["dsc"] for name, run in runs.items()}, out / "dsc.png",
-                  title=f"test DSC, {100 * args.label_fraction:g} % labels")
+                  title="test DSC, " + ", ".join(f"{100 * f:g}" for f in fractions) + " % labels")
     _report(out, table, results, args)
     print(f"\ndemo done in {timings['total_s'] / 60:.1f} min: {out / 'report.md'} (figures inside), "
           f"{out / 'results.json'}")
@@ -149,29 +157,27 @@ def _machine() -> dict:
 def _report(out: Path, table: str, results: dict, args) -> None:
     m = results["machine"]
     t = results["timings"]
-    text = f"""# supercl demo report
-
-Phantom CT, {args.volumes} volumes x {args.depth_slices} slices, {args.patch_size}x{args.patch_size},
-U-Net base width {args.base_channels}; fine-tuning on {100 * args.label_fraction:g} % of the labeled
-training volumes; test DSC / JC (%) per class, accumulated over all test volumes.
-
-{table}
-
-Machine: {m.get('cpu', m['processor'])}, {m['threads']} threads, torch {m['torch']}{', ' + m['gpu'] if 'gpu' in m else ''}.
-Time: pre-training {t['pretrain_s']:.0f} s, fine-tuning {t['finetune_scratch_s']:.0f} s + {t['finetune_supercl_s']:.0f} s,
-total {t['total_s']:.0f} s.
-
-## Figures
-
-- Test DSC per class: ![DSC](dsc.png)
-- Superpixels (SLIC on the first pre-training batch, view v1): ![superpixels](pretrain/superpixels.png)
-- Pre-training loss terms: ![pre-training losses](pretrain/loss_curves.png)
-- Fine-tuning, from scratch: ![scratch](scratch/loss_curves.png)
-- Fine-tuning, from the SuperCL encoder: ![supercl](supercl/loss_curves.png)
-- Test predictions (colour) against ground-truth contours (white), from scratch:
-  ![scratch predictions](scratch/predictions.png)
-- The same, from the SuperCL encoder: ![supercl predictions](supercl/predictions.png)
-
-Per-volume DSC and HD95 are in `scratch/evaluation.json` and `supercl/evaluation.json`.
-"""
-    (out / "report.md").write_text(text)
+    fractions = ", ".join(f"{100 * f:g}" for f in args.label_fraction)
+    finetune_s = " + ".join(f"{v:.0f} s" for k, v in t.items() if k.startswith("finetune_"))
+    runs = [k for k in results if k.startswith(("scratch", "supercl"))]
+    lines = [
+        "# supercl demo report", "",
+        f"Phantom CT, {args.volumes} volumes x {args.depth_slices} slices, "
+        f"{args.patch_size}x{args.patch_size}, U-Net base width {args.base_channels}; fine-tuning "
+        f"on {fractions} % of the labeled training volumes; test DSC / JC (%) per class, "
+        "accumulated over all test volumes.", "", table, "",
+        f"Machine: {m.get('cpu', m['processor'])}, {m['threads']} threads, torch {m['torch']}"
+        + (f", {m['gpu']}" if "gpu" in m else "") + ".",
+        f"Time: pre-training {t['pretrain_s']:.0f} s, fine-tuning {finetune_s}, total "
+        f"{t['total_s']:.0f} s.", "", "## Figures", "",
+        "- Test DSC per class: ![DSC](dsc.png)",
+        "- Superpixels (SLIC on the first pre-training batch, view v1): "
+        "![superpixels](pretrain/superpixels.png)",
+        "- Pre-training loss terms: ![pre-training losses](pretrain/loss_curves.png)",
+    ]
+    for run in runs:
+        lines.append(f"- `{run}`: fine-tuning curves ![{run} curves]({run}/loss_curves.png), test "
+                     f"predictions (colour) over ground-truth contours (white) "
+                     f"![{run} predictions]({run}/predictions.png)")
+    lines += ["", "Per-volume DSC and HD95 (mm) are in each run's `evaluation.json`.", ""]
+    (out / "report.md").write_text("\n".join(lines))
