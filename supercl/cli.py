@@ -188,10 +188,20 @@ def _evaluate(args) -> int:
     from supercl.train import evaluate
     from supercl.train.dataset import DataConfig
 
+    from supercl.train.checkpoint import load_checkpoint
+
     path = Path(args.target)
     checkpoint = path / "best.pt" if path.is_dir() else path
     out = Path(args.out) if args.out else checkpoint.parent
     cfg = _fill(DataConfig, args)
+    # Data options left at their defaults take the run's own settings (patch size, window,
+    # split), so that `supercl evaluate RUN` scores RUN as it was trained.
+    saved = load_checkpoint(checkpoint).get("config", {})
+    defaults = build_parser()._subparsers._group_actions[0].choices["evaluate"]
+    for f in dataclasses.fields(DataConfig):
+        if f.name in saved and getattr(args, f.name) == defaults.get_default(f.name):
+            value = saved[f.name]
+            setattr(cfg, f.name, tuple(value) if isinstance(value, list) else value)
     evaluate(checkpoint, cfg, out=out, device=args.device, figures=args.figures,
              progress=args.progress)
     return 0

@@ -83,9 +83,9 @@ def test_two_step_pretrain_and_finetune_through_the_cli(msd, tmp_path):
     for name in ("predictions.png", "dsc.png", "loss_curves.png"):
         assert (ft / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    # evaluate again through its own subcommand: same numbers
+    # evaluate again through its own subcommand, which takes the data settings from the run
     again = tmp_path / "eval"
-    assert run(["evaluate", ft, "--data", msd, "--out", again, "--patch-size", "32", "--no-progress"]) == 0
+    assert run(["evaluate", ft, "--out", again, "--no-progress"]) == 0
     assert json.loads((again / "evaluation.json").read_text())["dsc"] == result["dsc"]
 
 
