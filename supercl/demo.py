@@ -77,16 +77,16 @@ def run_demo(args: argparse.Namespace) -> int:
                   device=args.device, progress=args.progress)
     timings = {}
 
+    jobs = [(f"{kind}{'' if len(fractions) == 1 else f'-{100 * f:g}pct'}", f, pretrained)
+            for f in fractions for kind, pretrained in (("scratch", None), ("supercl", out / "pretrain"))]
     t = time.perf_counter()
-    print("\n[1/3] SuperCL pre-training")
+    print(f"\n[1/{len(jobs) + 1}] SuperCL pre-training")
     pre = pretrain(PretrainConfig(
         out=str(out / "pretrain"), epochs=args.pretrain_epochs, batch_size=16, optimizer="adamw",
         lr=1e-3, weight_decay=1e-4, n_segments=args.n_segments, loss=LossConfig(), **common))
     timings["pretrain_s"] = time.perf_counter() - t
 
     runs = {}
-    jobs = [(f"{kind}{'' if len(fractions) == 1 else f'-{100 * f:g}pct'}", f, pretrained)
-            for f in fractions for kind, pretrained in (("scratch", None), ("supercl", out / "pretrain"))]
     for step, (name, fraction, pretrained) in enumerate(jobs, 2):
         t = time.perf_counter()
         print(f"\n[{step}/{len(jobs) + 1}] fine-tuning on {100 * fraction:g} % of the labeled "
