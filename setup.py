@@ -72,6 +72,8 @@ setup(
         "supercl",
         "supercl.ops",
         "supercl.data",
+        "supercl.models",
+        "supercl.train",
         "supercl.kernels",
         "supercl.kernels.triton",
         "supercl.kernels.include",

@@ -130,6 +130,16 @@ def test_extension_build_options():
     assert _C.has_openmp(), "the CPU backend was built without OpenMP on a compiler that has it"
 
 
+def test_setup_lists_every_subpackage():
+    """setup.py names its packages; a new subpackage missing there is absent from the wheel
+    (an editable install would hide that)."""
+    root = Path(__file__).resolve().parents[1]
+    setup_py = (root / "setup.py").read_text()
+    for init in (root / "supercl").rglob("__init__.py"):
+        name = ".".join(init.parent.relative_to(root).parts)
+        assert f'"{name}"' in setup_py, f"{name} is not in setup.py's packages"
+
+
 def test_cli_rejects_bad_options(tmp_path):
     result = run([sys.executable, "-m", "supercl", "pretrain", "--epochs", "0"], cwd=tmp_path)
     assert result.returncode == 2 and "--epochs" in result.stderr
