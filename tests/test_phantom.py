@@ -252,7 +252,8 @@ def test_write_msd_round_trip(tmp_path):
         assert set(np.unique(labels).tolist()) <= declared
         assert -1024 <= data.min() and data.max() <= 3071
         # the stored volume is phantom_volume with the case's derived seed
-        vol, vlab = phantom_volume(*shape, n_organs=3, seed=np.random.SeedSequence(2, spawn_key=(i,)))
+        vol, vlab = phantom_volume(*shape, n_organs=3, seed=np.random.SeedSequence(2, spawn_key=(i,)),
+                                   consistent_classes=True)
         np.testing.assert_array_equal(labels.transpose(2, 1, 0), vlab)
         np.testing.assert_array_equal(
             data.transpose(2, 1, 0), np.clip(np.rint(vol), -1024, 3071).astype(np.int16))
@@ -331,3 +332,23 @@ def test_public_api():
                                            "write_msd"}
     for f in (phantom_slice, phantom_batch, phantom_volume, write_msd):
         assert f.__doc__ and "Returns" in f.__doc__ and "Examples" in f.__doc__
+
+
+def test_consistent_classes_keep_each_organ_class_in_one_intensity_band():
+    """write_msd's mode: class c has the same nominal intensity in every volume (+-5 HU), the
+    classes stay >= 30 HU apart and clear of soft tissue, and the shapes are those of the
+    default mode (the same random draws)."""
+    medians = []
+    for seed in range(6):
+        vol, lab = phantom_volume(6, 96, 96, n_organs=5, seed=seed, noise=0.0, texture=False,
+                                  consistent_classes=True)
+        _, lab_default = phantom_volume(6, 96, 96, n_organs=5, seed=seed, noise=0.0,
+                                        texture=False)
+        np.testing.assert_array_equal(lab, lab_default)
+        medians.append([np.median(vol[lab == c]) if (lab == c).any() else np.nan
+                        for c in range(1, 6)])
+    medians = np.array(medians)
+    spread = np.nanmax(medians, 0) - np.nanmin(medians, 0)
+    assert (spread <= 10.0 + 1e-3).all(), spread
+    nominal = np.nanmedian(medians, 0)
+    assert (np.diff(nominal) >= 30.0).all() and (np.abs(nominal - 30.0) >= 50.0).all(), nominal

@@ -228,6 +228,32 @@ def _organ_intensities(rng: np.random.Generator, k: int, body: float) -> np.ndar
     return vals
 
 
+# Class-consistent mode: organ classes keep one intensity band in every volume, clear of the
+# soft-tissue window (soft tissue is drawn in [10, 50] HU, so organs avoid [-25, 85]).
+_SOFT_WINDOW = (-25.0, 85.0)
+_CLASS_JITTER = 5.0
+
+
+def _class_intensities(random_hu: np.ndarray) -> np.ndarray:
+    """Organ class c (1..k) at a fixed nominal intensity, evenly spread over ``_ORGAN_RANGE``
+    outside ``_SOFT_WINDOW``, plus a per-volume jitter of at most 5 HU that keeps the pairwise
+    gap >= 30 HU where the nominal spacing allows it. The jitter is taken from the per-volume
+    random intensities ``random_hu`` (so that both modes draw the same random numbers and
+    give the same shapes for a seed)."""
+    k = len(random_hu)
+    if k == 0:
+        return np.zeros(0)
+    lo, hi = _ORGAN_RANGE
+    w_lo, w_hi = _SOFT_WINDOW
+    total = (hi - lo) - (w_hi - w_lo)
+    gap = total / (k - 1) if k > 1 else total
+    vals = lo + gap * np.arange(k) if k > 1 else np.array([lo + 0.5 * total])
+    vals = np.where(vals > w_lo, vals + (w_hi - w_lo), vals)
+    jitter = max(0.0, min(_CLASS_JITTER, (gap - _ORGAN_GAP) / 2.0)) if k > 1 else _CLASS_JITTER
+    unit = (np.asarray(random_hu) - lo) / (hi - lo) * 2.0 - 1.0   # in [-1, 1]
+    return vals + jitter * unit
+
+
 def _paint_organs(rng: np.random.Generator, label: np.ndarray, n_organs: int,
                   sample: Callable, min_px: int) -> None:
     """Draw organs 1..n into ``label`` (in place), re-drawing occluding candidates.
@@ -483,7 +509,8 @@ def _profile(t: np.ndarray) -> np.ndarray:
 
 def phantom_volume(depth: int = 32, height: int = 128, width: int = 128, *,
                    n_organs: int = 5, seed: SeedLike = 0, noise: float = 20.0,
-                   texture: bool = True) -> Tuple[np.ndarray, np.ndarray]:
+                   texture: bool = True, consistent_classes: bool = False
+                   ) -> Tuple[np.ndarray, np.ndarray]:
     """Draw a synthetic CT-like volume (a stack of axial slices) and its labels.
 
     The body is an elliptic cylinder whose cross-section varies slowly along
@@ -506,6 +533,13 @@ def phantom_volume(depth: int = 32, height: int = 128, width: int = 128, *,
         Standard deviation (HU) of the additive Gaussian noise, >= 0.
     texture : bool
         Add a smooth low-frequency 3D texture of a few HU inside the body.
+    consistent_classes : bool
+        False (default): organ intensities are drawn anew for every volume, so a
+        class number says nothing about its organ's intensity. True: class c
+        has the same nominal intensity in every volume (evenly spread over
+        -100..300 HU outside the soft-tissue window, c = 1 darkest) within
+        +-5 HU, so that a segmentation model can learn the classes across
+        volumes. :func:`write_msd` uses True.
 
     Returns
     -------
@@ -576,6 +610,8 @@ def phantom_volume(depth: int = 32, height: int = 128, width: int = 128, *,
     spine_hu = rng.uniform(400.0, 700.0)
     disc_hu = rng.uniform(60.0, 100.0)
     organ_hu = _organ_intensities(rng, n_organs, soft)
+    if consistent_classes:
+        organ_hu = _class_intensities(organ_hu)
 
     q_body = _blob_q(yy, xx, cy, cx, bx, by, b_angle, b_coeffs)
     q_spine = _blob_q(yy, xx, sy, sx, s_ax, s_ay, 0.0, s_coeffs)
@@ -671,7 +707,8 @@ def _check_spacing(spacing: Any) -> Tuple[float, float, float]:
 def write_msd(root: Union[str, os.PathLike], n_volumes: int = 4,
               shape: Sequence[int] = (32, 128, 128), *, n_organs: int = 5,
               seed: SeedLike = 0, modality: str = "CT", overwrite: bool = False,
-              spacing: Sequence[float] = (0.8, 0.8, 2.5)) -> pathlib.Path:
+              spacing: Sequence[float] = (0.8, 0.8, 2.5),
+              consistent_classes: bool = True) -> pathlib.Path:
     """Write a phantom dataset in the Medical Segmentation Decathlon layout.
 
     Creates::
@@ -681,7 +718,8 @@ def write_msd(root: Union[str, os.PathLike], n_volumes: int = 4,
         root/labelsTr/phantom_000.nii.gz ...   (uint8, 0..n_organs)
 
     Case ``i`` is ``phantom_volume(*shape, n_organs=n_organs,
-    seed=SeedSequence(seed, spawn_key=(i,)))``. Following the usual MSD / NIfTI
+    seed=SeedSequence(seed, spawn_key=(i,)),
+    consistent_classes=consistent_classes)``. Following the usual MSD / NIfTI
     convention the stored data array has shape ``(X, Y, Z) = (W, H, D)``,
     i.e. it is the ``(D, H, W)`` volume transposed with ``.transpose(2, 1, 0)``
     and the axial slices lie along the last axis; read a case back as a
@@ -711,6 +749,10 @@ def write_msd(root: Union[str, os.PathLike], n_volumes: int = 4,
         replaced (stale ones removed); other files are left alone.
     spacing : sequence of 3 float
         Voxel size in mm along (x, y, z).
+    consistent_classes : bool
+        Organ class c keeps its intensity band in every volume (default True),
+        which is what makes the labels learnable across volumes; see
+        :func:`phantom_volume`.
 
     Returns
     -------
@@ -775,7 +817,8 @@ def write_msd(root: Union[str, os.PathLike], n_volumes: int = 4,
     for i in range(n_volumes):
         name = f"phantom_{i:0{width_digits}d}.nii.gz"
         vol, lab = phantom_volume(depth, height, width, n_organs=n_organs,
-                                  seed=_child_seed(parent, i))
+                                  seed=_child_seed(parent, i),
+                                  consistent_classes=consistent_classes)
         hu = np.clip(np.rint(vol), -1024, 3071).astype(np.int16).transpose(2, 1, 0)
         for data, dtype, folder in ((hu, np.int16, images_dir),
                                     (lab.transpose(2, 1, 0), np.uint8, labels_dir)):
