@@ -264,7 +264,8 @@ def test_two_process_gloo_ddp_step(msd, tmp_path):
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          "-m", "supercl", *pretrain_args(msd, out, "--max-steps", "2", "--batch-size", "3",
                                          "--device", "cpu")],
-        capture_output=True, text=True, env=env, timeout=600)
+        # cwd: not the checkout, whose source folder would shadow the installed package
+        capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
     assert ckpt["global_step"] == 2 and len(ckpt["rng"]) == 2
