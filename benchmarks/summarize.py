@@ -147,8 +147,10 @@ def tables(data: dict) -> list[str]:
 
 
 # Learning-side ops: baseline provider by name prefix, and the metrics shown when present.
-GENERIC_BASELINE = {"supcon_loss": "dense", "superpixel_pool": "index_add"}
-GENERIC_METRICS = [("samples_per_s", "samples/s", 1.0), ("gb_per_s", "GB/s", 1.0),
+GENERIC_BASELINE = {"supcon_loss": "dense", "superpixel_pool": "index_add",
+                    "pretrain_step": "reference", "pretrain_overhead": "reference"}
+GENERIC_METRICS = [("samples_per_s", "samples/s", 1.0), ("slices_per_s", "slices/s", 1.0),
+                   ("gb_per_s", "GB/s", 1.0),
                    ("peak_memory_bytes", "peak MiB", 1.0 / 2**20)]
 
 

@@ -10,7 +10,9 @@ supercl against the reference design, in the same run.
   scipy (the oracles of the ops).
 
 Both include the views (kornia), the forward and backward of the U-Net encoder and head, and
-an SGD step; only what differs between the designs differs. Correctness before timing: on the
+an SGD step; only what differs between the designs differs. A second group, ``overhead``,
+times the same step without the network (fixed feature tensors of the U-Net's shapes): the
+views, the superpixels and the objective, where the designs differ. Correctness before timing: on the
 same views and superpixels, supercl's objective with ``pixel_stride=16`` equals the reference
 objective. Reported: seconds per step (median), slices/s and iterations/s.
 """
@@ -114,6 +116,35 @@ def make_step(provider: str, device: str):
     return step
 
 
+def make_overhead(provider: str, device: str):
+    """Everything of the step except the network: views, superpixels, the objective and its
+    backward to the features (the bottleneck maps and embeddings are fixed random tensors of
+    the reference U-Net's shapes). This is the part where the two designs differ."""
+    x, positions = batch_of_slices(device)
+    views = SuperCLViews()
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(4 * BATCH, 512, SIZE // 16, SIZE // 16, generator=g).to(device).requires_grad_()
+    e = torch.randn(4 * BATCH, 512, generator=g).to(device).requires_grad_()
+    cfg = LossConfig(pixel_stride=1 if provider == "supercl" else 16)
+    loss_fn = SuperCLLoss(cfg)
+
+    def step():
+        v1, v2, _, _ = views(x)
+        parts = (f[:BATCH], f[BATCH:2 * BATCH], e[2 * BATCH:3 * BATCH], e[3 * BATCH:])
+        if provider == "supercl":
+            segments = slic(v1[:, 0], n_segments=N_SEGMENTS, compactness=COMPACTNESS).long()
+            loss = loss_fn(*parts, segments, positions)["loss"]
+        else:
+            segments = skimage_superpixels(v1, v2)
+            loss = reference_objective(*parts, segments, positions, cfg)
+        loss.backward()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return float(loss)
+
+    return step
+
+
 def test_objectives_agree_at_stride_16():
     """supercl's objective with the reference's pixel stride equals the reference objective."""
     g = torch.Generator().manual_seed(0)
@@ -127,18 +158,20 @@ def test_objectives_agree_at_stride_16():
     torch.testing.assert_close(ours, theirs.float(), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("part", ["step", "overhead"])
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("provider", ["supercl", "reference"])
-def test_pretrain_step(benchmark, provider, device):
+def test_pretrain_step(benchmark, provider, device, part):
+    """part="step": the whole step; part="overhead": without the U-Net (see make_overhead)."""
     if provider == "reference":
         pytest.importorskip("skimage")
-    step = make_step(provider, device)
-    rounds = 3 if device == "cpu" else 10
-    benchmark.group = f"pretrain_step-{device}"
+    step = (make_step if part == "step" else make_overhead)(provider, device)
+    rounds = (3 if part == "step" else 5) if device == "cpu" else 10
+    benchmark.group = f"pretrain_{part}-{device}"
     value = benchmark.pedantic(step, rounds=rounds, iterations=1, warmup_rounds=1)
     assert np.isfinite(value)
     median = benchmark.stats.stats.median
-    benchmark.extra_info.update(provider=provider, device=device, batch=BATCH,
+    benchmark.extra_info.update(provider=provider, device=device, part=part, batch=BATCH,
                                 size=f"{SIZE}x{SIZE}", threads=torch.get_num_threads(),
                                 median_s=median, slices_per_s=BATCH / median,
                                 iterations_per_s=1 / median,
