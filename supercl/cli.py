@@ -239,8 +239,9 @@ def _superpixels(args) -> int:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     picks = np.linspace(0, x.shape[0] - 1, min(args.slices, x.shape[0])).round().astype(int)
-    tiles = [overlay((np.clip(images[i], 0, 1) * 255).astype(np.uint8), labels[i].cpu().numpy())
-             for i in picks]
+    lo, hi = np.percentile(images, [1, 99])  # CT slices are in [0, 1], z-scored MRI is not
+    grey = (np.clip((images - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
+    tiles = [overlay(grey[i], labels[i].cpu().numpy()) for i in picks]
     path = write_png(out / f"superpixels_{case.name}.png", montage(tiles, columns=4))
     counts = [int(labels[i].max()) + 1 for i in range(labels.shape[0])]
     print(f"{case.name}: {x.shape[0]} slices of {args.patch_size}x{args.patch_size}, "

@@ -187,6 +187,24 @@ def test_pretrained_encoder_must_match_the_unet(msd, tmp_path, capsys):
     assert "does not match" in capsys.readouterr().err
 
 
+def test_pretrain_on_a_folder_of_unlabeled_mri_volumes(msd, tmp_path, monkeypatch, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    for path in sorted((msd / "imagesTr").iterdir())[:2]:
+        (images / path.name).write_bytes(path.read_bytes())
+    out = tmp_path / "pre"
+    assert run(["pretrain", "--data", images, "--modality", "MRI", "--out", out, *TINY, *PRE,
+                "--max-steps", "1"]) == 0
+    assert "every volume is used for pre-training" in capsys.readouterr().out
+    split = json.loads((out / "split.json").read_text())
+    assert len(split["pretrain"]) == 2 and split["test"] == []
+    assert run(finetune_args(images, tmp_path / "ft")) == 2  # nothing labeled to fine-tune on
+    assert "labeled" in capsys.readouterr().err
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert run(finetune_args(msd, tmp_path / "ft2")) == 2
+    assert "torchrun" in capsys.readouterr().err
+
+
 def test_superpixels_command(msd, tmp_path):
     assert run(["superpixels", "--data", msd, "--out", tmp_path, "--patch-size", "48",
                 "--n-segments", "12", "--case", "phantom_002"]) == 0

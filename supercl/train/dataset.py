@@ -43,13 +43,28 @@ def resolve_data(data: str | None, out: Path, main: bool = True) -> Path:
     return root
 
 
-def prepare_split(cfg: DataConfig, out: Path, main: bool = True) -> tuple[DatasetInfo, dict]:
-    """Scan the dataset, split it by volume and write ``out/split.json``."""
+def prepare_split(cfg: DataConfig, out: Path, main: bool = True,
+                  pretrain_only: bool = False) -> tuple[DatasetInfo, dict]:
+    """Scan the dataset, split it by volume and write ``out/split.json``.
+
+    With ``pretrain_only`` (pre-training), a dataset with fewer than 3 labeled volumes (e.g. a
+    folder of unlabeled images) is not an error: every volume goes to pre-training, and the
+    split says so."""
     root = resolve_data(cfg.data, out, main)
     _barrier()  # the other processes of a distributed run wait for rank 0's phantom
     info = scan_dataset(root, labels=cfg.labels, modality=cfg.modality)
-    split = split_cases(info, label_fraction=cfg.label_fraction, val_fraction=cfg.val_fraction,
-                        test_fraction=cfg.test_fraction, seed=cfg.split_seed)
+    n_labeled = sum(c.label is not None for c in info.cases)
+    if pretrain_only and n_labeled < 3:
+        split = {"pretrain": sorted(c.name for c in info.cases), "finetune": [], "val": [],
+                 "test": [], "label_fraction": cfg.label_fraction, "seed": cfg.split_seed,
+                 "note": f"{n_labeled} labeled volumes: all volumes used for pre-training, "
+                         "none held out"}
+        if main:
+            print(f"{root}: {n_labeled} labeled volumes, so no validation/test volumes are held "
+                  "out; every volume is used for pre-training")
+    else:
+        split = split_cases(info, label_fraction=cfg.label_fraction, val_fraction=cfg.val_fraction,
+                            test_fraction=cfg.test_fraction, seed=cfg.split_seed)
     if main:
         write_split(split, out / "split.json")
     return info, split

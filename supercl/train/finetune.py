@@ -133,6 +133,11 @@ def finetune(cfg: FinetuneConfig) -> dict:
     ``checkpoint.pt``, ``best.pt``, ``loss_curves.png`` and the evaluation's files to
     ``cfg.out``; returns a summary dict."""
     check_config(cfg)
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("fine-tuning runs in one process; launch `supercl finetune` without "
+                         "torchrun (only `pretrain` is distributed)")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:

@@ -139,7 +139,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
         raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue that run, or "
                               "choose another --out")
 
-    info, split = prepare_split(cfg, out, main)
+    info, split = prepare_split(cfg, out, main, pretrain_only=True)
     if main:
         write_json(out / "config.json", asdict(cfg) | {"world_size": dist.world_size,
                                                      "device": str(device)})
