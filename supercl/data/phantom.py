@@ -232,6 +232,9 @@ def _organ_intensities(rng: np.random.Generator, k: int, body: float) -> np.ndar
 # soft-tissue window (soft tissue is drawn in [10, 50] HU, so organs avoid [-25, 85]).
 _SOFT_WINDOW = (-25.0, 85.0)
 _CLASS_JITTER = 5.0
+# The top class stays 50 HU under the trainer's default CT window top (300 HU), where the
+# clipped bright ring and spine would otherwise look the same.
+_CLASS_TOP = 250.0
 
 
 def _class_intensities(random_hu: np.ndarray) -> np.ndarray:
@@ -243,14 +246,14 @@ def _class_intensities(random_hu: np.ndarray) -> np.ndarray:
     k = len(random_hu)
     if k == 0:
         return np.zeros(0)
-    lo, hi = _ORGAN_RANGE
+    lo, hi = _ORGAN_RANGE[0], _CLASS_TOP
     w_lo, w_hi = _SOFT_WINDOW
     total = (hi - lo) - (w_hi - w_lo)
     gap = total / (k - 1) if k > 1 else total
     vals = lo + gap * np.arange(k) if k > 1 else np.array([lo + 0.5 * total])
     vals = np.where(vals > w_lo, vals + (w_hi - w_lo), vals)
     jitter = max(0.0, min(_CLASS_JITTER, (gap - _ORGAN_GAP) / 2.0)) if k > 1 else _CLASS_JITTER
-    unit = (np.asarray(random_hu) - lo) / (hi - lo) * 2.0 - 1.0   # in [-1, 1]
+    unit = (np.asarray(random_hu) - _ORGAN_RANGE[0]) / (_ORGAN_RANGE[1] - _ORGAN_RANGE[0]) * 2.0 - 1.0
     return vals + jitter * unit
 
 
@@ -537,7 +540,7 @@ def phantom_volume(depth: int = 32, height: int = 128, width: int = 128, *,
         False (default): organ intensities are drawn anew for every volume, so a
         class number says nothing about its organ's intensity. True: class c
         has the same nominal intensity in every volume (evenly spread over
-        -100..300 HU outside the soft-tissue window, c = 1 darkest) within
+        -100..250 HU outside the soft-tissue window, c = 1 darkest) within
         +-5 HU, so that a segmentation model can learn the classes across
         volumes. :func:`write_msd` uses True.
 
