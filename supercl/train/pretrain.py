@@ -135,7 +135,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
         ckpt = load_checkpoint(ckpt_path)
         if ckpt.get("kind") != "pretrain":
             raise ValueError(f"{ckpt_path}: a {ckpt.get('kind')} checkpoint, not a pre-training one")
-    elif main and ckpt_path.exists():
+    elif ckpt_path.exists():  # every process sees it, so none is left waiting
         raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue that run, or "
                               "choose another --out")
 
