@@ -101,6 +101,31 @@ def test_chunked_path_equals_dense(monkeypatch):
     assert_close(grad, expected_grad)
 
 
+@pytest.mark.parametrize("chunk_elements", [97, 300, 2**24])
+def test_sorted_groups_score_only_their_own_columns(monkeypatch, chunk_elements):
+    """The torch path skips other groups' columns when groups are sorted (row chunks of
+    every size, including chunks that straddle group edges); unsorted groups take the full
+    path. Both agree with the reference and with each other (gradients permuted)."""
+    monkeypatch.setattr(supcon_module, "_CHUNK_ELEMENTS", chunk_elements)
+    features, labels, groups = make(97, 5, n_labels=3, n_groups=7, seed=11)
+    assert supcon_module._group_spans(groups) is not None
+    perm = torch.randperm(97, generator=torch.Generator().manual_seed(1))
+    assert supcon_module._group_spans(groups[perm]) is None
+    f_sorted = features.clone().requires_grad_()
+    f_perm = features[perm].clone().requires_grad_()
+    got = supcon_loss(f_sorted, labels, 0.3, groups=groups)
+    got_perm = supcon_loss(f_perm, labels[perm], 0.3, groups=groups[perm])
+    (grad,) = torch.autograd.grad(got, f_sorted)
+    (grad_perm,) = torch.autograd.grad(got_perm, f_perm)
+    ref_in = features.clone().requires_grad_()
+    expected = supcon_loss_reference(ref_in, labels, 0.3, groups=groups)
+    (expected_grad,) = torch.autograd.grad(expected, ref_in)
+    assert_close(got, expected)
+    assert_close(grad, expected_grad)
+    assert_close(got_perm, got)
+    assert_close(grad_perm, grad[perm])
+
+
 def test_chunk_size_bounds_memory():
     rows = list(supcon_module._chunks(16384))
     assert max(stop - start for start, stop in rows) * 16384 <= supcon_module._CHUNK_ELEMENTS

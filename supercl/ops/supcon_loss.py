@@ -258,35 +258,63 @@ def _chunks(n: int):
         yield start, min(n, start + rows)
 
 
-def _masked_scores(z, groups, start, stop, scale):
-    """Rows start..stop of s = z z^T * scale, -inf off the support (self, other groups)."""
-    s = (z[start:stop] @ z.T) * scale
-    rows = torch.arange(start, stop, device=z.device)
-    s[rows - start, rows] = -math.inf
+def _group_spans(groups):
+    """For groups sorted in non-decreasing order on the CPU: (first, end) column of every row's
+    group, so that a row chunk only meets the columns of its own groups. None otherwise (the
+    check would cost a host synchronisation on a GPU, where the Triton path skips tiles)."""
+    if groups is None or groups.device.type != "cpu" or groups.numel() < 2:
+        return None
+    if not bool((groups[1:] >= groups[:-1]).all()):
+        return None
+    return (torch.searchsorted(groups, groups, right=False),
+            torch.searchsorted(groups, groups, right=True))
+
+
+def _column_window(spans, n, start, stop):
+    if spans is None:
+        return 0, n
+    return int(spans[0][start]), int(spans[1][stop - 1])
+
+
+def _masked_scores(z, groups, start, stop, scale, c0=0, c1=None):
+    """Rows start..stop, columns c0..c1 of s = z z^T * scale, -inf off the support (self,
+    other groups). Columns outside c0..c1 must be off the support of these rows."""
+    c1 = z.shape[0] if c1 is None else c1
+    s = (z[start:stop] @ z[c0:c1].T) * scale
+    rows = torch.arange(max(start, c0), min(stop, c1), device=z.device)
+    s[rows - start, rows - c0] = -math.inf
     if groups is not None:
-        s.masked_fill_(groups[start:stop, None] != groups[None, :], -math.inf)
+        s.masked_fill_(groups[start:stop, None] != groups[None, c0:c1], -math.inf)
     return s
 
 
 def _lse_torch(z, groups, scale):
+    # With sorted groups (e.g. ILCP's pixels, image by image) a chunk of rows is only scored
+    # against its own images' columns: B times less work for B equal groups (16x at 16 images).
     work = torch.float64 if z.dtype == torch.float64 else torch.float32
     zw = z.to(work)
-    out = torch.empty(z.shape[0], dtype=work, device=z.device)
-    for start, stop in _chunks(z.shape[0]):
-        out[start:stop] = torch.logsumexp(_masked_scores(zw, groups, start, stop, scale), dim=1)
+    n = z.shape[0]
+    spans = _group_spans(groups)
+    out = torch.empty(n, dtype=work, device=z.device)
+    for start, stop in _chunks(n):
+        c0, c1 = _column_window(spans, n, start, stop)
+        out[start:stop] = torch.logsumexp(_masked_scores(zw, groups, start, stop, scale, c0, c1), dim=1)
     return out
 
 
 def _lse_backward_torch(z, groups, lse, coef, scale):
     work = torch.float64 if z.dtype == torch.float64 else torch.float32
     zw = z.to(work)
+    n = z.shape[0]
+    spans = _group_spans(groups)
     dz = torch.zeros_like(zw)
     lse, coef = lse.to(work), coef.to(work)
-    for start, stop in _chunks(z.shape[0]):
-        p = torch.exp(_masked_scores(zw, groups, start, stop, scale) - lse[start:stop, None])
+    for start, stop in _chunks(n):
+        c0, c1 = _column_window(spans, n, start, stop)
+        p = torch.exp(_masked_scores(zw, groups, start, stop, scale, c0, c1) - lse[start:stop, None])
         p *= coef[start:stop, None]
-        dz[start:stop] += (p @ zw) * scale
-        dz += (p.T @ zw[start:stop]) * scale
+        dz[start:stop] += (p @ zw[c0:c1]) * scale
+        dz[c0:c1] += (p.T @ zw[start:stop]) * scale
     return dz
 
 
