@@ -59,6 +59,12 @@ def _check_maps(f1: torch.Tensor, f2: torch.Tensor, segments: torch.Tensor) -> N
                          f"{getattr(segments, 'shape', type(segments).__name__)}")
 
 
+def _at(segments: torch.Tensor, size) -> torch.Tensor:
+    """Superpixel maps at the feature map's resolution (nearest), unless they already are."""
+    size = tuple(size)
+    return segments if tuple(segments.shape[-2:]) == size else downsample_segments(segments, size)
+
+
 def ilcp_loss(f1: torch.Tensor, f2: torch.Tensor, segments: torch.Tensor, *,
               temperature: float = 0.1, pixel_stride: int = 1, backend: str | None = None
               ) -> torch.Tensor:
@@ -69,7 +75,8 @@ def ilcp_loss(f1: torch.Tensor, f2: torch.Tensor, segments: torch.Tensor, *,
     f1, f2 : (B, C, h, w) float tensors
         Bottleneck maps of the pixel-aligned views v1 and v2.
     segments : (B, H, W) integer tensor
-        Superpixel ids of v1 at the input resolution; down-sampled to (h, w) (nearest).
+        Superpixel ids of v1 at the input resolution, down-sampled to (h, w) (nearest), or
+        already at (h, w).
     pixel_stride : int
         Keep every ``pixel_stride``-th pixel of each image (1 = all, 16 = the reference).
 
@@ -89,7 +96,7 @@ def ilcp_loss(f1: torch.Tensor, f2: torch.Tensor, segments: torch.Tensor, *,
     if isinstance(pixel_stride, bool) or not isinstance(pixel_stride, int) or pixel_stride < 1:
         raise ValueError(f"pixel_stride must be an int >= 1, got {pixel_stride!r}")
     batch, channels, h, w = f1.shape
-    labels = downsample_segments(segments, (h, w)).reshape(batch, 1, h * w).expand(batch, 2, h * w)
+    labels = _at(segments, (h, w)).reshape(batch, 1, h * w).expand(batch, 2, h * w)
     # (B, 2, h*w, C): both views of an image next to each other, so that every group (image)
     # is one contiguous run of rows, which the Triton kernels use to skip tiles.
     pixels = torch.stack([f1, f2], dim=1).flatten(3).transpose(2, 3)
@@ -118,7 +125,8 @@ def igcp_loss(f1: torch.Tensor, f2: torch.Tensor, segments: torch.Tensor, e3: to
 
     Parameters
     ----------
-    f1, f2 : (B, C, h, w) bottleneck maps of v1, v2; segments : (B, H, W) superpixels of v1.
+    f1, f2 : (B, C, h, w) bottleneck maps of v1, v2; segments : (B, H, W) superpixels of v1
+        (or already at (h, w)).
     e3, e4 : (B, D) instance embeddings of v3, v4.
     asp_normalize : "mean" (default) or "area" (the reference code's division by h*w).
     k : neighbours of the k-NN graph (reference 1).
@@ -133,7 +141,7 @@ def igcp_loss(f1: torch.Tensor, f2: torch.Tensor, segments: torch.Tensor, e3: to
     if e3.shape != e4.shape or e3.dim() != 2 or e3.shape[0] != f1.shape[0]:
         raise ValueError(f"e3 and e4 must both be (B, D) with B = {f1.shape[0]}, got "
                          f"{tuple(e3.shape)} and {tuple(e4.shape)}")
-    small = downsample_segments(segments, f1.shape[-2:])
+    small = _at(segments, f1.shape[-2:])
     with torch.no_grad():  # the weak labels are targets: no gradient through ASP
         asp = asp_vectors(torch.cat([f1, f2]).float(), torch.cat([small, small]), asp_normalize)
         n = f1.shape[0]
@@ -217,6 +225,8 @@ class SuperCLLoss(torch.nn.Module):
         # The contrastive terms are computed in float32 whatever the autocast dtype: the
         # similarities are divided by t = 0.1 and exponentiated.
         f1, f2, e3, e4 = (x.float() for x in (f1, f2, e3, e4))
+        _check_maps(f1, f2, segments)
+        segments = _at(segments, f1.shape[-2:])  # once, for both ILCP and ASP
         zero = f1.new_zeros(())
         terms = {}
         terms["l_intra"] = (ilcp_loss(f1, f2, segments, temperature=t, pixel_stride=c.pixel_stride,

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["save_atomic", "load_checkpoint", "rng_state", "set_rng_state"]
+__all__ = ["save_atomic", "load_checkpoint", "open_run", "training_state", "restore_training",
+           "rng_state", "set_rng_state"]
 
 
 def rng_state() -> dict[str, Any]:
@@ -68,3 +69,33 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise ValueError(f"{path}: not a supercl checkpoint (no 'model' entry)")
     return ckpt
+
+
+def open_run(path: Path, kind: str, resume: bool) -> dict[str, Any] | None:
+    """The checkpoint to resume (``resume``), or None for a new run; a new run refuses to
+    overwrite an existing checkpoint, a resumed one must be of ``kind``."""
+    if resume:
+        ckpt = load_checkpoint(path)
+        if ckpt.get("kind") != kind:
+            raise ValueError(f"{path}: a {ckpt.get('kind')} checkpoint, not a {kind} one")
+        return ckpt
+    if path.exists():
+        raise FileExistsError(f"{path} exists: pass --resume to continue that run, or "
+                              "choose another --out")
+    return None
+
+
+def training_state(model, optimizer, scheduler, scaler) -> dict[str, Any]:
+    """The state dicts a resumable checkpoint holds."""
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict()}
+
+
+def restore_training(ckpt: dict[str, Any], model, optimizer, scheduler, scaler) -> tuple:
+    """Load :func:`training_state` back; returns ``(epoch, step, global_step, history,
+    sums)``, the position in the run and the logged records. RNG states are the caller's."""
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    scaler.load_state_dict(ckpt["scaler"])
+    return ckpt["epoch"], ckpt["step"], ckpt["global_step"], ckpt["history"], ckpt["sums"]

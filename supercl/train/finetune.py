@@ -20,18 +20,19 @@ import torch.nn.functional as F
 
 from supercl.models import UNet
 
-from .checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
+from .checkpoint import (load_checkpoint, open_run, restore_training, rng_state, save_atomic,
+                         set_rng_state, training_state)
 from .dataset import DataConfig, prepare_split, slices_of
-from .loop import (NonFiniteLossError, RunLog, StopFlag, Throughput, cosine_lambda, epoch_batches,
-                   resolve_device, write_json)
+from .loop import (RunConfig, RunLog, StopFlag, Throughput, amp_dtype, check_config,
+                   check_finite, cosine_lambda, epoch_batches, host_values, optimizer_step,
+                   resolve_device, total_steps, write_json)
 from .metrics import SegmentationMetrics, summarize_volumes, volume_metrics
-from .pretrain import amp_dtype, check_config
 
 __all__ = ["FinetuneConfig", "finetune", "evaluate", "dice_loss", "predict"]
 
 
 @dataclass
-class FinetuneConfig(DataConfig):
+class FinetuneConfig(RunConfig):
     """Every setting of a fine-tuning run (``supercl finetune --help``)."""
 
     out: str = "runs/finetune"
@@ -42,18 +43,6 @@ class FinetuneConfig(DataConfig):
     weight_decay: float = 0.0
     dice_weight: float = 1.0
     augment: bool = True
-    base_channels: int = 32
-    depth: int = 4
-    amp: str = "auto"
-    device: str = "auto"
-    seed: int = 0
-    threads: int = 0
-    checkpoint_every: int = 0
-    max_steps: int = 0
-    resume: bool = False
-    progress: bool = True
-    tensorboard: bool = False
-    figures: bool = True
     evaluate: bool = True
 
 
@@ -71,8 +60,9 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-5) -> 
     return 1.0 - ((2 * inter + eps) / (denom + eps)).mean()
 
 
-def _load_encoder(path: str, model: UNet) -> Path:
-    """Load the encoder of a pre-training run (its folder, ``encoder.pt`` or ``checkpoint.pt``)."""
+def _load_encoder(path: str, model: UNet) -> tuple[Path, dict]:
+    """Load the encoder of a pre-training run (its folder, ``encoder.pt`` or ``checkpoint.pt``);
+    returns the file and the pre-training split stored with it."""
     p = Path(path)
     if p.is_dir():
         p = p / "encoder.pt" if (p / "encoder.pt").exists() else p / "checkpoint.pt"
@@ -96,18 +86,23 @@ def _load_encoder(path: str, model: UNet) -> Path:
     if missing or unexpected:
         raise ValueError(f"{p}: the encoder does not match this U-Net (missing {missing[:3]}..., "
                          f"unexpected {unexpected[:3]}...); use the same --base-channels and --depth")
-    return p
+    return p, ckpt.get("split", {})
 
 
-def _augment(x: torch.Tensor, y: torch.Tensor):
-    """Flip, rotation and scale applied jointly to slices and label maps (kornia)."""
-    import kornia.augmentation as K
+class _JointAugment:
+    """Flip, rotation and scale applied jointly to slices and label maps (kornia); built once
+    per run."""
 
-    aug = K.AugmentationSequential(K.RandomHorizontalFlip(p=0.5),
-                                   K.RandomAffine(degrees=15.0, scale=(0.9, 1.1), p=0.5),
-                                   data_keys=["input", "mask"])
-    xa, ya = aug(x, y[:, None].float())
-    return xa, ya[:, 0].round().long()
+    def __init__(self):
+        import kornia.augmentation as K
+
+        self.aug = K.AugmentationSequential(K.RandomHorizontalFlip(p=0.5),
+                                            K.RandomAffine(degrees=15.0, scale=(0.9, 1.1), p=0.5),
+                                            data_keys=["input", "mask"])
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor):
+        xa, ya = self.aug(x, y[:, None].float())
+        return xa, ya[:, 0].round().long()
 
 
 @torch.no_grad()
@@ -145,14 +140,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
     device = resolve_device(cfg.device)
     dtype = amp_dtype(cfg.amp, device)
     ckpt_path = out / "checkpoint.pt"
-    ckpt = None
-    if cfg.resume:
-        ckpt = load_checkpoint(ckpt_path)
-        if ckpt.get("kind") != "finetune":
-            raise ValueError(f"{ckpt_path}: a {ckpt.get('kind')} checkpoint, not a fine-tuning one")
-    elif ckpt_path.exists():
-        raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue that run, or "
-                              "choose another --out")
+    ckpt = open_run(ckpt_path, "finetune", cfg.resume)
     info, split = prepare_split(cfg, out)
     write_json(out / "config.json", asdict(cfg) | {"device": str(device)})
     num_classes = max(info.class_names) + 1
@@ -163,24 +151,19 @@ def finetune(cfg: FinetuneConfig) -> dict:
     model = UNet(1, cfg.base_channels, num_classes, cfg.depth)
     source = None
     if cfg.pretrained and ckpt is None:
-        source = _load_encoder(cfg.pretrained, model)
-        _warn_overlap(source, split)
+        source, pretrain_split = _load_encoder(cfg.pretrained, model)
+        _warn_overlap(source, pretrain_split, split)
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(epoch_batches(len(train), cfg.batch_size, cfg.seed, 0))
-    total = cfg.epochs * steps_per_epoch
-    if cfg.max_steps:
-        total = min(total, cfg.max_steps)
+    total = total_steps(cfg.epochs, steps_per_epoch, cfg.max_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lambda(total))
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     epoch, step, global_step, history, sums, best = 0, 0, 0, [], {}, {"val_dsc": -1.0, "epoch": 0}
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        epoch, step, global_step = ckpt["epoch"], ckpt["step"], ckpt["global_step"]
-        history, sums, best = ckpt["history"], ckpt["sums"], ckpt["best"]
+        epoch, step, global_step, history, sums = restore_training(ckpt, model, optimizer,
+                                                                   scheduler, scaler)
+        best = ckpt["best"]
         set_rng_state(ckpt["rng"])
         print(f"resuming {out} at epoch {epoch + 1}, step {step} (global step {global_step})")
     else:
@@ -188,11 +171,12 @@ def finetune(cfg: FinetuneConfig) -> dict:
               f"validating on {len(split['val'])}; encoder "
               + (f"from {source}" if source else "from scratch"))
     log = RunLog(out, history, cfg.tensorboard)
+    augment = _JointAugment() if cfg.augment else None
 
     def save(epoch_: int, step_: int) -> None:
-        save_atomic({"kind": "finetune", "config": asdict(cfg), "model": model.state_dict(),
-                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "scaler": scaler.state_dict(), "rng": rng_state(), "epoch": epoch_,
+        save_atomic({"kind": "finetune", "config": asdict(cfg),
+                     **training_state(model, optimizer, scheduler, scaler),
+                     "rng": rng_state(), "epoch": epoch_,
                      "step": step_, "global_step": global_step, "history": log.records,
                      "sums": sums, "best": best, "split": split, "num_classes": num_classes,
                      "class_names": info.class_names}, ckpt_path)
@@ -216,24 +200,17 @@ def finetune(cfg: FinetuneConfig) -> dict:
                 x = train.images[idx].to(device)
                 y = train.labels[idx].to(device)
                 if cfg.augment:
-                    x, y = _augment(x, y)
+                    x, y = augment(x, y)
                 optimizer.zero_grad(set_to_none=True)
                 with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                     logits = model(x)
                 ce = F.cross_entropy(logits.float(), y)
                 dl = dice_loss(logits, y)
                 loss = ce + cfg.dice_weight * dl
-                values = {"loss": loss.item(), "ce": ce.item(), "dice": dl.item()}
-                if not all(np.isfinite(v) for v in values.values()):
-                    raise NonFiniteLossError(
-                        f"fine-tuning stopped at epoch {epoch + 1}, step {step + 1}: non-finite loss ("
-                        + ", ".join(f"{k}={v:.4g}" for k, v in values.items())
-                        + f"). The weights were not updated; the last good checkpoint is "
-                        f"{ckpt_path if ckpt_path.exists() else 'none (no checkpoint yet)'}. "
-                        "Lower --lr, or use --amp off.")
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
+                values = host_values({"loss": loss, "ce": ce, "dice": dl}, ("loss", "ce", "dice"))
+                check_finite(values, what="fine-tuning", epoch=epoch, step=step,
+                             global_step=global_step, checkpoint=ckpt_path)
+                optimizer_step(optimizer, scaler, loss)
                 scheduler.step()
                 step += 1
                 global_step += 1
@@ -300,9 +277,8 @@ def _validate(model, val, num_classes, class_names, device) -> dict:
     return metrics.compute()
 
 
-def _warn_overlap(source: Path, split: dict) -> None:
-    ckpt = torch.load(source, map_location="cpu", weights_only=False)
-    seen = set(ckpt.get("split", {}).get("pretrain", []))
+def _warn_overlap(source: Path, pretrain_split: dict, split: dict) -> None:
+    seen = set(pretrain_split.get("pretrain", []))
     leaked = seen & (set(split["val"]) | set(split["test"]))
     if leaked:
         print(f"warning: {len(leaked)} validation/test volumes of this split were in the "

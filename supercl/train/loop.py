@@ -10,14 +10,35 @@ import signal
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["NonFiniteLossError", "resolve_device", "epoch_batches", "cosine_lambda",
+from .dataset import DataConfig
+
+__all__ = ["RunConfig", "NonFiniteLossError", "resolve_device", "amp_dtype", "check_config",
+           "epoch_batches", "total_steps", "optimizer_step", "cosine_lambda", "host_values", "check_finite",
            "StopFlag", "RunLog", "write_json"]
+
+
+@dataclass
+class RunConfig(DataConfig):
+    """The settings pre-training and fine-tuning share (their options have the same names)."""
+
+    base_channels: int = 32
+    depth: int = 4
+    amp: str = "auto"
+    device: str = "auto"
+    seed: int = 0
+    threads: int = 0
+    checkpoint_every: int = 0
+    max_steps: int = 0
+    resume: bool = False
+    progress: bool = True
+    tensorboard: bool = False
+    figures: bool = True
 
 
 class NonFiniteLossError(RuntimeError):
@@ -32,6 +53,65 @@ def resolve_device(device: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but torch sees no CUDA GPU")
     return dev
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """"auto": bfloat16 autocast on CUDA, full precision on the CPU."""
+    if amp not in ("auto", "off", "bf16", "fp16"):
+        raise ValueError(f"amp must be one of auto, off, bf16, fp16, got {amp!r}")
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    return torch.float16 if amp == "fp16" else torch.bfloat16
+
+
+def check_config(cfg) -> None:
+    for name in ("epochs", "batch_size", "patch_size", "base_channels", "depth", "n_segments",
+                 "slic_iters"):
+        value = getattr(cfg, name, 1)
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    for name in ("lr", "compactness"):
+        if not getattr(cfg, name, 1.0) > 0:
+            raise ValueError(f"{name} must be > 0, got {getattr(cfg, name)!r}")
+    if cfg.patch_size % 2**cfg.depth:
+        raise ValueError(f"patch_size must be a multiple of 2**depth = {2**cfg.depth}, "
+                         f"got {cfg.patch_size}")
+
+
+def total_steps(epochs: int, steps_per_epoch: int, max_steps: int = 0) -> int:
+    """Optimizer steps of a run (the span of its schedule): all epochs, or ``max_steps``."""
+    total = epochs * steps_per_epoch
+    return min(total, max_steps) if max_steps else total
+
+
+def host_values(terms: dict[str, torch.Tensor], keys) -> dict[str, float]:
+    """The 0-d tensors ``terms[k]`` as Python floats, in one device-to-host copy."""
+    values = torch.stack([terms[k].detach().float() for k in keys]).tolist()
+    return dict(zip(keys, values))
+
+
+def check_finite(values: dict[str, float], *, what: str, epoch: int, step: int,
+                 global_step: int, checkpoint: Path, elsewhere: bool = False) -> None:
+    """Raise :class:`NonFiniteLossError` naming the non-finite terms, the position in the run
+    and the last good checkpoint. ``elsewhere``: another process saw one."""
+    bad = [k for k, v in values.items() if not math.isfinite(v)]
+    if elsewhere and not bad:
+        bad = ["loss (on another process)"]
+    if not bad:
+        return
+    raise NonFiniteLossError(
+        f"{what} stopped at epoch {epoch + 1}, step {step + 1} (global step {global_step + 1}): "
+        f"non-finite {', '.join(bad)} (" + ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+        + "). The weights were not updated; the last good checkpoint is "
+        f"{checkpoint if checkpoint.exists() else 'none (no checkpoint yet)'}. "
+        "Lower --lr, or use --amp off.")
+
+
+def optimizer_step(optimizer, scaler, loss: torch.Tensor) -> None:
+    """Backward and step through the gradient scaler (a no-op wrapper unless fp16)."""
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0,

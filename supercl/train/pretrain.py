@@ -8,6 +8,7 @@ step. The encoder alone is saved for fine-tuning (``encoder.pt``).
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,10 +21,12 @@ from supercl.models import SuperCLModel, UNetEncoder
 from supercl.ops import slic
 
 from . import distributed
-from .checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
-from .dataset import DataConfig, prepare_split, slices_of
-from .loop import (NonFiniteLossError, RunLog, StopFlag, Throughput, cosine_lambda, epoch_batches,
-                   resolve_device, write_json)
+from .checkpoint import (open_run, restore_training, rng_state, save_atomic, set_rng_state,
+                         training_state)
+from .dataset import prepare_split, slices_of
+from .loop import (RunConfig, RunLog, StopFlag, Throughput, amp_dtype, check_config,
+                   check_finite, cosine_lambda, epoch_batches, host_values, optimizer_step,
+                   resolve_device, total_steps, write_json)
 from .views import SuperCLViews, ViewConfig
 
 __all__ = ["PretrainConfig", "pretrain"]
@@ -32,7 +35,7 @@ TERMS = ("loss", "l_ins", "l_intra", "l_inter")
 
 
 @dataclass
-class PretrainConfig(DataConfig):
+class PretrainConfig(RunConfig):
     """Every setting of a pre-training run; ``config.json`` in the run folder holds it.
     The options of ``supercl pretrain --help`` have the same names."""
 
@@ -44,33 +47,12 @@ class PretrainConfig(DataConfig):
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_steps: int = 0
-    base_channels: int = 32
-    depth: int = 4
     embed_dim: int = 512
     n_segments: int = 100
     compactness: float = 0.1
     slic_iters: int = 10
     loss: LossConfig = field(default_factory=LossConfig)
     views: ViewConfig = field(default_factory=ViewConfig)
-    amp: str = "auto"
-    device: str = "auto"
-    seed: int = 0
-    threads: int = 0
-    checkpoint_every: int = 0
-    max_steps: int = 0
-    resume: bool = False
-    progress: bool = True
-    tensorboard: bool = False
-    figures: bool = True
-
-
-def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """"auto": bfloat16 autocast on CUDA, full precision on the CPU."""
-    if amp not in ("auto", "off", "bf16", "fp16"):
-        raise ValueError(f"amp must be one of auto, off, bf16, fp16, got {amp!r}")
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
-        return None
-    return torch.float16 if amp == "fp16" else torch.bfloat16
 
 
 def _optimizer(cfg, params):
@@ -79,20 +61,6 @@ def _optimizer(cfg, params):
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {cfg.optimizer!r}")
-
-
-def check_config(cfg) -> None:
-    for name in ("epochs", "batch_size", "patch_size", "base_channels", "depth", "n_segments",
-                 "slic_iters"):
-        value = getattr(cfg, name, 1)
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    for name in ("lr", "compactness"):
-        if not getattr(cfg, name, 1.0) > 0:
-            raise ValueError(f"{name} must be > 0, got {getattr(cfg, name)!r}")
-    if cfg.patch_size % 2**cfg.depth:
-        raise ValueError(f"patch_size must be a multiple of 2**depth = {2**cfg.depth}, "
-                         f"got {cfg.patch_size}")
 
 
 def after_step(global_step: int) -> None:
@@ -130,14 +98,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
         device = torch.device("cuda", dist.local_rank)
     dtype = amp_dtype(cfg.amp, device)
     ckpt_path = out / "checkpoint.pt"
-    ckpt = None
-    if cfg.resume:
-        ckpt = load_checkpoint(ckpt_path)
-        if ckpt.get("kind") != "pretrain":
-            raise ValueError(f"{ckpt_path}: a {ckpt.get('kind')} checkpoint, not a pre-training one")
-    elif ckpt_path.exists():  # every process sees it, so none is left waiting
-        raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue that run, or "
-                              "choose another --out")
+    ckpt = open_run(ckpt_path, "pretrain", cfg.resume)  # every process checks: none waits
 
     info, split = prepare_split(cfg, out, main, pretrain_only=True)
     if main:
@@ -162,20 +123,14 @@ def pretrain(cfg: PretrainConfig) -> dict:
     optimizer = _optimizer(cfg, model.parameters())
     steps_per_epoch = len(epoch_batches(len(slices), cfg.batch_size, cfg.seed, 0, dist.rank,
                                         dist.world_size))
-    total = cfg.epochs * steps_per_epoch
-    if cfg.max_steps:
-        total = min(total, cfg.max_steps)
+    total = total_steps(cfg.epochs, steps_per_epoch, cfg.max_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lambda(total, cfg.warmup_steps))
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
     epoch, step, global_step, history, sums = 0, 0, 0, [], {}
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        epoch, step, global_step = ckpt["epoch"], ckpt["step"], ckpt["global_step"]
-        history, sums = ckpt["history"], ckpt["sums"]
+        epoch, step, global_step, history, sums = restore_training(ckpt, model, optimizer,
+                                                                   scheduler, scaler)
         states = ckpt["rng"]
         if len(states) != dist.world_size:
             raise ValueError(f"{ckpt_path} was written by {len(states)} processes; resume it "
@@ -189,11 +144,10 @@ def pretrain(cfg: PretrainConfig) -> dict:
         rngs = _gather_objects(rng_state())
         if not main:
             return
-        save_atomic({"kind": "pretrain", "config": asdict(cfg), "model": model.state_dict(),
-                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "scaler": scaler.state_dict(), "rng": rngs, "epoch": epoch_, "step": step_,
-                     "global_step": global_step, "history": log.records, "sums": sums,
-                     "split": split}, ckpt_path)
+        save_atomic({"kind": "pretrain", "config": asdict(cfg),
+                     **training_state(model, optimizer, scheduler, scaler), "rng": rngs,
+                     "epoch": epoch_, "step": step_, "global_step": global_step,
+                     "history": log.records, "sums": sums, "split": split}, ckpt_path)
 
     from tqdm import tqdm
 
@@ -215,21 +169,16 @@ def pretrain(cfg: PretrainConfig) -> dict:
                 pos = positions[idx].to(device, non_blocking=True)
                 terms = _train_step(net, views, loss_fn, optimizer, scaler, x, pos, cfg, dtype,
                                     first=main and cfg.figures and global_step == 0, out=out)
-                values = {k: terms[k].item() for k in TERMS}
-                bad = [k for k, v in values.items() if not torch.isfinite(torch.tensor(v))]
-                if distributed.is_distributed():
-                    flag = torch.tensor([float(bool(bad))], device=device)
+                values = host_values(terms, TERMS)
+                elsewhere = False
+                if distributed.is_distributed():  # every process must stop together
+                    flag = torch.tensor([float(not all(map(math.isfinite, values.values())))],
+                                        device=device)
                     torch.distributed.all_reduce(flag)
-                    bad = bad or (["loss (on another process)"] if flag.item() else [])
-                if bad:
-                    raise NonFiniteLossError(
-                        f"pre-training stopped at epoch {epoch + 1}, step {step + 1} (global step "
-                        f"{global_step + 1}): non-finite {', '.join(bad)} ("
-                        + ", ".join(f"{k}={v:.4g}" for k, v in values.items())
-                        + f"). The weights were not updated; the last good checkpoint is "
-                        f"{ckpt_path if ckpt_path.exists() else 'none (no checkpoint yet)'}. "
-                        "Lower --lr, or use --amp off.")
-                _optimizer_step(optimizer, scaler, terms["loss"])
+                    elsewhere = bool(flag.item())
+                check_finite(values, what="pre-training", epoch=epoch, step=step,
+                             global_step=global_step, checkpoint=ckpt_path, elsewhere=elsewhere)
+                optimizer_step(optimizer, scaler, terms["loss"])
                 scheduler.step()
                 step += 1
                 global_step += 1
@@ -295,12 +244,6 @@ def _train_step(net, views, loss_fn, optimizer, scaler, x, pos, cfg, dtype, firs
         f, e = net(torch.cat([v1, v2, v3, v4]))
     return loss_fn(f[:batch], f[batch:2 * batch], e[2 * batch:3 * batch], e[3 * batch:],
                    segments.long(), pos if cfg.loss.use_positions else None)
-
-
-def _optimizer_step(optimizer, scaler, loss):
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
 
 
 def _superpixel_figure(v1, segments, out) -> None:
