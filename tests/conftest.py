@@ -2,7 +2,11 @@
 
 - Devices: CPU always; CUDA only where torch sees a GPU (tests marked ``cuda`` skip elsewhere),
   so that the whole suite collects and passes on a CPU-only machine.
-- Triton: without a GPU, TRITON_INTERPRET=1 runs the Triton kernels on CPU tensors.
+- Triton: one marker, ``triton``, and one fixture, ``triton_device``. Where torch sees a GPU
+  the kernels run compiled on CUDA tensors; without one, TRITON_INTERPRET=1 (set here unless
+  the environment sets it) runs them in Triton's interpreter on CPU tensors. Where neither
+  holds (no Triton, or ``TRITON_INTERPRET=0`` on a CPU-only machine) the ``triton`` tests
+  skip with the reason. Tests never infer "interpreter" from "no GPU": they ask the fixture.
 - Hypothesis: a bounded, deadline-free profile (CI machines are small and shared).
 """
 
@@ -15,6 +19,8 @@ if not HAS_CUDA:
     # Triton kernels run on CPU tensors in Triton's interpreter; the variable must be set
     # before Triton is first imported (supercl imports it lazily, in the ops that use it).
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import importlib.util  # noqa: E402
 
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
@@ -31,11 +37,48 @@ settings.load_profile("supercl")
 DEVICES = ["cpu"] + (["cuda"] if HAS_CUDA else [])
 
 
+def _triton_device() -> tuple[str | None, str]:
+    """Where the Triton kernels run in this process, and if nowhere, why."""
+    if importlib.util.find_spec("triton") is None:
+        return None, "needs Triton (pip install triton)"
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return "cpu", ""
+    if HAS_CUDA:
+        return "cuda", ""
+    return None, "needs a CUDA GPU, or TRITON_INTERPRET=1 for Triton's interpreter on the CPU"
+
+
+TRITON_DEVICE, TRITON_SKIP_REASON = _triton_device()
+
+
 def pytest_collection_modifyitems(config, items):
     skip_cuda = pytest.mark.skip(reason="needs a CUDA GPU")
+    skip_triton = pytest.mark.skip(reason=TRITON_SKIP_REASON)
     for item in items:
         if "cuda" in item.keywords and not HAS_CUDA:
             item.add_marker(skip_cuda)
+        if "triton" in item.keywords and TRITON_DEVICE is None:
+            item.add_marker(skip_triton)
+
+
+@pytest.fixture
+def triton_device() -> torch.device:
+    """The device whose tensors the Triton backend takes here: ``cuda`` on a GPU machine,
+    ``cpu`` under Triton's interpreter; tests that use it must carry the ``triton`` marker
+    (they skip where Triton cannot run)."""
+    if TRITON_DEVICE is None:
+        pytest.skip(TRITON_SKIP_REASON)
+    return torch.device(TRITON_DEVICE)
+
+
+@pytest.fixture
+def backend_device(request) -> torch.device:
+    """The device for a test parametrized over ``backend`` ("torch" or "triton"): the CPU for
+    the torch backend, ``triton_device`` for the Triton kernels."""
+    backend = request.getfixturevalue("backend")
+    if backend == "triton":
+        return request.getfixturevalue("triton_device")
+    return torch.device("cpu")
 
 
 @pytest.fixture

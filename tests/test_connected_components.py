@@ -249,6 +249,10 @@ def test_bad_input_raises_clearly(kwargs, error, match):
 
 
 def test_unavailable_backend_raises_instead_of_falling_back(monkeypatch):
+    """The CUDA backend is made unavailable explicitly, so that this holds on GPU machines."""
+    from supercl.ops import _cuda
+
+    monkeypatch.setattr(_cuda, "available", lambda: (False, "torch sees no CUDA device"))
     image = np.zeros((4, 4), dtype=np.int32)
     with pytest.raises(RuntimeError, match="backend='cpu'"):
         connected_components(image, backend="cuda")

@@ -5,7 +5,6 @@ exact equality of the labels, numbering included, for the torch backend and the 
 import importlib
 import importlib.util
 import itertools
-import os
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from conftest import TRITON_DEVICE
 from supercl.ops.graph_components import (
     graph_components,
     graph_components_reference,
@@ -22,21 +22,18 @@ from supercl.ops.graph_components import (
 
 pytest.importorskip("scipy.sparse.csgraph")
 gc_module = importlib.import_module("supercl.ops.graph_components")
-# The Triton backend on CPU tensors runs in Triton's interpreter, which conftest switches on
-# where there is no GPU; on GPU machines the cuda tests below run the kernels themselves.
-triton_on_cpu = (
-    importlib.util.find_spec("triton") is not None and os.environ.get("TRITON_INTERPRET") == "1"
-)
-needs_triton = pytest.mark.skipif(
-    not triton_on_cpu, reason="needs Triton with TRITON_INTERPRET=1 for CPU tensors"
-)
-
-BACKENDS = ["torch", pytest.param("triton", marks=[pytest.mark.triton, needs_triton])]
-BACKENDS_HERE = ["torch", "triton"][: 1 + triton_on_cpu]  # plain names, for loops
+# The Triton backend runs on conftest's triton_device: compiled on CUDA tensors where there is
+# a GPU, in Triton's interpreter on CPU tensors where TRITON_INTERPRET=1.
+BACKENDS = ["torch", pytest.param("triton", marks=pytest.mark.triton)]
+BACKENDS_HERE = ["torch"] + (["triton"] if TRITON_DEVICE else [])  # plain names, for loops
+DEVICE_OF = {"torch": "cpu", "triton": TRITON_DEVICE}
 
 
 def check(neighbors, backend="torch"):
-    """graph_components == scipy's labels, exactly; returns the labels as numpy."""
+    """graph_components == scipy's labels, exactly; returns the labels as numpy.  A tensor
+    ``neighbors`` is moved to the device that ``backend`` runs on here."""
+    if isinstance(neighbors, torch.Tensor):
+        neighbors = neighbors.to(DEVICE_OF[backend])
     got = graph_components(neighbors, backend=backend)
     expected = graph_components_reference(neighbors)
     assert isinstance(got, (torch.Tensor, np.ndarray))
@@ -146,9 +143,8 @@ def test_property_matches_scipy(table, backend):
 
 
 @pytest.mark.triton
-@needs_triton
 @pytest.mark.parametrize("block", [2, 16])
-def test_triton_kernel_with_small_blocks(block):
+def test_triton_kernel_with_small_blocks(block, triton_device):
     """Few edges per program interleave the unions differently from one big block (the
     interpreter runs the programs one after the other, the lanes of one block in lock-step)."""
     from supercl.kernels.triton.graph_components import graph_components_roots
@@ -158,9 +154,9 @@ def test_triton_kernel_with_small_blocks(block):
         table = graph(31 if block < 8 else 97, 2, rng)
         labels = graph_components_reference(table)
         smallest = np.array([np.flatnonzero(labels == c).min() for c in range(labels.max() + 1)])
-        roots = graph_components_roots(torch.from_numpy(table), block=block)
+        roots = graph_components_roots(torch.from_numpy(table).to(triton_device), block=block)
         assert roots.dtype == torch.int32
-        np.testing.assert_array_equal(roots.numpy(), smallest[labels])
+        np.testing.assert_array_equal(roots.cpu().numpy(), smallest[labels])
 
 
 def test_torch_fixed_round_count_suffices():
@@ -190,20 +186,23 @@ def test_torch_fixed_round_count_suffices():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.int16, torch.uint8])
-def test_dtypes_and_strides(backend, dtype):
+def test_dtypes_and_strides(backend, dtype, backend_device):
     rng = np.random.default_rng(11)
     table = rng.integers(0, 200, size=(3, 200))
-    transposed = torch.from_numpy(table).to(dtype).T  # (200, 3), non-contiguous
+    transposed = torch.from_numpy(table).to(dtype).to(backend_device).T  # (200, 3), strided
     assert not transposed.is_contiguous()
     got = graph_components(transposed, backend=backend)
     assert got.dtype == torch.int64 and got.shape == (200,)
-    np.testing.assert_array_equal(got.numpy(), graph_components_reference(table.T))
+    np.testing.assert_array_equal(got.cpu().numpy(), graph_components_reference(table.T))
     sliced = torch.from_numpy(rng.integers(0, 50, size=(50, 6))).to(dtype)[:, ::2]
     check(sliced, backend)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_numpy_in_numpy_out(backend):
+def test_numpy_in_numpy_out(backend, backend_device):
+    if backend_device.type != "cpu":
+        pytest.skip("numpy input is host memory: the Triton backend takes it only under "
+                    "Triton's interpreter (on a GPU machine, pass CUDA tensors)")
     table = np.array([[3], [4], [0], [3], [1]])
     got = graph_components(table, backend=backend)
     assert isinstance(got, np.ndarray) and got.dtype == np.int64
@@ -211,14 +210,15 @@ def test_numpy_in_numpy_out(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_empty_and_edgeless(backend):
+def test_empty_and_edgeless(backend, backend_device):
+    on = dict(device=backend_device)
     for shape in [(0, 3), (0, 0)]:
-        got = graph_components(torch.empty(shape, dtype=torch.int64), backend=backend)
+        got = graph_components(torch.empty(shape, dtype=torch.int64, **on), backend=backend)
         assert got.dtype == torch.int64 and got.shape == (0,)
-    got = graph_components(torch.empty(7, 0, dtype=torch.int32), backend=backend)
-    assert torch.equal(got, torch.arange(7))
-    assert torch.equal(graph_components(torch.zeros(1, 1, dtype=torch.int64), backend=backend),
-                       torch.zeros(1, dtype=torch.int64))
+    got = graph_components(torch.empty(7, 0, dtype=torch.int32, **on), backend=backend)
+    assert torch.equal(got.cpu(), torch.arange(7))
+    got = graph_components(torch.zeros(1, 1, dtype=torch.int64, **on), backend=backend)
+    assert torch.equal(got.cpu(), torch.zeros(1, dtype=torch.int64))
 
 
 def test_backends_agree_and_default_is_torch_on_cpu(monkeypatch):
@@ -234,7 +234,10 @@ def test_backends_agree_and_default_is_torch_on_cpu(monkeypatch):
 
 
 def check_knn(embeddings, k=1, pair_views=False, backend="torch"):
-    got = knn_weak_labels(embeddings, k, pair_views=pair_views, backend=backend)
+    """knn_weak_labels on the device that ``backend`` runs on here == the reference; the
+    labels come back on the CPU."""
+    got = knn_weak_labels(embeddings.to(DEVICE_OF[backend]), k, pair_views=pair_views,
+                          backend=backend).cpu()
     assert got.dtype == torch.int64 and got.shape == (embeddings.shape[0],)
     np.testing.assert_array_equal(got.numpy(), knn_weak_labels_reference(embeddings, k, pair_views))
     return got
@@ -304,7 +307,7 @@ def test_pair_views_join_the_two_views(backend):
         embeddings = torch.randn(2 * batch, 32, generator=gen, dtype=torch.float64)
         labels = check_knn(embeddings, 1, pair_views=True, backend=backend)
         assert torch.equal(labels[:batch], labels[batch:])
-        plain = knn_weak_labels(embeddings, 1, backend=backend)
+        plain = knn_weak_labels(embeddings.to(DEVICE_OF[backend]), 1, backend=backend).cpu()
         # pair_views only adds edges: it merges components, never splits them
         for component in plain.unique():
             assert labels[plain == component].unique().numel() == 1
@@ -368,8 +371,9 @@ def test_graph_components_rejects_bad_input(monkeypatch):
         graph_components(torch.tensor([[0], [1], [-1], [2]]))
     with pytest.raises(ValueError, match=r"neighbors.*\[0, 4\)"):
         graph_components(torch.tensor([[0], [1], [4], [2]]))
-    with pytest.raises(ValueError, match=r"neighbors.*\[0, 4\)"):
-        graph_components(torch.tensor([[0], [1], [4], [2]]), backend=BACKENDS_HERE[-1])
+    if TRITON_DEVICE == "cpu":  # on CUDA tensors the range check is a device-side assert
+        with pytest.raises(ValueError, match=r"neighbors.*\[0, 4\)"):
+            graph_components(torch.tensor([[0], [1], [4], [2]]), backend="triton")
     with pytest.raises(ValueError, match="neighbors must have shape"):
         graph_components(torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="neighbors must have shape"):

@@ -132,27 +132,34 @@ def test_chunk_size_bounds_memory():
     assert rows[0][0] == 0 and rows[-1][1] == 16384
 
 
+def on(device, *tensors):
+    """``tensors`` on ``device`` (None stays None)."""
+    return tuple(None if t is None else t.to(device) for t in tensors)
+
+
 @pytest.mark.triton
 @pytest.mark.parametrize("n, d, n_labels, n_groups", CASES)
-def test_triton_kernels_match_reference(n, d, n_labels, n_groups):
+def test_triton_kernels_match_reference(n, d, n_labels, n_groups, triton_device):
     features, labels, groups = make(n, d, n_labels, n_groups, dtype=torch.float32, seed=5)
     features.requires_grad_()
+    x, y, g = on(triton_device, features, labels, groups)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        got = supcon_loss(features, labels, 0.2, groups=groups, backend="triton")
+        got = supcon_loss(x, y, 0.2, groups=g, backend="triton")
     (grad,) = torch.autograd.grad(got, features)
     expected = supcon_loss_reference(features.double(), labels, 0.2, groups=groups)
     (expected_grad,) = torch.autograd.grad(expected, features)
-    assert_close(got, expected, atol=1e-5)
+    assert_close(got.cpu(), expected, atol=1e-5)
     assert_close(grad, expected_grad, atol=1e-6)
 
 
 @pytest.mark.triton
-def test_triton_kernels_wide_features_and_none_reduction():
+def test_triton_kernels_wide_features_and_none_reduction(triton_device):
     """D larger than one 128-wide block: the kernels loop over D blocks."""
     features, labels, groups = make(70, 300, 3, 2, dtype=torch.float32, seed=6)
     features.requires_grad_()
-    got = supcon_loss(features, labels, 0.1, groups=groups, reduction="none", backend="triton")
+    x, y, g = on(triton_device, features, labels, groups)
+    got = supcon_loss(x, y, 0.1, groups=g, reduction="none", backend="triton").cpu()
     expected = supcon_loss_reference(features.double(), labels, 0.1, groups=groups,
                                      reduction="none")
     assert_close(got, expected, atol=1e-5)
@@ -162,14 +169,15 @@ def test_triton_kernels_wide_features_and_none_reduction():
 
 
 @pytest.mark.triton
-def test_triton_half_within_twice_torch_error():
+def test_triton_half_within_twice_torch_error(triton_device):
     """float16 here; bfloat16 only on a GPU (test_cuda_triton_fp32_and_bf16): Triton 3.9's
     interpreter mishandles bfloat16 loads (a log-sum-exp of 5.3 came out as 1.9e11, the same
     kernel being exact in float16 and float32)."""
     features, labels, groups = make(150, 32, 4, 3, dtype=torch.float32, seed=7)
     reference = supcon_loss_reference(features, labels, 0.2, groups=groups)
     torch_lowp = supcon_loss_reference(features.half(), labels, 0.2, groups=groups)
-    got = supcon_loss(features.half(), labels, 0.2, groups=groups, backend="triton")
+    x, y, g = on(triton_device, features.half(), labels, groups)
+    got = supcon_loss(x, y, 0.2, groups=g, backend="triton").cpu()
     assert_close_lowp(got, torch_lowp, reference)
 
 
@@ -276,3 +284,96 @@ def test_cuda_triton_fp32_and_bf16(n):
     (g,) = torch.autograd.grad(supcon_loss(f32, labels, 0.1, groups=groups), f32)
     (g_ref,) = torch.autograd.grad(supcon_loss_reference(f64, labels, 0.1, groups=groups), f64)
     assert_close(g, g_ref.float(), atol=1e-6)
+
+
+@pytest.mark.triton
+def test_float32_products_follow_torch_matmul_precision(triton_device):
+    """float32 features use IEEE products under "highest" (torch's default) and TF32 under
+    "high"/"medium", as torch's own matmuls do; float64 is always IEEE, half types never."""
+    from supercl.kernels.triton.supcon_loss import ieee_products
+
+    before = torch.get_float32_matmul_precision()
+    features, labels, groups = make(300, 32, 6, 3, dtype=torch.float32, seed=12)
+    x, y, g = on(triton_device, features, labels, groups)
+    reference = supcon_loss_reference(features.double(), labels, 0.1, groups=groups)
+    try:
+        for precision, ieee in (("highest", True), ("high", False), ("medium", False)):
+            torch.set_float32_matmul_precision(precision)
+            assert ieee_products(torch.float32) is ieee
+            assert ieee_products(torch.float64) and not ieee_products(torch.bfloat16)
+            got = supcon_loss(x, y, 0.1, groups=g, backend="triton").cpu()
+            # TF32 keeps 10 mantissa bits: the loss moves by ~1e-3 at most at this size
+            assert_close(got, reference, atol=1e-5 if ieee else 5e-3, rtol=0 if ieee else 1e-3)
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+_COMPILE_SUPCON_FOR_GPU = r"""
+import re
+import triton
+import triton.language as tl
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from supercl.kernels.triton import supcon_loss as k
+
+target = GPUTarget("cuda", 90, 32)
+pointers = {"Z": "*{z}", "G": "*i64", "GMIN": "*i64", "GMAX": "*i64", "LSE": "*fp32",
+            "COEF": "*fp32", "DZ": "*fp32"}
+for z, ieee in (("fp32", True), ("fp32", False), ("bf16", False), ("fp16", False)):
+    for kernel in (k._lse_forward_kernel, k._lse_backward_kernel):
+        consts = dict(HAS_GROUPS=True, IEEE=ieee, BLOCK_M=64, BLOCK_N=64, BLOCK_D=128)
+        names = kernel.arg_names
+        signature = {n: pointers[n].format(z=z) if n in pointers
+                     else "constexpr" if n in consts else "fp32" if n == "scale" else "i32"
+                     for n in names}
+        compiled = triton.compile(ASTSource(kernel, signature,
+                                            {(names.index(n),): v for n, v in consts.items()}),
+                                  target=target)
+        ptx = compiled.asm["ptx"]
+        assert "cubin" in compiled.asm
+        if not ieee:
+            assert "mma" in ptx, (kernel.__name__, z)  # tensor cores (TF32 for fp32)
+        atomics = set(re.findall(r"\b(?:red|atom)\.[\w.]*", ptx))
+        assert not atomics, (kernel.__name__, atomics)  # deterministic
+print("ok")
+"""
+
+
+@pytest.mark.slow
+def test_kernels_compile_for_a_gpu(tmp_path):
+    """Without a GPU, Triton still compiles the SupCon kernels for sm_90: types and layouts
+    that the interpreter does not check, tensor-core products where they are expected, and no
+    atomics anywhere (the backward is one deterministic pass)."""
+    pytest.importorskip("triton")
+    try:
+        from triton.backends.compiler import GPUTarget  # noqa: F401
+        from triton.compiler import ASTSource  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - depends on the Triton version
+        pytest.skip(f"this Triton has no ahead-of-time compile API: {exc}")
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-c", _COMPILE_SUPCON_FOR_GPU], capture_output=True,
+                         text=True, env=env, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+
+
+@cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_triton_gradient_against_float64(dtype):
+    """On the GPU: the one-pass backward's gradient against float64 autograd through the
+    dense form -- float32 (IEEE) within 1e-6, bf16 within twice torch's own bf16 error."""
+    features, labels, groups = make(2048, 128, 40, 4, dtype=torch.float32, seed=13)
+    features, labels, groups = features.cuda(), labels.cuda(), groups.cuda()
+    f64 = features.double().requires_grad_()
+    (g_ref,) = torch.autograd.grad(supcon_loss_reference(f64, labels, 0.1, groups=groups), f64)
+    x = features.to(dtype).requires_grad_()
+    (g,) = torch.autograd.grad(supcon_loss(x, labels, 0.1, groups=groups), x)
+    if dtype == torch.float32:
+        assert_close(g, g_ref.float(), atol=1e-6)
+    else:
+        lowp = features.to(dtype).requires_grad_()
+        (g_lowp,) = torch.autograd.grad(supcon_loss_reference(lowp, labels, 0.1, groups=groups),
+                                        lowp)
+        assert_close_lowp(g, g_lowp, g_ref)

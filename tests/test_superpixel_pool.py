@@ -27,8 +27,10 @@ from supercl.ops.superpixel_pool import (
 from tolerances import assert_close, assert_close_lowp
 
 triton_available = importlib.util.find_spec("triton") is not None
-needs_triton = pytest.mark.skipif(not triton_available, reason="needs Triton")
-TRITON = pytest.param("triton", marks=[pytest.mark.triton, needs_triton])
+# Tests parametrized over BACKENDS make their inputs on the ``backend_device`` fixture: the CPU
+# for the torch backend, conftest's triton_device (CUDA, or the CPU under the interpreter) for
+# the Triton kernels; the references run on the CPU.
+TRITON = pytest.param("triton", marks=pytest.mark.triton)
 BACKENDS = ["torch", TRITON]
 cuda = pytest.mark.cuda
 
@@ -98,10 +100,11 @@ def pool_oracle(features, segments, k):
 @pytest.mark.parametrize("deterministic", [False, True], ids=["atomic", "deterministic"])
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_pool_matches_reference(backend, case, deterministic):
+def test_pool_matches_reference(backend, case, deterministic, backend_device):
     features, segments, k = make_case(case)
-    means, counts = superpixel_pool(features, segments, k, deterministic=deterministic,
-                                    backend=backend)
+    means, counts = superpixel_pool(features.to(backend_device), segments.to(backend_device), k,
+                                    deterministic=deterministic, backend=backend)
+    means, counts = means.cpu(), counts.cpu()
     expected_means, expected_counts = pool_oracle(features, segments, k)
     assert means.shape == (features.shape[0], k, features.shape[1])
     assert means.dtype == features.dtype and counts.dtype == torch.int64
@@ -113,10 +116,11 @@ def test_pool_matches_reference(backend, case, deterministic):
 
 @pytest.mark.parametrize("case", CASES[1::2], ids=CASE_IDS[1::2])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_unpool_matches_reference(backend, case):
+def test_unpool_matches_reference(backend, case, backend_device):
     features, segments, k = make_case(case)
     means = torch.randn(features.shape[0], k, features.shape[1])
-    out = superpixel_unpool(means, segments, backend=backend)
+    out = superpixel_unpool(means.to(backend_device), segments.to(backend_device),
+                            backend=backend).cpu()
     assert out.shape == features.shape and out.dtype == means.dtype and out.is_contiguous()
     assert torch.equal(out, superpixel_unpool_reference(means, segments))  # a copy: exact
 
@@ -124,9 +128,10 @@ def test_unpool_matches_reference(backend, case):
 @pytest.mark.parametrize("normalize", ["mean", "area"])
 @pytest.mark.parametrize("case", CASES[::2], ids=CASE_IDS[::2])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_mean_map_matches_reference(backend, case, normalize):
+def test_mean_map_matches_reference(backend, case, normalize, backend_device):
     features, segments, k = make_case(case)
-    out = superpixel_mean_map(features, segments, normalize, k, backend=backend)
+    out = superpixel_mean_map(features.to(backend_device), segments.to(backend_device),
+                              normalize, k, backend=backend).cpu()
     expected = superpixel_mean_map_reference(features.double(), segments, normalize, k)
     assert out.shape == features.shape and out.dtype == features.dtype
     assert out.is_contiguous()
@@ -157,52 +162,56 @@ def test_num_segments_none_takes_max_plus_one_and_default_backend_is_torch_on_cp
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_non_contiguous_inputs(backend):
+def test_non_contiguous_inputs(backend, backend_device):
     g = torch.Generator().manual_seed(3)
-    base = torch.randn(2, 64, 13, 17, generator=g)
-    segments_t = make_segments("random", 2, 17, 13, 30, torch.int32, seed=3).transpose(1, 2)
+    on = backend_device
+    base = torch.randn(2, 64, 13, 17, generator=g).to(on)
+    segments_t = make_segments("random", 2, 17, 13, 30, torch.int32, seed=3).to(on).transpose(1, 2)
     layouts = {
         "channels_last": base.to(memory_format=torch.channels_last),
-        "transposed": torch.randn(2, 64, 17, 13, generator=g).transpose(2, 3),
-        "channel_slice": torch.randn(2, 128, 13, 17, generator=g)[:, ::2],
+        "transposed": torch.randn(2, 64, 17, 13, generator=g).to(on).transpose(2, 3),
+        "channel_slice": torch.randn(2, 128, 13, 17, generator=g).to(on)[:, ::2],
     }
     for name, features in layouts.items():
         assert not features.is_contiguous(), name
-        expected, counts = pool_oracle(features.contiguous(), segments_t.contiguous(), 30)
+        host, host_segments = features.cpu().contiguous(), segments_t.cpu().contiguous()
+        expected, counts = pool_oracle(host, host_segments, 30)
         means, got_counts = superpixel_pool(features, segments_t, 30, backend=backend)
         assert_close(means, expected)
-        assert torch.equal(got_counts, counts)
+        assert torch.equal(got_counts.cpu(), counts)
         mean_map = superpixel_mean_map(features, segments_t, "mean", 30, backend=backend)
-        assert_close(mean_map, superpixel_mean_map_reference(features.double(), segments_t,
+        assert_close(mean_map, superpixel_mean_map_reference(host.double(), host_segments,
                                                              "mean", 30))
-    means = torch.randn(2, 64, 30, generator=g).transpose(1, 2)  # (B, K, C) view
-    assert torch.equal(superpixel_unpool(means, segments_t, backend=backend),
-                       superpixel_unpool_reference(means, segments_t))
+    means = torch.randn(2, 64, 30, generator=g).to(on).transpose(1, 2)  # (B, K, C) view
+    assert torch.equal(superpixel_unpool(means, segments_t, backend=backend).cpu(),
+                       superpixel_unpool_reference(means.cpu(), segments_t.cpu()))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_half_precision(backend, dtype):
+def test_half_precision(backend, dtype, backend_device):
     """Half features: float32 accumulation, so the result is the float32 reference cast to the
     half dtype, within the table's tolerance for that dtype."""
     features32, segments, k = make_case(CASES[4])
     features = features32.to(dtype)
-    means, counts = superpixel_pool(features, segments, k, backend=backend)
+    x, s = features.to(backend_device), segments.to(backend_device)
+    means, counts = superpixel_pool(x, s, k, backend=backend)
     assert means.dtype == dtype
     reference = superpixel_pool_reference(features.float(), segments, k)[0]
     assert_close(means, reference.to(dtype))
-    mean_map = superpixel_mean_map(features, segments, "mean", k, backend=backend)
+    mean_map = superpixel_mean_map(x, s, "mean", k, backend=backend)
     assert mean_map.dtype == dtype
     assert_close(mean_map,
                  superpixel_mean_map_reference(features.float(), segments, "mean", k).to(dtype))
     values = torch.randn(1, k, features.shape[1]).to(dtype)
-    assert torch.equal(superpixel_unpool(values, segments, backend=backend),
+    assert torch.equal(superpixel_unpool(values.to(backend_device), s, backend=backend).cpu(),
                        superpixel_unpool_reference(values, segments))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_deterministic_is_reproducible_and_agrees(backend):
+def test_deterministic_is_reproducible_and_agrees(backend, backend_device):
     features, segments, k = make_case(CASES[3], seed=5)
+    features, segments = features.to(backend_device), segments.to(backend_device)
     first = superpixel_pool(features, segments, k, deterministic=True, backend=backend)
     second = superpixel_pool(features, segments, k, deterministic=True, backend=backend)
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
@@ -248,32 +257,32 @@ def test_gradcheck_torch(op):
 
 
 @pytest.mark.triton
-@needs_triton
 @pytest.mark.parametrize("op", ["pool", "unpool", "mean_map-mean", "mean_map-area"])
-def test_gradcheck_triton(op):
+def test_gradcheck_triton(op, triton_device):
     """The kernels take float64 (in the interpreter too): gradcheck the Triton backend itself
     (fast mode: random projections, so that the interpreter stays quick)."""
     features, segments, means, k = _grad_inputs(seed=1, shape=(2, 2, 2, 3), k=5)
-    fn, which = _functions(segments, k, "triton")[op]
-    inputs = (features if which == "features" else means,)
+    fn, which = _functions(segments.to(triton_device), k, "triton")[op]
+    leaf = features if which == "features" else means
+    inputs = (leaf.detach().to(triton_device).requires_grad_(),)
     assert torch.autograd.gradcheck(fn, inputs, fast_mode=True)
 
 
 @pytest.mark.triton
-@needs_triton
 @pytest.mark.parametrize("op", ["pool", "unpool", "mean_map-mean", "mean_map-area"])
-def test_triton_gradients_match_torch_in_float32(op):
+def test_triton_gradients_match_torch_in_float32(op, triton_device):
     """float32 gradients of the Triton backend equal the torch backend's, for a dense upstream
     gradient and for the stride-0 (expanded) one that ``.sum()`` sends back."""
     features, segments, means, k = _grad_inputs(seed=2, shape=(2, 3, 5, 7), k=9)
     grads = {}
-    for backend in ("torch", "triton"):
-        fn, which = _functions(segments, k, backend)[op]
-        leaf = (features if which == "features" else means).detach().float().requires_grad_()
+    for backend, device in (("torch", torch.device("cpu")), ("triton", triton_device)):
+        fn, which = _functions(segments.to(device), k, backend)[op]
+        leaf = (features if which == "features" else means).detach().float().to(device)
+        leaf.requires_grad_()
         out = fn(leaf)
-        upstream = torch.linspace(-1, 1, out.numel()).view_as(out)
-        dense = torch.autograd.grad(out, leaf, upstream)[0]
-        expanded = torch.autograd.grad(fn(leaf).sum(), leaf)[0]
+        upstream = torch.linspace(-1, 1, out.numel(), device=device).view_as(out)
+        dense = torch.autograd.grad(out, leaf, upstream)[0].cpu()
+        expanded = torch.autograd.grad(fn(leaf).sum(), leaf)[0].cpu()
         grads[backend] = dense, expanded
     assert_close(grads["triton"][0], grads["torch"][0])
     assert_close(grads["triton"][1], grads["torch"][1])
@@ -571,8 +580,7 @@ print("ok")
 
 
 @pytest.mark.slow
-@pytest.mark.triton
-@needs_triton
+@pytest.mark.skipif(not triton_available, reason="needs Triton")
 def test_kernels_compile_for_a_gpu(tmp_path):
     """Without a GPU, Triton still compiles the kernels for sm_90 (PTX and cubin): this
     catches what the interpreter does not check (types, layouts, tensor-core products), and

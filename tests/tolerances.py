@@ -18,10 +18,12 @@ TOLERANCES = {
 
 def assert_close(actual, expected, dtype=None, **overrides):
     """torch.testing.assert_close with the table's tolerances for ``dtype`` (default: the
-    dtype of ``actual``); ``expected`` is cast to ``actual``'s dtype."""
+    dtype of ``actual``); ``expected`` is cast to ``actual``'s dtype and moved to its device
+    (a reference computed on the CPU checks a kernel's output on the GPU)."""
     dtype = dtype or actual.dtype
     tolerance = {**TOLERANCES[dtype], **overrides}
-    torch.testing.assert_close(actual, expected.to(actual.dtype), **tolerance)
+    torch.testing.assert_close(actual, expected.to(device=actual.device, dtype=actual.dtype),
+                               **tolerance)
 
 
 def assert_close_lowp(actual, torch_lowp, reference_fp32, slack=2.0, floor=1e-6):

@@ -120,6 +120,8 @@ def supcon_loss(
     normalize = check_bool(normalize, "normalize")
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    if backend == "triton" and features.dtype == torch.float64:  # whatever the device
+        raise TypeError("backend='triton' takes float32, float16 or bfloat16 features, not float64")
     chosen = resolve_triton_backend("supcon_loss", backend, features.device)
     if chosen == "triton" and features.dtype == torch.float64:
         raise TypeError("backend='triton' takes float32, float16 or bfloat16 features, not float64")
