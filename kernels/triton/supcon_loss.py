@@ -9,14 +9,33 @@ Forward: one streaming pass over column tiles per block of anchors, with an onli
 flash-attention style (Dao et al. 2022); nothing of size N x N is stored.  Backward, with the
 upstream gradient c_i of LSE_i and P_ij = c_i exp(s_ij - LSE_i) on the same support,
 
-    dZ = (P + P^T) Z * scale,
+    dZ = (P + P^T) Z * scale.
 
-computed by two deterministic passes that recompute the tiles: one over anchor blocks (P Z,
-each program owns its rows) and one over sample blocks (P^T Z, each program owns its
-columns).  No float atomics.  Tiles whose group ranges cannot overlap are skipped, so a batch
-whose groups are contiguous (the pixels of one image after another) costs the block-diagonal
-only.  Products go through tl.dot with float32 accumulation (tensor cores for bf16/fp16; fp32
-inputs use IEEE fp32, not TF32, so that fp32 results match the reference).
+The support is symmetric (j != i, same group) and so is s, so row i of P + P^T is
+
+    W_ij = c_i exp(s_ij - LSE_i) + c_j exp(s_ij - LSE_j),
+
+which a program owning rows i can compute from its own score tile and the partners' LSE and
+c: the backward is ONE deterministic pass that recomputes each tile once, with no float
+atomics and no transposed second pass (an earlier version ran P Z and P^T Z as two passes,
+recomputing every tile twice).  Tiles whose group ranges cannot overlap are skipped, so a
+batch whose groups are contiguous (the pixels of one image after another) costs the
+block-diagonal only.
+
+Work and bounds, for N anchors of dimension D with no groups (all tiles):
+- forward:  2 N^2 D FLOPs (scores) + N^2 exp;  reads N D elements per row block.
+- backward: 4 N^2 D FLOPs (scores again + W Z) + 2 N^2 exp  (the two-pass form was 8 N^2 D
+  and 2 N^2 exp: fwd+bwd goes from 10 to 6 N^2 D).
+- At N = 16384, D = 128: 6 N^2 D = 206 GFLOP.  Compute-bound: on an H100/H200 about 0.3 ms of
+  dense bf16 tensor-core time, but ~3 ms at IEEE fp32 FMA rates (~67 TFLOP/s) -- and the exp
+  (MUFU, 16/clk/SM) costs 3 N^2 = 0.8 G exp ~ 0.2 ms.  Measured before this change on an H200
+  (benchmarks/results/gpu-h200.md): 43.2 ms fp32 (IEEE) and 3.9 ms bf16 fwd+bwd, i.e. far
+  below both bounds: 64 x 64 tiles and the default warps are untuned.
+
+Precision: products go through tl.dot with float32 accumulation (tensor cores for bf16/fp16).
+float32 inputs follow torch's float32 matmul precision, as torch's own matmuls (and so the
+dense reference) do: "highest" (torch's default) uses IEEE fp32 products, "high" and "medium"
+use TF32 tensor cores.
 
 Reference: supercl.ops.supcon_loss.supcon_loss_reference (dense) and the chunked torch path.
 """
@@ -97,12 +116,10 @@ def _lse_forward_kernel(Z, G, GMIN, GMAX, LSE, N, D, stride_n, stride_d, scale,
 
 @triton.jit
 def _lse_backward_kernel(Z, G, GMIN, GMAX, LSE, COEF, DZ, N, D, stride_n, stride_d,
-                         stride_out_n, scale, TRANSPOSED: tl.constexpr,
-                         HAS_GROUPS: tl.constexpr, IEEE: tl.constexpr, BLOCK_M: tl.constexpr,
-                         BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Program (pid, pid_d) writes DZ[own, d-block]: sum over partners of P Z (TRANSPOSED=False:
-    own = anchors i, partners = samples j) or of P^T Z (TRANSPOSED=True: own = samples j,
-    partners = anchors i), times scale."""
+                         stride_out_n, scale, HAS_GROUPS: tl.constexpr, IEEE: tl.constexpr,
+                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Program (pid, pid_d) writes DZ[own, d-block] = scale * sum over partners j of
+    W[own, j] Z[j, d-block], W = P + P^T on the support (see the module docstring)."""
     pid = tl.program_id(0)
     pid_d = tl.program_id(1)
     own = pid * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -111,9 +128,8 @@ def _lse_backward_kernel(Z, G, GMIN, GMAX, LSE, COEF, DZ, N, D, stride_n, stride
     dmask = d < D
     lo = tl.load(GMIN + pid)
     hi = tl.load(GMAX + pid)
-    if not TRANSPOSED:
-        lse_own = tl.load(LSE + own, mask=omask, other=0.0)
-        coef_own = tl.load(COEF + own, mask=omask, other=0.0)
+    lse_own = tl.load(LSE + own, mask=omask, other=0.0)
+    coef_own = tl.load(COEF + own, mask=omask, other=0.0)
     acc = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
     for start in range(0, N, BLOCK_N):
         if _overlaps(GMIN, GMAX, lo, hi, start // BLOCK_N):
@@ -123,12 +139,12 @@ def _lse_backward_kernel(Z, G, GMIN, GMAX, LSE, COEF, DZ, N, D, stride_n, stride
             s = _tile_scores(Z, own, partner, omask, pmask, D, stride_n, stride_d, scale,
                              BLOCK_D, IEEE, BLOCK_M, BLOCK_N)
             support = _support(G, own, partner, omask, pmask, HAS_GROUPS)
-            if TRANSPOSED:  # P[partner, own] = c_partner exp(s - LSE_partner)
-                lse_p = tl.load(LSE + partner, mask=pmask, other=0.0)
-                coef_p = tl.load(COEF + partner, mask=pmask, other=0.0)
-                p = tl.exp(s - lse_p[None, :]) * coef_p[None, :]
-            else:  # P[own, partner] = c_own exp(s - LSE_own)
-                p = tl.exp(s - lse_own[:, None]) * coef_own[:, None]
+            lse_p = tl.load(LSE + partner, mask=pmask, other=0.0)
+            coef_p = tl.load(COEF + partner, mask=pmask, other=0.0)
+            # On the support s <= LSE of either end, so both exps are <= 1; off it the lanes
+            # may overflow, and tl.where drops them.
+            p = (tl.exp(s - lse_own[:, None]) * coef_own[:, None]
+                 + tl.exp(s - lse_p[None, :]) * coef_p[None, :])
             p = tl.where(support, p, 0.0)
             zp = tl.load(Z + partner[:, None] * stride_n + d[None, :] * stride_d,
                          mask=pmask[:, None] & dmask[None, :], other=0.0)
@@ -154,12 +170,20 @@ def _block_group_ranges(groups: torch.Tensor | None, n: int, block: int, device)
     return low.amin(1).contiguous(), high.amax(1).contiguous()
 
 
+def ieee_products(dtype: torch.dtype) -> bool:
+    """Whether tl.dot takes IEEE products for inputs of ``dtype``: always for float64; for
+    float32 when torch's float32 matmul precision is "highest" (its default), else TF32."""
+    if dtype == torch.float64:
+        return True
+    return dtype == torch.float32 and torch.get_float32_matmul_precision() == "highest"
+
+
 def _config(z: torch.Tensor):
     # 64 x 64 tiles: tensor-core friendly on the GPU, and few enough tiles that the
-    # interpreter (CPU tests) runs N = 1000 in seconds.
+    # interpreter (CPU tests) runs N = 1000 in seconds.  Untuned on a GPU (see the docstring).
     block = 64
     block_d = min(128, max(16, triton.next_power_of_2(z.shape[1])))
-    return block, block_d, z.dtype == torch.float32 or z.dtype == torch.float64
+    return block, block_d, ieee_products(z.dtype)
 
 
 def supcon_lse(z: torch.Tensor, groups: torch.Tensor | None, scale: float) -> torch.Tensor:
@@ -192,13 +216,11 @@ def supcon_lse_backward(z: torch.Tensor, groups: torch.Tensor | None, lse: torch
     block, block_d, ieee = _config(z)
     gmin, gmax = _block_group_ranges(groups, n, block, z.device)
     g = groups if groups is not None else gmin
-    rows_part = torch.empty((n, d), dtype=torch.float32, device=z.device)
-    cols_part = torch.empty((n, d), dtype=torch.float32, device=z.device)
+    out = torch.empty((n, d), dtype=torch.float32, device=z.device)
     grid = (triton.cdiv(n, block), triton.cdiv(d, block_d))
-    for transposed, out in ((False, rows_part), (True, cols_part)):
-        _lse_backward_kernel[grid](
-            z, g, gmin, gmax, lse, coef, out, n, d, z.stride(0), z.stride(1), out.stride(0),
-            float(scale), TRANSPOSED=transposed, HAS_GROUPS=groups is not None, IEEE=ieee,
-            BLOCK_M=block, BLOCK_N=block, BLOCK_D=block_d,
-        )
-    return rows_part + cols_part
+    _lse_backward_kernel[grid](
+        z, g, gmin, gmax, lse, coef, out, n, d, z.stride(0), z.stride(1), out.stride(0),
+        float(scale), HAS_GROUPS=groups is not None, IEEE=ieee,
+        BLOCK_M=block, BLOCK_N=block, BLOCK_D=block_d,
+    )
+    return out
