@@ -57,7 +57,7 @@ def _marks(kind: str, provider: str) -> list:
     if provider in ("supercl-cuda", "cupyx", "cucim") and not HAS_CUDA:
         marks.append(pytest.mark.skip(reason="needs a CUDA GPU"))
     if provider == "cupyx" and not HAS_CUPY:
-        marks.append(pytest.mark.skip(reason="needs CuPy (pip install cupy-cuda12x)"))
+        marks.append(pytest.mark.skip(reason="needs CuPy (pip install 'supercl[cuda12]' or 'supercl[cuda13]')"))
     if provider == "cucim" and importlib.util.find_spec("cucim") is None:
         marks.append(pytest.mark.skip(reason="needs cuCIM (pip install cucim-cu12)"))
     return marks

@@ -46,13 +46,22 @@ def available() -> tuple[bool, str]:
     return True, ""
 
 
+def cupy_extra() -> str:
+    """The extra whose CuPy wheel matches this torch's CUDA major version: ``cuda12`` or
+    ``cuda13`` (``cuda12`` for a CPU-only torch, which names no CUDA version)."""
+    version = torch.version.cuda or "12"
+    return f"cuda{version.split('.')[0]}"
+
+
 def require(op: str) -> None:
     ok, why = available()
     if not ok:
+        extra = cupy_extra()
         raise RuntimeError(
             f"supercl.ops.{op}: the CUDA backend is unavailable ({why}). It needs an NVIDIA GPU "
-            "and the [cuda] extra: `pip install 'supercl[cuda]'` (CuPy). Pass backend='cpu' to "
-            "compute on the host; the result is returned on the input's device."
+            f"and CuPy for torch's CUDA version: `pip install 'supercl[{extra}]'` "
+            f"(cupy-{extra}x). Pass backend='cpu' to compute on the host; the result is "
+            "returned on the input's device."
         )
 
 

@@ -53,8 +53,9 @@ def connected_components(
         Also return the number of regions of each image.
     backend : {None, "cpu", "cuda"}
         ``None`` chooses by the input's device (or the ``SUPERCL_BACKEND`` variable): CUDA
-        tensors run on the GPU (CuPy, ``pip install 'supercl[cuda]'``), everything else on the
-        C++ backend (OpenMP, ``torch.get_num_threads()`` threads). A forced backend computes
+        tensors run on the GPU (CuPy: ``pip install 'supercl[cuda12]'`` or ``[cuda13]``),
+        everything else on the C++ backend (OpenMP, ``torch.get_num_threads()`` threads). A
+        forced backend computes
         there and returns the result on the input's device. Both give identical labels.
 
     Returns

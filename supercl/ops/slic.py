@@ -102,8 +102,9 @@ def slic(
         First label (>= 0). With ``mask`` the first label is ``max(start_label, 1)``.
     backend : {None, "cpu", "cuda"}
         ``None`` chooses by the input's device (or ``SUPERCL_BACKEND``): CUDA tensors run on the
-        GPU (CuPy, ``pip install 'supercl[cuda]'``; the whole batch in one set of launches, no
-        host synchronisation inside the iterations), everything else on the C++ backend with
+        GPU (CuPy: ``pip install 'supercl[cuda12]'`` or ``[cuda13]``; the whole batch in one
+        set of launches, no host synchronisation inside the iterations), everything else on
+        the C++ backend with
         ``torch.get_num_threads()`` threads. A forced backend computes there and returns the
         result on the input's device. Both backends give bit-identical labels.
 
