@@ -89,7 +89,7 @@ def supercl_metadata() -> dict:
             "scipy": _version("scipy"),
             "cc3d": _version("cc3d", "connected-components-3d"),
             "opencv": _version("cv2", "opencv-contrib-python-headless"),
-            "cupy": _version("cupy", "cupy-cuda12x"),
+            "cupy": _version("cupy"),  # cupy-cuda12x or cupy-cuda13x: the module's version
             "pytest-benchmark": _version("pytest_benchmark", "pytest-benchmark"),
         },
     }

@@ -116,6 +116,9 @@ def tables(data: dict) -> list[str]:
         compare = ([base] if base else []) + EXTRA_COLUMNS.get((op, kind), [])
 
         title = f"{op}, {kind}, {info0.get('batch', '?')} x {info0.get('size', '?')}"
+        if group.startswith("slic_gpu"):  # the GPU target cases: K, batch and mask in the name
+            title = f"{group}: {info0.get('batch', '?')} x {info0.get('size', '?')}" + (
+                ", body mask" if info0.get("masked") else "")
         if "components_per_slice" in info0:
             cps = info0["components_per_slice"]
             title += f", {_fmt(cps, 2)} components per slice (mean)"

@@ -149,3 +149,45 @@ def test_bench_slic(request, measure, phantom, torch_threads, size, provider):
 
     else:  # pragma: no cover
         raise AssertionError(f"unknown provider {provider}")
+
+
+# The GPU targets: large batches as a training step segments them, with and without a body
+# mask (the mask's bounding boxes are where a host synchronisation could hide).
+GPU_CASES = [  # (size, n_segments, batch, masked)
+    (256, 100, 256, False),
+    (256, 100, 256, True),
+    (512, 400, 64, False),
+]
+
+
+@pytest.mark.filterwarnings("ignore:Benchmark fixture was not used")
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize(
+    "size, n_segments, batch, masked", GPU_CASES,
+    ids=[f"cuda-{s}x{s}-K{k}-B{b}{'-masked' if m else ''}" for s, k, b, m in GPU_CASES],
+)
+def test_bench_slic_gpu(request, measure, size, n_segments, batch, masked):
+    from supercl.data import phantom_batch
+
+    request.getfixturevalue("cuda_backend")
+    images, _ = phantom_batch(batch, size, size, seed=1)
+    mask = images > -500 if masked else None
+    kwargs = dict(n_segments=n_segments, compactness=COMPACTNESS, max_num_iter=MAX_NUM_ITER,
+                  start_label=0 if mask is None else 1)
+    x = torch.from_numpy(images).cuda()
+    m = None if mask is None else torch.from_numpy(mask).cuda()
+    labels = slic(x, mask=m, **kwargs)
+    # correctness before timing: bit-identical to the CPU backend on the first slices
+    head = slice(0, 4)
+    cpu = slic(images[head], mask=None if mask is None else mask[head], **kwargs)
+    np.testing.assert_array_equal(labels[head].cpu().numpy(), cpu)
+
+    def run():
+        out = slic(x, mask=m, **kwargs)
+        torch.cuda.synchronize()
+        return out
+
+    group = f"slic_gpu-{size}x{size}-K{n_segments}-B{batch}" + ("-masked" if masked else "")
+    measure(run, provider="supercl-cuda", size=size, rounds=10, threads=None, cuda=True,
+            group=group, batch=batch, n_segments=n_segments, masked=masked,
+            compactness=COMPACTNESS, max_num_iter=MAX_NUM_ITER)

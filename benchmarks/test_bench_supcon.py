@@ -29,14 +29,17 @@ TEMPERATURE = 0.1
 HAS_CUDA = torch.cuda.is_available()
 CPU_SIZES = [1024, 4096, 16384]
 GPU_SIZES = [1024, 4096, 16384, 65536]
+# bfloat16 features on the GPU (what a bf16-autocast training step feeds the loss): the
+# supercl kernels against the dense form evaluated in bfloat16.
+GPU_BF16_SIZES = [16384]
 PROVIDERS = ["supercl", "dense", "pml"]
 
 
-def inputs(n: int, device: str):
+def inputs(n: int, device: str, dtype: torch.dtype = torch.float32):
     g = torch.Generator().manual_seed(n)
     features = torch.randn(n, D, generator=g)
     labels = torch.randint(0, max(2, n // 16), (n,), generator=g)
-    return features.to(device).requires_grad_(), labels.to(device)
+    return features.to(device, dtype).requires_grad_(), labels.to(device)
 
 
 def loss_fn(provider: str):
@@ -91,11 +94,13 @@ def cpu_peak_bytes(provider: str, n: int) -> int:
 
 
 def cases():
-    for device, sizes in (("cpu", CPU_SIZES), ("cuda", GPU_SIZES)):
+    for device, sizes in (("cpu", CPU_SIZES), ("cuda", GPU_SIZES), ("cuda-bf16", GPU_BF16_SIZES)):
         for n in sizes:
             for provider in PROVIDERS:
+                if device == "cuda-bf16" and provider == "pml":
+                    continue  # pml computes in the input dtype's matmul as dense does
                 marks = []
-                if device == "cuda" and not HAS_CUDA:
+                if device.startswith("cuda") and not HAS_CUDA:
                     marks.append(pytest.mark.skip(reason="needs a CUDA GPU"))
                 if provider == "pml" and importlib.util.find_spec("pytorch_metric_learning") is None:
                     marks.append(pytest.mark.skip(reason="pytorch-metric-learning not installed"))
@@ -115,7 +120,9 @@ def test_supcon_matches_reference_before_timing():
 
 @pytest.mark.parametrize("device, n, provider", list(cases()))
 def test_bench_supcon(benchmark, device, n, provider):
-    features, labels = inputs(n, device)
+    tag, device = device, device.split("-")[0]
+    dtype = torch.bfloat16 if tag.endswith("bf16") else torch.float32
+    features, labels = inputs(n, device, dtype)
     fn = loss_fn(provider)
 
     def step():
@@ -131,8 +138,8 @@ def test_bench_supcon(benchmark, device, n, provider):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    benchmark.group = f"supcon_loss-{device}-N{n}"
-    rounds = 1 if n >= 16384 and device == "cpu" else 3
+    benchmark.group = f"supcon_loss-{tag}-N{n}"
+    rounds = (1 if n >= 16384 else 3) if device == "cpu" else 10
     try:
         benchmark.pedantic(step, rounds=rounds, iterations=1, warmup_rounds=0 if rounds == 1 else 1)
     except torch.OutOfMemoryError:
@@ -140,6 +147,7 @@ def test_bench_supcon(benchmark, device, n, provider):
     if device == "cuda":
         extra["peak_memory_bytes"] = torch.cuda.max_memory_allocated() - base
     median = benchmark.stats.stats.median
-    benchmark.extra_info.update(provider=f"{provider}-{device}", n=n, d=D, median_s=median,
+    benchmark.extra_info.update(provider=f"{provider}-{tag}", n=n, d=D, dtype=str(dtype)[6:],
+                                median_s=median,
                                 samples_per_s=n / median, threads=torch.get_num_threads(),
                                 load_1min=round(os.getloadavg()[0], 2), **extra)
