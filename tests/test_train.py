@@ -4,6 +4,7 @@ two-process gloo DistributedDataParallel step."""
 
 import importlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -17,8 +18,11 @@ from supercl.data import write_msd
 from supercl.models import SuperCLModel, UNet
 from supercl.train.views import SuperCLViews
 
+# --device cpu: these tests compare runs bit for bit (resume, evaluate again), which holds on
+# the CPU; on a GPU machine "auto" would train on CUDA with bf16 autocast and atomics.  The
+# CUDA path has its own test below.
 TINY = ["--patch-size", "32", "--base-channels", "4", "--depth", "2", "--no-progress",
-        "--threads", "1"]
+        "--threads", "1", "--device", "cpu"]
 PRE = ["--n-segments", "9", "--embed-dim", "16", "--batch-size", "6"]
 
 
@@ -85,7 +89,7 @@ def test_two_step_pretrain_and_finetune_through_the_cli(msd, tmp_path):
 
     # evaluate again through its own subcommand, which takes the data settings from the run
     again = tmp_path / "eval"
-    assert run(["evaluate", ft, "--out", again, "--no-progress"]) == 0
+    assert run(["evaluate", ft, "--out", again, "--no-progress", "--device", "cpu"]) == 0
     assert json.loads((again / "evaluation.json").read_text())["dsc"] == result["dsc"]
 
 
@@ -358,3 +362,20 @@ def test_demo_end_to_end_on_a_tiny_configuration(tmp_path):
     for figure in ("dsc.png", "pretrain/superpixels.png", "pretrain/loss_curves.png",
                    "supercl/predictions.png"):
         assert f"({figure})" in report and (out / figure).is_file(), figure
+
+
+@pytest.mark.cuda
+def test_pretrain_and_finetune_on_cuda(msd, tmp_path):
+    """The trainer on a GPU: bf16 autocast (--amp auto), SLIC through CuPy and the Triton
+    losses inside the loop; finite losses, the run's files, an evaluation."""
+    cuda = [a if a != "cpu" else "cuda" for a in TINY]
+    pre, ft = tmp_path / "pre", tmp_path / "ft"
+    assert run(["pretrain", "--data", msd, "--out", pre, *cuda, *PRE, "--epochs", "1",
+                "--max-steps", "2"]) == 0
+    record = json.loads((pre / "metrics.jsonl").read_text().splitlines()[-1])
+    for term in ("loss", "l_ins", "l_intra", "l_inter"):
+        assert math.isfinite(record[term]), term
+    assert run(["finetune", "--data", msd, "--out", ft, *cuda, "--batch-size", "2",
+                "--pretrained", pre, "--epochs", "1", "--max-steps", "2"]) == 0
+    result = json.loads((ft / "evaluation.json").read_text())
+    assert set(result["dsc"]) == {"organ1", "organ2"}
