@@ -29,6 +29,9 @@ from supercl import kernels
 __all__ = ["available", "require", "connected_components", "slic"]
 
 _THREADS = 256
+# Pixels of a row per thread in SLIC's centre accumulation (slic.cu): one set of atomics per
+# run of equal labels in the chunk.
+_ACCUMULATE_CHUNK = 16
 # Grid-stride kernels: enough blocks to fill any current GPU, no more.
 _MAX_BLOCKS = 65535
 _NVRTC_OPTIONS = ("-std=c++17", "--fmad=false")
@@ -183,6 +186,7 @@ def slic(
     labels = torch.full((batch, height, width), -1, dtype=torch.int32, device=device)
     has_mask = mask is not None
     mask_t = mask if has_mask else torch.zeros(1, dtype=torch.uint8, device=device)
+    chunks = -(-width // _ACCUMULATE_CHUNK)
     B, C, H, W, K = (_i64(v) for v in (batch, channels, height, width, k_max))
     with _torch_stream(device):
         g, prm, c, s, lab = _cp(grid_t), _cp(params_t), _cp(centres), _cp(sums), _cp(labels)
@@ -198,7 +202,8 @@ def slic(
                 if last_phase and it + 1 == max_num_iter:
                     break  # the update after the final assignment would not be used
                 sums.zero_()
-                _launch(module, "slic_accumulate_kernel", n, q, lab, B, C, H, W, K, s)
+                _launch(module, "slic_accumulate_kernel", batch * height * chunks, q, lab, B, C,
+                        H, W, K, _i64(_ACCUMULATE_CHUNK), s)
                 _launch(module, "slic_update_kernel", batch * k_max, s, g, B, K, C, c)
         out = torch.empty_like(labels)
         if enforce_connectivity:

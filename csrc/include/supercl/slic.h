@@ -172,8 +172,9 @@ SUPERCL_HD int32_t slic_assign_pixel(const int32_t* quant, int64_t channels, int
 }
 
 // Adds the pixels x0 .. x1 - 1 of row y, all of label `label`, to the int64 sums of that
-// centre: {count, sum y, sum x, sum q_c ..}.  The device calls it per pixel (x1 = x0 + 1); the
-// host with runs of equal labels, which keeps the sums in registers along the run.
+// centre: {count, sum y, sum x, sum q_c ..}.  Both sides call it with runs of equal labels,
+// which keeps the sums in registers along the run: the host along whole rows, the device
+// within chunks of a row (one thread per chunk), so a run costs one set of atomics.
 SUPERCL_HD void slic_accumulate_run(const int32_t* quant, int64_t channels, int64_t height,
                                     int64_t width, int64_t y, int64_t x0, int64_t x1,
                                     int32_t label, int64_t* sums) {
