@@ -49,7 +49,8 @@ BENCH_SELECT = (
 
 # The targets of the GPU round (issue 12), as (label, benchmark group, provider, how to read
 # the figure, target).  "ms": median milliseconds per call, lower is better; "slices/s" and
-# "ratio" (peer median / supercl median): higher is better; "bw": fraction of HBM bandwidth.
+# "ratio" (peer median / supercl median): higher is better; "bw": fraction of HBM bandwidth;
+# "share:<group>": this median over the same provider's median in <group>, lower is better.
 TARGETS = [
     ("supcon_loss fwd+bwd N=16384 D=128 fp32", "supcon_loss-cuda-N16384", "supercl-cuda",
      "ms", 8.0),
@@ -66,6 +67,8 @@ TARGETS = [
     ("SLIC 256 x 256^2 K=100, masked", "slic_gpu-256x256-K100-B256-masked", "supercl-cuda",
      "slices/s", 20000.0),
     ("SLIC 512^2 K=400", "slic_gpu-512x512-K400-B64", "supercl-cuda", "slices/s", 3000.0),
+    ("pre-training step B=16 256^2 bf16: share outside the U-Net", "pretrain_overhead-cuda",
+     "supercl", "share:pretrain_step-cuda", 0.25),
 ]
 
 # Peak HBM bandwidth (bytes/s) by device name, for the bandwidth target.
@@ -169,6 +172,11 @@ def _targets(bench_json: dict, device: str) -> list[dict]:
                 if peer is not None:
                     value, unit = peer["stats"]["median"] / median, "x " + kind.split(":")[1]
                     met = value >= target
+            elif kind.startswith("share:"):
+                whole = records.get((kind.split(":", 1)[1], provider))
+                if whole is not None:
+                    value, unit = median / whole["stats"]["median"], "of the step"
+                    met = value <= target
             elif kind == "bw" and peak:
                 moved = extra.get("bytes_moved")
                 if moved:
@@ -194,8 +202,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="test the supercl already importable instead of building one")
     parser.add_argument("--skip-bench", action="store_true", help="tests only")
     parser.add_argument("--render", type=Path, metavar="JSON",
-                        help="write the Markdown of an earlier run's gpu-<device>.json again "
-                             "(next to it) and exit; needs no GPU")
+                        help="recompute the targets of an earlier run's gpu-<device>.json and "
+                             "write its Markdown again (next to it), then exit; needs no GPU")
     parser.add_argument("--workers", type=int, default=0,
                         help="pytest-xdist workers for the tests (0: none; needs pytest-xdist)")
     parser.add_argument("--test-timeout", type=int, default=None,
@@ -208,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         saved = json.loads(args.render.read_text())
         info = {k: v for k, v in saved.items() if k != "raw"}
         info["targets"] = _targets(saved["raw"], info["device"]) if saved["raw"] else []
+        saved["targets"] = info["targets"]  # derived from the raw timings: recomputed too
+        args.render.write_text(json.dumps(saved, indent=1, allow_nan=False) + "\n")
         path = args.render.with_suffix(".md")
         path.write_text(_markdown(info, saved["raw"]))
         _say(f"wrote {path}")
@@ -317,6 +327,7 @@ def _markdown(info: dict, bench_json: dict) -> str:
                   "|---|---:|---:|---|"]
         for row in targets:
             goal = (f"<= {row['goal']:g} ms" if row["unit"] == "ms"
+                    else f"<= {row['goal']:g}" if str(row["unit"]).startswith("of the step")
                     else f">= {row['goal']:g}" + (" x" if str(row["unit"]).startswith("x")
                                                    else ""))
             met = {True: "yes", False: "**no**", None: "-"}[row["met"]]
