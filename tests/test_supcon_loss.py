@@ -377,3 +377,133 @@ def test_cuda_triton_gradient_against_float64(dtype):
         (g_lowp,) = torch.autograd.grad(supcon_loss_reference(lowp, labels, 0.1, groups=groups),
                                         lowp)
         assert_close_lowp(g, g_lowp, g_ref)
+
+
+# ---- positions: PCL's threshold relation |p_i - p_j| < window, without an N x N mask --------
+
+
+def make_positions(n, seed, grid=None):
+    """Relative slice positions in [0, 1]: on a grid of `grid` steps (ties, and differences
+    that land exactly on multiples of 0.1) or uniform."""
+    g = torch.Generator().manual_seed(seed)
+    if grid:
+        return torch.randint(0, grid + 1, (n,), generator=g).double() / grid
+    return torch.rand(n, generator=g, dtype=torch.float64)
+
+
+POSITION_CASES = [  # (N, D, groups, grid)
+    (1, 3, None, 10),
+    (2, 4, None, 10),
+    (57, 9, None, 10),   # positions k / 10 with window 0.1: the boundary itself
+    (217, 16, None, None),
+    (300, 8, 5, 24),
+    (64, 6, 64, 10),     # every sample alone in its group
+]
+
+
+@pytest.mark.parametrize("n, d, n_groups, grid", POSITION_CASES)
+@pytest.mark.parametrize("window", [1e-9, 0.1, 0.25, 2.0])
+def test_positions_match_dense_reference(n, d, n_groups, grid, window):
+    features, _, groups = make(n, d, 1, n_groups, seed=n)
+    positions = make_positions(n, seed=n + 1, grid=grid)
+    features.requires_grad_()
+    kwargs = dict(positions=positions, window=window, groups=groups, temperature=0.3,
+                  reduction="none")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        got = supcon_loss(features, **kwargs)
+    expected = supcon_loss_reference(features, **kwargs)
+    assert_close(got, expected)
+    (grad,) = torch.autograd.grad(got.sum(), features)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), features)
+    assert_close(grad, expected_grad)
+
+
+def test_positions_count_and_window_by_hand():
+    """Positions 0, 0.05, 0.1, 0.3 with window 0.1: 0 ~ 0.05, 0.05 ~ 0.1, not 0 ~ 0.1 (the
+    relation is not transitive), 0.3 alone."""
+    features = torch.eye(4, dtype=torch.float64)
+    positions = torch.tensor([0.0, 0.05, 0.1, 0.3], dtype=torch.float64)
+    sums, counts = supcon_module._window_positive_sums(features, positions, 0.1, None)
+    assert counts.tolist() == [1, 2, 1, 0]
+    assert torch.equal(sums, torch.zeros(4, dtype=torch.float64))  # orthogonal embeddings
+    ones = torch.ones(4, 2, dtype=torch.float64)
+    sums, counts = supcon_module._window_positive_sums(ones, positions, 0.1, None)
+    assert sums.tolist() == [2.0, 4.0, 2.0, 0.0]  # z_i . z_j = 2 per positive
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_positions_gradcheck_float64(normalize):
+    features, _, groups = make(31, 5, 1, 3, seed=21)
+    features = (features * 0.5).requires_grad_()
+    positions = make_positions(31, seed=22, grid=12)
+    assert torch.autograd.gradcheck(
+        lambda f: supcon_loss(f, positions=positions, window=0.2, groups=groups,
+                              temperature=0.4, normalize=normalize), (features,))
+
+
+def test_positions_unsorted_non_contiguous_and_base_temperature():
+    features, _, groups = make(150, 12, 1, 4, seed=23, contiguous_groups=False)
+    wide = torch.stack([make_positions(150, seed=24), torch.zeros(150, dtype=torch.float64)], 1)
+    positions = wide[:, 0]  # a strided view
+    assert not positions.is_contiguous()
+    kwargs = dict(positions=positions, window=0.1, groups=groups, base_temperature=0.07)
+    assert_close(supcon_loss(features, **kwargs), supcon_loss_reference(features, **kwargs))
+    perm = torch.randperm(150, generator=torch.Generator().manual_seed(1))
+    permuted = dict(positions=positions[perm], window=0.1, groups=groups[perm],
+                    base_temperature=0.07)
+    assert_close(supcon_loss(features[perm], **permuted), supcon_loss(features, **kwargs))
+
+
+@pytest.mark.triton
+def test_positions_on_the_triton_backend(triton_device):
+    features, _, groups = make(300, 32, 1, 3, dtype=torch.float32, seed=25)
+    positions = make_positions(300, seed=26, grid=20)
+    features.requires_grad_()
+    x, g, p = on(triton_device, features, groups, positions)
+    got = supcon_loss(x, positions=p, window=0.1, groups=g, backend="triton")
+    (grad,) = torch.autograd.grad(got, features)
+    expected = supcon_loss_reference(features.double(), positions=positions, window=0.1,
+                                     groups=groups)
+    (expected_grad,) = torch.autograd.grad(expected, features)
+    assert_close(got.cpu(), expected, atol=1e-5)
+    assert_close(grad, expected_grad, atol=1e-6)
+
+
+def test_positions_torch_compile_fullgraph():
+    features, _, groups = make(40, 8, 1, 2, dtype=torch.float32, seed=27)
+    positions = make_positions(40, seed=28, grid=10).float()
+
+    def objective(f):
+        return supcon_loss(f, positions=positions, window=0.1, groups=groups)
+
+    compiled = torch.compile(objective, fullgraph=True, backend="aot_eager")
+    f1 = features.clone().requires_grad_()
+    f2 = features.clone().requires_grad_()
+    eager, compiled_value = objective(f1), compiled(f2)
+    assert_close(compiled_value, eager)
+    assert_close(torch.autograd.grad(compiled_value, f2)[0], torch.autograd.grad(eager, f1)[0])
+
+
+_F, _Y = torch.zeros(4, 3), torch.zeros(4, dtype=torch.int64)
+_P = torch.tensor([0.0, 0.1, 0.2, 0.3])
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(features=_F), ValueError, "exactly one of labels"),
+    (dict(features=_F, labels=_Y, positions=_P, window=0.1), ValueError, "exactly one"),
+    (dict(features=_F, labels=_Y, window=0.1), ValueError, "window applies to positions"),
+    (dict(features=_F, positions=_P), ValueError, "window is required"),
+    (dict(features=_F, positions=_P, window=0.0), ValueError, "window must be > 0"),
+    (dict(features=_F, positions=_P, window=float("nan")), ValueError, "window must be finite"),
+    (dict(features=_F, positions=_P, window="0.1"), TypeError, "window"),
+    (dict(features=_F, positions=_Y, window=0.1), TypeError, "positions must be a float"),
+    (dict(features=_F, positions=_P[:3], window=0.1), ValueError, r"positions must have shape \(4,\)"),
+    (dict(features=_F, positions=_P.reshape(2, 2), window=0.1), ValueError, "positions must have shape"),
+    (dict(features=_F, positions=torch.tensor([0.0, float("nan"), 0.2, 0.3]), window=0.1),
+     ValueError, "positions contains NaN"),
+    (dict(features=_F, positions=_P.to("meta"), window=0.1), ValueError, "positions is on meta"),
+])
+def test_positions_bad_input_raises_clearly(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        supcon_loss(**kwargs)

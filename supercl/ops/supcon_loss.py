@@ -21,23 +21,29 @@ _warned_no_positive = False
 
 def supcon_loss(
     features: Any,
-    labels: Any,
+    labels: Any = None,
     temperature: float = 0.1,
     base_temperature: float | None = None,
     groups: Any = None,
     normalize: bool = True,
     reduction: str = "mean",
     *,
+    positions: Any = None,
+    window: float | None = None,
     backend: str | None = None,
 ) -> torch.Tensor:
-    """Supervised contrastive loss with label-defined positives, optionally within groups.
+    """Supervised contrastive loss with label- or position-defined positives, optionally
+    within groups.
 
     The "out" form of Khosla et al. 2020 (eq. 2), as in the reference SupContrast code: with
     ``z = features / ||features||`` (when ``normalize``) and ``s_ij = z_i . z_j / temperature``,
     every sample i is an anchor with
 
     - denominator set A(i): the other samples (j != i) of its group,
-    - positives P(i): the samples of A(i) with the same label,
+    - positives P(i): the samples of A(i) with the same label -- or, with ``positions`` and
+      ``window`` instead of ``labels``, the samples of A(i) with ``|p_i - p_j| < window``
+      (computed in float64): PCL's threshold relation (positional contrastive learning, slices
+      closer than 0.1 in relative position), which is not transitive and so no labelling,
     - ``loss_i = (temperature / base_temperature) * (log sum_{a in A(i)} exp(s_ia)
       - mean_{p in P(i)} s_ip)``.
 
@@ -47,14 +53,17 @@ def supcon_loss(
     gradient and warns once.
 
     Nothing of size N x N is kept: the positive term is linear, ``sum_p s_ip = z_i . (S_y - z_i)
-    / t`` with S_y the sum of the embeddings of i's (group, label), and the log-sum-exp is
+    / t`` with S_y the sum of the embeddings of i's (group, label) -- for positions, the sum over
+    i's window, a difference of prefix sums over the samples sorted by (group, position), whose
+    ends a vectorised binary search finds (no host synchronisation) -- and the log-sum-exp is
     computed in one streaming pass over tiles (Triton, on CUDA tensors) or in row chunks of at
     most 2**24 similarities (torch, elsewhere); the backward recomputes them.
 
     Parameters
     ----------
     features : (N, D) float tensor (float32, float16, bfloat16; float64 on the torch backend)
-    labels : (N,) integer tensor
+    labels : (N,) integer tensor, optional
+        Positives share a label. Give either ``labels`` or ``positions``.
     temperature : float > 0
     base_temperature : float > 0, optional
         The loss is scaled by ``temperature / base_temperature``; None means ``temperature``.
@@ -65,6 +74,10 @@ def supcon_loss(
     reduction : {"mean", "sum", "none"}
         "mean" over anchors with a positive; "sum"; "none" gives (N,) with 0 for anchors
         without a positive.
+    positions : (N,) float tensor, optional (keyword)
+        Positives are the samples whose position differs by less than ``window``.
+    window : float > 0, optional (keyword)
+        The positive window for ``positions`` (PCL: 0.1 on positions in [0, 1]).
     backend : {None, "torch", "triton"}
         None: Triton for CUDA tensors, torch otherwise. "triton" on CPU tensors needs
         ``TRITON_INTERPRET=1``.
@@ -77,10 +90,11 @@ def supcon_loss(
     Raises
     ------
     TypeError
-        Non-float features, float labels or groups.
+        Non-float features or positions, float labels or groups.
     ValueError
         Wrong shapes, N = 0, mismatched lengths or devices, ``temperature <= 0``, a bad
-        ``reduction``, non-finite features.
+        ``reduction``, non-finite features or positions, both or neither of ``labels`` and
+        ``positions``, ``window`` missing, not > 0, or given without ``positions``.
 
     Notes
     -----
@@ -97,9 +111,18 @@ def supcon_loss(
     >>> loss = supcon_loss(z, y, temperature=0.5)
     >>> bool(torch.allclose(loss, supcon_loss_reference(z, y, temperature=0.5)))
     True
+    >>> p = torch.linspace(0, 1, 10)  # e.g. relative slice positions: PCL's positives
+    >>> loss = supcon_loss(z, positions=p, window=0.25, temperature=0.5)
+    >>> ref = supcon_loss_reference(z, positions=p, window=0.25, temperature=0.5)
+    >>> bool(torch.allclose(loss, ref))
+    True
     """
     features, _ = as_tensor(features, "features")
-    labels, _ = as_tensor(labels, "labels")
+    if (labels is None) == (positions is None):
+        raise ValueError("give exactly one of labels (positives share a label) and positions "
+                         "(positives lie within window of each other)")
+    if positions is None and window is not None:
+        raise ValueError("window applies to positions; with labels leave it None")
     if not features.dtype.is_floating_point:
         raise TypeError(f"features must be a float tensor, got {features.dtype}")
     if features.ndim != 2:
@@ -109,7 +132,14 @@ def supcon_loss(
         raise ValueError("features is an empty batch (N = 0)")
     if d == 0:
         raise ValueError("features has no dimensions (D = 0)")
-    _check_ids(labels, "labels", n, features.device)
+    if labels is not None:
+        labels, _ = as_tensor(labels, "labels")
+        _check_ids(labels, "labels", n, features.device)
+    else:
+        positions = _check_positions(positions, n, features.device)
+        if window is None:
+            raise ValueError("window is required with positions (e.g. 0.1 for PCL)")
+        window = check_float(window, "window", positive=True)
     if groups is not None:
         groups, _ = as_tensor(groups, "groups")
         _check_ids(groups, "groups", n, features.device)
@@ -134,7 +164,11 @@ def supcon_loss(
     grp = groups.to(torch.int64) if groups is not None else None
     lse = _supcon_lse(z, grp if grp is not None else z.new_zeros(0, dtype=torch.int64),
                       1.0 / temperature, chosen)
-    pos_sum, n_pos = _positive_sums(z.to(work), labels, grp)
+    if labels is not None:
+        pos_sum, n_pos = _positive_sums(z.to(work), labels, grp)
+    else:
+        pos_sum, n_pos = _window_positive_sums(z, positions, window, grp)
+        pos_sum = pos_sum.to(work)
     valid = n_pos > 0
     scale = temperature / base_temperature
     per_anchor = torch.where(
@@ -162,13 +196,75 @@ def _check_ids(ids: torch.Tensor, name: str, n: int, device: torch.device) -> No
         raise ValueError(f"{name} is on {ids.device} but features on {device}")
 
 
+def _check_positions(positions: Any, n: int, device: torch.device) -> torch.Tensor:
+    positions, _ = as_tensor(positions, "positions")
+    if not positions.dtype.is_floating_point:
+        raise TypeError(f"positions must be a float tensor, got {positions.dtype}")
+    if positions.ndim != 1 or positions.shape[0] != n:
+        raise ValueError(f"positions must have shape ({n},) like features, got "
+                         f"{tuple(positions.shape)}")
+    if positions.device != device:
+        raise ValueError(f"positions is on {positions.device} but features on {device}")
+    if not torch.compiler.is_compiling() and not bool(torch.isfinite(positions).all()):
+        raise ValueError("positions contains NaN or inf values")
+    return positions
+
+
+def _first_true(predicate, low: torch.Tensor, high: torch.Tensor, n: int) -> torch.Tensor:
+    """Per element, the smallest k in [low, high) with predicate(k) true, else high; the
+    predicate must be monotone (false ... false true ... true) on each range.  A binary search
+    with a fixed number of rounds: no data-dependent control flow, no host synchronisation."""
+    lo, hi = low.clone(), high.clone()
+    for _ in range(max(1, n).bit_length() + 1):
+        open_ = lo < hi
+        mid = torch.where(open_, (lo + hi) // 2, lo).clamp(max=max(n - 1, 0))
+        take = open_ & predicate(mid)
+        hi = torch.where(take, mid, hi)
+        lo = torch.where(open_ & ~take, mid + 1, lo)
+    return lo
+
+
+def _window_positive_sums(z: torch.Tensor, positions: torch.Tensor, window: float,
+                          groups: torch.Tensor | None):
+    """sum_{p in P(i)} z_i . z_p and |P(i)| for P(i) = {j != i in i's group : |p_i - p_j| <
+    window}, in O(N D + N log N): sorted by (group, position), each P(i) + {i} is a contiguous
+    run (the float64 predicate is monotone along the sorted positions), so its embedding sum is
+    a difference of float64 prefix sums.  Returns float64 sums and int64 counts."""
+    n = z.shape[0]
+    p = positions.to(torch.float64)
+    order = torch.argsort(p, stable=True)
+    if groups is not None:
+        order = order[torch.argsort(groups[order], stable=True)]
+        g = groups[order]
+        start = torch.searchsorted(g, g, right=False)
+        end = torch.searchsorted(g, g, right=True)
+    else:
+        start = torch.zeros(n, dtype=torch.int64, device=z.device)
+        end = torch.full((n,), n, dtype=torch.int64, device=z.device)
+    ps = p[order]
+    idx = torch.arange(n, device=z.device)
+    # first sample of i's run: the first k in [start, i] with p_i - p_k < window (k = i holds)
+    first = _first_true(lambda k: (ps - ps[k]) < window, start, idx, n)
+    # one past its last: the first k in (i, end) with p_k - p_i >= window, else end
+    stop = _first_true(lambda k: (ps[k] - ps) >= window, idx + 1, end, n)
+    zs = z[order].to(torch.float64)
+    prefix = torch.cat([zs.new_zeros(1, zs.shape[1]), zs.cumsum(0)])
+    window_sum = prefix[stop] - prefix[first] - zs
+    pos_sorted = (zs * window_sum).sum(1)
+    count_sorted = stop - first - 1
+    pos_sum = torch.empty_like(pos_sorted).scatter(0, order, pos_sorted)
+    n_pos = torch.empty_like(count_sorted).scatter(0, order, count_sorted)
+    return pos_sum, n_pos
+
+
 def _warn_if_no_positive(valid: torch.Tensor) -> None:
     global _warned_no_positive
     if not _warned_no_positive and not bool(valid.any()):
         _warned_no_positive = True
         warnings.warn(
-            "supcon_loss: no anchor has a positive (every label is alone in its group); the "
-            "loss is 0 with a zero gradient. This warning is shown once.",
+            "supcon_loss: no anchor has a positive (every label is alone in its group, or no "
+            "other position lies within the window); the loss is 0 with a zero gradient. This "
+            "warning is shown once.",
             RuntimeWarning,
             stacklevel=3,
         )
@@ -320,10 +416,13 @@ def _lse_backward_torch(z, groups, lse, coef, scale):
     return dz
 
 
-def supcon_loss_reference(features, labels, temperature=0.1, base_temperature=None,
-                          groups=None, normalize=True, reduction="mean"):
+def supcon_loss_reference(features, labels=None, temperature=0.1, base_temperature=None,
+                          groups=None, normalize=True, reduction="mean", *, positions=None,
+                          window=None):
     """The oracle: the dense textbook form with N x N masks (SupContrast's losses.py, with
-    anchors without a positive left out of the mean). Plain torch, autograd through it."""
+    anchors without a positive left out of the mean). Plain torch, autograd through it.
+    With ``positions`` and ``window`` instead of ``labels``, the positive mask is
+    ``|p_i - p_j| < window`` in float64 (PCL's threshold relation)."""
     base_temperature = temperature if base_temperature is None else base_temperature
     z = torch.nn.functional.normalize(features, dim=1) if normalize else features
     n = z.shape[0]
@@ -333,7 +432,12 @@ def supcon_loss_reference(features, labels, temperature=0.1, base_temperature=No
         torch.ones_like(not_self) if groups is None else groups[:, None] == groups[None, :]
     )
     denominator = not_self & same_group
-    positive = denominator & (labels[:, None] == labels[None, :])
+    if positions is None:
+        related = labels[:, None] == labels[None, :]
+    else:
+        p = positions.to(torch.float64)
+        related = (p[:, None] - p[None, :]).abs() < window
+    positive = denominator & related
     lse = torch.logsumexp(logits.masked_fill(~denominator, -math.inf), 1, keepdim=True)
     log_prob = logits - torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
     n_pos = positive.sum(1)
