@@ -17,10 +17,15 @@
   relative positions are known, SimCLR NT-Xent otherwise; both through ``supcon_loss``.
 
 PCL, as published, calls slices i and j positive when ``|p_i - p_j| < 0.1``. That relation is
-not transitive, so it is not a labelling, and ``supcon_loss`` takes labels. supercl bins the
-positions into ``ceil(1 / threshold)`` equal bins and uses the bin as the label: every pair it
-calls positive is positive for PCL too (same bin => distance < threshold), and both views of
-a slice are always positive; pairs straddling a bin edge are negatives here.
+not transitive, so it is not a labelling. Two forms (``LossConfig.pcl_relation``):
+
+- ``"threshold"``: the published relation itself, through ``supcon_loss(positions=...,
+  window=threshold)`` (prefix sums over the sorted positions, no N x N mask);
+- ``"bins"`` (the default so far): the positions binned into ``ceil(1 / threshold)`` equal bins,
+  the bin used as a label: every pair it calls positive is positive for PCL too (same bin =>
+  distance < threshold), but pairs straddling a bin edge are negatives here.
+
+In both, the two views of a slice are always positive.
 
 Distributed runs pass ``gather`` (see :func:`supercl.train.distributed.gather_with_grad`):
 the embeddings of L_ins and L_inter and the ASP vectors are all-gathered, so the weak-label
@@ -164,13 +169,17 @@ def position_labels(positions: torch.Tensor, threshold: float = 0.1) -> torch.Te
 def instance_loss(e3: torch.Tensor, e4: torch.Tensor, positions: torch.Tensor | None = None, *,
                   temperature: float = 0.1, threshold: float = 0.1,
                   gather: Callable[[torch.Tensor], torch.Tensor] = _identity,
-                  backend: str | None = None) -> torch.Tensor:
+                  backend: str | None = None, relation: str = "bins") -> torch.Tensor:
     """L_ins: PCL with ``positions`` ((B,) relative slice positions in [0, 1]), else NT-Xent.
 
     NT-Xent is ``supcon_loss`` with one label per slice: each view's only positive is the
     other view of the same slice, and the loss is SimCLR's (temperature / base temperature
-    = 1). With positions, the labels are :func:`position_labels`.
+    = 1). With positions, ``relation="threshold"`` takes PCL's positives as published
+    (``|p_i - p_j| < threshold`` over the 2B views); ``relation="bins"`` uses the labels
+    :func:`position_labels`.
     """
+    if relation not in ("bins", "threshold"):
+        raise ValueError(f"relation must be 'bins' or 'threshold', got {relation!r}")
     if e3.shape != e4.shape or e3.dim() != 2:
         raise ValueError(f"e3 and e4 must both be (B, D), got {tuple(e3.shape)} and {tuple(e4.shape)}")
     z = torch.cat([gather(e3), gather(e4)])
@@ -180,6 +189,10 @@ def instance_loss(e3: torch.Tensor, e4: torch.Tensor, positions: torch.Tensor | 
     else:
         if positions.shape != (e3.shape[0],):
             raise ValueError(f"positions must have shape ({e3.shape[0]},), got {tuple(positions.shape)}")
+        if relation == "threshold":
+            p = gather(positions.to(z.device))
+            return supcon_loss(z, temperature=temperature, positions=torch.cat([p, p]),
+                               window=threshold, backend=backend)
         labels = position_labels(gather(positions.to(z.device)), threshold)
     return supcon_loss(z, torch.cat([labels, labels]), temperature, backend=backend)
 
@@ -197,6 +210,7 @@ class LossConfig:
     knn_k: int = 1
     pcl_threshold: float = 0.1
     use_positions: bool = True
+    pcl_relation: str = "bins"  # "threshold": PCL's |p_i - p_j| < pcl_threshold as published
 
 
 class SuperCLLoss(torch.nn.Module):
@@ -216,6 +230,9 @@ class SuperCLLoss(torch.nn.Module):
             raise ValueError(f"asp_normalize must be 'mean' or 'area', got {self.config.asp_normalize!r}")
         if self.config.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.config.temperature}")
+        if self.config.pcl_relation not in ("bins", "threshold"):
+            raise ValueError(f"pcl_relation must be 'bins' or 'threshold', got "
+                             f"{self.config.pcl_relation!r}")
         self.gather = gather
         self.backend = backend
 
@@ -239,7 +256,8 @@ class SuperCLLoss(torch.nn.Module):
             terms["l_inter"], weak = zero, None
         terms["l_ins"] = (instance_loss(e3, e4, positions if c.use_positions else None,
                                         temperature=t, threshold=c.pcl_threshold,
-                                        gather=self.gather, backend=self.backend)
+                                        gather=self.gather, backend=self.backend,
+                                        relation=c.pcl_relation)
                           if c.l_ins else zero)
         terms["loss"] = c.l_ins * terms["l_ins"] + c.l_intra * terms["l_intra"] + c.l_inter * terms["l_inter"]
         terms["weak_labels"] = weak

@@ -15,15 +15,17 @@ from supercl.models import SuperCLModel, UNetEncoder
 from supercl.ops import knn_weak_labels_reference
 
 
-def dense_supcon(z, labels, groups=None, t=0.1):
-    """Khosla et al. eq. 2 with an N x N matrix: mean over anchors that have a positive."""
+def dense_supcon(z, labels, groups=None, t=0.1, related=None):
+    """Khosla et al. eq. 2 with an N x N matrix: mean over anchors that have a positive.
+    ``related`` (N x N bool) replaces the same-label relation when given."""
     z = F.normalize(z.double(), dim=1)
     n = z.shape[0]
     groups = torch.zeros(n, dtype=torch.long) if groups is None else groups
     same_group = groups[:, None] == groups[None, :]
     eye = torch.eye(n, dtype=torch.bool)
     denom_mask = same_group & ~eye
-    pos = denom_mask & (labels[:, None] == labels[None, :])
+    related = labels[:, None] == labels[None, :] if related is None else related
+    pos = denom_mask & related
     s = z @ z.T / t
     lse = torch.logsumexp(s.masked_fill(~denom_mask, -math.inf), dim=1)
     mean_pos = (s * pos).sum(1) / pos.sum(1).clamp_min(1)
@@ -147,6 +149,32 @@ def test_pcl_positives_are_within_the_threshold_and_views_always_positive():
     torch.testing.assert_close(instance_loss(e3, e4, positions).double(), want, rtol=1e-5, atol=1e-6)
 
 
+def test_pcl_threshold_relation_is_the_published_one():
+    """relation="threshold": positives are exactly |p_i - p_j| < threshold over the 2B views
+    (PCL as published), including pairs that straddle a bin edge, which "bins" calls
+    negatives; gradients agree with the dense form too."""
+    positions = torch.tensor([0.0, 0.04, 0.099, 0.1, 0.35, 0.41, 0.999, 1.0, 0.55])
+    g = torch.Generator().manual_seed(6)
+    e3 = torch.randn(9, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    e4 = torch.randn(9, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    p = torch.cat([positions, positions]).double()
+    related = (p[:, None] - p[None, :]).abs() < 0.1
+    want = dense_supcon(torch.cat([e3, e4]), None, related=related)
+    got = instance_loss(e3, e4, positions, relation="threshold")
+    torch.testing.assert_close(got, want)
+    grads = torch.autograd.grad(got, (e3, e4))
+    want_grads = torch.autograd.grad(want, (e3, e4))
+    for a, b in zip(grads, want_grads):
+        torch.testing.assert_close(a, b)
+    # 0.099 and 0.1 are PCL positives in different bins: the two forms differ
+    assert not torch.allclose(got, instance_loss(e3, e4, positions, relation="bins"))
+    cfg = LossConfig(pcl_relation="threshold")
+    f = torch.randn(9, 3, 2, 2, generator=g, dtype=torch.float64)
+    seg = blocks(9, 4, 4, 2)
+    terms = SuperCLLoss(cfg)(f, f, e3, e4, seg, positions)
+    torch.testing.assert_close(terms["l_ins"].double(), want)
+
+
 def test_total_is_the_weighted_sum_and_gradients_reach_the_encoder():
     torch.manual_seed(0)
     model = SuperCLModel(UNetEncoder(1, base_channels=4, depth=2), hidden_dim=16, out_dim=8)
@@ -181,3 +209,7 @@ def test_loss_rejects_bad_input():
         SuperCLLoss(LossConfig(asp_normalize="sum"))
     with pytest.raises(ValueError, match="temperature"):
         SuperCLLoss(LossConfig(temperature=0.0))
+    with pytest.raises(ValueError, match="pcl_relation"):
+        SuperCLLoss(LossConfig(pcl_relation="window"))
+    with pytest.raises(ValueError, match="relation"):
+        instance_loss(torch.randn(2, 4), torch.randn(2, 4), torch.rand(2), relation="exact")
