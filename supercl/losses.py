@@ -43,7 +43,8 @@ import torch
 from supercl.ops import downsample_segments, knn_weak_labels, superpixel_mean_map, supcon_loss
 
 __all__ = ["LossConfig", "ilcp_loss", "igcp_loss", "instance_loss", "position_labels",
-           "SuperCLLoss"]
+           "SuperCLLoss", "ilcp_positives_per_anchor", "pcl_positives_per_anchor",
+           "weak_label_shares"]
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
@@ -197,6 +198,69 @@ def instance_loss(e3: torch.Tensor, e4: torch.Tensor, positions: torch.Tensor | 
     return supcon_loss(z, torch.cat([labels, labels]), temperature, backend=backend)
 
 
+# ---- diagnostics: does each term have something to learn from? ------------------------------
+
+
+def ilcp_positives_per_anchor(segments_small: torch.Tensor, pixel_stride: int = 1) -> torch.Tensor:
+    """Mean number of positives per ILCP anchor: the other pixels of its superpixel in either
+    view (itself in the other view included), at the bottleneck resolution.
+
+    A superpixel that covers m kept pixels of an image has 2m anchors over the two views, each
+    with 2m - 1 positives, so the mean is ``sum 2m (2m - 1) / sum 2m``.  1.0 means every
+    superpixel covers one bottleneck pixel: ILCP then only matches each location across the
+    two views.
+
+    segments_small : (B, h, w) integer ids at the bottleneck.  Returns a 0-d float64 tensor.
+
+    >>> ilcp_positives_per_anchor(torch.zeros(1, 2, 2, dtype=torch.long))  # one superpixel
+    tensor(7., dtype=torch.float64)
+    """
+    labels = segments_small.flatten(1)[:, ::pixel_stride].to(torch.int64)
+    batch = labels.shape[0]
+    _, counts = torch.unique(labels + (labels.max() + 1) * torch.arange(
+        batch, device=labels.device)[:, None], return_counts=True)
+    m = 2 * counts.to(torch.float64)
+    return (m * (m - 1)).sum() / m.sum()
+
+
+def pcl_positives_per_anchor(positions: torch.Tensor, threshold: float = 0.1,
+                             relation: str = "bins") -> torch.Tensor:
+    """Mean number of L_ins positives per anchor over the 2B views of (B,) slice positions,
+    for PCL's ``relation`` ("bins" or "threshold", see :func:`instance_loss`): 1.0 means only
+    the other view of the same slice.  Returns a 0-d float64 tensor."""
+    p = torch.cat([positions, positions]).to(torch.float64)
+    if relation == "threshold":
+        related = (p[:, None] - p[None, :]).abs() < threshold
+    else:
+        bins = position_labels(p, threshold)
+        related = bins[:, None] == bins[None, :]
+    return (related.sum(1) - 1).to(torch.float64).mean()
+
+
+def weak_label_shares(asp: torch.Tensor, weak: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two shares that say whether L_inter is more than SimCLR, for the 2B ASP vectors (rows:
+    v1 of every image, then v2) and their weak labels:
+
+    - ``multi_member``: the share of weak-label components with more than 2 members (the two
+      views of one image always share a component);
+    - ``partner_only``: the share of views whose cosine nearest neighbour (self excluded,
+      ties to the smaller index) is the other view of the same image -- where that holds
+      for every view, the weak labels are one image each and L_inter is SimCLR.
+
+    Returns two 0-d float64 tensors.
+    """
+    n = asp.shape[0]
+    sizes = torch.bincount(weak.to(torch.int64))
+    sizes = sizes[sizes > 0]
+    multi = (sizes > 2).to(torch.float64).mean()
+    x = torch.nn.functional.normalize(asp.to(torch.float64), dim=1)
+    similarity = x @ x.T
+    similarity.fill_diagonal_(-math.inf)
+    nearest = similarity.argmax(1)
+    partner = (torch.arange(n, device=asp.device) + n // 2) % n
+    return multi, (nearest == partner).to(torch.float64).mean()
+
+
 @dataclass
 class LossConfig:
     """Weights and settings of the objective (reference values as defaults)."""
@@ -216,9 +280,13 @@ class LossConfig:
 class SuperCLLoss(torch.nn.Module):
     """The total objective; returns every term separately for logging.
 
-    ``forward(f1, f2, e3, e4, segments, positions=None)`` -> dict with ``loss`` (weighted
-    sum, differentiable), ``l_ins``, ``l_intra``, ``l_inter`` (0-d tensors) and
-    ``weak_labels`` ((2 * global B,) int64).
+    ``forward(f1, f2, e3, e4, segments, positions=None, diagnostics=False)`` -> dict with
+    ``loss`` (weighted sum, differentiable), ``l_ins``, ``l_intra``, ``l_inter`` (0-d tensors)
+    and ``weak_labels`` ((2 * global B,) int64); with ``diagnostics``, also
+    ``ilcp_pos_per_anchor``, ``pcl_pos_per_anchor`` (NaN without positions),
+    ``inter_multi_member_share`` and ``inter_partner_only_share`` (0-d float64, no gradient;
+    see :func:`ilcp_positives_per_anchor`, :func:`pcl_positives_per_anchor`,
+    :func:`weak_label_shares`).
     """
 
     def __init__(self, config: LossConfig | None = None,
@@ -236,7 +304,8 @@ class SuperCLLoss(torch.nn.Module):
         self.gather = gather
         self.backend = backend
 
-    def forward(self, f1, f2, e3, e4, segments, positions=None) -> dict[str, torch.Tensor]:
+    def forward(self, f1, f2, e3, e4, segments, positions=None,
+                diagnostics: bool = False) -> dict[str, torch.Tensor]:
         c = self.config
         t = c.temperature
         # The contrastive terms are computed in float32 whatever the autocast dtype: the
@@ -261,4 +330,24 @@ class SuperCLLoss(torch.nn.Module):
                           if c.l_ins else zero)
         terms["loss"] = c.l_ins * terms["l_ins"] + c.l_intra * terms["l_intra"] + c.l_inter * terms["l_inter"]
         terms["weak_labels"] = weak
+        if diagnostics:
+            terms.update(self._diagnostics(f1, f2, segments, positions, weak))
         return terms
+
+    @torch.no_grad()
+    def _diagnostics(self, f1, f2, segments, positions, weak) -> dict[str, torch.Tensor]:
+        c = self.config
+        out = {"ilcp_pos_per_anchor": ilcp_positives_per_anchor(segments, c.pixel_stride)}
+        nan = torch.tensor(math.nan, dtype=torch.float64, device=f1.device)
+        out["pcl_pos_per_anchor"] = (
+            pcl_positives_per_anchor(self.gather(positions.to(f1.device)), c.pcl_threshold,
+                                     c.pcl_relation)
+            if positions is not None and c.use_positions else nan)
+        asp = asp_vectors(torch.cat([f1, f2]), torch.cat([segments, segments]), c.asp_normalize)
+        n = f1.shape[0]
+        asp = torch.cat([self.gather(asp[:n]), self.gather(asp[n:])])
+        if weak is None:
+            weak = knn_weak_labels(asp, k=min(c.knn_k, asp.shape[0] - 1) or 1, pair_views=True)
+        multi, partner = weak_label_shares(asp, weak)
+        out["inter_multi_member_share"], out["inter_partner_only_share"] = multi, partner
+        return out

@@ -9,8 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from supercl.losses import (LossConfig, SuperCLLoss, igcp_loss, ilcp_loss, instance_loss,
-                            position_labels)
+from supercl.losses import (LossConfig, SuperCLLoss, igcp_loss, ilcp_loss,
+                            ilcp_positives_per_anchor, instance_loss, pcl_positives_per_anchor,
+                            position_labels, weak_label_shares)
 from supercl.models import SuperCLModel, UNetEncoder
 from supercl.ops import knn_weak_labels_reference
 
@@ -213,3 +214,69 @@ def test_loss_rejects_bad_input():
         SuperCLLoss(LossConfig(pcl_relation="window"))
     with pytest.raises(ValueError, match="relation"):
         instance_loss(torch.randn(2, 4), torch.randn(2, 4), torch.rand(2), relation="exact")
+
+
+# ---- diagnostics ------------------------------------------------------------------------------
+
+
+def test_ilcp_positives_per_anchor_counts_both_views():
+    assert ilcp_positives_per_anchor(blocks(2, 4, 4, 2)).item() == 7.0  # 4 px x 2 views - 1
+    each = torch.arange(16).view(1, 4, 4)  # every bottleneck pixel its own superpixel
+    assert ilcp_positives_per_anchor(each).item() == 1.0  # only itself in the other view
+    g = torch.Generator().manual_seed(7)
+    seg = torch.randint(0, 5, (3, 5, 7), generator=g)
+    for stride in (1, 3):
+        brute = []
+        for image in seg.flatten(1)[:, ::stride]:
+            both = torch.cat([image, image])
+            brute += [(both == v).sum().item() - 1 for v in both]
+        got = ilcp_positives_per_anchor(seg, stride).item()
+        assert got == pytest.approx(sum(brute) / len(brute))
+
+
+def test_pcl_positives_per_anchor_matches_a_count():
+    positions = torch.tensor([0.0, 0.05, 0.099, 0.1, 0.5])
+    # threshold: views of the same slice, and 0 ~ 0.05 ~ 0.099 ~ 0.1 (not 0 ~ 0.1)
+    p = torch.cat([positions, positions]).double()
+    want = (((p[:, None] - p[None, :]).abs() < 0.1).sum(1) - 1).double().mean().item()
+    assert pcl_positives_per_anchor(positions, 0.1, "threshold").item() == pytest.approx(want)
+    bins = position_labels(p, 0.1)
+    want_bins = ((bins[:, None] == bins[None, :]).sum(1) - 1).double().mean().item()
+    assert pcl_positives_per_anchor(positions, 0.1, "bins").item() == pytest.approx(want_bins)
+    assert pcl_positives_per_anchor(torch.tensor([0.0, 0.5, 1.0]), 0.1).item() == 1.0
+
+
+def test_weak_label_shares():
+    # 3 images; each view's nearest neighbour is its partner view: L_inter is SimCLR
+    asp = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.1],
+                        [1.0, 0.05], [0.05, 1.0], [-1.0, 0.12]])
+    weak = torch.tensor([0, 1, 2, 0, 1, 2])
+    multi, partner = weak_label_shares(asp, weak)
+    assert multi.item() == 0.0 and partner.item() == 1.0
+    # images 0 and 1 alike (angles 0, 0.0997, 0.03, 0.197): one component of 4, one of 2;
+    # nearest neighbours 0->3, 1->3, 2->5, 3->0, 4->1, 5->2: all partners but view 1's
+    asp2 = torch.tensor([[1.0, 0.0], [1.0, 0.1], [-1.0, 0.0],
+                         [1.0, 0.03], [1.0, 0.2], [-1.0, 0.01]])
+    multi, partner = weak_label_shares(asp2, torch.tensor([0, 0, 1, 0, 0, 1]))
+    assert multi.item() == 0.5
+    assert partner.item() == pytest.approx(5 / 6)
+
+
+def test_objective_reports_its_diagnostics():
+    torch.manual_seed(1)
+    f = torch.randn(4, 3, 4, 4)
+    e = torch.randn(8, 6)
+    seg = blocks(4, 8, 8, 4)  # 4 superpixels of 2x2 bottleneck pixels per image
+    positions = torch.tensor([0.0, 0.05, 0.5, 0.9])
+    terms = SuperCLLoss(LossConfig())(f, f + 0.01, e[:4], e[4:], seg, positions,
+                                      diagnostics=True)
+    assert terms["ilcp_pos_per_anchor"].item() == 7.0
+    assert terms["pcl_pos_per_anchor"].item() == pytest.approx(
+        pcl_positives_per_anchor(torch.tensor([0.0, 0.05, 0.5, 0.9])).item())
+    for key in ("inter_multi_member_share", "inter_partner_only_share"):
+        assert 0.0 <= terms[key].item() <= 1.0 and not terms[key].requires_grad
+    plain = SuperCLLoss(LossConfig())(f, f + 0.01, e[:4], e[4:], seg, positions)
+    assert "ilcp_pos_per_anchor" not in plain
+    torch.testing.assert_close(plain["loss"], terms["loss"])
+    no_positions = SuperCLLoss(LossConfig())(f, f, e[:4], e[4:], seg, diagnostics=True)
+    assert math.isnan(no_positions["pcl_pos_per_anchor"].item())
