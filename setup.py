@@ -72,6 +72,7 @@ setup(
         "supercl",
         "supercl.ops",
         "supercl.data",
+        "supercl.eval",
         "supercl.models",
         "supercl.train",
         "supercl.kernels",
