@@ -36,7 +36,7 @@ The anatomy is defined relative to the field of view and to the z range:
   ===  ============  =====================================  ================  ===========
   1    liver         large lobed organ (right lobe + left    (-0.42, -0.12)    -0.15..0.62
                      lobe crossing the midline cranially)
-  2    spleen        crescent (ellipse minus a medial bite)  (+0.60, +0.30)    0.00..0.48
+  2    spleen        crescent (ellipse minus a medial bite)  (+0.58, +0.30)    0.00..0.52
   3    kidneys       bilateral beans with a medial hilum     (+-0.46, +0.40)   0.38..0.94
                      notch, bright cortex rim
   4    aorta         thin round tube along the whole z       (+0.12, +0.45)    all
@@ -202,7 +202,7 @@ class _Organ:
 
 _ORGANS = (
     _Organ(u=-0.42, v=-0.12, z0=-0.15, z1=0.62, ru=0.42, rv=0.52, angle=0.2, fourier=0.12),
-    _Organ(u=0.60, v=0.30, z0=0.00, z1=0.48, ru=0.17, rv=0.34, angle=-0.55),       # spleen
+    _Organ(u=0.58, v=0.30, z0=0.00, z1=0.52, ru=0.21, rv=0.36, angle=-0.55),       # spleen
     _Organ(u=0.46, v=0.40, z0=0.38, z1=0.94, ru=0.15, rv=0.23, angle=0.35),        # kidneys
     _Organ(u=0.12, v=0.43, z0=-1.0, z1=2.0, ru=0.09, rv=0.09, fourier=0.02),       # aorta
     _Organ(u=-0.24, v=-0.38, z0=0.33, z1=0.60, ru=0.10, rv=0.14, angle=0.5, fourier=0.04),
@@ -736,15 +736,15 @@ def phantom_v2_volume(depth: int = 24, height: int = 128, width: int = 128, *,
                    bool(noise), bool(bias_field))
 
 
-def phantom_v2_slice(height: int = 128, width: int = 128, *, position: float = 0.5,
+def phantom_v2_slice(height: int = 128, width: int = 128, *, position: float = 0.45,
                      n_organs: int = 5, seed: SeedLike = 0, modality: str = "CT",
                      spacing: Sequence[float] = (2.5, 0.8, 0.8), noise: bool = True,
                      bias_field: bool = True) -> Tuple[np.ndarray, np.ndarray]:
     """One axial slice of a v2 phantom at relative z ``position`` (0 cranial .. 1 caudal).
 
     The slice is 1/24 of the abdomen thick (the default volume's slice);
-    other arguments as :func:`phantom_v2_volume`. At ``position=0.5`` every
-    default class is in view.
+    other arguments as :func:`phantom_v2_volume`. At the default
+    ``position=0.45`` the five default classes are in view.
 
     Returns
     -------
