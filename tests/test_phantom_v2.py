@@ -480,3 +480,10 @@ def test_write_msd_default_is_still_v1(tmp_path):
     for sub in ("imagesTr", "labelsTr"):
         assert (a / sub / "phantom_000.nii.gz").read_bytes() == \
             (b / sub / "phantom_000.nii.gz").read_bytes()
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    result = doctest.testmod(v2, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

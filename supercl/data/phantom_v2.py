@@ -20,7 +20,8 @@ The anatomy is defined relative to the field of view and to the z range:
   (oblique bright arcs that move along the wall from slice to slice), a
   vertebral body (cortical rim, marrow, intervertebral discs along z) at the
   posterior midline with paraspinal muscle behind it, and visceral background
-  in between: a smooth random mixture of fat and bowel-like soft tissue;
+  in between: a smooth random mixture of fat and bowel-like soft tissue with
+  a few gas pockets;
 * each organ class has a **shape family**, a **position prior** in
   body-normalised coordinates ``u`` (left-right, -1 patient right .. +1 left)
   and ``v`` (-1 anterior .. +1 posterior), and a **z range** in relative
@@ -38,14 +39,14 @@ The anatomy is defined relative to the field of view and to the z range:
                      lobe crossing the midline cranially)
   2    spleen        crescent (ellipse minus a medial bite)  (+0.58, +0.30)    0.00..0.52
   3    kidneys       bilateral beans with a medial hilum     (+-0.46, +0.40)   0.38..0.94
-                     notch, bright cortex rim
-  4    aorta         thin round tube along the whole z       (+0.12, +0.45)    all
+                     notch, bright cortex rim                                  (right +0.04)
+  4    aorta         thin round tube along the whole z       (+0.12, +0.43)    all
                      range, tapering caudally
   5    gallbladder   thin-walled cyst (bright wall ring,     (-0.24, -0.38)    0.33..0.60
                      fluid lumen)
   6    pancreas      thin curved lobulated strip rising to   (+0.15, +0.12)    0.30..0.56
                      the splenic hilum
-  7    psoas         bilateral round muscles beside the      (+-0.26, +0.66)   0.45..1.30
+  7    psoas         bilateral round muscles beside the      (+-0.28, +0.64)   0.45..1.30
                      spine, growing caudally
   ===  ============  =====================================  ================  ===========
 
@@ -71,12 +72,17 @@ Intensities (CT, HU) and their overlaps
 ---------------------------------------
 Class means: liver 62, spleen 50, kidneys 140 (cortex 155 / medulla 130),
 aorta 165, gallbladder 12 (wall 65), pancreas 42, psoas 52; visceral fat -95,
-bowel 30, muscle 50, fat shell -105, ribs 500, vertebral cortex 650, marrow
-230, discs 85. Every volume uses the same class means up to a jitter of +-4
-HU (+-4 %), so a model can learn the classes across volumes; the bands of
+bowel 25, gas -900, muscle 50, fat shell -105, ribs 500, vertebral cortex
+650, marrow 230, discs 85. Every volume uses the same tissue means up to a
+jitter of +-max(4 HU, 4 %), and the same shape families, position priors and
+textures, so a model can learn the classes across volumes. The bands of
 liver, spleen, pancreas and psoas overlap each other (and the bowel and
-muscle background), as do those of kidneys and aorta: intensity alone
-cannot separate them.
+muscle background), as do those of kidneys and aorta: intensity alone cannot
+separate them. Measured on four 24 x 96 x 96 volumes with noise and partial
+volume, the overlap coefficient of the classes' HU histograms (1 =
+identical) is 0.69 for liver / spleen, 0.74 liver / psoas, 0.90 spleen /
+pancreas, 0.92 spleen / psoas, 0.87 kidneys / aorta, but 0.20 gallbladder /
+aorta and 0.28 liver / kidneys.
 
 Partial volume
 --------------
@@ -90,21 +96,26 @@ Noise
 -----
 CT: correlated Gaussian noise with a band-pass (filtered back-projection-like)
 power spectrum, a difference of in-plane Gaussians (0.6 mm and 1.6 mm),
-normalised to a standard deviation of 12-22 HU drawn per volume, 1.3 times
-heavier in the body centre than at its edge (0.8 times).
+normalised to a standard deviation of 12-22 HU drawn per volume, then scaled
+by 1.3 at the body centre down to 0.8 at the body edge and in the air (the
+centre's projections cross more tissue): about 10-30 HU in the body.
 
 MR (``modality="MR"``)
 ----------------------
 T2-weighted-like contrast in arbitrary units (roughly 0..1500), with a
-different ordering than CT: gallbladder fluid 1000 > kidneys 480 > spleen 420
-> marrow 450 > pancreas 265 > liver 235 > psoas 175 > aorta 60 (flow void);
+different ordering than CT: gallbladder fluid 1000 > kidneys 480 > marrow 450
+> spleen 420 > pancreas 265 > liver 235 > psoas 175 > aorta 60 (flow void);
 fat 650-700, bowel 300, air 0. Liver, pancreas and psoas overlap, as do
 spleen and kidneys. Each volume gets a global gain (x0.7-1.4), a smooth
 multiplicative bias field ``exp(f)`` (``f`` a random combination of low-order
 cosines in z, y, x, scaled to a peak of 0.18-0.28, i.e. about +-20-30 %) and
 Rician noise (magnitude of the signal plus complex Gaussian noise, sigma 2.5-4
 % of the liver signal), so the air is Rayleigh-distributed and never
-negative.
+negative. Tissue means jitter by +-4 % per volume.
+
+Speed: about 0.3 s for a 24 x 128 x 128 volume on one core; ``write_msd(...,
+phantom="v2")`` writes the demo-sized dataset (30 such volumes) in about 10 s.
+``tests/test_phantom_v2.py`` checks each property above.
 
 >>> from supercl.data.phantom_v2 import phantom_v2_volume
 >>> image, labels = phantom_v2_volume(24, 128, 128, seed=0)
@@ -628,8 +639,8 @@ def _render(z_centres: np.ndarray, thickness: float, h: int, w: int, n_organs: i
     rng_b = np.random.default_rng(ss_bias)
     if modality == "CT":
         sigma_hu = rng_n.uniform(*_CT_NOISE_HU)
-        white = rng_n.standard_normal((d, h, w), dtype=np.float32)
         if noise:
+            white = rng_n.standard_normal((d, h, w), dtype=np.float32)
             s1 = np.r_[0.0, _CT_NOISE_MM[0] / sp[1:]]
             s2 = np.r_[0.0, _CT_NOISE_MM[1] / sp[1:]]
             n = (ndimage.gaussian_filter(white, s1, mode="wrap")
@@ -646,10 +657,10 @@ def _render(z_centres: np.ndarray, thickness: float, h: int, w: int, n_organs: i
         if bias_field:
             image *= bias
         frac = rng_n.uniform(*_MR_NOISE)
-        n1 = rng_n.standard_normal((d, h, w), dtype=np.float32)
-        n2 = rng_n.standard_normal((d, h, w), dtype=np.float32)
         np.maximum(image, 0.0, out=image)
         if noise:
+            n1 = rng_n.standard_normal((d, h, w), dtype=np.float32)
+            n2 = rng_n.standard_normal((d, h, w), dtype=np.float32)
             sig = np.float32(frac * base[_T["liver"]] * gain)
             image = np.sqrt((image + sig * n1) ** 2 + (sig * n2) ** 2)
     return np.ascontiguousarray(image, dtype=np.float32), labels
