@@ -1,4 +1,4 @@
-"""Tests of phantom v2 (supercl.data.phantom_v2): classes that differ by shape, position and texture.
+"""Tests of phantom v2 (supercl.data.phantom_v2): classes differ by shape, position, texture.
 
 Each property that the module docstring promises has a test here. Volumes are
 small (at most 24 x 96 x 96) and cached per module, so that the file runs in
@@ -252,23 +252,37 @@ def test_mr_contrast_order_differs_from_ct(ct, mr):
 # texture
 # ----------------------------------------------------------------------------
 
-def test_textures_differ_between_classes(ct_clean):
-    """Noise-free: texture amplitude and correlation length are class properties."""
-    img, lab = ct_clean
+def _texture_stats(img, lab):
     stats = {}
     for c in (C["liver"], C["spleen"], C["kidneys"]):
         m = _interior(lab, c, 5)
         assert m.sum() > 100
         stats[c] = dict(sd=float(img[m].std()),
                         rx=_lag_corr(img, m, 3, 2), ry=_lag_corr(img, m, 3, 1))
-    liver, spleen, kidneys = stats[C["liver"]], stats[C["spleen"]], stats[C["kidneys"]]
-    # liver: fine speckle of low amplitude; spleen: coarse blobs
-    assert liver["sd"] < 0.6 * spleen["sd"]
-    assert liver["rx"] < 0.4 and liver["ry"] < 0.4
-    assert spleen["rx"] > 0.6 and spleen["ry"] > 0.6
-    # kidneys: striated, correlated left-right and not antero-posterior
-    assert kidneys["rx"] > kidneys["ry"] + 0.4
-    assert kidneys["sd"] > 1.5 * liver["sd"]
+    return stats
+
+
+def test_textures_differ_between_classes(ct_clean):
+    """Noise-free: texture amplitude and correlation length are class properties, the same
+    in every volume (checked on two)."""
+    all_stats = [_texture_stats(*ct_clean),
+                 _texture_stats(*phantom_v2_volume(*SHAPE, n_organs=N, seed=1, noise=False))]
+    for stats in all_stats:
+        liver, spleen, kidneys = stats[C["liver"]], stats[C["spleen"]], stats[C["kidneys"]]
+        # liver: fine speckle of low amplitude; spleen: coarse blobs
+        assert liver["sd"] < 0.6 * spleen["sd"]
+        assert liver["rx"] < 0.4 and liver["ry"] < 0.4
+        assert spleen["rx"] > 0.6 and spleen["ry"] > 0.6
+        # kidneys: striated, correlated left-right and not antero-posterior
+        assert kidneys["rx"] > kidneys["ry"] + 0.4
+        assert kidneys["sd"] > 1.5 * liver["sd"]
+    # the liver (many voxels, so a precise estimate) has the same amplitude in both
+    assert 0.8 < all_stats[1][C["liver"]]["sd"] / all_stats[0][C["liver"]]["sd"] < 1.25
+
+
+def test_no_organs():
+    img, lab = phantom_v2_volume(4, 32, 30, n_organs=0, seed=0)
+    assert not lab.any() and np.isfinite(img).all() and img.max() > 0
 
 
 # ----------------------------------------------------------------------------

@@ -370,8 +370,8 @@ def _fourier_pair(rng: np.random.Generator, amplitude: float) -> np.ndarray:
 
 def _lerp_coeffs(pair: np.ndarray, w: np.ndarray) -> List[Tuple[np.ndarray, np.ndarray]]:
     """Fourier coefficients interpolated between the two sets of ``pair`` with weight ``w``."""
-    return [(pair[0, k, 0] * (1 - w) + pair[1, k, 0] * w, pair[0, k, 1] * (1 - w) + pair[1, k, 1] * w)
-            for k in range(pair.shape[1])]
+    return [(pair[0, k, 0] * (1 - w) + pair[1, k, 0] * w,
+             pair[0, k, 1] * (1 - w) + pair[1, k, 1] * w) for k in range(pair.shape[1])]
 
 
 def _draw_organs(rng: np.random.Generator) -> List[Dict[str, Any]]:
@@ -392,8 +392,11 @@ def _draw_organs(rng: np.random.Generator) -> List[Dict[str, Any]]:
     return out
 
 
-def _organ_masks(cls: int, p: Dict[str, Any], f: _Frame) -> List[Tuple[Tuple[slice, slice, slice],
-                                                                     np.ndarray, Optional[np.ndarray]]]:
+_Box = Tuple[slice, slice, slice]
+
+
+def _organ_masks(cls: int, p: Dict[str, Any], f: _Frame
+                 ) -> List[Tuple[_Box, np.ndarray, Optional[np.ndarray]]]:
     """Masks of organ class ``cls`` (1-based) in frame ``f``.
 
     Returns a list of ``(box, inside, inner)`` (one per body side for
@@ -488,7 +491,12 @@ def _organ_masks(cls: int, p: Dict[str, Any], f: _Frame) -> List[Tuple[Tuple[sli
 
 def _bias_field(rng: np.random.Generator, zt: np.ndarray, h: int, w: int,
                 peak: float) -> np.ndarray:
-    """Smooth multiplicative field ``exp(f)``, (Z, H, W); ``f`` low-order cosines, max |f| = peak."""
+    """Smooth multiplicative field ``exp(f)``, (Z, H, W).
+
+    ``f`` is a random combination of cosines of order <= 1 in z and <= 2 in y
+    and x (coefficients decaying with the total order), scaled so that
+    ``max |f| = peak``.
+    """
     yy = np.linspace(0.0, 1.0, h, dtype=np.float64)[None, :, None]
     xx = np.linspace(0.0, 1.0, w, dtype=np.float64)[None, None, :]
     zz = np.asarray(zt, dtype=np.float64).reshape(-1, 1, 1)
