@@ -614,28 +614,27 @@ def _render(z_centres: np.ndarray, thickness: float, h: int, w: int, n_organs: i
     amp = np.array([row[4 if col == 1 else 5] for row in _TISSUES], dtype=np.float32)
     fid = np.array([(_TEXTURE_NAMES.index(row[3]) if row[3] else 0) for row in _TISSUES])
 
+    # Sum over sub-slices of (mean + amplitude * texture), one texture field at a time so
+    # that memory stays a few (D, H, W) arrays whatever the number of fields.
+    image = np.zeros((d, h, w), dtype=np.float32)
+    base32 = base.astype(np.float32)
+    for k in range(s):
+        image += base32[tissue[k::s]]
     rng_t = np.random.default_rng(ss_tex)
     sp = np.array(spacing)
-    used = sorted({int(fid[t]) for t in np.unique(tissue) if amp[t] > 0})
-    tex = np.zeros((len(_TEXTURE_NAMES), d, h, w), dtype=np.float32)
+    present = np.unique(tissue)
     for k, name in enumerate(_TEXTURE_NAMES):
         white = rng_t.standard_normal((d, h, w), dtype=np.float32)  # drawn for every field
-        if k not in used:
+        amp_k = np.where(fid == k, amp, np.float32(0.0)).astype(np.float32)
+        if not amp_k[present].any():
             continue
         sigma = np.array(_TEXTURES[name]) / sp
         sigma[0] = sigma[0] if d > 1 else 0.0
         f_k = ndimage.gaussian_filter(white, sigma, mode="reflect")
         f_k -= f_k.mean()
-        tex[k] = f_k / max(float(f_k.std()), 1e-6)
-
-    image = np.zeros((d, h, w), dtype=np.float32)
-    zidx = np.arange(d)[:, None, None]
-    yidx = np.arange(h)[None, :, None]
-    xidx = np.arange(w)[None, None, :]
-    base32 = base.astype(np.float32)
-    for k in range(s):
-        tk = tissue[k::s]
-        image += base32[tk] + amp[tk] * tex[fid[tk], zidx, yidx, xidx]
+        f_k /= max(float(f_k.std()), 1e-6)
+        for j in range(s):
+            image += amp_k[tissue[j::s]] * f_k
     image /= np.float32(s)
 
     # In-plane point-spread function (partial volume), before noise.
