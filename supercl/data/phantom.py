@@ -711,13 +711,14 @@ def write_msd(root: Union[str, os.PathLike], n_volumes: int = 4,
               shape: Sequence[int] = (32, 128, 128), *, n_organs: int = 5,
               seed: SeedLike = 0, modality: str = "CT", overwrite: bool = False,
               spacing: Sequence[float] = (0.8, 0.8, 2.5),
-              consistent_classes: bool = True) -> pathlib.Path:
+              consistent_classes: bool = True, phantom: str = "v1") -> pathlib.Path:
     """Write a phantom dataset in the Medical Segmentation Decathlon layout.
 
     Creates::
 
         root/dataset.json
-        root/imagesTr/phantom_000.nii.gz ...   (int16 HU, clipped to [-1024, 3071])
+        root/imagesTr/phantom_000.nii.gz ...   (int16 HU, clipped to [-1024, 3071];
+                                                v2 MR: int16 arbitrary units >= 0)
         root/labelsTr/phantom_000.nii.gz ...   (uint8, 0..n_organs)
 
     Case ``i`` is ``phantom_volume(*shape, n_organs=n_organs,
@@ -744,7 +745,10 @@ def write_msd(root: Union[str, os.PathLike], n_volumes: int = 4,
     seed : int or numpy.random.SeedSequence
         Dataset seed; the same seed writes the same voxels.
     modality : str
-        Modality name stored as ``{"0": modality}`` in dataset.json.
+        Modality name stored as ``{"0": modality}`` in dataset.json. With
+        ``phantom="v2"`` it also selects the generator's modality: ``"CT"`` or
+        an MR name (``"MR"``, ``"MRI"``, ``"T1"``, ``"T2"``; anything else is a
+        ValueError); v1 always draws CT.
     overwrite : bool
         If ``root`` exists and is not empty, raise :class:`FileExistsError`
         unless ``overwrite`` is true; with ``overwrite=True`` dataset.json and
@@ -755,7 +759,15 @@ def write_msd(root: Union[str, os.PathLike], n_volumes: int = 4,
     consistent_classes : bool
         Organ class c keeps its intensity band in every volume (default True),
         which is what makes the labels learnable across volumes; see
-        :func:`phantom_volume`.
+        :func:`phantom_volume`. v2 classes are always consistent (False is a
+        ValueError with ``phantom="v2"``).
+    phantom : {"v1", "v2"}
+        The generator: ``"v1"`` (default) :func:`phantom_volume`, organ classes
+        that differ by intensity; ``"v2"``
+        :func:`supercl.data.phantom_v2.phantom_v2_volume`, classes that differ
+        by shape, position and texture with overlapping intensity bands, CT or
+        MR (``n_organs`` <= 7, labels named liver, spleen, kidneys, aorta,
+        gallbladder, pancreas, psoas).
 
     Returns
     -------
@@ -795,6 +807,13 @@ def write_msd(root: Union[str, os.PathLike], n_volumes: int = 4,
     if not isinstance(modality, str) or not modality:
         raise ValueError(f"modality must be a non-empty string, got {modality!r}")
     spacing_t = _check_spacing(spacing)
+    if phantom not in ("v1", "v2"):
+        raise ValueError(f"phantom must be 'v1' or 'v2', got {phantom!r}")
+    if phantom == "v2":
+        from . import phantom_v2
+        if not consistent_classes:
+            raise ValueError("consistent_classes=False is only available with phantom='v1'")
+        v2_meta = phantom_v2.msd_meta(n_organs, modality)   # validates n_organs and modality
 
     root = pathlib.Path(root)
     if root.exists():
@@ -819,10 +838,16 @@ def write_msd(root: Union[str, os.PathLike], n_volumes: int = 4,
     training = []
     for i in range(n_volumes):
         name = f"phantom_{i:0{width_digits}d}.nii.gz"
-        vol, lab = phantom_volume(depth, height, width, n_organs=n_organs,
-                                  seed=_child_seed(parent, i),
-                                  consistent_classes=consistent_classes)
-        hu = np.clip(np.rint(vol), -1024, 3071).astype(np.int16).transpose(2, 1, 0)
+        if phantom == "v2":
+            stored, lab = phantom_v2.msd_case((depth, height, width), n_organs=n_organs,
+                                              seed=_child_seed(parent, i), modality=modality,
+                                              spacing_xyz=spacing_t)   # int16 already
+        else:
+            vol, lab = phantom_volume(depth, height, width, n_organs=n_organs,
+                                      seed=_child_seed(parent, i),
+                                      consistent_classes=consistent_classes)
+            stored = np.clip(np.rint(vol), -1024, 3071).astype(np.int16)
+        hu = stored.transpose(2, 1, 0)
         for data, dtype, folder in ((hu, np.int16, images_dir),
                                     (lab.transpose(2, 1, 0), np.uint8, labels_dir)):
             img = nib.Nifti1Image(np.ascontiguousarray(data), affine)
@@ -848,5 +873,7 @@ def write_msd(root: Union[str, os.PathLike], n_volumes: int = 4,
         "training": training,
         "test": [],
     }
+    if phantom == "v2":
+        meta.update(v2_meta)
     (root / "dataset.json").write_text(json.dumps(meta, indent=4) + "\n")
     return root
