@@ -53,8 +53,9 @@ def supcon_loss(
 
     Parameters
     ----------
-    features : (N, D) float tensor (float32, float16, bfloat16; float64 on the torch backend)
-    labels : (N,) integer tensor
+    features : (N, D) float tensor or numpy array (float32, float16, bfloat16; float64 on the
+        torch backend)
+    labels : (N,) integer tensor or numpy array
     temperature : float > 0
     base_temperature : float > 0, optional
         The loss is scaled by ``temperature / base_temperature``; None means ``temperature``.
@@ -65,14 +66,15 @@ def supcon_loss(
     reduction : {"mean", "sum", "none"}
         "mean" over anchors with a positive; "sum"; "none" gives (N,) with 0 for anchors
         without a positive.
-    backend : {None, "torch", "triton"}
-        None: Triton for CUDA tensors, torch otherwise. "triton" on CPU tensors needs
-        ``TRITON_INTERPRET=1``.
+    backend : {None, "torch", "triton", "cpu", "cuda"}
+        None: Triton for CUDA tensors, torch otherwise; "cpu" is an alias of "torch", "cuda"
+        of "triton". "triton" on CPU tensors needs ``TRITON_INTERPRET=1``.
 
     Returns
     -------
-    torch.Tensor
-        0-d (or (N,) for ``reduction="none"``) float32 (float64 for float64 features).
+    torch.Tensor or numpy.ndarray
+        0-d (or (N,) for ``reduction="none"``) float32 (float64 for float64 features); a
+        numpy array (without gradient) when ``features`` is one.
 
     Raises
     ------
@@ -98,7 +100,7 @@ def supcon_loss(
     >>> bool(torch.allclose(loss, supcon_loss_reference(z, y, temperature=0.5)))
     True
     """
-    features, _ = as_tensor(features, "features")
+    features, as_numpy = as_tensor(features, "features")
     labels, _ = as_tensor(labels, "labels")
     if not features.dtype.is_floating_point:
         raise TypeError(f"features must be a float tensor, got {features.dtype}")
@@ -148,7 +150,7 @@ def supcon_loss(
         loss = per_anchor.sum() / valid.sum().clamp(min=1).to(work)
     if eager:
         _warn_if_no_positive(valid)
-    return loss
+    return loss.detach().numpy() if as_numpy else loss
 
 
 def _check_ids(ids: torch.Tensor, name: str, n: int, device: torch.device) -> None:
