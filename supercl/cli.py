@@ -235,14 +235,12 @@ def _superpixels(args) -> int:
     from supercl.ops import slic
     from supercl.train.dataset import resolve_data
     from supercl.train.loop import resolve_device
-    from supercl.viz import BOUNDARY, overlay
-    from supercl.viz import plot_image_grid
+    from supercl.viz import BOUNDARY, overlay, plot_image_grid
 
     device = resolve_device(args.device)
     out = Path(args.out)
-    if args.data is not None:  # read before anything is written
-        info = scan_dataset(args.data, labels=args.labels, modality=args.modality)
-    out.mkdir(parents=True, exist_ok=True)
+    if args.data is None:  # the phantom is written into OUT; with --data, OUT waits for the checks
+        out.mkdir(parents=True, exist_ok=True)
     info = scan_dataset(resolve_data(args.data, out), labels=args.labels, modality=args.modality)
     names = [c.name for c in info.cases]
     case = info.cases[0] if args.case is None else next((c for c in info.cases if c.name == args.case), None)
@@ -252,6 +250,7 @@ def _superpixels(args) -> int:
     images, _, _ = load_case(case, modality=info.modality, window=tuple(args.window),
                              patch_size=args.patch_size, resize=args.resize,
                              class_names=info.class_names)
+    out.mkdir(parents=True, exist_ok=True)
     x = torch.from_numpy(images).to(device)
     slic(x[:1], n_segments=args.n_segments, compactness=args.compactness)  # warm-up
     if x.is_cuda:

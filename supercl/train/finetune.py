@@ -373,11 +373,18 @@ def _prediction_figure(test, pred, num_classes, path, class_names=None, shown: i
     from supercl.viz import PALETTE, plot_image_grid, segmentation_tile
 
     labels = test.labels
-    # the slices with the most foreground
-    order = torch.argsort((labels > 0).flatten(1).sum(1), descending=True)[:shown]
+    # the slice with the most foreground of each volume first, then the next ones
+    area = (labels > 0).flatten(1).sum(1)
+    order = torch.argsort(area, descending=True, stable=True).tolist()
+    seen, firsts, rest = set(), [], []
+    for i in order:
+        v = int(test.volume[i])
+        (rest if v in seen else firsts).append(i)
+        seen.add(v)
+    picks = sorted((firsts + rest)[:shown])
     names = slice_names(test)
     tiles, titles = [], []
-    for i in sorted(order.tolist()):
+    for i in picks:
         img = test.images[i, 0].numpy()
         lo, hi = np.percentile(img, [1, 99])
         grey = (np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
@@ -389,8 +396,8 @@ def _prediction_figure(test, pred, num_classes, path, class_names=None, shown: i
     legend = {class_names.get(c, f"class {c}"): PALETTE[(c - 1) % len(PALETTE)]
               for c in range(1, num_classes)}
     plot_image_grid(tiles, titles, path, columns=4, legend=legend,
-                    title="test slices with the most foreground: ground truth (left of each "
-                          "pair) and prediction (right)")
+                    title="test slices with the most foreground (per volume first): ground "
+                          "truth (left of each pair) and prediction (right)")
 
 
 def _zoom(shape, target: int = 192) -> int:
