@@ -431,8 +431,10 @@ def main(argv: list[str] | None = None) -> int:
         # A second Ctrl-C (the first one asks for a checkpoint at the end of the step).
         # Checkpoints are written through a temporary file and a rename, so the last one
         # written is intact; one line instead of a traceback.
+        again = ("run the same command again" if args.command == "demo"
+                 else "add --resume to the same command")
         print(f"\nsupercl {args.command}: aborted by a second Ctrl-C; the last checkpoint "
-              "written is intact, continue with --resume", file=sys.stderr)
+              f"written is intact, {again} to continue", file=sys.stderr)
         return 130
 
 

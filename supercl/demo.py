@@ -95,9 +95,9 @@ def _prepare_folder(out: Path, args: argparse.Namespace) -> bool:
         return False
     record = out / "demo.json"
     if not record.is_file():
-        raise FileExistsError(f"{out} holds files of another run ({', '.join(p.name for p in files)}) "
-                              "but no demo.json: pass --overwrite to replace them, or choose "
-                              "another --out")
+        names = ", ".join(p.name for p in files)
+        raise FileExistsError(f"{out} holds files of another run ({names}) but no demo.json: "
+                              "pass --overwrite to replace them, or choose another --out")
     before = strict_json(record.read_text())["settings"]
     now = json.loads(json.dumps(_settings(args)))  # tuples as lists, as read back
     differ = [f"--{k.replace('_', '-')} {before.get(k)} -> {now.get(k)}"
@@ -119,9 +119,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from supercl.data import write_msd
     from supercl.losses import LossConfig
     from supercl.train import FinetuneConfig, PretrainConfig, finetune, pretrain
-    from supercl.viz import plot_dsc_bars
-
     from supercl.train.loop import check_device, write_json
+    from supercl.viz import plot_dsc_bars
 
     started = time.perf_counter()
     out = Path(args.out)
@@ -158,7 +157,7 @@ def run_demo(args: argparse.Namespace) -> int:
         resume=(out / "pretrain" / "checkpoint.pt").is_file(), **common))
     timings["pretrain_s"] = time.perf_counter() - t
     if pre["status"] != "finished":
-        return _interrupted(out, args)
+        return _interrupted(out)
 
     runs = {}
     for step, (name, fraction, pretrained) in enumerate(jobs, 2):
@@ -170,7 +169,7 @@ def run_demo(args: argparse.Namespace) -> int:
             label_fraction=fraction, epochs=args.finetune_epochs, batch_size=4, lr=3e-3,
             resume=(out / name / "checkpoint.pt").is_file(), **common))
         if runs[name]["status"] != "finished":
-            return _interrupted(out, args)
+            return _interrupted(out)
         runs[name]["label_fraction"] = fraction
         timings[f"finetune_{name}_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - started
@@ -202,7 +201,7 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _interrupted(out: Path, args) -> int:
+def _interrupted(out: Path) -> int:
     print(f"\ndemo interrupted: run the same command again (supercl demo --out {out}, or make "
           "demo) to continue it", flush=True)
     return 130

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["save_atomic", "file_mode", "load_checkpoint", "open_run", "training_state", "restore_training",
-           "rng_state", "set_rng_state"]
+__all__ = ["save_atomic", "file_mode", "load_checkpoint", "open_run", "training_state",
+           "restore_training", "rng_state", "set_rng_state"]
 
 
 def rng_state() -> dict[str, Any]:

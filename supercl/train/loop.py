@@ -101,8 +101,8 @@ def check_config(cfg) -> None:
 
 #: Settings that may differ between a run and its ``--resume``: how long it runs, where and
 #: how it reports. Every other setting must equal the checkpoint's (:func:`check_resume`).
-RESUMABLE = frozenset({"out", "epochs", "max_steps", "resume", "progress", "tensorboard", "figures",
-                       "threads", "checkpoint_every", "device", "amp", "evaluate"})
+RESUMABLE = frozenset({"out", "epochs", "max_steps", "resume", "progress", "tensorboard",
+                       "figures", "threads", "checkpoint_every", "device", "amp", "evaluate"})
 
 
 def _flat(config: Any, prefix: str = "") -> dict[str, Any]:
@@ -180,7 +180,8 @@ def check_finite(values: dict[str, float], *, what: str, epoch: int, step: int,
     raise NonFiniteLossError(
         f"{what} stopped at epoch {epoch + 1}, step {step + 1} (global step {global_step + 1}): "
         f"non-finite {', '.join(bad)} (" + ", ".join(f"{k}={v:.4g}" for k, v in values.items())
-        + ")" + (f"; {note}" if note else "") + ". The weights were not updated; the last good checkpoint is "
+        + ")" + (f"; {note}" if note else "")
+        + ". The weights were not updated; the last good checkpoint is "
         f"{checkpoint if checkpoint.exists() else 'none (no checkpoint yet)'}. "
         "Lower --lr, or use --amp off.")
 
@@ -286,15 +287,13 @@ def _finite(x: Any) -> Any:
         return [_finite(v) for v in x]
     if is_dataclass(x) and not isinstance(x, type):
         return _finite(asdict(x))
-    if isinstance(x, (np.floating, np.integer, np.ndarray, torch.Tensor)):
+    if isinstance(x, (np.floating, np.integer, np.bool_, np.ndarray, torch.Tensor)):
         return _finite(x.tolist() if hasattr(x, "tolist") else x.item())
     return x
 
 
 def _jsonable(x):
-    if isinstance(x, Path):
-        return str(x)
-    return str(x)
+    return str(x)  # paths, and anything else json cannot write, as text
 
 
 class RunLog:

@@ -26,8 +26,8 @@ from .checkpoint import (open_run, restore_training, rng_state, save_atomic, set
 from .dataset import prepare_split, slices_of
 from .finetune import slice_names
 from .loop import (RunConfig, RunLog, StopFlag, Throughput, amp_dtype, check_config,
-                   check_finite, check_resume, cosine_lambda, epoch_batches, host_values, optimizer_step,
-                   resolve_device, total_steps, write_json)
+                   check_finite, check_resume, cosine_lambda, epoch_batches, host_values,
+                   optimizer_step, resolve_device, total_steps, write_json)
 from .views import SuperCLViews, ViewConfig
 
 __all__ = ["PretrainConfig", "pretrain"]
