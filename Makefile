@@ -1,4 +1,5 @@
 # make demo | make test | make bench -- each one sets itself up from nothing in .venv.
+# make clean (build outputs) | make clean-runs (runs/) | make distclean (all, .venv too).
 #
 # torch: on a machine without an NVIDIA GPU the CPU wheel torch==2.13.0 is installed first
 # (a plain `torch` requirement would pull a multi-GB CUDA build). With `nvidia-smi` present the
@@ -21,10 +22,15 @@ GPU_PYTHON ?= python3
 CUPY_EXTRA = $(shell $(BIN)/python -c "import importlib.util as u, torch; v = torch.version.cuda; print('' if u.find_spec('cupy') or not v else ',cuda' + v.split('.')[0])")
 SOURCES := pyproject.toml setup.py MANIFEST.in $(shell find supercl csrc kernels -type f \( -name '*.py' -o -name '*.h' -o -name '*.cpp' -o -name '*.cu' \) 2>/dev/null)
 
-.PHONY: demo test bench install clean gpu-check
+DEMO_OUT  ?= runs/demo
+DEMO_ARGS ?=
 
+.PHONY: demo test bench install clean clean-runs distclean gpu-check
+
+# An interrupted demo continues where it stopped; a finished one (results.json) is run again
+# from the start (--overwrite replaces the demo's own files in $(DEMO_OUT), nothing else).
 demo: $(VENV)/.installed
-	$(BIN)/supercl demo --out runs/demo
+	$(BIN)/supercl demo --out $(DEMO_OUT) $(DEMO_ARGS) $$(test -f $(DEMO_OUT)/results.json && echo --overwrite)
 
 test: $(VENV)/.installed
 	$(BIN)/pytest tests -p no:cacheprovider
@@ -53,5 +59,13 @@ else
 endif
 	touch $@
 
+# clean: build outputs only (the next install rebuilds the extension); clean-runs: the run
+# folders (runs/); distclean: both and the virtual environment.
 clean:
-	rm -rf $(VENV) build dist *.egg-info runs supercl/_C*.so
+	rm -rf build dist *.egg-info supercl/_C*.so
+
+clean-runs:
+	rm -rf runs
+
+distclean: clean clean-runs
+	rm -rf $(VENV)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 import time
 from pathlib import Path
@@ -25,37 +26,53 @@ __all__ = ["main", "build_parser"]
 
 
 # --------------------------------------------------------------------------- options
-def _data_options(p: argparse.ArgumentParser, patch_size: int = 128) -> None:
-    g = p.add_argument_group("data")
+def _data_options(p: argparse.ArgumentParser, run_defaults: bool = False) -> None:
+    """The data options. ``run_defaults`` (evaluate): every default is None, meaning "the
+    setting of the run being scored", so that a value given equal to the usual default still
+    counts as given."""
+    g = p.add_argument_group("data" + (" (each defaults to the run's own setting, from its "
+                                        "checkpoint)" if run_defaults else ""))
+    patch_size = 128  # one default for every command (superpixels included)
+
+    def default(value):
+        return None if run_defaults else value
+
+    def shown(text):
+        return "the run's" if run_defaults else text
+
     g.add_argument("--data", default=None, metavar="PATH",
                    help="a Medical Segmentation Decathlon folder (dataset.json, imagesTr/, "
-                   "labelsTr/) or a folder of .nii/.nii.gz images (default: the embedded "
-                   "phantom CT dataset, written to OUT/phantom)")
+                   "labelsTr/) or a folder of .nii/.nii.gz images (default: "
+                   + ("the run's data" if run_defaults else "the embedded phantom CT dataset, "
+                      "written to OUT/phantom") + ")")
     g.add_argument("--labels", default=None, metavar="PATH",
                    help="for a plain image folder: the folder of label maps, matched to the "
-                   "images by file name (default: none, images unlabeled)")
+                   "images by file name (default: " + shown("none, images unlabeled") + ")")
     g.add_argument("--modality", default=None, metavar="NAME",
-                   help="CT (windowed to --window) or MRI (per-volume z-score); default: "
-                   "dataset.json's modality, CT for plain folders")
-    g.add_argument("--window", type=float, nargs=2, default=(-200.0, 300.0),
+                   help="CT (windowed to --window) or MRI (per-volume z-score) (default: "
+                   + shown("dataset.json's modality, CT for plain folders") + ")")
+    g.add_argument("--window", type=float, nargs=2, default=default((-200.0, 300.0)),
                    metavar=("LOW", "HIGH"), help="CT intensity window in Hounsfield units, "
-                   "scaled to [0, 1] (default: -200 300)")
-    g.add_argument("--patch-size", type=int, default=patch_size, metavar="P",
-                   help=f"slices become P x P, a multiple of 2**depth (default: {patch_size})")
-    g.add_argument("--resize", choices=("resize", "crop"), default="resize",
-                   help="resize whole slices to the patch size, or centre-crop/pad them "
-                   "(default: resize)")
-    g.add_argument("--label-fraction", type=float, default=0.1, metavar="F",
+                   "scaled to [0, 1] (default: " + shown("-200 300") + ")")
+    g.add_argument("--patch-size", type=int, default=default(patch_size), metavar="P",
+                   help="slices become P x P, a multiple of 2**depth (default: "
+                   + shown(str(patch_size)) + ")")
+    g.add_argument("--resize", choices=("pad", "resize", "crop"), default=default("pad"),
+                   help="pad: scale each slice so that its longer side is P, keeping its aspect "
+                   "ratio, and pad the shorter side; resize: stretch it to P x P; crop: "
+                   "centre-crop/pad it without scaling (default: " + shown("pad") + ")")
+    g.add_argument("--label-fraction", type=float, default=default(0.1), metavar="F",
                    help="fraction of the labeled training volumes used for fine-tuning, e.g. "
-                   "0.1, 0.25, 1.0 (default: 0.1)")
-    g.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
+                   "0.1, 0.25, 1.0 (default: " + shown("0.1") + ")")
+    g.add_argument("--val-fraction", type=float, default=default(0.2), metavar="F",
                    help="fraction of the labeled volumes held out for model selection "
-                   "(default: 0.2)")
-    g.add_argument("--test-fraction", type=float, default=0.2, metavar="F",
-                   help="fraction of the labeled volumes held out for the test (default: 0.2)")
-    g.add_argument("--split-seed", type=int, default=0,
+                   "(default: " + shown("0.2") + ")")
+    g.add_argument("--test-fraction", type=float, default=default(0.2), metavar="F",
+                   help="fraction of the labeled volumes held out for the test (default: "
+                   + shown("0.2") + ")")
+    g.add_argument("--split-seed", type=int, default=default(0),
                    help="seed of the split by volume; use the same for pre-training and "
-                   "fine-tuning (default: 0)")
+                   "fine-tuning (default: " + shown("0") + ")")
 
 
 def _run_options(p: argparse.ArgumentParser, out: str, epochs: int, batch: int, lr: float) -> None:
@@ -193,15 +210,18 @@ def _evaluate(args) -> int:
     path = Path(args.target)
     checkpoint = path / "best.pt" if path.is_dir() else path
     out = Path(args.out) if args.out else checkpoint.parent
-    cfg = _fill(DataConfig, args)
-    # Data options left at their defaults take the run's own settings (patch size, window,
-    # split), so that `supercl evaluate RUN` scores RUN as it was trained.
+    # Data options not given (None) take the run's own settings (patch size, window, split),
+    # so that `supercl evaluate RUN` scores RUN as it was trained; a given one always counts,
+    # even when it equals the usual default.
     saved = load_checkpoint(checkpoint).get("config", {})
-    defaults = build_parser()._subparsers._group_actions[0].choices["evaluate"]
+    values = {}
     for f in dataclasses.fields(DataConfig):
-        if f.name in saved and getattr(args, f.name) == defaults.get_default(f.name):
+        value = getattr(args, f.name)
+        if value is None and f.name in saved:
             value = saved[f.name]
-            setattr(cfg, f.name, tuple(value) if isinstance(value, list) else value)
+        if value is not None:
+            values[f.name] = tuple(value) if isinstance(value, list) else value
+    cfg = DataConfig(**values)
     evaluate(checkpoint, cfg, out=out, device=args.device, figures=args.figures,
              progress=args.progress)
     return 0
@@ -214,10 +234,13 @@ def _superpixels(args) -> int:
     from supercl.data.nifti import load_case, scan_dataset
     from supercl.ops import slic
     from supercl.train.dataset import resolve_data
-    from supercl.viz import montage, overlay, write_png
+    from supercl.train.loop import resolve_device
+    from supercl.viz import BOUNDARY, overlay, plot_image_grid
 
+    device = resolve_device(args.device)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if args.data is None:  # the phantom is written into OUT; with --data, OUT waits for the checks
+        out.mkdir(parents=True, exist_ok=True)
     info = scan_dataset(resolve_data(args.data, out), labels=args.labels, modality=args.modality)
     names = [c.name for c in info.cases]
     case = info.cases[0] if args.case is None else next((c for c in info.cases if c.name == args.case), None)
@@ -227,9 +250,8 @@ def _superpixels(args) -> int:
     images, _, _ = load_case(case, modality=info.modality, window=tuple(args.window),
                              patch_size=args.patch_size, resize=args.resize,
                              class_names=info.class_names)
-    x = torch.from_numpy(images)
-    if args.device != "cpu" and torch.cuda.is_available():
-        x = x.cuda()
+    out.mkdir(parents=True, exist_ok=True)
+    x = torch.from_numpy(images).to(device)
     slic(x[:1], n_segments=args.n_segments, compactness=args.compactness)  # warm-up
     if x.is_cuda:
         torch.cuda.synchronize()
@@ -241,9 +263,13 @@ def _superpixels(args) -> int:
     picks = np.linspace(0, x.shape[0] - 1, min(args.slices, x.shape[0])).round().astype(int)
     lo, hi = np.percentile(images, [1, 99])  # CT slices are in [0, 1], z-scored MRI is not
     grey = (np.clip((images - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
-    tiles = [overlay(grey[i], labels[i].cpu().numpy()) for i in picks]
-    path = write_png(out / f"superpixels_{case.name}.png", montage(tiles, columns=4))
+    tiles = [overlay(grey[i], labels[i].cpu().numpy(), colour=BOUNDARY) for i in picks]
     counts = [int(labels[i].max()) + 1 for i in range(labels.shape[0])]
+    path = plot_image_grid(
+        tiles, [f"{case.name}, slice {i} of {x.shape[0]}: {counts[i]} superpixels" for i in picks],
+        out / f"superpixels_{case.name}.png", columns=4,
+        title=f"SLIC superpixels of {case.name} ({info.root}), n_segments={args.n_segments}, "
+              f"compactness={args.compactness:g}")
     print(f"{case.name}: {x.shape[0]} slices of {args.patch_size}x{args.patch_size}, "
           f"{np.mean(counts):.0f} superpixels per slice, SLIC {1e3 * seconds / x.shape[0]:.2f} "
           f"ms/slice on {x.device.type}; wrote {path} (slices {', '.join(map(str, picks))})")
@@ -270,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("superpixels", help="SLIC overlays (PNG) of the slices of one volume",
                        description="Runs supercl.ops.slic on every slice of one volume (on the "
                        "GPU if there is one) and writes a PNG montage of superpixel boundaries.")
-    _data_options(p, patch_size=256)
+    _data_options(p)
     p.add_argument("--case", default=None, help="case name (default: the first case)")
     p.add_argument("--out", default="runs/superpixels", metavar="DIR",
                    help="output folder (default: runs/superpixels)")
@@ -278,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-segments", type=int, default=100, help="superpixels per slice (default: 100)")
     p.add_argument("--compactness", type=float, default=0.1,
                    help="SLIC compactness on [0, 1]-scaled intensities (default: 0.1)")
-    p.add_argument("--device", default="auto", help="auto or cpu (default: auto)")
+    p.add_argument("--device", default="auto",
+                   help="auto, cpu, cuda or cuda:N (default: auto = cuda if available)")
     p.set_defaults(run=_superpixels)
 
     p = sub.add_parser("pretrain", help="SuperCL pre-training of a U-Net encoder",
@@ -305,19 +332,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="DSC, JC and HD95 of a fine-tuned model on the test volumes",
                        description="Scores a fine-tuning run's best.pt (or a given checkpoint) "
                        "on the test volumes of the split: DSC and JC per class over the whole "
-                       "test set, per-volume DSC and HD95. Use the data options of the run.")
+                       "test set, per-volume DSC and HD95. The data options default to the "
+                       "run's own (from its checkpoint); give one only to score the run on "
+                       "other settings.")
     p.add_argument("target", metavar="RUN", help="fine-tuning run folder or checkpoint file")
-    _data_options(p)
+    _data_options(p, run_defaults=True)
     p.add_argument("--out", default=None, metavar="DIR",
                    help="where to write evaluation.json and figures (default: the run folder)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--device", default="auto",
+                   help="auto, cpu, cuda or cuda:N (default: auto = cuda if available)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.add_argument("--no-figures", dest="figures", action="store_false", help="write no PNGs")
     p.set_defaults(run=_evaluate)
 
     p = sub.add_parser("demo", help="the whole job on the embedded phantom, in minutes on a CPU",
                        description="Writes the phantom MSD dataset, pre-trains with SuperCL, "
-                       "fine-tunes on 10%% of the labeled volumes from scratch and from the "
+                       "fine-tunes on 10% of the labeled volumes from scratch and from the "
                        "pre-trained encoder, evaluates both on the test volumes, prints a DSC/JC "
                        "table and writes results.json and report.md with figures.")
     from supercl.demo import add_demo_options
@@ -328,35 +358,66 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _POSITIVE = ("epochs", "batch_size", "patch_size", "base_channels", "depth", "n_segments",
-             "slic_iters", "embed_dim", "slices", "knn_k", "pixel_stride")
+             "slic_iters", "embed_dim", "slices", "knn_k", "pixel_stride", "volumes",
+             "depth_slices", "pretrain_epochs", "finetune_epochs")
 _NON_NEGATIVE = ("threads", "checkpoint_every", "max_steps", "warmup_steps")
+_FLOATS = ("lr", "weight_decay", "momentum", "compactness", "temperature", "pcl_threshold",
+           "l_ins", "l_intra", "l_inter", "dice_weight", "label_fraction", "val_fraction",
+           "test_fraction", "window")
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    return parser._subparsers._group_actions[0].choices[command]
 
 
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Validate the options once, before anything runs or is written; errors go through the
+    subcommand's parser, so that its usage line is the one printed."""
+    error = _subparser(parser, args.command).error
+    for name in _FLOATS:
+        value = getattr(args, name, None)
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if v is not None and not math.isfinite(v):
+                error(f"--{name.replace('_', '-')} must be a finite number, got {v}")
     for name in _POSITIVE:
-        if getattr(args, name, 1) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            error(f"--{name.replace('_', '-')} must be >= 1")
     for name in _NON_NEGATIVE:
-        if getattr(args, name, 0) < 0:
-            parser.error(f"--{name.replace('_', '-')} must be >= 0")
+        value = getattr(args, name, None)
+        if value is not None and value < 0:
+            error(f"--{name.replace('_', '-')} must be >= 0")
     for name in ("lr", "compactness", "temperature", "pcl_threshold"):
-        if getattr(args, name, 1.0) <= 0:
-            parser.error(f"--{name.replace('_', '-')} must be > 0")
-    fractions = getattr(args, "label_fraction", 0.5)
-    if not all(0 < f <= 1 for f in (fractions if isinstance(fractions, list) else [fractions])):
-        parser.error("--label-fraction must be in (0, 1]")
-    if hasattr(args, "window") and not args.window[0] < args.window[1]:
-        parser.error("--window LOW HIGH needs LOW < HIGH")
+        value = getattr(args, name, None)
+        if value is not None and value <= 0:
+            error(f"--{name.replace('_', '-')} must be > 0")
+    fractions = getattr(args, "label_fraction", None)
+    if fractions is not None and not all(
+            0 < f <= 1 for f in (fractions if isinstance(fractions, list) else [fractions])):
+        error("--label-fraction must be in (0, 1]")
+    window = getattr(args, "window", None)
+    if window is not None and not window[0] < window[1]:
+        error("--window LOW HIGH needs LOW < HIGH")
     depth = getattr(args, "depth", 4)
-    if hasattr(args, "patch_size") and args.patch_size % 2**depth:
-        parser.error(f"--patch-size must be a multiple of 2**depth = {2**depth}")
+    patch = getattr(args, "patch_size", None)
+    if patch is not None and patch % 2**depth:
+        error(f"--patch-size must be a multiple of 2**depth = {2**depth}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # the command line, recorded by the demo in results.json
     _check(parser, args)
-    from supercl.train.loop import NonFiniteLossError
+    from supercl.train.loop import NonFiniteLossError, check_device
+
+    if hasattr(args, "device"):  # once, up front, before any folder is made: one line
+        try:
+            check_device(args.device)
+        except ValueError as err:
+            print(f"supercl {args.command}: error: --device: {err}", file=sys.stderr)
+            return 2
 
     try:
         return args.run(args)
@@ -366,6 +427,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"supercl {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # A second Ctrl-C (the first one asks for a checkpoint at the end of the step).
+        # Checkpoints are written through a temporary file and a rename, so the last one
+        # written is intact; one line instead of a traceback.
+        again = ("run the same command again" if args.command == "demo"
+                 else "add --resume to the same command")
+        print(f"\nsupercl {args.command}: aborted by a second Ctrl-C; the last checkpoint "
+              f"written is intact, {again} to continue", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -8,6 +8,13 @@
 5. prints a DSC / JC table per class and writes ``OUT/results.json`` and ``OUT/report.md``
    with the figures.
 
+Running it again: an interrupted demo (Ctrl-C, a killed process) continues where it stopped
+when the same command is run again: finished stages are kept, the interrupted one resumes
+from its checkpoint (``OUT/demo.json`` holds the settings, and other settings are refused). A
+finished demo (``OUT/results.json``) is not overwritten unless ``--overwrite`` is given, which
+first removes the demo's own files in ``OUT`` (``make demo`` passes it when the demo in
+``runs/demo`` has finished).
+
 The defaults are a small configuration (64 x 64 slices, a U-Net of base width 16) so that
 everything runs in a few minutes on two CPU cores; the numbers it prints show that the
 pipeline works end to end, not the quality SuperCL reaches with the reference settings
@@ -20,6 +27,8 @@ import argparse
 import json
 import math
 import platform
+import shlex
+import shutil
 import time
 from pathlib import Path
 
@@ -30,7 +39,7 @@ def add_demo_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", metavar="DIR", help="output folder (default: runs/demo)")
     p.add_argument("--volumes", type=int, default=30,
                    help="phantom volumes to generate: 6 test, 6 validation, 18 for training, "
-                   "of which 10 %% (2) labeled (default: 30)")
+                   "of which 10 %% (2) are used labeled (default: 30)")
     p.add_argument("--depth-slices", type=int, default=24, dest="depth_slices",
                    help="slices per phantom volume (default: 24)")
     p.add_argument("--patch-size", type=int, default=64, help="slice side after resizing (default: 64)")
@@ -49,6 +58,58 @@ def add_demo_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="CPU threads, 0 for torch's default (default: 0)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    p.add_argument("--overwrite", action="store_true",
+                   help="remove the files of an earlier demo in --out (finished or not) and start "
+                   "again; without it an interrupted demo continues and a finished one is kept "
+                   "(default: off)")
+
+
+#: Settings of a demo that may change when an interrupted one is continued.
+_FREE = ("out", "progress", "threads", "device", "overwrite", "run", "argv", "command")
+#: What a demo writes into its folder (the fine-tuning runs are scratch*/supercl*).
+_OWN = ("demo.json", "phantom", "pretrain", "results.json", "report.md", "dsc.png")
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    return {k: v for k, v in sorted(vars(args).items()) if k not in _FREE}
+
+
+def _demo_files(out: Path) -> list[Path]:
+    if not out.is_dir():
+        return []
+    return sorted(p for p in out.iterdir() if p.name in _OWN or (
+        p.is_dir() and p.name.startswith(("scratch", "supercl")) and (p / "config.json").exists()))
+
+
+def _prepare_folder(out: Path, args: argparse.Namespace) -> bool:
+    """Decide what to do with ``out`` before anything is written; returns True when an
+    interrupted demo is continued."""
+    from supercl.train.loop import strict_json
+
+    files = _demo_files(out)
+    if args.overwrite:
+        for path in files:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        return False
+    if not files:
+        return False
+    record = out / "demo.json"
+    if not record.is_file():
+        names = ", ".join(p.name for p in files)
+        raise FileExistsError(f"{out} holds files of another run ({names}) but no demo.json: "
+                              "pass --overwrite to replace them, or choose another --out")
+    before = strict_json(record.read_text())["settings"]
+    now = json.loads(json.dumps(_settings(args)))  # tuples as lists, as read back
+    differ = [f"--{k.replace('_', '-')} {before.get(k)} -> {now.get(k)}"
+              for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
+    if differ:
+        raise ValueError(f"{out} holds a demo with other settings ({'; '.join(differ)}): run it "
+                         "with its own settings to continue it, pass --overwrite to start again, "
+                         "or choose another --out")
+    if (out / "results.json").is_file():
+        raise FileExistsError(f"{out} holds a finished demo (results.json): pass --overwrite to "
+                              "run it again (make demo does), or choose another --out")
+    return True
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -58,21 +119,30 @@ def run_demo(args: argparse.Namespace) -> int:
     from supercl.data import write_msd
     from supercl.losses import LossConfig
     from supercl.train import FinetuneConfig, PretrainConfig, finetune, pretrain
+    from supercl.train.loop import check_device, write_json
     from supercl.viz import plot_dsc_bars
 
     started = time.perf_counter()
     out = Path(args.out)
+    fractions = list(args.label_fraction)
+    if not all(0 < f <= 1 for f in fractions):
+        raise ValueError(f"--label-fraction values must be in (0, 1], got {fractions}")
+    check_device(args.device)
+    argv = getattr(args, "argv", None)
+    command = "supercl " + shlex.join(argv) if argv is not None else None
+    resuming = _prepare_folder(out, args)
     out.mkdir(parents=True, exist_ok=True)
     if args.threads:
         torch.set_num_threads(args.threads)
     data = out / "phantom"
     print(f"supercl {__version__} demo: {args.volumes} phantom CT volumes of {args.depth_slices} "
-          f"slices, {args.patch_size}x{args.patch_size}, {torch.get_num_threads()} CPU threads")
-    write_msd(data, n_volumes=args.volumes, shape=(args.depth_slices, 128, 128), n_organs=5,
-              seed=args.seed, overwrite=True)
-    fractions = list(args.label_fraction)
-    if not all(0 < f <= 1 for f in fractions):
-        raise ValueError(f"--label-fraction values must be in (0, 1], got {fractions}")
+          f"slices, {args.patch_size}x{args.patch_size}, {torch.get_num_threads()} CPU threads"
+          + (f"; continuing the interrupted demo in {out}" if resuming else ""))
+    if not resuming:
+        write_json(out / "demo.json", {"command": command, "settings": _settings(args)})
+    if not (resuming and (data / "dataset.json").is_file()):
+        write_msd(data, n_volumes=args.volumes, shape=(args.depth_slices, 128, 128), n_organs=5,
+                  seed=args.seed, overwrite=True)
     common = dict(data=str(data), patch_size=args.patch_size, split_seed=args.seed, base_channels=args.base_channels, seed=args.seed,
                   device=args.device, progress=args.progress)
     timings = {}
@@ -83,8 +153,11 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"\n[1/{len(jobs) + 1}] SuperCL pre-training")
     pre = pretrain(PretrainConfig(
         out=str(out / "pretrain"), epochs=args.pretrain_epochs, batch_size=16, optimizer="adamw",
-        lr=1e-3, weight_decay=1e-4, n_segments=args.n_segments, loss=LossConfig(), **common))
+        lr=1e-3, weight_decay=1e-4, n_segments=args.n_segments, loss=LossConfig(),
+        resume=(out / "pretrain" / "checkpoint.pt").is_file(), **common))
     timings["pretrain_s"] = time.perf_counter() - t
+    if pre["status"] != "finished":
+        return _interrupted(out)
 
     runs = {}
     for step, (name, fraction, pretrained) in enumerate(jobs, 2):
@@ -93,7 +166,10 @@ def run_demo(args: argparse.Namespace) -> int:
               "volumes, " + ("from scratch" if pretrained is None else "from the SuperCL encoder"))
         runs[name] = finetune(FinetuneConfig(
             out=str(out / name), pretrained=str(pretrained) if pretrained else None,
-            label_fraction=fraction, epochs=args.finetune_epochs, batch_size=4, lr=3e-3, **common))
+            label_fraction=fraction, epochs=args.finetune_epochs, batch_size=4, lr=3e-3,
+            resume=(out / name / "checkpoint.pt").is_file(), **common))
+        if runs[name]["status"] != "finished":
+            return _interrupted(out)
         runs[name]["label_fraction"] = fraction
         timings[f"finetune_{name}_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - started
@@ -102,7 +178,10 @@ def run_demo(args: argparse.Namespace) -> int:
     table = _table(runs, classes)
     print("\n" + table)
     results = {
-        "machine": _machine(), "settings": vars(args) | {"out": str(out)}, "timings": timings,
+        "command": command, "machine": _machine(),
+        "settings": _settings(args) | {"out": str(out), "threads": args.threads,
+                                       "device": args.device},
+        "timings": timings,
         "pretrain": {"history": pre["history"]},
         **{name: {k: run["evaluation"][k] for k in ("dsc", "jc", "mean_dsc", "mean_jc",
                                                     "volume_summary", "test_volumes")}
@@ -110,13 +189,22 @@ def run_demo(args: argparse.Namespace) -> int:
               "label_fraction": run["label_fraction"]}
            for name, run in runs.items()},
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    if resuming:
+        results["note"] = ("continued after an interruption: the timings cover the last "
+                           "invocation only")
+    write_json(out / "results.json", results)  # strict JSON: an undefined score is null
     plot_dsc_bars({name: run["evaluation"]["dsc"] for name, run in runs.items()}, out / "dsc.png",
                   title="test DSC, " + ", ".join(f"{100 * f:g}" for f in fractions) + " % labels")
     _report(out, table, results, args)
     print(f"\ndemo done in {timings['total_s'] / 60:.1f} min: {out / 'report.md'} (figures inside), "
           f"{out / 'results.json'}")
     return 0
+
+
+def _interrupted(out: Path) -> int:
+    print(f"\ndemo interrupted: run the same command again (supercl demo --out {out}, or make "
+          "demo) to continue it", flush=True)
+    return 130
 
 
 def _pct(x: float) -> str:
@@ -177,7 +265,9 @@ def _report(out: Path, table: str, results: dict, args) -> None:
     ]
     for run in runs:
         lines.append(f"- `{run}`: fine-tuning curves ![{run} curves]({run}/loss_curves.png), test "
-                     f"predictions (colour) over ground-truth contours (white) "
+                     f"slices, ground truth and prediction side by side "
                      f"![{run} predictions]({run}/predictions.png)")
-    lines += ["", "Per-volume DSC and HD95 (mm) are in each run's `evaluation.json`.", ""]
+    lines += ["", "Per-volume DSC and HD95 (mm) are in each run's `evaluation.json` (`null` "
+              "where a score is undefined, e.g. the HD95 of a class that is empty in the "
+              "prediction or the truth of a volume).", ""]
     (out / "report.md").write_text("\n".join(lines))

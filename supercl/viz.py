@@ -29,27 +29,31 @@ __all__ = [
     "overlay",
     "montage",
     "PALETTE",
+    "BOUNDARY",
     "prediction_overlay",
+    "segmentation_tile",
+    "plot_image_grid",
     "plot_loss_curves",
     "plot_dsc_bars",
 ]
 
-#: Class colours (RGB) of ``prediction_overlay``: class c >= 1 gets ``PALETTE[(c - 1) % 12]``;
-#: class 0 (background) is left transparent. No white, which marks ground-truth contours.
+#: Class colours (RGB) of the segmentation pictures: class c >= 1 gets
+#: ``PALETTE[(c - 1) % 7]``; class 0 (background) is left transparent. The colour-blind-safe
+#: palette of Okabe and Ito (2008) without its black: the colours stay distinct under the
+#: common colour-vision deficiencies, and none is white or grey like the CT slice below.
 PALETTE: tuple[tuple[int, int, int], ...] = (
-    (230, 25, 75),    # red
-    (60, 180, 75),    # green
-    (0, 130, 200),    # blue
-    (255, 225, 25),   # yellow
-    (245, 130, 48),   # orange
-    (145, 30, 180),   # purple
-    (70, 240, 240),   # cyan
-    (240, 50, 230),   # magenta
-    (210, 245, 60),   # lime
-    (0, 128, 128),    # teal
-    (170, 110, 40),   # brown
-    (128, 0, 0),      # maroon
+    (230, 159, 0),    # orange
+    (86, 180, 233),   # sky blue
+    (0, 158, 115),    # bluish green
+    (240, 228, 66),   # yellow
+    (0, 114, 178),    # blue
+    (213, 94, 0),     # vermillion
+    (204, 121, 167),  # reddish purple
 )
+
+#: Colour of superpixel boundaries over grey slices: Okabe-Ito yellow, visible on dark and
+#: bright tissue alike and to colour-blind readers.
+BOUNDARY: tuple[int, int, int] = (240, 228, 66)
 
 
 def write_png(path: str | Path, image: np.ndarray) -> Path:
@@ -172,7 +176,7 @@ def prediction_overlay(grey: np.ndarray, pred: np.ndarray, target: np.ndarray, n
     >>> rgb.shape, rgb.dtype
     ((4, 4, 3), dtype('uint8'))
     >>> rgb[0, 0].tolist(), rgb[3, 3].tolist(), rgb[2, 2].tolist()  # grey, class 1, contour
-    ([100, 100, 100], [158, 66, 89], [255, 255, 255])
+    ([100, 100, 100], [158, 127, 55], [255, 255, 255])
     """
     grey = _as_numpy(grey)
     pred = _as_numpy(pred)
@@ -202,6 +206,45 @@ def prediction_overlay(grey: np.ndarray, pred: np.ndarray, target: np.ndarray, n
     out = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
     out[boundary_mask(target)] = 255
     return out
+
+
+def _inner_boundary(labels: np.ndarray) -> np.ndarray:
+    """(H, W) bool: foreground pixels with a 4-neighbour of another label (or on the edge of
+    the picture), i.e. the outline of every class region, drawn inside the region."""
+    pad = np.pad(labels, 1, mode="edge")
+    centre = pad[1:-1, 1:-1]
+    edge = ((pad[:-2, 1:-1] != centre) | (pad[2:, 1:-1] != centre)
+            | (pad[1:-1, :-2] != centre) | (pad[1:-1, 2:] != centre))
+    return edge & (labels > 0)
+
+
+def segmentation_tile(grey: np.ndarray, labels: np.ndarray, num_classes: int, *,
+                      alpha: float = 0.35) -> np.ndarray:
+    """A class map over a slice: each class c >= 1 filled with ``PALETTE[(c - 1) % 7]`` at
+    opacity ``alpha`` and outlined in the same colour, fully opaque.
+
+    ``grey`` is (H, W) uint8, ``labels`` an (H, W) integer map (numpy or torch) with values in
+    ``[0, num_classes)``; returns (H, W, 3) uint8. Put the truth's tile and the prediction's
+    side by side (as ``predictions.png`` does) rather than drawing one's contours over the
+    other's colours: nothing is lost on bright organs and no colour must stand for "truth".
+    """
+    grey, labels = _as_numpy(grey), _as_numpy(labels)
+    if grey.dtype != np.uint8 or grey.ndim != 2:
+        raise TypeError(f"grey must be an (H, W) uint8 picture, got {grey.dtype} {grey.shape}")
+    if labels.shape != grey.shape or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be an integer map of shape {grey.shape}, got "
+                         f"{labels.dtype} {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes}), got {labels.min()} .. "
+                         f"{labels.max()}")
+    rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float64)
+    palette = np.asarray(PALETTE, dtype=np.float64)
+    fg = labels > 0
+    colours = palette[(labels[fg].astype(np.int64) - 1) % len(PALETTE)]
+    rgb[fg] = (1.0 - alpha) * rgb[fg] + alpha * colours
+    edge = _inner_boundary(labels)
+    rgb[edge] = palette[(labels[edge].astype(np.int64) - 1) % len(PALETTE)]
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
 
 
 # ------------------------------------------------------------------------------- charts
@@ -242,6 +285,59 @@ def _default_key(key: str) -> bool:
     return not (k.endswith("_s") or k.endswith("_sec") or k.endswith("_ms"))
 
 
+def plot_image_grid(images: list[np.ndarray], titles: list[str], path: str | Path, *,
+                    columns: int = 4, legend: Mapping[str, tuple[int, int, int]] | None = None,
+                    title: str = "", tile_inches: float = 2.4) -> Path:
+    """Pictures in a grid, each with its caption (case, slice, ...), an optional colour legend
+    below, as a PNG.
+
+    Parameters
+    ----------
+    images : list of numpy.ndarray
+        (H, W, 3) uint8 (or (H, W) uint8 grey) pictures, drawn pixel for pixel.
+    titles : list of str
+        One caption per picture, e.g. ``"phantom_003, slice 12 of 24"``.
+    path : str or Path
+        The PNG to write; parent folders are created.
+    columns : int
+        Pictures per row.
+    legend : dict, optional
+        ``{label: (r, g, b)}`` drawn as coloured patches under the grid, e.g. the class names
+        with their :data:`PALETTE` colours.
+    title : str, optional
+        Figure title.
+    """
+    if not images:
+        raise ValueError("plot_image_grid needs at least one picture")
+    if len(titles) != len(images):
+        raise ValueError(f"{len(images)} pictures but {len(titles)} titles")
+    from matplotlib.patches import Patch
+
+    columns = max(1, min(columns, len(images)))
+    rows = -(-len(images) // columns)
+    extra = (0.5 if title else 0.0) + (0.5 if legend else 0.0)
+    fig = _new_figure(columns * tile_inches, rows * (tile_inches + 0.3) + extra)
+    for i, (image, caption) in enumerate(zip(images, titles)):
+        ax = fig.add_subplot(rows, columns, i + 1)
+        image = np.asarray(image)
+        ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255,
+                  interpolation="nearest")
+        ax.set_title(caption, fontsize=7)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=9)
+    bottom = 0.0
+    if legend:
+        handles = [Patch(facecolor=[c / 255 for c in rgb], edgecolor="black", linewidth=0.5,
+                         label=str(name)) for name, rgb in legend.items()]
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7),
+                   fontsize=8, frameon=False)
+        bottom = 0.45 / fig.get_figheight()
+    fig.tight_layout(rect=(0, bottom, 1, 1))
+    return _save(fig, path)
+
+
 def plot_loss_curves(records: list[dict], path: str | Path, *, keys: list[str] | None = None,
                      title: str = "") -> Path:
     """Line chart of training losses and validation metrics over epochs, as a PNG.
@@ -271,9 +367,9 @@ def plot_loss_curves(records: list[dict], path: str | Path, *, keys: list[str] |
 
     Notes
     -----
-    Keys starting with ``val_`` are drawn in a second panel on the right (metrics and
-    losses have different scales); the left panel has the others. A panel with no key
-    is not drawn.
+    Keys starting with ``val_`` are drawn in a second panel on the right, in percent (0-100,
+    as every table of supercl reports DSC and JC); the left panel has the others. A panel
+    with no key is not drawn. Legends sit under their panel, never over a curve.
 
     Raises
     ------
@@ -323,20 +419,36 @@ def plot_loss_curves(records: list[dict], path: str | Path, *, keys: list[str] |
         ("validation", [k for k in series if k.startswith("val_")]),
     ]
     groups = [(label, ks) for label, ks in groups if ks]
-    fig = _new_figure(6.0 * len(groups), 4.0)
+    fig = _loss_figure(series, groups, xlabel, title)
+    return _save(fig, path)
+
+
+def _loss_figure(series, groups, xlabel: str, title: str):
+    fig = _new_figure(6.0 * len(groups), 4.6)
     axes = fig.subplots(1, len(groups), squeeze=False)[0]
+    colours = [tuple(c / 255 for c in rgb) for rgb in PALETTE[4:] + PALETTE[:4]]
+    n = 0
     for ax, (label, ks) in zip(axes, groups):
+        percent = label == "validation"
         for k in ks:
             x, y = series[k]
-            ax.plot(x, y, marker="o" if len(x) <= 50 else None, markersize=3, linewidth=1.5, label=k)
+            if percent:
+                y = [100.0 * v for v in y]
+            ax.plot(x, y, marker="o" if len(x) <= 50 else None, markersize=3, linewidth=1.5,
+                    label=k, color=colours[n % len(colours)])
+            n += 1
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(label)
+        ax.set_ylabel("validation score (%)" if percent else label)
+        if percent:
+            ax.set_ylim(0.0, 100.0)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small")
+        # under the panel, outside the data area: a legend inside covers curves
+        ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16),
+                  ncol=min(len(ks), 4), frameon=False)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
 def plot_dsc_bars(results: dict[str, dict[str, float]], path: str | Path, *, metric: str = "DSC",

@@ -341,7 +341,8 @@ def test_load_case_resize_up_matches_bilinear_reference(msd):
     info = scan_dataset(msd)
     case = info.cases[0]
     p = 64  # up-sampling both axes: plain bilinear
-    images, labels, _ = load_case(case, patch_size=p, class_names=info.class_names)
+    images, labels, _ = load_case(case, patch_size=p, resize="resize",
+                                  class_names=info.class_names)
     assert images.shape == (SHAPE[0], p, p) and labels.shape == (SHAPE[0], p, p)
     np.testing.assert_allclose(images, ref_bilinear_up(ref_ct(case.image), p, p), atol=1e-5)
     np.testing.assert_array_equal(labels, ref_nearest_exact(read_dhw(case.label), p, p))
@@ -351,7 +352,8 @@ def test_load_case_resize_down(msd):
     info = scan_dataset(msd)
     case = info.cases[2]
     p = 16
-    images, labels, _ = load_case(case, patch_size=p, class_names=info.class_names)
+    images, labels, _ = load_case(case, patch_size=p, resize="resize",
+                                  class_names=info.class_names)
     assert images.shape == (SHAPE[0], p, p) and images.dtype == np.float32
     assert images.min() >= -1e-6 and images.max() <= 1 + 1e-6
     ref = ref_ct(case.image)
@@ -508,7 +510,7 @@ def test_load_case_error_arguments(msd):
     with pytest.raises(ValueError, match="window"):
         load_case(case, window=(10, 10))
     with pytest.raises(ValueError, match="resize"):
-        load_case(case, resize="pad")
+        load_case(case, resize="stretch")
     for bad in (0, -3, 2.5, True, (8,), (8, 0)):
         with pytest.raises(ValueError, match="patch_size"):
             load_case(case, patch_size=bad)

@@ -379,7 +379,7 @@ def test_graph_components_rejects_bad_input(monkeypatch):
     with pytest.raises(ValueError, match="neighbors must have shape"):
         graph_components(torch.zeros(2, 2, 1, dtype=torch.int64))
     with pytest.raises(ValueError, match="backend"):
-        graph_components(torch.zeros(2, 1, dtype=torch.int64), backend="cuda")
+        graph_components(torch.zeros(2, 1, dtype=torch.int64), backend="gpu")
     if importlib.util.find_spec("triton") is not None:
         monkeypatch.delenv("TRITON_INTERPRET", raising=False)
         with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):

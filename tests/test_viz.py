@@ -229,24 +229,24 @@ def test_plot_loss_curves_two_panels(tmp_path):
     path = plot_loss_curves(records, tmp_path / "run" / "loss.png", title="pretrain")
     assert path == tmp_path / "run" / "loss.png"
     image = read_chart(path)
-    assert image.shape[:2] == (400, 1200)  # two 6 x 4 inch panels at 100 dpi
+    assert image.shape[:2] == (460, 1200)  # two 6 x 4.6 inch panels at 100 dpi (legends below)
     assert image[..., :3].std() > 0.01  # something was drawn
 
 
 def test_plot_loss_curves_panels_follow_keys(tmp_path):
     records = _records(3)
     # losses only -> one panel; only val_ keys -> one panel
-    assert read_chart(plot_loss_curves(records, tmp_path / "a.png", keys=["loss", "l_ins"])).shape[:2] == (400, 600)
-    assert read_chart(plot_loss_curves(records, tmp_path / "b.png", keys=["val_dsc", "nope"])).shape[:2] == (400, 600)
+    assert read_chart(plot_loss_curves(records, tmp_path / "a.png", keys=["loss", "l_ins"])).shape[:2] == (460, 600)
+    assert read_chart(plot_loss_curves(records, tmp_path / "b.png", keys=["val_dsc", "nope"])).shape[:2] == (460, 600)
     # the default keys leave out epoch, time, lr, strings and bools: only val_ keys left here
     only_val = [{"epoch": r["epoch"], "val_dsc": r["val_dsc"], "time": 1.0, "lr": 0.1, "step_s": 0.2}
                 for r in records]
-    assert read_chart(plot_loss_curves(only_val, tmp_path / "c.png")).shape[:2] == (400, 600)
+    assert read_chart(plot_loss_curves(only_val, tmp_path / "c.png")).shape[:2] == (460, 600)
 
 
 def test_plot_loss_curves_without_epochs_uses_position(tmp_path):
     records = [{"loss": 1.0}, {"loss": 0.5}, {"loss": 0.25}]
-    assert read_chart(plot_loss_curves(records, tmp_path / "x.png")).shape[:2] == (400, 600)
+    assert read_chart(plot_loss_curves(records, tmp_path / "x.png")).shape[:2] == (460, 600)
 
 
 def test_plot_loss_curves_does_not_use_pyplot(tmp_path):

@@ -55,9 +55,15 @@ __all__ = [
     "load_slices",
     "split_cases",
     "write_split",
+    "check_pairs",
 ]
 
 PathLike = Union[str, os.PathLike]
+
+#: How :func:`load_case` brings slices to the patch size: ``"pad"`` keeps the aspect ratio
+#: (scale the longer side to P, pad the shorter), ``"resize"`` stretches, ``"crop"`` does not
+#: scale.
+RESIZE_MODES = ("pad", "resize", "crop")
 
 _NIFTI_SUFFIXES = (".nii.gz", ".nii")
 # Modality names (upper-cased) that are magnetic resonance sequences.
@@ -254,8 +260,8 @@ def _check_options(modality, window, patch_size, resize):
     modality = _normalise_modality(modality)
     win = _check_window(window) if modality == "CT" else None
     size = _check_patch_size(patch_size)
-    if resize not in ("resize", "crop"):
-        raise ValueError(f"resize must be 'resize' or 'crop', got {resize!r}")
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
     return modality, win, size
 
 
@@ -505,6 +511,45 @@ def _squeeze3(arr: np.ndarray, path: pathlib.Path, kind: str) -> np.ndarray:
     return arr
 
 
+def _header_shape(path: pathlib.Path, kind: str) -> Tuple[int, ...]:
+    """The (x, y, z) shape of a NIfTI file from its header (no voxels read)."""
+    import nibabel as nib
+
+    if not path.is_file():
+        raise DatasetFileNotFoundError(f"{path}: {kind} file does not exist")
+    try:
+        shape = tuple(int(n) for n in nib.load(str(path)).shape)
+    except Exception as err:
+        raise ValueError(f"{path}: nibabel cannot read this {kind} file "
+                         f"({type(err).__name__}: {err})") from err
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    return shape
+
+
+def check_pairs(info: "DatasetInfo", names: Optional[Iterable[str]] = None) -> None:
+    """Check that every labeled case (of ``names``, default all) has a label map of its
+    image's shape, reading the NIfTI headers only, so that a mismatch is found when the split
+    is made rather than when the labels are first needed.
+
+    Raises
+    ------
+    ValueError
+        The message starts with the label file and gives both shapes (x, y, z).
+    FileNotFoundError
+        (:class:`DatasetFileNotFoundError`) an image or label file is missing.
+    """
+    wanted = None if names is None else set(names)
+    for case in info.cases:
+        if case.label is None or (wanted is not None and case.name not in wanted):
+            continue
+        image, label = pathlib.Path(case.image), pathlib.Path(case.label)
+        shape_i, shape_l = _header_shape(image, "image"), _header_shape(label, "label")
+        if shape_i != shape_l:
+            raise ValueError(f"{label}: label shape {shape_l} differs from image shape "
+                             f"{shape_i} of {image} (x, y, z)")
+
+
 def _label_values(arr: np.ndarray, path: pathlib.Path,
                   class_names: Optional[Mapping[int, str]]) -> np.ndarray:
     """Sorted distinct values of a label map, after checking they are valid classes."""
@@ -575,9 +620,30 @@ def _to_patch(images: np.ndarray, labels: Optional[np.ndarray], size: Tuple[int,
             lab[:, dy, dx] = labels[:, sy, sx]
         return out, lab
 
+    if mode == "pad":
+        scale = min(ph / h, pw / w)
+        nh, nw = min(ph, max(1, round(h * scale))), min(pw, max(1, round(w * scale)))
+        if (nh, nw) != (ph, pw):
+            fill = float(images.min()) if images.size else 0.0  # the background (air)
+            small, lab_small = _resample(images, labels, nh, nw)
+            (_, dy), (_, dx) = _crop_spans(nh, ph), _crop_spans(nw, pw)
+            out = np.full((d, ph, pw), fill, dtype=np.float32)
+            out[:, dy, dx] = small
+            lab = None
+            if lab_small is not None:
+                lab = np.zeros((d, ph, pw), dtype=np.int64)
+                lab[:, dy, dx] = lab_small
+            return out, lab
+    return _resample(images, labels, ph, pw)
+
+
+def _resample(images: np.ndarray, labels: Optional[np.ndarray], ph: int, pw: int
+              ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """Slices resampled to (ph, pw): bilinear (antialiased when shrinking); labels nearest."""
     import torch
     import torch.nn.functional as F
 
+    h, w = images.shape[1:]
     down = ph < h or pw < w
     t = torch.from_numpy(np.ascontiguousarray(images))[:, None]
     out = F.interpolate(t, size=(ph, pw), mode="bilinear", align_corners=False,
@@ -593,7 +659,7 @@ def _to_patch(images: np.ndarray, labels: Optional[np.ndarray], size: Tuple[int,
 
 def load_case(case: Case, *, modality: str = "CT",
               window: Tuple[float, float] = (-200.0, 300.0),
-              patch_size: Union[int, Tuple[int, int]] = 128, resize: str = "resize",
+              patch_size: Union[int, Tuple[int, int]] = 128, resize: str = "pad",
               class_names: Optional[Mapping[int, str]] = None,
               ) -> Tuple[np.ndarray, Optional[np.ndarray], np.ndarray]:
     """Read one case as preprocessed axial slices of the patch size.
@@ -605,8 +671,12 @@ def load_case(case: Case, *, modality: str = "CT",
       scaled to [0, 1];
     * any other modality (``"MRI"``, ...): per-volume z-score, ``(x - mean) /
       std`` over all voxels (all zeros for a constant volume);
-    * every slice is brought to ``(P, P)``: ``resize="resize"`` resamples it
-      with ``torch.nn.functional.interpolate`` (bilinear, ``align_corners=
+    * every slice is brought to ``(P, P)``: ``resize="pad"`` (the default)
+      resamples it so that it fits into ``P x P`` with its aspect ratio kept
+      (an 80 x 72 slice becomes 128 x 115 for P = 128) and pads the shorter
+      side, centred, with the volume's minimum (label 0); ``resize="resize"``
+      resamples it to ``P x P`` whatever its aspect ratio; both resample with
+      ``torch.nn.functional.interpolate`` (bilinear, ``align_corners=
       False``, antialiased when down-sampling; labels ``"nearest-exact"``, so
       only existing label values appear); ``resize="crop"`` takes the center
       ``P`` rows/columns (from ``(H - P) // 2``), zero-padding (image 0,
@@ -622,8 +692,8 @@ def load_case(case: Case, *, modality: str = "CT",
         CT intensity window ``(low, high)`` in HU, ``low < high``.
     patch_size : int or (int, int)
         Output slice size ``P`` (or ``(Ph, Pw)``).
-    resize : {"resize", "crop"}
-        How slices are brought to the patch size.
+    resize : {"pad", "resize", "crop"}
+        How slices are brought to the patch size (default ``"pad"``).
     class_names : dict of int to str, optional
         Declared classes (e.g. :attr:`DatasetInfo.class_names`); label values
         outside it are an error. ``None``: any non-negative integer.
@@ -705,7 +775,7 @@ def load_case(case: Case, *, modality: str = "CT",
 
 def load_slices(cases: Iterable[Case], *, modality: str = "CT",
                 window: Tuple[float, float] = (-200.0, 300.0),
-                patch_size: Union[int, Tuple[int, int]] = 128, resize: str = "resize",
+                patch_size: Union[int, Tuple[int, int]] = 128, resize: str = "pad",
                 class_names: Optional[Mapping[int, str]] = None,
                 require_labels: bool = False, progress: bool = True) -> SliceSet:
     """Load every case with :func:`load_case` and concatenate the slices.
@@ -862,11 +932,16 @@ def split_cases(info: DatasetInfo, *, label_fraction: float = 0.1, val_fraction:
     n_test = max(1, round(tf * n))
     n_val = max(1, round(vf * n))
     if n < 3 or n_test + n_val >= n:
+        hint = ""
+        if info.layout == "folder" and n == 0:
+            hint = ("; the images of a plain folder are unlabeled unless the label maps are "
+                    "given: pass --labels DIR (labels= in scan_dataset), a folder of label "
+                    "maps named like the images")
         raise ValueError(
             f"split_cases: {info.root} has {n} labeled volumes; test_fraction={tf:g} "
             f"({n_test} test) and val_fraction={vf:g} ({n_val} val) leave "
             f"{max(0, n - n_test - n_val)} training volumes (need at least 1, so at least 3 "
-            f"labeled volumes)")
+            f"labeled volumes){hint}")
     rng = np.random.default_rng(seed)
     order = [labeled[i] for i in rng.permutation(n)]
     test = order[:n_test]
@@ -936,7 +1011,9 @@ def write_split(split: Mapping[str, Any], path: PathLike) -> pathlib.Path:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
+        mask = os.umask(0o022)  # mkstemp makes 0600: follow the umask like every other file
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
         os.replace(tmp, path)
     except BaseException:
         try:

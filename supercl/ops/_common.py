@@ -12,11 +12,14 @@ import numpy as np
 import torch
 
 BACKENDS = ("cpu", "cuda")
-# The learning-side ops (pooling, losses, graph components) name their backends by
-# implementation; SUPERCL_BACKEND=cpu/cuda maps onto them, so one variable steers every op.
+# One vocabulary for every op, in ``backend=`` and in SUPERCL_BACKEND: "cpu" and "cuda" name
+# the kind of implementation, "torch" and "triton" the implementation of the learning-side ops
+# (pooling, losses, graph components). The image ops (SLIC, connected components) run "cpu" as
+# their C++ backend and "cuda" as their CuPy kernels; the learning ops run "cpu" as torch and
+# "cuda" as Triton. So "torch" means "cpu" and "triton" means "cuda" for an image op.
+BACKEND_NAMES = ("cpu", "cuda", "torch", "triton")
 TRITON_BACKENDS = ("torch", "triton")
 _ENV_TO_TRITON = {"cpu": "torch", "cuda": "triton", "torch": "torch", "triton": "triton"}
-# ... and the image ops (SLIC, connected components) take the same four names.
 _ENV_TO_IMAGE = {"cpu": "cpu", "cuda": "cuda", "torch": "cpu", "triton": "cuda"}
 
 
@@ -67,24 +70,31 @@ def check_bool(value: Any, name: str) -> bool:
     return bool(value)
 
 
+def _named_backend(backend: str | None, names: dict[str, str]) -> str | None:
+    """``backend`` (else ``SUPERCL_BACKEND``) mapped onto an op family's implementation names
+    by ``names``; None when neither is set. Any of :data:`BACKEND_NAMES` is accepted."""
+    source = "backend"
+    if backend is None and os.environ.get("SUPERCL_BACKEND"):
+        backend, source = os.environ["SUPERCL_BACKEND"], "SUPERCL_BACKEND"
+    if backend is None:
+        return None
+    if not isinstance(backend, str) or backend not in names:
+        raise ValueError(f"{source} must be one of {BACKEND_NAMES} or None, got {backend!r}")
+    return names[backend]
+
+
 def resolve_backend(op: str, backend: str | None, device: torch.device) -> str:
     """The backend that runs ``op`` for an input on ``device``.
 
-    ``backend`` (else the ``SUPERCL_BACKEND`` environment variable) forces one; otherwise the
-    input's device decides: CUDA tensors to the CUDA backend, everything else to the C++ CPU
+    ``backend`` (else the ``SUPERCL_BACKEND`` environment variable) forces one ("cpu" or
+    "torch": the C++ backend, "cuda" or "triton": the CUDA backend); otherwise the input's
+    device decides: CUDA tensors to the CUDA backend, everything else to the C++ CPU
     backend.  A forced or chosen backend that is unavailable raises instead of silently
     running elsewhere.
     """
-    source = "backend"
-    if backend is None and os.environ.get("SUPERCL_BACKEND"):
-        env = os.environ["SUPERCL_BACKEND"]
-        if env not in _ENV_TO_IMAGE:
-            raise ValueError(f"SUPERCL_BACKEND must be one of {tuple(_ENV_TO_IMAGE)}, got {env!r}")
-        backend, source = _ENV_TO_IMAGE[env], "SUPERCL_BACKEND"
+    backend = _named_backend(backend, _ENV_TO_IMAGE)
     if backend is None:
         backend = "cuda" if device.type == "cuda" else "cpu"
-    if backend not in BACKENDS:
-        raise ValueError(f"{source} must be one of {BACKENDS} or None, got {backend!r}")
     if backend == "cuda":
         from . import _cuda
 
@@ -95,22 +105,16 @@ def resolve_backend(op: str, backend: str | None, device: torch.device) -> str:
 def resolve_triton_backend(op: str, backend: str | None, device: torch.device) -> str:
     """``"torch"`` or ``"triton"`` for a learning-side op on ``device``.
 
+    ``backend`` (else ``SUPERCL_BACKEND``) may also be the device-kind alias ``"cpu"`` (torch)
+    or ``"cuda"`` (Triton).
+
     ``None`` (and no ``SUPERCL_BACKEND``) chooses Triton for CUDA tensors and torch otherwise.
     ``"triton"`` on CPU tensors runs the kernels in Triton's interpreter, which must be switched
     on with ``TRITON_INTERPRET=1`` before Triton is imported; otherwise it raises and says so.
     """
-    source = "backend"
-    if backend is None and os.environ.get("SUPERCL_BACKEND"):
-        env = os.environ["SUPERCL_BACKEND"]
-        if env not in _ENV_TO_TRITON:
-            raise ValueError(
-                f"SUPERCL_BACKEND must be one of {tuple(_ENV_TO_TRITON)}, got {env!r}"
-            )
-        backend, source = _ENV_TO_TRITON[env], "SUPERCL_BACKEND"
+    backend = _named_backend(backend, _ENV_TO_TRITON)
     if backend is None:
         return "triton" if device.type == "cuda" else "torch"
-    if backend not in TRITON_BACKENDS:
-        raise ValueError(f"{source} must be one of {TRITON_BACKENDS} or None, got {backend!r}")
     if backend == "triton":
         try:
             import triton  # noqa: F401

@@ -51,7 +51,8 @@ def connected_components(
         scikit-image. Use a value that does not occur to label every pixel.
     return_num : bool
         Also return the number of regions of each image.
-    backend : {None, "cpu", "cuda"}
+    backend : {None, "cpu", "cuda", "torch", "triton"}
+        ("torch" is an alias of "cpu", "triton" of "cuda", the names of the learning ops.)
         ``None`` chooses by the input's device (or the ``SUPERCL_BACKEND`` variable): CUDA
         tensors run on the GPU (CuPy: ``pip install 'supercl[cuda12]'`` or ``[cuda13]``),
         everything else on the C++ backend (OpenMP, ``torch.get_num_threads()`` threads). A

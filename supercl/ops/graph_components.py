@@ -236,7 +236,7 @@ def graph_components(neighbors: Any, *, backend: str | None = None):
     neighbors : torch.Tensor or numpy.ndarray
         (N, K) int32 or int64 (also int8, int16, uint8), any strides, values in [0, N).
         K may be 0 (N isolated nodes) and N may be 0 (empty result).
-    backend : {None, "torch", "triton"}
+    backend : {None, "torch", "triton", "cpu", "cuda"}
         ``None`` chooses by the device (or the ``SUPERCL_BACKEND`` variable): CUDA tensors run
         the Triton kernels (lock-free union-find with atomic-min hooking in one launch, then
         pointer jumping; ``kernels/triton/graph_components.py``), CPU tensors run torch
@@ -314,7 +314,7 @@ def knn_weak_labels(
         ``[0]``; N = 0 gives an empty result.
     pair_views : bool
         Also join ``i`` and ``i + N/2`` (needs an even N).
-    backend : {None, "torch", "triton"}
+    backend : {None, "torch", "triton", "cpu", "cuda"}
         Backend of the component step, as in :func:`graph_components`; the similarities and
         the neighbour search are torch ops on the device of ``embeddings``.
 

@@ -100,7 +100,8 @@ def slic(
         Accepted for compatibility with scikit-image (> 0); unused, see above.
     start_label : int
         First label (>= 0). With ``mask`` the first label is ``max(start_label, 1)``.
-    backend : {None, "cpu", "cuda"}
+    backend : {None, "cpu", "cuda", "torch", "triton"}
+        ("torch" is an alias of "cpu", "triton" of "cuda", the names of the learning ops.)
         ``None`` chooses by the input's device (or ``SUPERCL_BACKEND``): CUDA tensors run on the
         GPU (CuPy: ``pip install 'supercl[cuda12]'`` or ``[cuda13]``; the whole batch in one
         set of launches, no host synchronisation inside the iterations), everything else on

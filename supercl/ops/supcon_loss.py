@@ -61,8 +61,9 @@ def supcon_loss(
 
     Parameters
     ----------
-    features : (N, D) float tensor (float32, float16, bfloat16; float64 on the torch backend)
-    labels : (N,) integer tensor, optional
+    features : (N, D) float tensor or numpy array (float32, float16, bfloat16; float64 on the
+        torch backend)
+    labels : (N,) integer tensor or numpy array, optional
         Positives share a label. Give either ``labels`` or ``positions``.
     temperature : float > 0
     base_temperature : float > 0, optional
@@ -74,18 +75,19 @@ def supcon_loss(
     reduction : {"mean", "sum", "none"}
         "mean" over anchors with a positive; "sum"; "none" gives (N,) with 0 for anchors
         without a positive.
-    positions : (N,) float tensor, optional (keyword)
+    positions : (N,) float tensor or numpy array, optional (keyword)
         Positives are the samples whose position differs by less than ``window``.
     window : float > 0, optional (keyword)
         The positive window for ``positions`` (PCL: 0.1 on positions in [0, 1]).
-    backend : {None, "torch", "triton"}
-        None: Triton for CUDA tensors, torch otherwise. "triton" on CPU tensors needs
-        ``TRITON_INTERPRET=1``.
+    backend : {None, "torch", "triton", "cpu", "cuda"}
+        None: Triton for CUDA tensors, torch otherwise; "cpu" is an alias of "torch", "cuda"
+        of "triton". "triton" on CPU tensors needs ``TRITON_INTERPRET=1``.
 
     Returns
     -------
-    torch.Tensor
-        0-d (or (N,) for ``reduction="none"``) float32 (float64 for float64 features).
+    torch.Tensor or numpy.ndarray
+        0-d (or (N,) for ``reduction="none"``) float32 (float64 for float64 features); a
+        numpy array (without gradient) when ``features`` is one.
 
     Raises
     ------
@@ -117,7 +119,7 @@ def supcon_loss(
     >>> bool(torch.allclose(loss, ref))
     True
     """
-    features, _ = as_tensor(features, "features")
+    features, as_numpy = as_tensor(features, "features")
     if (labels is None) == (positions is None):
         raise ValueError("give exactly one of labels (positives share a label) and positions "
                          "(positives lie within window of each other)")
@@ -150,7 +152,7 @@ def supcon_loss(
     normalize = check_bool(normalize, "normalize")
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-    if backend == "triton" and features.dtype == torch.float64:  # whatever the device
+    if backend in ("triton", "cuda") and features.dtype == torch.float64:  # any device
         raise TypeError("backend='triton' takes float32, float16 or bfloat16 features, not float64")
     chosen = resolve_triton_backend("supcon_loss", backend, features.device)
     if chosen == "triton" and features.dtype == torch.float64:
@@ -184,7 +186,7 @@ def supcon_loss(
         loss = per_anchor.sum() / valid.sum().clamp(min=1).to(work)
     if eager:
         _warn_if_no_positive(valid)
-    return loss
+    return loss.detach().numpy() if as_numpy else loss
 
 
 def _check_ids(ids: torch.Tensor, name: str, n: int, device: torch.device) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
+import numpy as np
 import torch
 
 from ._common import as_tensor, check_bool, check_int, resolve_triton_backend, to_output
@@ -65,10 +66,10 @@ def superpixel_pool(
 
     Parameters
     ----------
-    features : torch.Tensor
+    features : torch.Tensor or numpy.ndarray
         (B, C, H, W) float32, float16 or bfloat16 (float64 is accepted too, e.g. for
         ``gradcheck``). Any strides (channels_last, transposed views).
-    segments : torch.Tensor
+    segments : torch.Tensor or numpy.ndarray
         (B, H, W) int32 or int64 superpixel ids in [0, K), on the device of ``features``, e.g.
         :func:`supercl.ops.slic` labels brought to the feature resolution with
         :func:`downsample_segments`.
@@ -83,17 +84,19 @@ def superpixel_pool(
         order, bitwise reproducible, slower). The torch backend is deterministic on the CPU;
         on CUDA tensors it uses ``index_put_(accumulate=True)`` (sorted, deterministic) when
         ``True`` and ``scatter_add_`` (atomics) otherwise.
-    backend : {None, "torch", "triton"}
+    backend : {None, "torch", "triton", "cpu", "cuda"}
         ``None`` chooses by device (or ``SUPERCL_BACKEND``): Triton for CUDA tensors, torch
-        for CPU tensors. ``"triton"`` on CPU tensors runs the kernels in Triton's interpreter
-        and needs ``TRITON_INTERPRET=1``.
+        for CPU tensors. ``"cpu"`` is an alias of ``"torch"`` and ``"cuda"`` of ``"triton"``.
+        ``"triton"`` on CPU tensors runs the kernels in Triton's interpreter and needs
+        ``TRITON_INTERPRET=1``.
 
     Returns
     -------
-    means : torch.Tensor
+    means : torch.Tensor or numpy.ndarray
         (B, K, C), dtype of ``features``, contiguous.
-    counts : torch.Tensor
-        (B, K) int64.
+    counts : torch.Tensor or numpy.ndarray
+        (B, K) int64. Both come back as numpy arrays when ``features`` is one (then
+        ``segments`` may be either kind).
 
     Raises
     ------
@@ -120,12 +123,15 @@ def superpixel_pool(
     >>> means[0, :, 0].tolist(), counts[0].tolist()          # segment 2 is empty
     ([2.0, 3.5, 0.0], [4, 2, 0])
     """
+    features, as_numpy = _as_input(features, "features")
+    segments, _ = _as_input(segments, "segments")
     _check_features(features, "features")
     _check_segments(segments, features, "features")
     num_segments = _resolve_num_segments(segments, num_segments)
     deterministic = check_bool(deterministic, "deterministic")
     chosen = resolve_triton_backend("superpixel_pool", backend, features.device)
-    return _pool_op(features, segments, num_segments, deterministic, chosen)
+    means, counts = _pool_op(features, segments, num_segments, deterministic, chosen)
+    return to_output(means, as_numpy), to_output(counts, as_numpy)
 
 
 def superpixel_unpool(
@@ -140,16 +146,16 @@ def superpixel_unpool(
 
     Parameters
     ----------
-    means : torch.Tensor
+    means : torch.Tensor or numpy.ndarray
         (B, K, C) float32, float16, bfloat16 (or float64), any strides.
-    segments : torch.Tensor
+    segments : torch.Tensor or numpy.ndarray
         (B, H, W) int32 or int64 ids in [0, K), on the device of ``means``.
-    backend : {None, "torch", "triton"}
+    backend : {None, "torch", "triton", "cpu", "cuda"}
         As in :func:`superpixel_pool`.
 
     Returns
     -------
-    torch.Tensor
+    torch.Tensor or numpy.ndarray
         (B, C, H, W), dtype of ``means``, contiguous. No host synchronisation on CUDA.
 
     Raises
@@ -166,8 +172,10 @@ def superpixel_unpool(
     >>> superpixel_unpool(means, segments)[0, 0].tolist()
     [[10.0, 20.0, 20.0], [20.0, 10.0, 10.0]]
     """
+    means, as_numpy = _as_input(means, "means")
+    segments, _ = _as_input(segments, "segments")
     if not isinstance(means, torch.Tensor):
-        raise TypeError(f"means must be a torch.Tensor, got {type(means).__name__}")
+        raise TypeError(f"means must be a torch.Tensor or a numpy.ndarray, got {type(means).__name__}")
     if means.dtype not in _FEATURE_DTYPES:
         raise TypeError(
             f"means must have dtype float32, float16, bfloat16 or float64, got {means.dtype}"
@@ -190,7 +198,7 @@ def superpixel_unpool(
         raise ValueError(f"segments is on {segments.device} but means on {means.device}")
     _check_id_range(segments, num_segments)
     chosen = resolve_triton_backend("superpixel_unpool", backend, means.device)
-    return _unpool_op(means, segments, chosen)
+    return to_output(_unpool_op(means, segments, chosen), as_numpy)
 
 
 def superpixel_mean_map(
@@ -216,9 +224,9 @@ def superpixel_mean_map(
 
     Parameters
     ----------
-    features : torch.Tensor
+    features : torch.Tensor or numpy.ndarray
         (B, C, H, W) float32, float16 or bfloat16 (or float64), any strides.
-    segments : torch.Tensor
+    segments : torch.Tensor or numpy.ndarray
         (B, H, W) int32 or int64 ids in [0, K), on the device of ``features``.
     normalize : {"mean", "area"}
         Divide by the segment's size (default) or by the image area H * W.
@@ -226,12 +234,12 @@ def superpixel_mean_map(
         K; ``None`` costs one host synchronisation, as in :func:`superpixel_pool`.
     deterministic : bool
         As in :func:`superpixel_pool` (also used by the backward).
-    backend : {None, "torch", "triton"}
+    backend : {None, "torch", "triton", "cpu", "cuda"}
         As in :func:`superpixel_pool`.
 
     Returns
     -------
-    torch.Tensor
+    torch.Tensor or numpy.ndarray
         (B, C, H, W), dtype of ``features``, contiguous; sums accumulate in float32 (float64).
 
     Raises
@@ -250,6 +258,8 @@ def superpixel_mean_map(
     >>> superpixel_mean_map(features, segments, normalize="area")[0, 0].tolist()
     [[1.0, 1.0], [3.0, 3.0]]
     """
+    features, as_numpy = _as_input(features, "features")
+    segments, _ = _as_input(segments, "segments")
     _check_features(features, "features")
     _check_segments(segments, features, "features")
     if not isinstance(normalize, str) or normalize not in _NORMALIZE:
@@ -257,7 +267,8 @@ def superpixel_mean_map(
     num_segments = _resolve_num_segments(segments, num_segments)
     deterministic = check_bool(deterministic, "deterministic")
     chosen = resolve_triton_backend("superpixel_mean_map", backend, features.device)
-    return _mean_map_op(features, segments, normalize, num_segments, deterministic, chosen)
+    return to_output(_mean_map_op(features, segments, normalize, num_segments, deterministic,
+                                  chosen), as_numpy)
 
 
 def downsample_segments(segments: Any, size: Any, mode: str = "nearest"):
@@ -333,9 +344,18 @@ def downsample_segments(segments: Any, size: Any, mode: str = "nearest"):
 # ---- validation ----------------------------------------------------------------------------
 
 
+def _as_input(value: Any, name: str) -> tuple[Any, bool]:
+    """A numpy array as a (shared) tensor, and whether it was one; anything else unchanged,
+    for the checks below to name."""
+    if isinstance(value, np.ndarray):
+        return as_tensor(value, name)
+    return value, False
+
+
 def _check_features(features: Any, name: str) -> None:
     if not isinstance(features, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(features).__name__}")
+        raise TypeError(f"{name} must be a torch.Tensor or a numpy.ndarray, got "
+                        f"{type(features).__name__}")
     if features.dtype not in _FEATURE_DTYPES:
         raise TypeError(
             f"{name} must have dtype float32, float16, bfloat16 or float64, got {features.dtype}"
@@ -353,7 +373,8 @@ def _check_features(features: Any, name: str) -> None:
 
 def _check_id_tensor(segments: Any) -> None:
     if not isinstance(segments, torch.Tensor):
-        raise TypeError(f"segments must be a torch.Tensor, got {type(segments).__name__}")
+        raise TypeError(f"segments must be a torch.Tensor or a numpy.ndarray, got "
+                        f"{type(segments).__name__}")
     if segments.dtype not in _ID_DTYPES:
         raise TypeError(
             f"segments must hold integer ids of dtype int32 or int64, got {segments.dtype}"

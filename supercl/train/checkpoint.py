@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["save_atomic", "load_checkpoint", "open_run", "training_state", "restore_training",
-           "rng_state", "set_rng_state"]
+__all__ = ["save_atomic", "file_mode", "load_checkpoint", "open_run", "training_state",
+           "restore_training", "rng_state", "set_rng_state"]
 
 
 def rng_state() -> dict[str, Any]:
@@ -44,6 +44,8 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates the file 0600; give it the mode every other file of the run gets
+        os.chmod(tmp, file_mode())
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
@@ -53,6 +55,13 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0666 less the process's umask."""
+    mask = os.umask(0o022)  # reading the umask means setting it; restored at once
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from supercl.data.nifti import DatasetInfo, SliceSet, load_slices, scan_dataset, split_cases, write_split
+from supercl.data.nifti import (DatasetInfo, SliceSet, check_pairs, load_slices, scan_dataset,
+                                split_cases, write_split)
 
 __all__ = ["DataConfig", "PHANTOM", "resolve_data", "prepare_split", "slices_of"]
 
@@ -23,7 +24,7 @@ class DataConfig:
     modality: str | None = None
     window: tuple[float, float] = (-200.0, 300.0)
     patch_size: int = 128
-    resize: str = "resize"
+    resize: str = "pad"
     label_fraction: float = 0.1
     val_fraction: float = 0.2
     test_fraction: float = 0.2
@@ -44,12 +45,15 @@ def resolve_data(data: str | None, out: Path, main: bool = True) -> Path:
 
 
 def prepare_split(cfg: DataConfig, out: Path, main: bool = True,
-                  pretrain_only: bool = False) -> tuple[DatasetInfo, dict]:
-    """Scan the dataset, split it by volume and write ``out/split.json``.
+                  pretrain_only: bool = False,
+                  previous: tuple[Path, dict] | None = None) -> tuple[DatasetInfo, dict]:
+    """Scan the dataset, split it by volume, check every image/label pair of the split (their
+    shapes, from the headers) and write ``out/split.json``.
 
     With ``pretrain_only`` (pre-training), a dataset with fewer than 3 labeled volumes (e.g. a
     folder of unlabeled images) is not an error: every volume goes to pre-training, and the
-    split says so."""
+    split says so. ``previous``: ``(checkpoint, split)`` of a run being resumed; a split that
+    differs from it (other volumes) raises ``ValueError`` before ``split.json`` is written."""
     root = resolve_data(cfg.data, out, main)
     _barrier()  # the other processes of a distributed run wait for rank 0's phantom
     info = scan_dataset(root, labels=cfg.labels, modality=cfg.modality)
@@ -65,6 +69,15 @@ def prepare_split(cfg: DataConfig, out: Path, main: bool = True,
     else:
         split = split_cases(info, label_fraction=cfg.label_fraction, val_fraction=cfg.val_fraction,
                             test_fraction=cfg.test_fraction, seed=cfg.split_seed)
+    check_pairs(info, [n for k in ("pretrain", "finetune", "val", "test") for n in split[k]])
+    if previous is not None:
+        path, before = previous
+        changed = [k for k in ("pretrain", "finetune", "val", "test")
+                   if sorted(before.get(k, [])) != sorted(split[k])]
+        if changed:
+            raise ValueError(f"{path}: --resume on a dataset whose split differs from the "
+                             f"checkpoint's ({', '.join(changed)} volumes differ): {root} is not "
+                             "the data this run was trained on")
     if main:
         write_split(split, out / "split.json")
     return info, split

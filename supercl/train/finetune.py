@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +24,8 @@ from .checkpoint import (load_checkpoint, open_run, restore_training, rng_state,
                          set_rng_state, training_state)
 from .dataset import DataConfig, prepare_split, slices_of
 from .loop import (RunConfig, RunLog, StopFlag, Throughput, amp_dtype, check_config,
-                   check_finite, cosine_lambda, epoch_batches, host_values, optimizer_step,
-                   resolve_device, total_steps, write_json)
+                   check_finite, check_resume, cosine_lambda, epoch_batches, host_values,
+                   optimizer_step, resolve_device, total_steps, write_json)
 from .metrics import SegmentationMetrics, summarize_volumes, volume_metrics
 
 __all__ = ["FinetuneConfig", "finetune", "evaluate", "dice_loss", "predict"]
@@ -133,15 +133,19 @@ def finetune(cfg: FinetuneConfig) -> dict:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError("fine-tuning runs in one process; launch `supercl finetune` without "
                          "torchrun (only `pretrain` is distributed)")
+    # Everything is checked before anything is written (see pretrain).
+    device = resolve_device(cfg.device)
+    dtype = amp_dtype(cfg.amp, device)
     out = Path(cfg.out)
+    ckpt_path = out / "checkpoint.pt"
+    ckpt = open_run(ckpt_path, "finetune", cfg.resume)
+    if ckpt is not None:
+        check_resume(cfg, ckpt.get("config", {}), ckpt_path, done_epochs=ckpt["epoch"])
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
-    dtype = amp_dtype(cfg.amp, device)
-    ckpt_path = out / "checkpoint.pt"
-    ckpt = open_run(ckpt_path, "finetune", cfg.resume)
-    info, split = prepare_split(cfg, out)
+    info, split = prepare_split(cfg, out,
+                                previous=None if ckpt is None else (ckpt_path, ckpt["split"]))
     write_json(out / "config.json", asdict(cfg) | {"device": str(device)})
     num_classes = max(info.class_names) + 1
     train = slices_of(info, split["finetune"], cfg, require_labels=True, progress=cfg.progress)
@@ -296,6 +300,9 @@ def _spacing(case, cfg) -> tuple[float, float, float]:
     width, height = img.shape[0], img.shape[1]
     if cfg.resize == "resize":
         sy, sx = sy * height / cfg.patch_size, sx * width / cfg.patch_size
+    elif cfg.resize == "pad":  # one scale for both axes, the one that fits the longer side
+        scale = min(cfg.patch_size / height, cfg.patch_size / width)
+        sy, sx = sy / scale, sx / scale
     return sz, sy, sx
 
 
@@ -306,11 +313,15 @@ def evaluate(checkpoint: str | Path, cfg: DataConfig, *, out: str | Path | None 
 
     DSC and JC per foreground class with intersection and union summed over the whole test
     set (the reference metric), their mean over classes, and per-volume DSC and HD95 (mm,
-    3-D, on the slices at the model's resolution). Writes ``evaluation.json``,
-    ``predictions.png`` (predictions over ground-truth contours) and ``dsc.png`` to ``out``.
+    3-D, on the slices at the model's resolution), with the data settings used (``"data"``).
+    ``evaluation.json`` is strict JSON: an undefined score is ``null`` (the HD95 of a class
+    that is empty in a volume's prediction or truth; DSC/JC of a class absent from both).
+    Writes ``evaluation.json``,
+    ``predictions.png`` (ground truth and prediction side by side) and ``dsc.png`` to ``out``.
     """
     from supercl.viz import plot_dsc_bars
 
+    dev = resolve_device(device)
     ckpt = load_checkpoint(checkpoint)
     out = Path(out) if out is not None else Path(checkpoint).parent
     out.mkdir(parents=True, exist_ok=True)
@@ -320,7 +331,6 @@ def evaluate(checkpoint: str | Path, cfg: DataConfig, *, out: str | Path | None 
     saved = ckpt.get("config", {})
     model = UNet(1, saved.get("base_channels", 32), num_classes, saved.get("depth", 4))
     model.load_state_dict(ckpt["model"])
-    dev = resolve_device(device)
     model.to(dev)
     test = slices_of(info, split["test"], cfg, require_labels=True, progress=progress)
     pred = predict(model, test.images, device=dev)
@@ -335,33 +345,59 @@ def evaluate(checkpoint: str | Path, cfg: DataConfig, *, out: str | Path | None 
                                           spacing=_spacing(by_name[name], cfg),
                                           class_names=info.class_names)
     result = {"checkpoint": str(checkpoint), "epoch": ckpt.get("epoch"),
+              "data": {f.name: getattr(cfg, f.name) for f in fields(DataConfig)},
               "test_volumes": list(test.names), "dsc": overall["dsc"], "jc": overall["jc"],
               "mean_dsc": overall["mean_dsc"], "mean_jc": overall["mean_jc"],
               "per_volume": per_volume, "volume_summary": summarize_volumes(list(per_volume.values()))}
     write_json(out / "evaluation.json", result)
     if figures:
-        _prediction_figure(test, pred, num_classes, out / "predictions.png")
+        _prediction_figure(test, pred, num_classes, out / "predictions.png", info.class_names)
         plot_dsc_bars({Path(out).name: overall["dsc"]}, out / "dsc.png", title="test DSC per class")
     print(f"test DSC {100 * overall['mean_dsc']:.2f}  JC {100 * overall['mean_jc']:.2f} over "
           f"{len(test.names)} volumes; details in {out / 'evaluation.json'}")
     return result
 
 
-def _prediction_figure(test, pred, num_classes, path, shown: int = 8) -> None:
-    from supercl.viz import montage, prediction_overlay, write_png
+def slice_names(slices) -> list[str]:
+    """A caption per slice of a :class:`~supercl.data.nifti.SliceSet`: "case, slice k of D"
+    (k counted from 0 along the volume's last axis, as in the NIfTI file)."""
+    volume = slices.volume.tolist()
+    first, depth = {}, {}
+    for i, v in enumerate(volume):
+        first.setdefault(v, i)
+        depth[v] = depth.get(v, 0) + 1
+    return [f"{slices.names[v]}, slice {i - first[v]} of {depth[v]}" for i, v in enumerate(volume)]
+
+
+def _prediction_figure(test, pred, num_classes, path, class_names=None, shown: int = 6) -> None:
+    from supercl.viz import PALETTE, plot_image_grid, segmentation_tile
 
     labels = test.labels
-    # the slices with the most foreground, one per volume first
-    order = torch.argsort((labels > 0).flatten(1).sum(1), descending=True)[:shown]
-    tiles = []
-    for i in sorted(order.tolist()):
+    # the slice with the most foreground of each volume first, then the next ones
+    area = (labels > 0).flatten(1).sum(1)
+    order = torch.argsort(area, descending=True, stable=True).tolist()
+    seen, firsts, rest = set(), [], []
+    for i in order:
+        v = int(test.volume[i])
+        (rest if v in seen else firsts).append(i)
+        seen.add(v)
+    picks = sorted((firsts + rest)[:shown])
+    names = slice_names(test)
+    tiles, titles = [], []
+    for i in picks:
         img = test.images[i, 0].numpy()
         lo, hi = np.percentile(img, [1, 99])
         grey = (np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
         k = _zoom(grey.shape)
-        tiles.append(prediction_overlay(_up(grey, k), _up(pred[i].numpy(), k),
-                                        _up(labels[i].numpy(), k), num_classes))
-    write_png(path, montage(tiles, columns=4))
+        tiles += [segmentation_tile(_up(grey, k), _up(labels[i].numpy(), k), num_classes),
+                  segmentation_tile(_up(grey, k), _up(pred[i].numpy(), k), num_classes)]
+        titles += [f"{names[i]}: truth", f"{names[i]}: prediction"]
+    class_names = class_names or {c: f"class {c}" for c in range(num_classes)}
+    legend = {class_names.get(c, f"class {c}"): PALETTE[(c - 1) % len(PALETTE)]
+              for c in range(1, num_classes)}
+    plot_image_grid(tiles, titles, path, columns=4, legend=legend,
+                    title="test slices with the most foreground (per volume first): ground "
+                          "truth (left of each pair) and prediction (right)")
 
 
 def _zoom(shape, target: int = 192) -> int:

@@ -14,13 +14,15 @@ from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .dataset import DataConfig
 
-__all__ = ["RunConfig", "NonFiniteLossError", "resolve_device", "amp_dtype", "check_config",
-           "epoch_batches", "total_steps", "optimizer_step", "cosine_lambda", "host_values", "check_finite",
-           "StopFlag", "RunLog", "write_json"]
+__all__ = ["RunConfig", "NonFiniteLossError", "resolve_device", "check_device", "amp_dtype",
+           "check_config", "check_resume", "RESUMABLE", "epoch_batches", "total_steps",
+           "optimizer_step", "cosine_lambda", "host_values", "check_finite", "StopFlag", "RunLog",
+           "write_json", "json_text", "strict_json"]
 
 
 @dataclass
@@ -45,13 +47,32 @@ class NonFiniteLossError(RuntimeError):
     """A loss became NaN or inf; the run stops and the last good checkpoint is kept."""
 
 
-def resolve_device(device: str) -> torch.device:
-    """"auto" -> cuda if available else cpu; "cuda" without a GPU raises."""
+def check_device(device: Any) -> None:
+    """Raise ``ValueError`` unless ``device`` is "auto", "cpu", "cuda" or "cuda:N" with a GPU
+    N that torch sees. Called before a run writes anything."""
+    resolve_device(device)
+
+
+def resolve_device(device: Any) -> torch.device:
+    """"auto" -> cuda if available else cpu; "cpu", "cuda", "cuda:N". Anything else, and
+    "cuda" without a GPU (or with fewer than N + 1), raises ``ValueError``."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but torch sees no CUDA GPU")
+    expected = "expected auto, cpu, cuda or cuda:N"
+    if not isinstance(device, str):
+        raise ValueError(f"device must be a string ({expected}), got {device!r}")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:  # torch's own message is a long list of every device type it knows
+        raise ValueError(f"unknown device {device!r}: {expected}") from None
+    if dev.type not in ("cpu", "cuda") or (dev.type == "cpu" and dev.index not in (None, 0)):
+        raise ValueError(f"unsupported device {device!r}: {expected}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but torch sees no CUDA GPU")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} requested but torch sees "
+                             f"{torch.cuda.device_count()} CUDA GPU(s)")
     return dev
 
 
@@ -78,6 +99,61 @@ def check_config(cfg) -> None:
                          f"got {cfg.patch_size}")
 
 
+#: Settings that may differ between a run and its ``--resume``: how long it runs, where and
+#: how it reports. Every other setting must equal the checkpoint's (:func:`check_resume`).
+RESUMABLE = frozenset({"out", "epochs", "max_steps", "resume", "progress", "tensorboard",
+                       "figures", "threads", "checkpoint_every", "device", "amp", "evaluate"})
+
+
+def _flat(config: Any, prefix: str = "") -> dict[str, Any]:
+    """A config (dataclass or dict, nested ones too) as {"a.b": value}, tuples as lists."""
+    if is_dataclass(config):
+        config = asdict(config)
+    flat = {}
+    for k, v in config.items():
+        if isinstance(v, dict):
+            flat |= _flat(v, f"{prefix}{k}.")
+        else:
+            flat[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return flat
+
+
+def check_resume(cfg: Any, saved: dict[str, Any], path: Path, done_epochs: int = 0) -> None:
+    """Raise ``ValueError`` listing every setting of ``cfg`` that differs from the config
+    ``saved`` in the checkpoint ``path``, except those in :data:`RESUMABLE`; ``epochs`` may
+    grow but not fall below the ``done_epochs`` already run."""
+    given, before = _flat(cfg), _flat(saved)
+    differ = []
+    for key in sorted(set(given) | set(before)):
+        if key in RESUMABLE or key.split(".")[0] in RESUMABLE:
+            continue
+        old, new = before.get(key, "<unset>"), given.get(key, "<unset>")
+        if key in ("data", "labels", "pretrained") and isinstance(old, str) and isinstance(new, str):
+            old, new = os.path.normpath(old), os.path.normpath(new)
+        if old != new:
+            differ.append(f"{_option(key)} {_show(old)} -> {_show(new)}")
+    if differ:
+        raise ValueError(f"{path}: --resume with settings that differ from the checkpoint's: "
+                         + "; ".join(differ) + ". Resume with the run's settings (config.json), "
+                         "or start a new run in another --out")
+    epochs = getattr(cfg, "epochs", None)
+    if epochs is not None and epochs < done_epochs:
+        raise ValueError(f"{path}: --epochs {epochs} is fewer than the {done_epochs} epochs "
+                         "this run has already done")
+
+
+def _option(key: str) -> str:
+    return "--" + key.split(".")[-1].replace("_", "-")
+
+
+def _show(v: Any) -> str:
+    if v is None:
+        return "none"
+    if isinstance(v, list):
+        return " ".join(map(str, v))
+    return str(v)
+
+
 def total_steps(epochs: int, steps_per_epoch: int, max_steps: int = 0) -> int:
     """Optimizer steps of a run (the span of its schedule): all epochs, or ``max_steps``."""
     total = epochs * steps_per_epoch
@@ -91,9 +167,11 @@ def host_values(terms: dict[str, torch.Tensor], keys) -> dict[str, float]:
 
 
 def check_finite(values: dict[str, float], *, what: str, epoch: int, step: int,
-                 global_step: int, checkpoint: Path, elsewhere: bool = False) -> None:
+                 global_step: int, checkpoint: Path, elsewhere: bool = False,
+                 note: str = "") -> None:
     """Raise :class:`NonFiniteLossError` naming the non-finite terms, the position in the run
-    and the last good checkpoint. ``elsewhere``: another process saw one."""
+    and the last good checkpoint. ``elsewhere``: another process saw one; ``note``: what
+    caused it, if known."""
     bad = [k for k, v in values.items() if not math.isfinite(v)]
     if elsewhere and not bad:
         bad = ["loss (on another process)"]
@@ -102,7 +180,8 @@ def check_finite(values: dict[str, float], *, what: str, epoch: int, step: int,
     raise NonFiniteLossError(
         f"{what} stopped at epoch {epoch + 1}, step {step + 1} (global step {global_step + 1}): "
         f"non-finite {', '.join(bad)} (" + ", ".join(f"{k}={v:.4g}" for k, v in values.items())
-        + "). The weights were not updated; the last good checkpoint is "
+        + ")" + (f"; {note}" if note else "")
+        + ". The weights were not updated; the last good checkpoint is "
         f"{checkpoint if checkpoint.exists() else 'none (no checkpoint yet)'}. "
         "Lower --lr, or use --amp off.")
 
@@ -177,21 +256,44 @@ class StopFlag:
 
 
 def write_json(path: Path, obj: Any) -> Path:
-    """JSON, written atomically."""
+    """Strict JSON (see :func:`json_text`), written atomically."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_jsonable) + "\n")
+    tmp.write_text(json_text(obj, indent=2) + "\n")
     os.replace(tmp, path)
     return path
 
 
+def json_text(obj: Any, indent: int | None = None) -> str:
+    """``obj`` as strict JSON: a float that is not finite (an undefined score such as the HD95
+    of an empty prediction, NaN) becomes ``null``, so ``JSON.parse`` and ``jq`` read every
+    file a run writes. Dataclasses, paths, tensors and numpy values are converted."""
+    return json.dumps(_finite(obj), indent=indent, default=_jsonable, allow_nan=False)
+
+
+def strict_json(text: str) -> Any:
+    """``json.loads`` that refuses ``NaN``, ``Infinity`` and ``-Infinity`` (not JSON)."""
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def _finite(x: Any) -> Any:
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    if is_dataclass(x) and not isinstance(x, type):
+        return _finite(asdict(x))
+    if isinstance(x, (np.floating, np.integer, np.bool_, np.ndarray, torch.Tensor)):
+        return _finite(x.tolist() if hasattr(x, "tolist") else x.item())
+    return x
+
+
 def _jsonable(x):
-    if is_dataclass(x):
-        return asdict(x)
-    if isinstance(x, Path):
-        return str(x)
-    if isinstance(x, torch.Tensor):
-        return x.tolist()
-    return str(x)
+    return str(x)  # paths, and anything else json cannot write, as text
 
 
 class RunLog:
@@ -208,7 +310,7 @@ class RunLog:
         self.enabled = enabled
         self.writer = None
         if enabled:
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+            self.path.write_text("".join(json_text(r) + "\n" for r in self.records))
             if tensorboard:
                 try:
                     from torch.utils.tensorboard import SummaryWriter
@@ -223,7 +325,7 @@ class RunLog:
         if not self.enabled:
             return
         with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json_text(record) + "\n")
         if self.writer is not None:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and k != "epoch":

@@ -24,9 +24,10 @@ from . import distributed
 from .checkpoint import (open_run, restore_training, rng_state, save_atomic, set_rng_state,
                          training_state)
 from .dataset import prepare_split, slices_of
+from .finetune import slice_names
 from .loop import (RunConfig, RunLog, StopFlag, Throughput, amp_dtype, check_config,
-                   check_finite, cosine_lambda, epoch_batches, host_values, optimizer_step,
-                   resolve_device, total_steps, write_json)
+                   check_finite, check_resume, cosine_lambda, epoch_batches, host_values,
+                   optimizer_step, resolve_device, total_steps, write_json)
 from .views import SuperCLViews, ViewConfig
 
 __all__ = ["PretrainConfig", "pretrain"]
@@ -85,28 +86,34 @@ def pretrain(cfg: PretrainConfig) -> dict:
     Raises :class:`~supercl.train.loop.NonFiniteLossError` when a loss is NaN or inf (the
     last good checkpoint stays), ``ValueError`` for bad settings.
     """
+    # Everything is checked before anything is written: settings, device, the checkpoint to
+    # resume and its settings.
     check_config(cfg)
+    device = resolve_device(cfg.device)
+    dtype = amp_dtype(cfg.amp, device)
     out = Path(cfg.out)
+    ckpt_path = out / "checkpoint.pt"
+    ckpt = open_run(ckpt_path, "pretrain", cfg.resume)  # every process checks: none waits
+    if ckpt is not None:
+        check_resume(cfg, ckpt.get("config", {}), ckpt_path, done_epochs=ckpt["epoch"])
     dist = distributed.setup(cfg.device)
     main = dist.main
     if main:
         out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
     if device.type == "cuda" and dist.world_size > 1:
         device = torch.device("cuda", dist.local_rank)
-    dtype = amp_dtype(cfg.amp, device)
-    ckpt_path = out / "checkpoint.pt"
-    ckpt = open_run(ckpt_path, "pretrain", cfg.resume)  # every process checks: none waits
 
-    info, split = prepare_split(cfg, out, main, pretrain_only=True)
+    info, split = prepare_split(cfg, out, main, pretrain_only=True,
+                                previous=None if ckpt is None else (ckpt_path, ckpt["split"]))
     if main:
         write_json(out / "config.json", asdict(cfg) | {"world_size": dist.world_size,
                                                      "device": str(device)})
     slices = slices_of(info, split["pretrain"], cfg, require_labels=False,
                        progress=main and cfg.progress)
     images, positions = slices.images, slices.positions
+    names = slice_names(slices)
     if device.type == "cuda":
         images, positions = images.pin_memory(), positions.pin_memory()
 
@@ -167,8 +174,11 @@ def pretrain(cfg: PretrainConfig) -> dict:
                 idx = batches[step]
                 x = images[idx].to(device, non_blocking=True)
                 pos = positions[idx].to(device, non_blocking=True)
+                first = main and cfg.figures and global_step == 0
                 terms = _train_step(net, views, loss_fn, optimizer, scaler, x, pos, cfg, dtype,
-                                    first=main and cfg.figures and global_step == 0, out=out)
+                                    first=first, out=out,
+                                    captions=[names[j] for j in idx.tolist()] if first else None)
+                note = terms.pop("note", "")
                 values = host_values(terms, TERMS)
                 elsewhere = False
                 if distributed.is_distributed():  # every process must stop together
@@ -177,7 +187,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
                     torch.distributed.all_reduce(flag)
                     elsewhere = bool(flag.item())
                 check_finite(values, what="pre-training", epoch=epoch, step=step,
-                             global_step=global_step, checkpoint=ckpt_path, elsewhere=elsewhere)
+                             global_step=global_step, checkpoint=ckpt_path, elsewhere=elsewhere,
+                             note=note)
                 optimizer_step(optimizer, scaler, terms["loss"])
                 scheduler.step()
                 step += 1
@@ -231,25 +242,33 @@ def pretrain(cfg: PretrainConfig) -> dict:
             "history": log.records}
 
 
-def _train_step(net, views, loss_fn, optimizer, scaler, x, pos, cfg, dtype, first=False, out=None):
+def _train_step(net, views, loss_fn, optimizer, scaler, x, pos, cfg, dtype, first=False, out=None,
+                captions=None):
     batch = x.shape[0]
     v1, v2, v3, v4 = views(x)
     with torch.no_grad():
         segments = slic(v1[:, 0], n_segments=cfg.n_segments, compactness=cfg.compactness,
                         max_num_iter=cfg.slic_iters)
     if first:
-        _superpixel_figure(v1, segments, out)
+        _superpixel_figure(v1, segments, out, captions)
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         f, e = net(torch.cat([v1, v2, v3, v4]))
+    if not bool(torch.isfinite(f).all() & torch.isfinite(e).all()):
+        # The weights have diverged. The ops refuse non-finite features with a message that
+        # knows nothing of the run; report it as a non-finite loss, with its step and epoch.
+        nan = torch.full((), float("nan"), device=x.device)
+        return {k: nan for k in TERMS} | {
+            "note": "the encoder's features (the input of every loss term) were already "
+                    "non-finite, so the weights diverged at an earlier step"}
     return loss_fn(f[:batch], f[batch:2 * batch], e[2 * batch:3 * batch], e[3 * batch:],
                    segments.long(), pos if cfg.loss.use_positions else None)
 
 
-def _superpixel_figure(v1, segments, out) -> None:
+def _superpixel_figure(v1, segments, out, captions) -> None:
     import numpy as np
 
-    from supercl.viz import montage, overlay, write_png
+    from supercl.viz import BOUNDARY, overlay, plot_image_grid
 
     from .finetune import _up, _zoom
 
@@ -260,8 +279,10 @@ def _superpixel_figure(v1, segments, out) -> None:
         lo, hi = np.percentile(img, [1, 99])
         grey = (np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
         k = _zoom(grey.shape)
-        tiles.append(overlay(_up(grey, k), _up(segments[b].cpu().numpy(), k)))
-    write_png(out / "superpixels.png", montage(tiles, columns=4))
+        tiles.append(overlay(_up(grey, k), _up(segments[b].cpu().numpy(), k), colour=BOUNDARY))
+    titles = [f"{captions[b]}: {int(segments[b].max()) + 1} superpixels" for b in range(shown)]
+    plot_image_grid(tiles, titles, out / "superpixels.png", columns=4,
+                    title="SLIC superpixels of the first pre-training batch (view v1)")
 
 
 def _loss_figure(records, out) -> None:
