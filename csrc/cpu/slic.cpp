@@ -4,117 +4,266 @@
 // sc_accumulate be a plain add on the host (supercl/common.h).
 #include "supercl/slic.h"
 
+#include <algorithm>
+#include <cmath>
+#include <limits>
 #include <vector>
 
 #include "ops.h"
 #include "parallel.h"
+#include "runs.h"
 
 namespace supercl {
 namespace cpu {
 namespace {
 
-// Evaluates centre k for the pixels xs..xe of one row: keep it where it is strictly closer.
-// Written branch-free (selects, no early exit) so that the compiler vectorises the loop over
-// x; masked pixels are computed too and restored by the caller.  row_values: the row's
-// fixed-point values as doubles; xcoord[x] = x: every array the loop touches has 8-byte
-// elements.
+// ---------------------------------------------------------------------------------------------
+// The host's assignment: float distances, exact labels.
+//
+// The labels are defined by slic_assign_pixel's double-precision distances (the GPU runs it per
+// pixel).  The host evaluates the same candidates in float, 8 pixels per AVX2 instruction
+// instead of 4 doubles, and keeps per pixel the smallest float distance, its centre and the
+// second smallest distance.  Every float distance is within a proven bound of the double one
+// (float_margin below), so when the two smallest float distances are further apart than twice
+// that bound the double comparison has the same winner; only the other pixels (near-ties, in
+// practice the pixels on an exact mid-line between two centres of equal colour, and the rare
+// images whose compactness makes the colour term swamp float's 24 bits) are assigned again by
+// slic_assign_pixel itself.  The labels are therefore bit-identical to the GPU's.
+//
+// Float form of the distance of pixel (y, x), value q, to centre k (cy, cx, m):
+//   d = (A_k(y) + T_k(x)) + cw * sum_c ((q_c - mi_kc) - mf_kc)^2
+// with A_k(y) = sw spy^2 (y - cy)^2 and T_k(x) = sw spx^2 (x - cx)^2 computed in double and
+// rounded to float (T once per centre and iteration, a table over the centre's x range), and
+// the centre's colour split into an integer part mi (q - mi is exact in float) and a fraction
+// mf in [0, 1) (rounding error <= 2^-25).  All terms are non-negative, so relative errors add:
+// with u = 2^-24 and C channels, |d - D| <= (8 + 2C) u D + C cw 2^-8 (the second term from
+// mf's rounding times |q - m| <= 2^16, doubled diff), and D, the double result, is itself within
+// 10 * 2^-53 of the real value.  float_margin takes twice these terms.
+// ---------------------------------------------------------------------------------------------
+
+struct FloatMargin {
+  double relative, absolute;
+};
+
+FloatMargin float_margin(int64_t channels, double colour_weight) {
+  const double u = std::ldexp(1.0, -24);
+  return {2.0 * (8.0 + 2.0 * static_cast<double>(channels) + 1.0) * u,
+          2.0 * static_cast<double>(channels) * colour_weight * std::ldexp(1.0, -8) +
+              std::ldexp(1.0, -100)};
+}
+
+// Whether the float form is safe for these weights: every weight is 0 or a normal float with
+// room for the products (no underflow that would lose a term, no overflow).  Otherwise the
+// image is assigned by slic_assign_pixel alone.
+bool float_form_applies(const SlicParams& p) {
+  const double lo = std::ldexp(1.0, -60), hi = std::ldexp(1.0, 60);
+  for (double w : {p.spatial_weight * p.spacing_y2, p.spatial_weight * p.spacing_x2,
+                   p.colour_weight})
+    if (w != 0.0 && !(w >= lo && w <= hi)) return false;
+  return true;
+}
+
+// Per centre and iteration: its candidate rectangle (rows in its y window; columns in its x
+// window and in cells jx - 1 .. jx + 1), its split colour and the offset of its T table.
+struct CentreScan {
+  int64_t y_lo, y_hi, xs, xe;  // inclusive; xs > xe: no pixel
+  int64_t table;               // offset of T_k(xs) in the table array
+};
+
+// The pixels xs..xe of one row against one centre (see above).  Written branch-free so that
+// the loop vectorises: 4-byte elements throughout, selects through an integer mask (GCC 12 does
+// not if-convert an int select on a float compare).
 template <int kChannels>
-inline void scan_run_body(const double* __restrict row_values, int64_t channel_stride,
-                          int64_t channels, double fy, const double* __restrict xcoord,
-                          const double* __restrict centre, const SlicParams& params, int64_t k,
-                          int64_t xs, int64_t xe, double* __restrict best,
-                          int64_t* __restrict labels) {
-  const SlicParams p = params;  // a local copy: provably not aliased by the stores below
-  const int64_t n = xe - xs + 1;
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t x = xs + i;
-    const double d = slic_distance<kChannels>(row_values + x, channel_stride, channels, fy,
-                                              xcoord[x], centre, p);
-    const double b = best[x];
-    // All ones where closer.  GCC 12 does not if-convert an int select on a floating-point
-    // compare ("control flow in loop"); the explicit mask vectorises.
-    const int64_t closer = -static_cast<int64_t>(d < b);
-    best[x] = d < b ? d : b;
-    labels[x] = (k & closer) | (labels[x] & ~closer);
+inline void scan_float_body(const float* __restrict row_values, int64_t channel_stride,
+                            int64_t channels, const float* __restrict table, float a,
+                            const float* __restrict mi, const float* __restrict mf, float cw,
+                            int32_t k, int64_t xs, int64_t xe, float* __restrict best,
+                            float* __restrict second, int32_t* __restrict labels) {
+  const int64_t n = kChannels > 0 ? kChannels : channels;
+  const int64_t count = xe - xs + 1;
+  float* __restrict b = best + xs;
+  float* __restrict s = second + xs;
+  int32_t* __restrict l = labels + xs;
+  const float* __restrict v = row_values + xs;
+  for (int64_t i = 0; i < count; ++i) {
+    float colour = 0.0f;
+    for (int64_t c = 0; c < n; ++c) {
+      const float diff = (v[c * channel_stride + i] - mi[c]) - mf[c];
+      colour += diff * diff;
+    }
+    const float d = (a + table[i]) + colour * cw;
+    const float old = b[i];
+    s[i] = std::min(s[i], std::max(old, d));
+    const int32_t closer = -static_cast<int32_t>(d < old);
+    b[i] = d < old ? d : old;
+    l[i] = (k & closer) | (l[i] & ~closer);
   }
 }
 
-// GCC 12 vectorises the double-precision loop above with AVX2 but not with baseline SSE2
-// (-fopt-info-vec: "no vectype"), and the build must not assume -march=native.  target_clones
-// compiles an AVX2 and a baseline version and picks one at load time.  Both perform the same
-// correctly rounded operations (no FMA: -ffp-contract=off, and FMA is not part of the avx2
-// target), so the labels do not depend on which one runs.
+// target_clones compiles an AVX2 and a baseline (SSE2) version and picks one at load time; the
+// build must not assume -march=native.  The float form vectorises in both (4 or 8 lanes), and
+// either gives the same labels: only the float distances could differ, and the labels do not
+// depend on them beyond the proven margin.
 #if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
 #define SUPERCL_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define SUPERCL_CLONES
 #endif
 
-SUPERCL_CLONES void scan_run_grey(const double* __restrict row_values, int64_t channel_stride,
-                                  double fy, const double* __restrict xcoord,
-                                  const double* __restrict centre, const SlicParams& params,
-                                  int64_t k, int64_t xs, int64_t xe, double* __restrict best,
-                                  int64_t* __restrict labels) {
-  scan_run_body<1>(row_values, channel_stride, 1, fy, xcoord, centre, params, k, xs, xe, best,
-                   labels);
+SUPERCL_CLONES void scan_float_grey(const float* __restrict row_values, const float* table,
+                                    float a, const float* mi, const float* mf, float cw,
+                                    int32_t k, int64_t xs, int64_t xe, float* best, float* second,
+                                    int32_t* labels) {
+  scan_float_body<1>(row_values, 0, 1, table, a, mi, mf, cw, k, xs, xe, best, second, labels);
 }
 
-SUPERCL_CLONES void scan_run_any(const double* __restrict row_values, int64_t channel_stride,
-                                 int64_t channels, double fy, const double* __restrict xcoord,
-                                 const double* __restrict centre, const SlicParams& params,
-                                 int64_t k, int64_t xs, int64_t xe, double* __restrict best,
-                                 int64_t* __restrict labels) {
-  scan_run_body<0>(row_values, channel_stride, channels, fy, xcoord, centre, params, k, xs, xe,
-                   best, labels);
+SUPERCL_CLONES void scan_float_any(const float* __restrict row_values, int64_t channel_stride,
+                                   int64_t channels, const float* table, float a,
+                                   const float* mi, const float* mf, float cw, int32_t k,
+                                   int64_t xs, int64_t xe, float* best, float* second,
+                                   int32_t* labels) {
+  scan_float_body<0>(row_values, channel_stride, channels, table, a, mi, mf, cw, k, xs, xe, best,
+                     second, labels);
 }
 
-// Assigns one row; returns the number of pixels whose label changed.  The candidates are the
-// same centres in the same ascending order as slic_assign_pixel, but evaluated a run of pixels
-// at a time (the pixels of one row that share a grid cell), so that the inner loop over x is a
-// plain loop the compiler can vectorise.  Keeping the first strictly smaller distance gives
-// the same label as the per-pixel form.
-int64_t assign_row(const double* values, const double* xcoord, const uint8_t* mask,
+// Float-form state of one image's iteration: what the rows share.
+struct FloatPlan {
+  std::vector<CentreScan> scan;
+  std::vector<float> table;   // T_k(x) of every centre, back to back
+  std::vector<float> mi, mf;  // K x C split colours
+  FloatMargin margin;
+  float cw;
+};
+
+// Builds the per-centre part of the float form for the current centres.
+void plan_float(const SlicGrid& g, int64_t channels, int64_t height, int64_t width,
+                const double* centres, const SlicParams& p, FloatPlan& plan) {
+  const int64_t k_count = g.ny * g.nx;
+  plan.scan.resize(k_count);
+  plan.mi.resize(k_count * channels);
+  plan.mf.resize(k_count * channels);
+  plan.table.clear();
+  plan.margin = float_margin(channels, p.colour_weight);
+  plan.cw = static_cast<float>(p.colour_weight);
+  const double wx = p.spatial_weight * p.spacing_x2;
+  for (int64_t k = 0; k < k_count; ++k) {
+    const double* c = centres + k * (2 + channels);
+    const int64_t jx = k % g.nx;
+    CentreScan& cs = plan.scan[k];
+    // slic_in_window's ranges as integers, and the pixels whose cell is jx - 1 .. jx + 1
+    // (slic_cell's boundaries).
+    cs.y_lo = static_cast<int64_t>(sc_floor(sc_dsub(c[0], p.window)));
+    cs.y_hi = static_cast<int64_t>(sc_floor(sc_dadd(c[0], p.window)));
+    const int64_t xa = jx - 1 <= 0 ? 0 : g.x0 + (jx - 1) * g.sx - g.sx / 2;
+    const int64_t xb = jx + 2 >= g.nx ? width : g.x0 + (jx + 2) * g.sx - g.sx / 2;
+    const int64_t lo = static_cast<int64_t>(sc_floor(sc_dsub(c[1], p.window)));
+    const int64_t hi = static_cast<int64_t>(sc_floor(sc_dadd(c[1], p.window)));
+    cs.xs = sc_max<int64_t>(sc_max<int64_t>(xa, lo), 0);
+    cs.xe = sc_min(sc_min<int64_t>(xb, width) - 1, hi);
+    cs.table = static_cast<int64_t>(plan.table.size());
+    for (int64_t x = cs.xs; x <= cs.xe; ++x) {
+      const double dx = static_cast<double>(x) - c[1];
+      plan.table.push_back(static_cast<float>(wx * (dx * dx)));
+    }
+    for (int64_t ch = 0; ch < channels; ++ch) {
+      const double m = c[2 + ch];
+      const double whole = std::floor(m);
+      plan.mi[k * channels + ch] = static_cast<float>(whole);  // an integer <= 2^16: exact
+      plan.mf[k * channels + ch] = static_cast<float>(m - whole);  // m - whole is exact
+    }
+  }
+  (void)height;
+}
+
+// Writes a row's new labels (-1 outside the mask) over the previous ones; returns how many
+// changed.
+int64_t finish_row(const uint8_t* mrow, int64_t width, const int32_t* row_labels, int32_t* prev) {
+  int64_t changed = 0;
+  for (int64_t x = 0; x < width; ++x) {
+    const int32_t label = (mrow && !mrow[x]) ? -1 : row_labels[x];
+    changed += label != prev[x];
+    prev[x] = label;
+  }
+  return changed;
+}
+
+// Assigns one row in the float form; returns the number of pixels whose label changed.
+// Candidates: the centres of the cell rows iy - 1 .. iy + 1 in ascending index, each over its
+// column range, so that every pixel sees slic_assign_pixel's candidates in the same order.
+// Near-ties are settled by slic_assign_pixel itself.
+int64_t assign_row(const float* values, const int32_t* quant, const uint8_t* mask,
                    int64_t channels, int64_t height, int64_t width, int64_t y, const SlicGrid& g,
-                   const double* centres, const SlicParams& p, int32_t* labels, double* best,
-                   int64_t* row_labels) {
+                   const double* centres, const SlicParams& p, const FloatPlan& plan,
+                   int32_t* labels, float* best, float* second, int32_t* near,
+                   int32_t* row_labels) {
   const int64_t hw = height * width;
   const int64_t iy = slic_cell(y, g.y0, g.sy, g.ny);
-  const double fy = static_cast<double>(y);
-  const double* row_values = values + y * width;
+  const float* row_values = values + y * width;
   int32_t* prev = labels + y * width;
+  // FLT_MAX rather than infinity: the tie test below then needs no special case (distances
+  // stay far below it, float_form_applies).
+  const float none = std::numeric_limits<float>::max();
   for (int64_t x = 0; x < width; ++x) {
-    best[x] = SUPERCL_DBL_MAX;
+    best[x] = none;
+    second[x] = none;
     row_labels[x] = prev[x];
   }
-  // Centre (jy, jx) is a candidate of the pixels whose cell is jx - 1 .. jx + 1, a contiguous
-  // x range: scanning the centres in ascending index, each over its whole range, shows every
-  // pixel its candidates in ascending index, as slic_assign_pixel does, in runs three cells
-  // long.
+  const double wy = p.spatial_weight * p.spacing_y2;
+  const double fy = static_cast<double>(y);
   for (int64_t jy = sc_max<int64_t>(0, iy - 1); jy <= sc_min<int64_t>(g.ny - 1, iy + 1); ++jy) {
     for (int64_t jx = 0; jx < g.nx; ++jx) {
       const int64_t k = jy * g.nx + jx;
-      const double* c = centres + k * (2 + channels);
-      if (!slic_in_window(c[0], p.window, y)) continue;
-      // First pixel of cell jx - 1 and last pixel of cell jx + 1 (slic_cell's boundaries).
-      const int64_t xa = jx - 1 <= 0 ? 0 : g.x0 + (jx - 1) * g.sx - g.sx / 2;
-      const int64_t xb = jx + 2 >= g.nx ? width : g.x0 + (jx + 2) * g.sx - g.sx / 2;
-      // The x-window of slic_in_window as an index range.
-      const int64_t lo = static_cast<int64_t>(sc_floor(sc_dsub(c[1], p.window)));
-      const int64_t hi = static_cast<int64_t>(sc_floor(sc_dadd(c[1], p.window)));
-      const int64_t xs = sc_max(xa, lo), xe = sc_min(sc_min(xb, width) - 1, hi);
-      if (xs > xe) continue;
+      const CentreScan& cs = plan.scan[k];
+      if (y < cs.y_lo || y > cs.y_hi || cs.xs > cs.xe) continue;
+      const double dy = fy - centres[k * (2 + channels)];
+      const float a = static_cast<float>(wy * (dy * dy));
+      const float* table = plan.table.data() + cs.table;
       if (channels == 1)
-        scan_run_grey(row_values, hw, fy, xcoord, c, p, k, xs, xe, best, row_labels);
+        scan_float_grey(row_values, table, a, plan.mi.data() + k, plan.mf.data() + k, plan.cw,
+                        static_cast<int32_t>(k), cs.xs, cs.xe, best, second, row_labels);
       else
-        scan_run_any(row_values, hw, channels, fy, xcoord, c, p, k, xs, xe, best, row_labels);
+        scan_float_any(row_values, hw, channels, table, a, plan.mi.data() + k * channels,
+                       plan.mf.data() + k * channels, plan.cw, static_cast<int32_t>(k), cs.xs,
+                       cs.xe, best, second, row_labels);
     }
   }
-  const uint8_t* mrow = mask ? mask + y * width : nullptr;
+  // Near-ties, in float with room for the rounding of this test itself (a few u more than
+  // the margin).  "No second candidate" is FLT_MAX (see the initialisation), whose difference
+  // with any distance clears the test; no candidate at all fails it and goes to
+  // slic_assign_pixel, which keeps the previous label.
+  const float rel = static_cast<float>(plan.margin.relative + std::ldexp(1.0, -21));
+  const float abs2 = static_cast<float>(2.0 * plan.margin.absolute) * (1.0f + 1e-6f);
+  int32_t any_tie = 0;
+  for (int64_t x = 0; x < width; ++x) {
+    const float b = best[x], s = second[x];
+    const int32_t tie = !(s - b > rel * s + rel * b + abs2);  // no overflow at FLT_MAX
+    near[x] = tie;
+    any_tie |= tie;
+  }
+  if (any_tie)
+    for (int64_t x = 0; x < width; ++x)
+      if (near[x])
+        row_labels[x] = slic_assign_pixel(quant, channels, height, width, y, x, g, centres, p,
+                                          prev[x]);
+  return finish_row(mask ? mask + y * width : nullptr, width, row_labels, prev);
+}
+
+// The double-precision assignment of one row through slic_assign_pixel, for weights outside
+// the float form's range (float_form_applies).
+int64_t assign_row_double(const int32_t* quant, const uint8_t* mask, int64_t channels,
+                          int64_t height, int64_t width, int64_t y, const SlicGrid& g,
+                          const double* centres, const SlicParams& p, int32_t* labels,
+                          int32_t* row_labels) {
+  int32_t* prev = labels + y * width;
+  for (int64_t x = 0; x < width; ++x)
+    row_labels[x] = (mask && !mask[y * width + x])
+                        ? -1
+                        : slic_assign_pixel(quant, channels, height, width, y, x, g, centres, p,
+                                            prev[x]);
   int64_t changed = 0;
   for (int64_t x = 0; x < width; ++x) {
-    const int32_t label = (mrow && !mrow[x]) ? -1 : static_cast<int32_t>(row_labels[x]);
-    changed += label != prev[x];
-    prev[x] = label;
+    changed += row_labels[x] != prev[x];
+    prev[x] = row_labels[x];
   }
   return changed;
 }
@@ -147,10 +296,16 @@ void enforce_connectivity(int32_t* labels, bool masked, int64_t height, int64_t 
   const int32_t count = connected_components_image<int32_t>(
       labels, width, 1, height, width, /*connectivity=*/1, masked, -1, cc.data(), threads);
   std::vector<int64_t> size(count + 1, 0), first(count + 1, -1);
-  for (int64_t i = 0; i < n; ++i) {
-    const int32_t c = cc[i];
-    if (c <= 0) continue;
-    if (size[c]++ == 0) first[c] = i;
+  // Sizes and first pixels a run of equal ids at a time (the ids come in long runs).
+  for (int64_t y = 0; y < height; ++y) {
+    const int32_t* row = cc.data() + y * width;
+    for (int64_t x0 = 0, x1; x0 < width; x0 = x1) {
+      const int32_t c = row[x0];
+      x1 = run_end(row, x0 + 1, width, c);
+      if (c <= 0) continue;
+      if (size[c] == 0) first[c] = y * width + x0;
+      size[c] += x1 - x0;
+    }
   }
   std::vector<int32_t> target(count + 1, 0), final_id(count + 1, 0), rank(count + 1, 0);
   for (int32_t c = 1; c <= count; ++c) target[c] = slic_merge_target(cc.data(), width, first[c]);
@@ -161,8 +316,12 @@ void enforce_connectivity(int32_t* labels, bool masked, int64_t height, int64_t 
     final_id[c] = m == c ? c : final_id[m];
     if (final_id[c] == c) rank[c] = ++kept;
   }
-  for (int64_t i = 0; i < n; ++i)
-    labels[i] = slic_final_label(cc[i], cc[i] <= 0, final_id.data(), rank.data(), start_label);
+  for (int64_t i0 = 0, i1; i0 < n; i0 = i1) {  // the same, a run of equal ids at a time
+    const int32_t c = cc[i0];
+    i1 = i0 + (run_end(cc.data() + i0, 1, n - i0, c));
+    std::fill(labels + i0, labels + i1,
+              slic_final_label(c, c <= 0, final_id.data(), rank.data(), start_label));
+  }
 }
 
 // Without connectivity enforcement: renumber the centres that own pixels consecutively, in
@@ -186,33 +345,40 @@ void slic_image(const float* image, const uint8_t* mask, int64_t channels, int64
   const int64_t hw = height * width, k_count = g.ny * g.nx;
   std::vector<int32_t> quant(channels * hw);
   for (int64_t i = 0; i < channels * hw; ++i) quant[i] = slic_quantize(image[i]);
-  std::vector<double> values(quant.begin(), quant.end()), xcoord(width);
-  for (int64_t x = 0; x < width; ++x) xcoord[x] = static_cast<double>(x);
+  // The float form's copy of the values: integers <= 2^16, exact in float.
+  std::vector<float> values(quant.begin(), quant.end());
   std::vector<double> centres(k_count * (2 + channels));
   for (int64_t k = 0; k < k_count; ++k)
     slic_init_centre(g, k, channels, centres.data() + k * (2 + channels));
   std::vector<int64_t> sums(k_count * (3 + channels));
   for (int64_t i = 0; i < hw; ++i) labels[i] = -1;
+  FloatPlan plan;
 
   // With a mask: a spatial-only phase spreads the centres inside it first (slic.h).
   const int phases = mask ? 2 : 1;
   for (int phase = 0; phase < phases; ++phase) {
     const bool last_phase = phase == phases - 1;
     const SlicParams pp = slic_params(params, last_phase);
+    const bool float_form = float_form_applies(pp);
     for (int64_t it = 0; it < max_num_iter; ++it) {
       int64_t changed = 0;
       if (use_gpu_form) {
         changed = assign_per_pixel(quant.data(), mask, channels, height, width, g,
                                    centres.data(), pp, labels);
       } else {
+        if (float_form) plan_float(g, channels, height, width, centres.data(), pp, plan);
 #pragma omp parallel num_threads(threads) if (threads > 1) reduction(+ : changed)
         {
-          std::vector<double> best(width);
-          std::vector<int64_t> row(width);
+          std::vector<float> best(width), second(width);
+          std::vector<int32_t> row(width), near(width);
 #pragma omp for schedule(static)
           for (int64_t y = 0; y < height; ++y)
-            changed += assign_row(values.data(), xcoord.data(), mask, channels, height, width,
-                                  y, g, centres.data(), pp, labels, best.data(), row.data());
+            changed += float_form
+                           ? assign_row(values.data(), quant.data(), mask, channels, height,
+                                        width, y, g, centres.data(), pp, plan, labels,
+                                        best.data(), second.data(), near.data(), row.data())
+                           : assign_row_double(quant.data(), mask, channels, height, width, y, g,
+                                               centres.data(), pp, labels, row.data());
         }
       }
       // No label changed: the centres are a fixed point (slic.h), later iterations are no-ops.
@@ -222,9 +388,9 @@ void slic_image(const float* image, const uint8_t* mask, int64_t channels, int64
       for (auto& s : sums) s = 0;
       for (int64_t y = 0; y < height; ++y) {
         const int32_t* row = labels + y * width;
-        for (int64_t x0 = 0, x1 = 1; x0 < width; x0 = x1++) {
+        for (int64_t x0 = 0, x1; x0 < width; x0 = x1) {
           // Runs of equal labels; the GPU form accumulates pixel by pixel, as the device does.
-          while (!use_gpu_form && x1 < width && row[x1] == row[x0]) ++x1;
+          x1 = use_gpu_form ? x0 + 1 : run_end(row, x0 + 1, width, row[x0]);
           slic_accumulate_run(quant.data(), channels, height, width, y, x0, x1, row[x0],
                               sums.data());
         }

@@ -183,15 +183,22 @@ def _slic(
     device = cuda_device(x.device) if chosen == "cuda" else torch.device("cpu")
 
     # Rescaling in float64 on the computing device; every step is exactly rounded, so both
-    # backends see the same float32 input.
-    xf = x.detach().to(device, torch.float64)
+    # backends see the same float32 input. On the CPU one image at a time, so that the float64
+    # temporaries stay in cache: 44 instead of 184 ms for 32 x 512^2 on one thread, as much as
+    # a third of the whole op. On a GPU the whole batch at once (one sync for the check).
     if mask_t is not None:
         mask_t = mask_t.to(device)
-    valid = None if mask_t is None else mask_t[:, None].expand_as(xf)
-    inside = xf if valid is None else torch.where(valid, xf, 0.0)
-    if not bool(torch.isfinite(inside).all()):
-        raise ValueError("images contains NaN or inf values" + ("" if mask is None else " inside mask"))
-    normalized = _rescale(xf, valid).to(torch.float32)
+    chunk = batch if device.type == "cuda" else 1
+    normalized = torch.empty(x.shape, dtype=torch.float32, device=device)
+    for b0 in range(0, batch, chunk):
+        xf = x[b0 : b0 + chunk].detach().to(device, torch.float64)
+        valid = None if mask_t is None else mask_t[b0 : b0 + chunk, None].expand_as(xf)
+        inside = xf if valid is None else torch.where(valid, xf, 0.0)
+        if not bool(torch.isfinite(inside).all()):
+            raise ValueError(
+                "images contains NaN or inf values" + ("" if mask is None else " inside mask")
+            )
+        normalized[b0 : b0 + chunk] = _rescale(xf, valid)
 
     grid, params, min_size = _plan(
         mask_t, batch, height, width, n_segments, compactness, spacing_y, spacing_x,
