@@ -70,6 +70,10 @@ struct CentreScan {
   int64_t table;               // offset of T_k(xs) in the table array
 };
 
+// Every scan covers a multiple of kPad pixels (8 floats, one AVX2 vector): the row buffers and
+// the values carry kPad elements of slack at their end.
+constexpr int64_t kPad = 8;
+
 // The pixels xs..xe of one row against one centre (see above).  Written branch-free so that
 // the loop vectorises: 4-byte elements throughout, selects through an integer mask (GCC 12 does
 // not if-convert an int select on a float compare).
@@ -80,7 +84,7 @@ inline void scan_float_body(const float* __restrict row_values, int64_t channel_
                             int32_t k, int64_t xs, int64_t xe, float* __restrict best,
                             float* __restrict second, int32_t* __restrict labels) {
   const int64_t n = kChannels > 0 ? kChannels : channels;
-  const int64_t count = xe - xs + 1;
+  const int64_t count = (xe - xs + kPad) / kPad * kPad;  // padded, see plan_float
   float* __restrict b = best + xs;
   float* __restrict s = second + xs;
   int32_t* __restrict l = labels + xs;
@@ -145,6 +149,7 @@ void plan_float(const SlicGrid& g, int64_t channels, int64_t height, int64_t wid
   plan.table.clear();
   plan.margin = float_margin(channels, p.colour_weight);
   plan.cw = static_cast<float>(p.colour_weight);
+  const float inf = std::numeric_limits<float>::infinity();
   const double wx = p.spatial_weight * p.spacing_x2;
   for (int64_t k = 0; k < k_count; ++k) {
     const double* c = centres + k * (2 + channels);
@@ -165,6 +170,10 @@ void plan_float(const SlicGrid& g, int64_t channels, int64_t height, int64_t wid
       const double dx = static_cast<double>(x) - c[1];
       plan.table.push_back(static_cast<float>(wx * (dx * dx)));
     }
+    // Padding to a whole number of vectors: +inf distances, which change neither the best,
+    // the second nor the label, so the scan needs no scalar tail (kPad).
+    if (cs.xs <= cs.xe)
+      while ((plan.table.size() - cs.table) % kPad) plan.table.push_back(inf);
     for (int64_t ch = 0; ch < channels; ++ch) {
       const double m = c[2 + ch];
       const double whole = std::floor(m);
@@ -240,11 +249,34 @@ int64_t assign_row(const float* values, const int32_t* quant, const uint8_t* mas
     near[x] = tie;
     any_tie |= tie;
   }
-  if (any_tie)
-    for (int64_t x = 0; x < width; ++x)
-      if (near[x])
-        row_labels[x] = slic_assign_pixel(quant, channels, height, width, y, x, g, centres, p,
-                                          prev[x]);
+  if (any_tie) {
+    // slic_assign_pixel's loop, with its window tests read from the plan (the same integer
+    // ranges, tested equal by the gpu_form tests) and the same double distances.
+    const int32_t* pixel_row = quant + y * width;
+    for (int64_t x = 0; x < width; ++x) {
+      if (!near[x]) continue;
+      const int64_t ix = slic_cell(x, g.x0, g.sx, g.nx);
+      const double fx = static_cast<double>(x);
+      double best_d = SUPERCL_DBL_MAX;
+      int32_t label = prev[x];
+      for (int64_t jy = sc_max<int64_t>(0, iy - 1); jy <= sc_min<int64_t>(g.ny - 1, iy + 1);
+           ++jy) {
+        for (int64_t jx = sc_max<int64_t>(0, ix - 1); jx <= sc_min<int64_t>(g.nx - 1, ix + 1);
+             ++jx) {
+          const int64_t k = jy * g.nx + jx;
+          const CentreScan& cs = plan.scan[k];
+          if (y < cs.y_lo || y > cs.y_hi || x < cs.xs || x > cs.xe) continue;
+          const double d = slic_distance(pixel_row + x, hw, channels, fy, fx,
+                                         centres + k * (2 + channels), p);
+          if (d < best_d) {
+            best_d = d;
+            label = static_cast<int32_t>(k);
+          }
+        }
+      }
+      row_labels[x] = label;
+    }
+  }
   return finish_row(mask ? mask + y * width : nullptr, width, row_labels, prev);
 }
 
@@ -346,7 +378,8 @@ void slic_image(const float* image, const uint8_t* mask, int64_t channels, int64
   std::vector<int32_t> quant(channels * hw);
   for (int64_t i = 0; i < channels * hw; ++i) quant[i] = slic_quantize(image[i]);
   // The float form's copy of the values: integers <= 2^16, exact in float.
-  std::vector<float> values(quant.begin(), quant.end());
+  std::vector<float> values(channels * hw + kPad);
+  std::copy(quant.begin(), quant.end(), values.begin());
   std::vector<double> centres(k_count * (2 + channels));
   for (int64_t k = 0; k < k_count; ++k)
     slic_init_centre(g, k, channels, centres.data() + k * (2 + channels));
@@ -369,8 +402,8 @@ void slic_image(const float* image, const uint8_t* mask, int64_t channels, int64
         if (float_form) plan_float(g, channels, height, width, centres.data(), pp, plan);
 #pragma omp parallel num_threads(threads) if (threads > 1) reduction(+ : changed)
         {
-          std::vector<float> best(width), second(width);
-          std::vector<int32_t> row(width), near(width);
+          std::vector<float> best(width + kPad), second(width + kPad);
+          std::vector<int32_t> row(width + kPad), near(width);
 #pragma omp for schedule(static)
           for (int64_t y = 0; y < height; ++y)
             changed += float_form
