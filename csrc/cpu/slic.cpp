@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -67,12 +68,13 @@ bool float_form_applies(const SlicParams& p) {
 // window and in cells jx - 1 .. jx + 1), its split colour and the offset of its T table.
 struct CentreScan {
   int64_t y_lo, y_hi, xs, xe;  // inclusive; xs > xe: no pixel
-  int64_t table;               // offset of T_k(xs) in the table array
+  int64_t xa;                  // first pixel of its cells (xs >= xa)
+  int64_t table;               // offset of T_k(xa) in the table array
 };
 
-// Every scan covers a multiple of kPad pixels (8 floats, one AVX2 vector): the row buffers and
+// Every scan covers a multiple of kPad pixels (16 floats, two AVX2 vectors): the row buffers and
 // the values carry kPad elements of slack at their end.
-constexpr int64_t kPad = 8;
+constexpr int64_t kPad = 16;
 
 // The pixels xs..xe of one row against one centre (see above).  Written branch-free so that
 // the loop vectorises: 4-byte elements throughout, selects through an integer mask (GCC 12 does
@@ -165,15 +167,15 @@ void plan_float(const SlicGrid& g, int64_t channels, int64_t height, int64_t wid
     const int64_t hi = static_cast<int64_t>(sc_floor(sc_dadd(c[1], p.window)));
     cs.xs = sc_max<int64_t>(sc_max<int64_t>(xa, lo), 0);
     cs.xe = sc_min(sc_min<int64_t>(xb, width) - 1, hi);
+    // T_k over the centre's cells xa .. xb - 1 and kPad more, +inf outside its window: an
+    // infinite distance changes neither the best, the second nor the label, so scans may
+    // cover whole vectors (no scalar tail) and whole cells (no window test).
+    cs.xa = xa;
     cs.table = static_cast<int64_t>(plan.table.size());
-    for (int64_t x = cs.xs; x <= cs.xe; ++x) {
+    for (int64_t x = xa; x < xb + kPad; ++x) {
       const double dx = static_cast<double>(x) - c[1];
-      plan.table.push_back(static_cast<float>(wx * (dx * dx)));
+      plan.table.push_back(x < cs.xs || x > cs.xe ? inf : static_cast<float>(wx * (dx * dx)));
     }
-    // Padding to a whole number of vectors: +inf distances, which change neither the best,
-    // the second nor the label, so the scan needs no scalar tail (kPad).
-    if (cs.xs <= cs.xe)
-      while ((plan.table.size() - cs.table) % kPad) plan.table.push_back(inf);
     for (int64_t ch = 0; ch < channels; ++ch) {
       const double m = c[2 + ch];
       const double whole = std::floor(m);
@@ -182,6 +184,91 @@ void plan_float(const SlicGrid& g, int64_t channels, int64_t height, int64_t wid
     }
   }
   (void)height;
+}
+
+// The near-tie test of one pixel, in float with room for the rounding of the test itself (a
+// few u more than the margin; TieTest).  "No second candidate" is FLT_MAX (the scans' initial
+// value), whose difference with any distance passes the test; no candidate at all fails it and
+// goes to the exact resolution, which keeps the previous label.  rel * s + rel * b does not
+// overflow at FLT_MAX.
+struct TieTest {
+  float rel, abs2;
+  explicit TieTest(const FloatMargin& m)
+      : rel(static_cast<float>(m.relative + std::ldexp(1.0, -21))),
+        abs2(static_cast<float>(2.0 * m.absolute) * (1.0f + 1e-6f)) {}
+};
+
+// Grey rows, blocked: the pixels of one cell column share their candidates (the centres of
+// cells iy +- 1, ix +- 1), so each block of 8 pixels keeps its best, second and label in
+// registers over all of them and is written once, with its near-tie flag.  A block may run
+// past its cell: the next cell's blocks overwrite those pixels (and the last one runs into the
+// buffers' kPad slack); the tables reach kPad past their cells.  GCC vector extensions: AVX2
+// registers in the avx2 clone, pairs of SSE2 registers in the default one.
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+struct BlockCandidate {
+  const float* table;  // T_k indexed by x
+  float a, mi, mf;
+  int32_t k;
+};
+
+SUPERCL_CLONES int32_t scan_row_grey(const float* __restrict row_values, const SlicGrid& g,
+                                     int64_t width, const BlockCandidate* centre_rows,
+                                     int64_t rows, float cw, float rel, float abs2,
+                                     int32_t* __restrict row_labels, int32_t* __restrict near) {
+  BlockCandidate cands[9];
+  for (int64_t ix = 0; ix < g.nx; ++ix) {
+    const int64_t pa = ix == 0 ? 0 : g.x0 + ix * g.sx - g.sx / 2;
+    const int64_t pb = ix + 1 >= g.nx ? width : g.x0 + (ix + 1) * g.sx - g.sx / 2;
+    // The centres of cells (iy +- 1, ix +- 1): up to 3 consecutive entries of each centre row.
+    const int64_t ja = ix > 0 ? ix - 1 : 0, jb = ix + 1 < g.nx ? ix + 1 : g.nx - 1;
+    int n = 0;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t jx = ja; jx <= jb; ++jx) cands[n++] = centre_rows[r * g.nx + jx];
+    const BlockCandidate* c0 = cands;
+    const BlockCandidate* c1 = cands + n;
+    // Two blocks of 8 at a time: each candidate's update of a block is a dependent chain
+    // (compare, select), which one block alone leaves latency-bound.
+    static_assert(kPad == 16, "two blocks of 8 per step");
+    for (int64_t x = pa; x < pb; x += kPad) {
+      v8f v0, v1, b0, b1, s0, s1;
+      std::memcpy(&v0, row_values + x, sizeof v0);
+      std::memcpy(&v1, row_values + x + 8, sizeof v1);
+      for (int i = 0; i < 8; ++i) b0[i] = std::numeric_limits<float>::max();
+      b1 = b0;
+      s0 = b0;
+      s1 = b0;
+      v8i l0 = {}, l1 = {};
+      for (const BlockCandidate* c = c0; c < c1; ++c) {
+        v8f t0, t1;
+        std::memcpy(&t0, c->table + x, sizeof t0);
+        std::memcpy(&t1, c->table + x + 8, sizeof t1);
+        v8i k = {};
+        k += c->k;
+        const v8f e0 = (v0 - c->mi) - c->mf, e1 = (v1 - c->mi) - c->mf;
+        const v8f d0 = (c->a + t0) + (e0 * e0) * cw, d1 = (c->a + t1) + (e1 * e1) * cw;
+        const v8f h0 = d0 < b0 ? b0 : d0, h1 = d1 < b1 ? b1 : d1;  // max(b, d)
+        s0 = h0 < s0 ? h0 : s0;                                     // min(s, max(b, d))
+        s1 = h1 < s1 ? h1 : s1;
+        const v8i closer0 = d0 < b0, closer1 = d1 < b1;
+        b0 = closer0 ? d0 : b0;
+        b1 = closer1 ? d1 : b1;
+        l0 = closer0 ? k : l0;
+        l1 = closer1 ? k : l1;
+      }
+      const v8i tie0 = ~((s0 - b0) > (rel * s0 + rel * b0 + abs2));
+      const v8i tie1 = ~((s1 - b1) > (rel * s1 + rel * b1 + abs2));
+      std::memcpy(row_labels + x, &l0, sizeof l0);
+      std::memcpy(row_labels + x + 8, &l1, sizeof l1);
+      std::memcpy(near + x, &tie0, sizeof tie0);
+      std::memcpy(near + x + 8, &tie1, sizeof tie1);
+    }
+  }
+  // Ties of the pixels < width only (the slack past it holds junk).
+  int32_t found = 0;
+  for (int64_t x = 0; x < width; ++x) found |= near[x];
+  return found;
 }
 
 // Writes a row's new labels (-1 outside the mask) over the previous ones; returns how many
@@ -196,6 +283,16 @@ int64_t finish_row(const uint8_t* mrow, int64_t width, const int32_t* row_labels
   return changed;
 }
 
+// One thread's row buffers (kPad elements of slack past the width; see scan_row_grey).
+struct RowWork {
+  std::vector<float> best, second;
+  std::vector<int32_t> row, near;
+  std::vector<BlockCandidate> cands;  // the centres of three cell rows
+  RowWork(int64_t width, int64_t nx)
+      : best(width + kPad), second(width + kPad), row(width + kPad), near(width + kPad),
+        cands(3 * nx) {}
+};
+
 // Assigns one row in the float form; returns the number of pixels whose label changed.
 // Candidates: the centres of the cell rows iy - 1 .. iy + 1 in ascending index, each over its
 // column range, so that every pixel sees slic_assign_pixel's candidates in the same order.
@@ -203,51 +300,70 @@ int64_t finish_row(const uint8_t* mrow, int64_t width, const int32_t* row_labels
 int64_t assign_row(const float* values, const int32_t* quant, const uint8_t* mask,
                    int64_t channels, int64_t height, int64_t width, int64_t y, const SlicGrid& g,
                    const double* centres, const SlicParams& p, const FloatPlan& plan,
-                   int32_t* labels, float* best, float* second, int32_t* near,
-                   int32_t* row_labels) {
+                   int32_t* labels, RowWork& work) {
   const int64_t hw = height * width;
   const int64_t iy = slic_cell(y, g.y0, g.sy, g.ny);
   const float* row_values = values + y * width;
   int32_t* prev = labels + y * width;
-  // FLT_MAX rather than infinity: the tie test below then needs no special case (distances
-  // stay far below it, float_form_applies).
-  const float none = std::numeric_limits<float>::max();
-  for (int64_t x = 0; x < width; ++x) {
-    best[x] = none;
-    second[x] = none;
-    row_labels[x] = prev[x];
-  }
+  float* best = work.best.data();
+  float* second = work.second.data();
+  int32_t* near = work.near.data();
+  int32_t* row_labels = work.row.data();
   const double wy = p.spatial_weight * p.spacing_y2;
   const double fy = static_cast<double>(y);
-  for (int64_t jy = sc_max<int64_t>(0, iy - 1); jy <= sc_min<int64_t>(g.ny - 1, iy + 1); ++jy) {
-    for (int64_t jx = 0; jx < g.nx; ++jx) {
-      const int64_t k = jy * g.nx + jx;
-      const CentreScan& cs = plan.scan[k];
-      if (y < cs.y_lo || y > cs.y_hi || cs.xs > cs.xe) continue;
-      const double dy = fy - centres[k * (2 + channels)];
-      const float a = static_cast<float>(wy * (dy * dy));
-      const float* table = plan.table.data() + cs.table;
-      if (channels == 1)
-        scan_float_grey(row_values, table, a, plan.mi.data() + k, plan.mf.data() + k, plan.cw,
-                        static_cast<int32_t>(k), cs.xs, cs.xe, best, second, row_labels);
-      else
+  const TieTest test(plan.margin);
+  int32_t any_tie = 0;
+  if (channels == 1) {
+    // Each centre of the cell rows iy - 1 .. iy + 1 once, with +inf as its row term when the
+    // row is outside its y window (then it changes nothing, see plan_float); scan_row_grey
+    // takes each column's candidates from these, in any order: the float stage's outcome does
+    // not depend on it, and ties go to the exact resolution below, which follows the ascending
+    // order.
+    const float inf = std::numeric_limits<float>::infinity();
+    const int64_t jy0 = sc_max<int64_t>(0, iy - 1), jy1 = sc_min<int64_t>(g.ny - 1, iy + 1);
+    BlockCandidate* rows = work.cands.data();
+    for (int64_t jy = jy0; jy <= jy1; ++jy) {
+      for (int64_t jx = 0; jx < g.nx; ++jx) {
+        const int64_t k = jy * g.nx + jx;
+        const CentreScan& cs = plan.scan[k];
+        const double dy = fy - centres[k * 3];
+        BlockCandidate& c = rows[(jy - jy0) * g.nx + jx];
+        c.table = plan.table.data() + cs.table - cs.xa;
+        c.a = (y < cs.y_lo || y > cs.y_hi) ? inf : static_cast<float>(wy * (dy * dy));
+        c.mi = plan.mi[k];
+        c.mf = plan.mf[k];
+        c.k = static_cast<int32_t>(k);
+      }
+    }
+    any_tie = scan_row_grey(row_values, g, width, rows, jy1 - jy0 + 1, plan.cw, test.rel,
+                            test.abs2, row_labels, near);
+  } else {
+    const float none = std::numeric_limits<float>::max();
+    for (int64_t x = 0; x < width; ++x) {
+      best[x] = none;
+      second[x] = none;
+      row_labels[x] = 0;
+    }
+    for (int64_t jy = sc_max<int64_t>(0, iy - 1); jy <= sc_min<int64_t>(g.ny - 1, iy + 1);
+         ++jy) {
+      for (int64_t jx = 0; jx < g.nx; ++jx) {
+        const int64_t k = jy * g.nx + jx;
+        const CentreScan& cs = plan.scan[k];
+        if (y < cs.y_lo || y > cs.y_hi || cs.xs > cs.xe) continue;
+        const double dy = fy - centres[k * (2 + channels)];
+        const float a = static_cast<float>(wy * (dy * dy));
+        const float* table = plan.table.data() + cs.table + (cs.xs - cs.xa);
         scan_float_any(row_values, hw, channels, table, a, plan.mi.data() + k * channels,
                        plan.mf.data() + k * channels, plan.cw, static_cast<int32_t>(k), cs.xs,
                        cs.xe, best, second, row_labels);
+      }
     }
-  }
-  // Near-ties, in float with room for the rounding of this test itself (a few u more than
-  // the margin).  "No second candidate" is FLT_MAX (see the initialisation), whose difference
-  // with any distance clears the test; no candidate at all fails it and goes to
-  // slic_assign_pixel, which keeps the previous label.
-  const float rel = static_cast<float>(plan.margin.relative + std::ldexp(1.0, -21));
-  const float abs2 = static_cast<float>(2.0 * plan.margin.absolute) * (1.0f + 1e-6f);
-  int32_t any_tie = 0;
-  for (int64_t x = 0; x < width; ++x) {
-    const float b = best[x], s = second[x];
-    const int32_t tie = !(s - b > rel * s + rel * b + abs2);  // no overflow at FLT_MAX
-    near[x] = tie;
-    any_tie |= tie;
+    for (int64_t x = 0; x < width; ++x) {
+      const float b = best[x], s = second[x];
+      const int32_t tie = !(s - b > test.rel * s + test.rel * b + test.abs2);
+      near[x] = tie;
+      any_tie |= tie;
+    }
   }
   if (any_tie) {
     // slic_assign_pixel's loop, with its window tests read from the plan (the same integer
@@ -402,16 +518,14 @@ void slic_image(const float* image, const uint8_t* mask, int64_t channels, int64
         if (float_form) plan_float(g, channels, height, width, centres.data(), pp, plan);
 #pragma omp parallel num_threads(threads) if (threads > 1) reduction(+ : changed)
         {
-          std::vector<float> best(width + kPad), second(width + kPad);
-          std::vector<int32_t> row(width + kPad), near(width);
+          RowWork work(width, g.nx);
 #pragma omp for schedule(static)
           for (int64_t y = 0; y < height; ++y)
             changed += float_form
                            ? assign_row(values.data(), quant.data(), mask, channels, height,
-                                        width, y, g, centres.data(), pp, plan, labels,
-                                        best.data(), second.data(), near.data(), row.data())
+                                        width, y, g, centres.data(), pp, plan, labels, work)
                            : assign_row_double(quant.data(), mask, channels, height, width, y, g,
-                                               centres.data(), pp, labels, row.data());
+                                               centres.data(), pp, labels, work.row.data());
         }
       }
       // No label changed: the centres are a fixed point (slic.h), later iterations are no-ops.
