@@ -86,6 +86,43 @@ py::array_t<int32_t> slic(
   return out;
 }
 
+// The [0, 1] rescaling of SLIC's input (float32 or float64, (B, C, H, W)); ValueError when a
+// pixel inside the mask is not finite.
+template <typename T>
+py::array_t<float> slic_rescale_t(const py::array& image, const uint8_t* mask, int num_threads) {
+  const auto a = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(image);
+  const int64_t b = a.shape(0), c = a.shape(1), h = a.shape(2), w = a.shape(3);
+  py::array_t<float> out({b, c, h, w});
+  float* o = out.mutable_data();
+  const T* x = a.data();
+  bool finite;
+  {
+    py::gil_scoped_release release;
+    finite = supercl::cpu::slic_rescale<T>(x, mask, b, c, h, w, o, num_threads);
+  }
+  if (!finite) throw py::value_error("non-finite values");
+  return out;
+}
+
+py::array_t<float> slic_rescale(const py::array& image, const py::object& mask, int num_threads) {
+  if (image.ndim() != 4) throw py::value_error("image must have shape (B, C, H, W)");
+  py::array_t<uint8_t, py::array::c_style | py::array::forcecast> mask_array;
+  const uint8_t* mask_ptr = nullptr;
+  if (!mask.is_none()) {
+    mask_array = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>::ensure(mask);
+    if (!mask_array || mask_array.ndim() != 3 || mask_array.shape(0) != image.shape(0) ||
+        mask_array.shape(1) != image.shape(2) || mask_array.shape(2) != image.shape(3))
+      throw py::value_error("mask must be a uint8 array of shape (B, H, W)");
+    mask_ptr = mask_array.data();
+  }
+  if (image.dtype().is(py::dtype::of<float>()))
+    return slic_rescale_t<float>(image, mask_ptr, num_threads);
+  if (image.dtype().is(py::dtype::of<double>()))
+    return slic_rescale_t<double>(image, mask_ptr, num_threads);
+  throw py::type_error("image dtype must be float32 or float64, got " +
+                       std::string(py::str(image.dtype())));
+}
+
 bool has_openmp() {
 #ifdef _OPENMP
   return true;
@@ -106,5 +143,9 @@ PYBIND11_MODULE(_C, m) {
         py::arg("max_num_iter"), py::arg("enforce_connectivity"), py::arg("min_size"),
         py::arg("start_label"), py::arg("num_threads"), py::arg("gpu_form") = false,
         "SLIC labels of a validated, [0, 1]-rescaled (B, C, H, W) float32 array.");
+  m.def("slic_rescale", &slic_rescale, py::arg("image"), py::arg("mask"), py::arg("num_threads"),
+        "Each (C, H, W) image of a float32/float64 batch rescaled to [0, 1] (SLIC's input).");
+  m.def("simd_level", [] { return std::string(supercl::cpu::simd_level()); },
+        "SLIC's vector instruction set: 'avx2' or 'baseline' (SUPERCL_SIMD=baseline forces it).");
   m.def("has_openmp", &has_openmp, "Whether the extension was built with OpenMP.");
 }

@@ -7,7 +7,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <cstdlib>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "ops.h"
@@ -16,6 +18,21 @@
 
 namespace supercl {
 namespace cpu {
+
+const char* simd_level() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  static const char* level = [] {
+    const char* env = std::getenv("SUPERCL_SIMD");
+    if (env && std::string(env) == "baseline") return "baseline";
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") ? "avx2" : "baseline";
+  }();
+  return level;
+#else
+  return "baseline";
+#endif
+}
+
 namespace {
 
 // ---------------------------------------------------------------------------------------------
@@ -76,11 +93,13 @@ struct CentreScan {
 // the values carry kPad elements of slack at their end.
 constexpr int64_t kPad = 16;
 
+#define SUPERCL_ALWAYS_INLINE __attribute__((always_inline)) inline
+
 // The pixels xs..xe of one row against one centre (see above).  Written branch-free so that
 // the loop vectorises: 4-byte elements throughout, selects through an integer mask (GCC 12 does
 // not if-convert an int select on a float compare).
 template <int kChannels>
-inline void scan_float_body(const float* __restrict row_values, int64_t channel_stride,
+SUPERCL_ALWAYS_INLINE void scan_float_body(const float* __restrict row_values, int64_t channel_stride,
                             int64_t channels, const float* __restrict table, float a,
                             const float* __restrict mi, const float* __restrict mf, float cw,
                             int32_t k, int64_t xs, int64_t xe, float* __restrict best,
@@ -106,30 +125,43 @@ inline void scan_float_body(const float* __restrict row_values, int64_t channel_
   }
 }
 
-// target_clones compiles an AVX2 and a baseline (SSE2) version and picks one at load time; the
-// build must not assume -march=native.  The float form vectorises in both (4 or 8 lanes), and
-// either gives the same labels: only the float distances could differ, and the labels do not
-// depend on them beyond the proven margin.
-#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
-#define SUPERCL_CLONES __attribute__((target_clones("avx2", "default")))
+// Two versions of each scan: AVX2 (8 lanes) and the baseline target (SSE2, 4 lanes), chosen
+// once at run time (simd_level); the build must not assume -march=native.  Both give the same
+// labels: only the float distances could differ between them, and the labels do not depend on
+// those beyond the proven margin.  No FMA in either (-ffp-contract=off; FMA is not part of the
+// avx2 target).  The bodies are always_inline so that each version is compiled for its target.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define SUPERCL_AVX2_VERSION 1
+#define SUPERCL_TARGET_AVX2 __attribute__((target("avx2")))
 #else
-#define SUPERCL_CLONES
+#define SUPERCL_AVX2_VERSION 0
+#define SUPERCL_TARGET_AVX2
 #endif
-
-SUPERCL_CLONES void scan_float_grey(const float* __restrict row_values, const float* table,
-                                    float a, const float* mi, const float* mf, float cw,
-                                    int32_t k, int64_t xs, int64_t xe, float* best, float* second,
-                                    int32_t* labels) {
-  scan_float_body<1>(row_values, 0, 1, table, a, mi, mf, cw, k, xs, xe, best, second, labels);
+bool use_avx2() {
+  static const bool avx2 = std::string(simd_level()) == "avx2";
+  return avx2;
 }
 
-SUPERCL_CLONES void scan_float_any(const float* __restrict row_values, int64_t channel_stride,
-                                   int64_t channels, const float* table, float a,
-                                   const float* mi, const float* mf, float cw, int32_t k,
-                                   int64_t xs, int64_t xe, float* best, float* second,
-                                   int32_t* labels) {
+SUPERCL_TARGET_AVX2 void scan_float_any_avx2(const float* __restrict row_values,
+                                             int64_t channel_stride, int64_t channels,
+                                             const float* table, float a, const float* mi,
+                                             const float* mf, float cw, int32_t k, int64_t xs,
+                                             int64_t xe, float* best, float* second,
+                                             int32_t* labels) {
   scan_float_body<0>(row_values, channel_stride, channels, table, a, mi, mf, cw, k, xs, xe, best,
                      second, labels);
+}
+
+void scan_float_any(const float* __restrict row_values, int64_t channel_stride, int64_t channels,
+                    const float* table, float a, const float* mi, const float* mf, float cw,
+                    int32_t k, int64_t xs, int64_t xe, float* best, float* second,
+                    int32_t* labels) {
+  if (SUPERCL_AVX2_VERSION && use_avx2())
+    scan_float_any_avx2(row_values, channel_stride, channels, table, a, mi, mf, cw, k, xs, xe,
+                        best, second, labels);
+  else
+    scan_float_body<0>(row_values, channel_stride, channels, table, a, mi, mf, cw, k, xs, xe,
+                       best, second, labels);
 }
 
 // Float-form state of one image's iteration: what the rows share.
@@ -213,10 +245,12 @@ struct BlockCandidate {
   int32_t k;
 };
 
-SUPERCL_CLONES int32_t scan_row_grey(const float* __restrict row_values, const SlicGrid& g,
-                                     int64_t width, const BlockCandidate* centre_rows,
-                                     int64_t rows, float cw, float rel, float abs2,
-                                     int32_t* __restrict row_labels, int32_t* __restrict near) {
+SUPERCL_ALWAYS_INLINE int32_t scan_row_grey_body(const float* __restrict row_values,
+                                                 const SlicGrid& g, int64_t width,
+                                                 const BlockCandidate* centre_rows, int64_t rows,
+                                                 float cw, float rel, float abs2,
+                                                 int32_t* __restrict row_labels,
+                                                 int32_t* __restrict near) {
   BlockCandidate cands[9];
   for (int64_t ix = 0; ix < g.nx; ++ix) {
     const int64_t pa = ix == 0 ? 0 : g.x0 + ix * g.sx - g.sx / 2;
@@ -269,6 +303,24 @@ SUPERCL_CLONES int32_t scan_row_grey(const float* __restrict row_values, const S
   int32_t found = 0;
   for (int64_t x = 0; x < width; ++x) found |= near[x];
   return found;
+}
+
+SUPERCL_TARGET_AVX2 int32_t scan_row_grey_avx2(const float* row_values, const SlicGrid& g,
+                                               int64_t width, const BlockCandidate* centre_rows,
+                                               int64_t rows, float cw, float rel, float abs2,
+                                               int32_t* row_labels, int32_t* near) {
+  return scan_row_grey_body(row_values, g, width, centre_rows, rows, cw, rel, abs2, row_labels,
+                            near);
+}
+
+int32_t scan_row_grey(const float* row_values, const SlicGrid& g, int64_t width,
+                      const BlockCandidate* centre_rows, int64_t rows, float cw, float rel,
+                      float abs2, int32_t* row_labels, int32_t* near) {
+  if (SUPERCL_AVX2_VERSION && use_avx2())
+    return scan_row_grey_avx2(row_values, g, width, centre_rows, rows, cw, rel, abs2, row_labels,
+                              near);
+  return scan_row_grey_body(row_values, g, width, centre_rows, rows, cw, rel, abs2, row_labels,
+                            near);
 }
 
 // Writes a row's new labels (-1 outside the mask) over the previous ones; returns how many
@@ -553,6 +605,52 @@ void slic_image(const float* image, const uint8_t* mask, int64_t channels, int64
 }
 
 }  // namespace
+
+template <typename T>
+bool slic_rescale(const T* image, const uint8_t* mask, int64_t batch, int64_t channels,
+                  int64_t height, int64_t width, float* out, int num_threads) {
+  const int threads = resolve_threads(num_threads);
+  const int64_t hw = height * width, n = channels * hw;
+  int64_t bad = 0;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) reduction(+ : bad)
+  for (int64_t b = 0; b < batch; ++b) {
+    const T* x = image + b * n;
+    const uint8_t* m = mask ? mask + b * hw : nullptr;
+    double lo = std::numeric_limits<double>::infinity(), hi = -lo;
+    bool finite = true, any = false;
+    for (int64_t i = 0; i < n; ++i) {
+      if (m && !m[i % hw]) continue;
+      const double v = static_cast<double>(x[i]);
+      finite &= std::isfinite(v);
+      lo = v < lo ? v : lo;
+      hi = v > hi ? v : hi;
+      any = true;
+    }
+    if (!finite) {
+      ++bad;
+      continue;
+    }
+    if (!any) {  // an empty mask: as supercl/ops/slic.py's _rescale
+      lo = 0.0;
+      hi = 1.0;
+    }
+    const double span = hi > lo ? hi - lo : 1.0;
+    float* o = out + b * n;
+    for (int64_t i = 0; i < n; ++i) {
+      // The same correctly rounded operations as the torch form: a subtraction and a division
+      // in double, clamp (NaN, possible outside the mask, stays NaN), rounding to float.
+      double t = (static_cast<double>(x[i]) - lo) / span;
+      t = t < 0.0 ? 0.0 : (t > 1.0 ? 1.0 : t);
+      o[i] = static_cast<float>(t);
+    }
+  }
+  return bad == 0;
+}
+
+template bool slic_rescale<float>(const float*, const uint8_t*, int64_t, int64_t, int64_t,
+                                  int64_t, float*, int);
+template bool slic_rescale<double>(const double*, const uint8_t*, int64_t, int64_t, int64_t,
+                                   int64_t, float*, int);
 
 void slic(const float* image, const uint8_t* mask, int64_t batch, int64_t channels,
           int64_t height, int64_t width, const int64_t* grid, const double* params,
