@@ -23,7 +23,13 @@ from collections import defaultdict
 
 # Baseline provider per op, and extra comparison columns per (op, input kind).
 BASELINE = {"slic": "skimage", "connected_components": "cc3d"}
-EXTRA_COLUMNS = {("connected_components", "binary"): ["scipy"]}
+# Every peer of the CPU targets gets its column, so that each ratio (1 thread and all threads)
+# is read off one run.
+EXTRA_COLUMNS = {
+    ("slic", "images"): ["opencv"],
+    ("connected_components", "binary"): ["scipy", "skimage"],
+    ("connected_components", "superpixels"): ["skimage"],
+}
 # Display order; unknown providers go last, alphabetically.
 ORDER = [
     "supercl-cuda", "supercl-cpu-allthreads", "supercl-cpu-1thread",

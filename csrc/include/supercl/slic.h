@@ -143,8 +143,11 @@ SUPERCL_HD double slic_distance(const P* pixel, int64_t channel_stride, int64_t 
   return sc_dadd(sc_dmul(spatial, p.spatial_weight), sc_dmul(colour, p.colour_weight));
 }
 
-// The assignment of one pixel (the GPU form; the CPU driver evaluates the same candidates in
-// the same order, a row run at a time).  quant: the image's (C, H, W) fixed-point values;
+// The assignment of one pixel: the definition of the labels, and what the GPU runs.  The CPU
+// driver evaluates the same candidates in float, many pixels at a time, and settles every
+// pixel whose two best float distances are within a proven error bound of each other in
+// double with slic_distance, in this order (csrc/cpu/slic.cpp): the same labels, bit for bit.
+// quant: the image's (C, H, W) fixed-point values;
 // centres: K x (2 + C).  Returns the new label, `previous` when no centre reaches the pixel.
 SUPERCL_HD int32_t slic_assign_pixel(const int32_t* quant, int64_t channels, int64_t height,
                                      int64_t width, int64_t y, int64_t x, const SlicGrid& g,
