@@ -124,11 +124,11 @@ int32_t write_runs(Runs& runs, int64_t height, int64_t width, int32_t* out) {
     int32_t* row = out + y * width;
     int64_t x = 0;
     for (int32_t r = runs.first[y]; r < runs.first[y + 1]; ++r) {
-      std::fill(row + x, row + runs.start[r], 0);
-      std::fill(row + runs.start[r], row + runs.end[r], label[r]);
+      fill_run(row, x, runs.start[r], 0);
+      fill_run(row, runs.start[r], runs.end[r], label[r]);
       x = runs.end[r];
     }
-    std::fill(row + x, row + width, 0);
+    fill_run(row, x, width, 0);
   }
   return count;
 }

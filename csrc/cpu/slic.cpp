@@ -519,8 +519,8 @@ void enforce_connectivity(int32_t* labels, bool masked, int64_t height, int64_t 
   for (int64_t i0 = 0, i1; i0 < n; i0 = i1) {  // the same, a run of equal ids at a time
     const int32_t c = cc[i0];
     i1 = i0 + (run_end(cc.data() + i0, 1, n - i0, c));
-    std::fill(labels + i0, labels + i1,
-              slic_final_label(c, c <= 0, final_id.data(), rank.data(), start_label));
+    fill_run(labels, i0, i1, slic_final_label(c, c <= 0, final_id.data(), rank.data(),
+                                              start_label));
   }
 }
 
