@@ -329,3 +329,19 @@ def test_run_path_return_num_and_background(threads):
         expected = reference(images, 2, background)
         np.testing.assert_array_equal(labels, expected)
         np.testing.assert_array_equal(num, expected.reshape(3, -1).max(1))
+
+
+def test_output_of_32_mib_and_more(threads):
+    """Outputs from 32 MiB on are allocated 2 MiB-aligned with huge-page advice
+    (csrc/bindings.cpp): still a normal, writable, owned array with the right labels."""
+    threads(1)
+    image = np.zeros((1, 4096, 2048), dtype=np.uint8)
+    image[:, 1::4] = 1  # 1024 full-width stripes
+    labels = connected_components(image, connectivity=2)
+    assert labels.nbytes == 32 << 20 and labels.flags.writeable and labels.flags.c_contiguous
+    expected = np.zeros(4096, dtype=np.int32)
+    expected[1::4] = np.arange(1, 1025)
+    np.testing.assert_array_equal(labels[0, :, 0], expected)
+    assert (labels[0] == labels[0, :, :1]).all()
+    labels[0, 0, 0] = 7  # writable
+    del labels
