@@ -326,11 +326,19 @@ int32_t scan_row_grey(const float* row_values, const SlicGrid& g, int64_t width,
 // Writes a row's new labels (-1 outside the mask) over the previous ones; returns how many
 // changed.
 int64_t finish_row(const uint8_t* mrow, int64_t width, const int32_t* row_labels, int32_t* prev) {
-  int64_t changed = 0;
-  for (int64_t x = 0; x < width; ++x) {
-    const int32_t label = (mrow && !mrow[x]) ? -1 : row_labels[x];
-    changed += label != prev[x];
-    prev[x] = label;
+  // An int32 count (a row has < 2^24 pixels): 8 lanes, no widening to int64 per pixel.
+  int32_t changed = 0;
+  if (mrow) {
+    for (int64_t x = 0; x < width; ++x) {
+      const int32_t label = mrow[x] ? row_labels[x] : -1;
+      changed += label != prev[x];
+      prev[x] = label;
+    }
+  } else {
+    for (int64_t x = 0; x < width; ++x) {
+      changed += row_labels[x] != prev[x];
+      prev[x] = row_labels[x];
+    }
   }
   return changed;
 }
