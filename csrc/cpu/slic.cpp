@@ -1,7 +1,22 @@
-// CPU driver of SLIC: loops over the shared steps of supercl/slic.h.  One image runs on one
-// thread when the batch keeps all threads busy; a smaller batch splits the assignment's rows
-// instead.  The centre update of an image always runs on one thread, which is what lets
-// sc_accumulate be a plain add on the host (supercl/common.h).
+// CPU driver of SLIC over the shared steps of supercl/slic.h.  One image runs on one thread
+// when the batch keeps all threads busy; a smaller batch splits the assignment's rows instead.
+// The centre update of an image always runs on one thread, which is what lets sc_accumulate
+// be a plain add on the host (supercl/common.h).
+//
+// The labels are slic_assign_pixel's, computed in double (the GPU's form).  The host gets them
+// faster (measured on one thread of the 2-core machine, 32 slices: 6.6x -> ~11x scikit-image
+// at 256^2, 5.6x -> ~14x at 512^2; benchmarks/results/cpu-2core.md):
+//   - assignment in float (8 lanes with AVX2, 4 with the SSE2 baseline), keeping per pixel the
+//     two smallest distances; a proven float/double error bound decides when the float winner
+//     is the double winner, and the other pixels (near-ties) are settled in double with
+//     slic_distance in slic_assign_pixel's order (see "The host's assignment" below);
+//   - grey rows blocked by cell column: 16 pixels keep best, second and label in registers
+//     over their 9 candidates; the x part of the spatial term is a table per centre, +inf
+//     outside its window (no window test, no scalar tail);
+//   - centre sums over runs of equal labels, each run's sum of q from per-row prefix sums;
+//     connectivity enforcement over runs too (csrc/cpu/runs.h);
+//   - the [0, 1] rescaling of float input in one C++ pass (slic_rescale), not torch's six.
+// gpu_form runs the GPU's per-pixel assignment and accumulation instead, for the tests.
 #include "supercl/slic.h"
 
 #include <algorithm>
@@ -99,7 +114,8 @@ constexpr int64_t kPad = 16;
 // the loop vectorises: 4-byte elements throughout, selects through an integer mask (GCC 12 does
 // not if-convert an int select on a float compare).
 template <int kChannels>
-SUPERCL_ALWAYS_INLINE void scan_float_body(const float* __restrict row_values, int64_t channel_stride,
+SUPERCL_ALWAYS_INLINE void scan_float_body(const float* __restrict row_values,
+                                           int64_t channel_stride,
                             int64_t channels, const float* __restrict table, float a,
                             const float* __restrict mi, const float* __restrict mf, float cw,
                             int32_t k, int64_t xs, int64_t xe, float* __restrict best,
@@ -558,7 +574,8 @@ void slic_image(const float* image, const uint8_t* mask, int64_t channels, int64
   std::copy(quant.begin(), quant.end(), values.begin());
   // Per row and channel, prefix sums of q (prefix[x] = q[0] + .. + q[x - 1]): q never
   // changes, and a run's sum is then one subtraction in every iteration's centre update.
-  std::vector<int64_t> prefix(use_gpu_form ? 0 : channels * height * (width + 1)), totals(channels);
+  std::vector<int64_t> prefix(use_gpu_form ? 0 : channels * height * (width + 1));
+  std::vector<int64_t> totals(channels);
   for (int64_t r = 0; r < (use_gpu_form ? 0 : channels * height); ++r) {
     const int32_t* q = quant.data() + r * width;
     int64_t* p = prefix.data() + r * (width + 1);

@@ -253,7 +253,8 @@ def _rescale_cpu(x: torch.Tensor, mask_t: torch.Tensor | None, has_mask: bool) -
     """:func:`_rescale_batch` for float32/float64 images on the CPU, in C++ (bit for bit)."""
     mask_np = None if mask_t is None else mask_t.to(torch.uint8).numpy()
     try:
-        out = extension().slic_rescale(x.detach().cpu().contiguous().numpy(), mask_np, num_threads())
+        images = x.detach().cpu().contiguous().numpy()
+        out = extension().slic_rescale(images, mask_np, num_threads())
     except ValueError:
         raise _non_finite(has_mask) from None
     return torch.from_numpy(out)

@@ -36,11 +36,12 @@
 // csrc/cpu/connected_components.cpp for why the CPU differs.  cc_is_background, cc_reach and
 // cc_runs_touch state the per-pixel rules for runs.
 //
-// kAtomic: the device always uses atomics.  The host passes false when one thread owns the
-// image (then init and merge are fused into one raster pass, and a pixel's first join is a
-// plain link, cc_join), true when rows of one image merge concurrently.  Its relabel reads the
-// final label of each pixel's parent, which precedes it in raster order, so the host needs no
-// compress step.
+// kAtomic: the device always uses atomics; the host uses them when rows of one image merge
+// concurrently, and the plain forms (cc_find<false>, cc_union<false>) in its run-based scan,
+// where one thread owns the image.  Its relabel reads the final label of each node's parent,
+// which precedes it in raster order, so the host needs no compress step.  (kFresh, the
+// single-owner pixel pass with init fused, is no longer used by the host driver since the run
+// form replaced it; it stays because kernels/cuda names the template's third argument.)
 #pragma once
 
 #include "supercl/common.h"
