@@ -4,8 +4,8 @@
 // be a plain add on the host (supercl/common.h).
 //
 // The labels are slic_assign_pixel's, computed in double (the GPU's form).  The host gets them
-// faster (measured on one thread of the 2-core machine, 32 slices: 6.6x -> ~11x scikit-image
-// at 256^2, 5.6x -> ~14x at 512^2; benchmarks/results/cpu-2core.md):
+// faster (measured on one thread of the 2-core machine, 32 slices: from 6.6x to 12.4-12.6x
+// scikit-image at 256^2, from 5.6x to 14.4-14.8x at 512^2; benchmarks/results/cpu-2core.md):
 //   - assignment in float (8 lanes with AVX2, 4 with the SSE2 baseline), keeping per pixel the
 //     two smallest distances; a proven float/double error bound decides when the float winner
 //     is the double winner, and the other pixels (near-ties) are settled in double with
