@@ -115,11 +115,13 @@ constexpr int64_t kPad = 16;
 // not if-convert an int select on a float compare).
 template <int kChannels>
 SUPERCL_ALWAYS_INLINE void scan_float_body(const float* __restrict row_values,
-                                           int64_t channel_stride,
-                            int64_t channels, const float* __restrict table, float a,
-                            const float* __restrict mi, const float* __restrict mf, float cw,
-                            int32_t k, int64_t xs, int64_t xe, float* __restrict best,
-                            float* __restrict second, int32_t* __restrict labels) {
+                                           int64_t channel_stride, int64_t channels,
+                                           const float* __restrict table, float a,
+                                           const float* __restrict mi,
+                                           const float* __restrict mf, float cw, int32_t k,
+                                           int64_t xs, int64_t xe, float* __restrict best,
+                                           float* __restrict second,
+                                           int32_t* __restrict labels) {
   const int64_t n = kChannels > 0 ? kChannels : channels;
   const int64_t count = (xe - xs + kPad) / kPad * kPad;  // padded, see plan_float
   float* __restrict b = best + xs;
