@@ -2,15 +2,15 @@
 //
 // Algorithm on one thread: a run-based two-pass over the union-find of
 // supercl/connected_components.h.  A run is a maximal stretch of one row of equal, non-background
-// value.  Pass 1 walks the rows, cuts each into runs (16 bytes compared at a time where the row
-// is contiguous) and joins every run with the runs of the row above that have the same value
-// and touch it (cc_runs_touch: overlapping columns with 4-connectivity, overlapping or diagonal
-// with 8), sweeping both rows' run lists with two pointers.  Runs are numbered in raster order
-// and the union-find links the larger root to the smaller (cc_union), so a component's root is
-// its first run, which holds its first pixel.  Pass 2 gives the runs their final labels in
-// raster order (a root takes the next number, any other run its parent's, which is earlier and
-// already final): exactly skimage.measure.label's numbering.  Pass 3 writes each row as fills
-// of its runs' labels and of 0 for background.
+// value.  Pass 1 walks the rows, cuts each into runs (32 bytes compared per step where the row
+// is contiguous, csrc/cpu/runs.h) and joins every run with the runs of the row above that have
+// the same value and touch it (cc_runs_touch: overlapping columns with 4-connectivity,
+// overlapping or diagonal with 8), sweeping both rows' run lists with two pointers.  Runs are
+// numbered in raster order and the union-find links the larger root to the smaller (cc_union),
+// so a component's root is its first run, which holds its first pixel.  Pass 2 gives the runs
+// their final labels in raster order (a root takes the next number, any other run its
+// parent's, which is earlier and already final): exactly skimage.measure.label's numbering.
+// Pass 3 writes each row as fills of its runs' labels and of 0 for background.
 //
 // Why the CPU differs from the GPU (which runs one union-find node per pixel, every pixel
 // merging concurrently): a superpixel map or an organ mask has few runs per row (~10 at 512^2
@@ -27,10 +27,7 @@
 // pixel form with atomic unions, as on the GPU.
 #include "supercl/connected_components.h"
 
-#include <algorithm>
-#include <type_traits>
 #include <vector>
-
 
 #include "ops.h"
 #include "parallel.h"
@@ -65,8 +62,8 @@ struct Runs {
   std::vector<int32_t> first;               // per row: index of its first run (height + 1)
 };
 
-// Pass 1 for rows of element stride sx (kUnitStride: sx == 1, where run_end compares 16 bytes
-// at a time).
+// Pass 1 for rows of element stride sx (kUnitStride: sx == 1, where run_end compares 32 bytes
+// per step).
 template <typename T, bool kUnitStride>
 void scan_runs(const T* image, int64_t sy, int64_t sx, int64_t height, int64_t width,
                int connectivity, bool has_background, T background, Runs& runs) {
