@@ -24,6 +24,13 @@ from collections import defaultdict
 # Baseline provider per op, and extra comparison columns per (op, input kind).
 BASELINE = {"slic": "skimage", "connected_components": "cc3d"}
 EXTRA_COLUMNS = {("connected_components", "binary"): ["scipy"]}
+# Columns for the other peers of the CPU targets, so that every ratio (1 thread and all
+# threads) is read off one run; shown only where that peer ran in the group.
+PEER_COLUMNS = {
+    ("slic", "images"): ["opencv"],
+    ("connected_components", "binary"): ["skimage"],
+    ("connected_components", "superpixels"): ["skimage"],
+}
 # Display order; unknown providers go last, alphabetically.
 ORDER = [
     "supercl-cuda", "supercl-cpu-allthreads", "supercl-cpu-1thread",
@@ -114,6 +121,7 @@ def tables(data: dict) -> list[str]:
         medians = {_provider(b): b["stats"]["median"] for b in benches}
         base = BASELINE.get(op)
         compare = ([base] if base else []) + EXTRA_COLUMNS.get((op, kind), [])
+        compare += [c for c in PEER_COLUMNS.get((op, kind), []) if c in medians]
 
         title = f"{op}, {kind}, {info0.get('batch', '?')} x {info0.get('size', '?')}"
         if group.startswith("slic_gpu"):  # the GPU target cases: K, batch and mask in the name

@@ -264,3 +264,84 @@ def test_unavailable_backend_raises_instead_of_falling_back(monkeypatch):
         connected_components(image)
     monkeypatch.setenv("SUPERCL_BACKEND", "torch")  # the learning ops' name for the CPU path
     assert connected_components(image).sum() == 0
+
+
+# --------------------------------------------------------------------------------------------
+# The host's run-based path (one thread per image): runs are cut 16 bytes at a time where a row
+# is contiguous, element by element otherwise.  Runs of every length across the vector
+# boundaries, every dtype width, contiguous and strided rows, against scikit-image.
+# --------------------------------------------------------------------------------------------
+
+
+def runs_image(rng, height, width, max_run, n_values):
+    """Rows made of runs of random lengths 1..max_run and random values."""
+    image = np.empty((height, width), dtype=np.int64)
+    for y in range(height):
+        x = 0
+        while x < width:
+            n = int(rng.integers(1, max_run + 1))
+            image[y, x : x + n] = rng.integers(0, n_values)
+            x += n
+    return image
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int32, np.int64, np.bool_])
+@pytest.mark.parametrize("connectivity", [1, 2])
+def test_runs_across_vector_boundaries(threads, dtype, connectivity):
+    threads(1)
+    rng = np.random.default_rng(20 + connectivity)
+    n_values = 2 if dtype == np.bool_ else 3
+    for width in [1, 2, 15, 16, 17, 31, 33, 47, 64, 65]:
+        for max_run in [1, 3, 17, 40]:
+            image = runs_image(rng, 9, width, max_run, n_values).astype(dtype)
+            check(image[None], connectivity)
+            check(image[None], connectivity, background=1 if dtype != np.bool_ else None)
+            # strided rows (element stride 2) take the element-by-element run search
+            wide = np.repeat(image, 2, axis=1)[:, ::2]
+            assert not wide.flags.c_contiguous
+            check(wide[None], connectivity)
+
+
+@pytest.mark.parametrize("connectivity", [1, 2])
+def test_run_path_edge_images(threads, connectivity):
+    threads(1)
+    board = (np.indices((13, 17)).sum(0) % 2).astype(np.uint8)
+    cases = [
+        np.zeros((1, 1), np.int32), np.ones((1, 1), np.int32), np.ones((1, 77), np.uint8),
+        np.ones((77, 1), np.uint8), np.zeros((40, 50), np.int64), np.full((40, 50), 9),
+        board, 1 - board, np.tile(np.arange(5), (7, 7)),  # every run one pixel wide
+        np.repeat(np.arange(12)[:, None] % 2, 33, axis=1),  # stripes: full-width runs
+    ]
+    for image in cases:
+        check(image[None], connectivity)
+        got = cc_module._connected_components(image[None], connectivity, None, False, None,
+                                              gpu_form=True)
+        np.testing.assert_array_equal(got, reference(image[None], connectivity))
+
+
+def test_run_path_return_num_and_background(threads):
+    threads(1)
+    rng = np.random.default_rng(31)
+    images = rng.integers(0, 4, size=(3, 45, 61))
+    for background in [0, 2, 7]:
+        labels, num = connected_components(images, connectivity=2, background=background,
+                                           return_num=True)
+        expected = reference(images, 2, background)
+        np.testing.assert_array_equal(labels, expected)
+        np.testing.assert_array_equal(num, expected.reshape(3, -1).max(1))
+
+
+def test_output_of_32_mib_and_more(threads):
+    """Outputs from 32 MiB on are allocated 2 MiB-aligned with huge-page advice
+    (csrc/bindings.cpp): still a normal, writable, owned array with the right labels."""
+    threads(1)
+    image = np.zeros((1, 4096, 2048), dtype=np.uint8)
+    image[:, 1::4] = 1  # 1024 full-width stripes
+    labels = connected_components(image, connectivity=2)
+    assert labels.nbytes == 32 << 20 and labels.flags.writeable and labels.flags.c_contiguous
+    expected = np.zeros(4096, dtype=np.int32)
+    expected[1::4] = np.arange(1, 1025)
+    np.testing.assert_array_equal(labels[0, :, 0], expected)
+    assert (labels[0] == labels[0, :, :1]).all()
+    labels[0, 0, 0] = 7  # writable
+    del labels

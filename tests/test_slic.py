@@ -500,3 +500,135 @@ def test_forced_cuda_backend_without_cuda_raises(monkeypatch):
     monkeypatch.setattr(_cuda, "available", lambda: (False, "torch sees no CUDA device"))
     with pytest.raises(RuntimeError, match="backend='cpu'"):
         slic(GOOD, backend="cuda")
+
+
+# --------------------------------------------------------------------------------------------
+# The host's float form: float distances, near-ties settled exactly, AVX2 and baseline scans,
+# the double-only fallback for extreme weights, and the C++ rescaling.  Each must give the
+# labels of the GPU form (slic_assign_pixel in double) bit for bit.
+# --------------------------------------------------------------------------------------------
+
+
+def gpu_form_equal(images, mask=None, **kwargs):
+    args = dict(n_segments=100, compactness=0.1, max_num_iter=10, spacing=None, mask=mask,
+                enforce_connectivity=True, min_size_factor=0.5, max_size_factor=3.0,
+                start_label=0, backend=None)
+    args.update(kwargs)
+    host = slic_module._slic(images, *args.values(), gpu_form=False)
+    device_form = slic_module._slic(images, *args.values(), gpu_form=True)
+    np.testing.assert_array_equal(host, device_form)
+    return host
+
+
+@pytest.mark.parametrize("compactness", [1e-30, 1e-4, 1e-2, 10.0, 1e30])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_float_form_matches_gpu_form_across_compactness(phantom_slices, compactness, channels):
+    """1e-4: the colour term swamps float's 24 bits, most pixels are near-ties and go to the
+    exact resolution; 1e-30 and 1e30: weights outside the float form's range, every pixel is
+    assigned in double."""
+    images, _ = phantom_slices
+    x = images[:2, None, :96, :80]
+    if channels == 2:
+        x = np.concatenate([x, x[:, :, ::-1]], axis=1)
+    gpu_form_equal(x, compactness=compactness, n_segments=30)
+
+
+def test_float_form_exact_ties_on_even_grids():
+    """Even grid steps put whole rows and columns exactly half-way between two centres of the
+    same colour in the first iteration: exact ties in double, broken by the lower index."""
+    flat = np.zeros((2, 64, 64))
+    flat[1, 20:40, 10:50] = 1.0
+    for iters in (1, 10):
+        labels = gpu_form_equal(flat, n_segments=16, max_num_iter=iters,
+                                enforce_connectivity=False)
+        assert len(np.unique(labels[0])) == 16
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0), (3.0, 0.5), (1e-3, 1e3), (1e-40, 1.0)])
+def test_float_form_matches_gpu_form_with_spacing(phantom_slices, spacing):
+    images, organs = phantom_slices
+    gpu_form_equal(images[:2, :70, :90], spacing=spacing, n_segments=40)
+    gpu_form_equal(images[:2, :70, :90], mask=organs[:2, :70, :90] > 0, spacing=spacing,
+                   n_segments=40)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 33), (33, 1), (17, 15), (16, 16), (65, 47)])
+@pytest.mark.parametrize("n_segments", [1, 3, 50])
+def test_float_form_odd_widths(shape, n_segments):
+    """Widths below, at and across the 16-pixel blocks and the tables' padding."""
+    rng = np.random.default_rng(shape[0] * 100 + shape[1] + n_segments)
+    images = rng.random((2,) + shape)
+    gpu_form_equal(images, n_segments=n_segments, compactness=0.05)
+    gpu_form_equal(np.repeat(images[:, None], 3, axis=1), n_segments=n_segments, compactness=0.05)
+
+
+def test_baseline_scans_match_avx2(tmp_path, phantom_slices):
+    """SUPERCL_SIMD=baseline runs the SSE2 versions of the scans (in a fresh process: the level is
+    read once); labels equal this process's (AVX2 where the CPU has it) and the GPU form's."""
+    import os
+    import subprocess
+
+    images, organs = phantom_slices
+    x = np.ascontiguousarray(images[:3, :100, :120])
+    mask = organs[:3, :100, :120] > 0
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "mask.npy", mask)
+    script = (
+        "import numpy as np, sys\n"
+        "from supercl import _C\n"
+        "from supercl.ops import slic\n"
+        "assert _C.simd_level() == 'baseline', _C.simd_level()\n"
+        "d = sys.argv[1]\n"
+        "x = np.load(d + '/x.npy'); m = np.load(d + '/mask.npy')\n"
+        "np.save(d + '/grey.npy', slic(x, n_segments=50, compactness=0.1))\n"
+        "np.save(d + '/masked.npy', slic(x, n_segments=50, compactness=0.1, mask=m))\n"
+        "rgb = np.stack([x, x[:, ::-1], x[:, :, ::-1]], 1)\n"
+        "np.save(d + '/rgb.npy', slic(rgb, n_segments=50, compactness=0.1))\n"
+    )
+    env = {**os.environ, "SUPERCL_SIMD": "baseline"}
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env,
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rgb = np.stack([x, x[:, ::-1], x[:, :, ::-1]], 1)
+    np.testing.assert_array_equal(np.load(tmp_path / "grey.npy"),
+                                  gpu_form_equal(x, n_segments=50))
+    np.testing.assert_array_equal(np.load(tmp_path / "masked.npy"),
+                                  gpu_form_equal(x, mask=mask, n_segments=50))
+    np.testing.assert_array_equal(np.load(tmp_path / "rgb.npy"),
+                                  gpu_form_equal(rgb, n_segments=50))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("use_mask", [False, True])
+def test_cpu_rescale_matches_torch_form(dtype, use_mask):
+    """The C++ rescaling of float input gives the torch form's float32 values bit for bit,
+    NaN outside the mask included; constant images and empty masks too."""
+    from supercl.ops._common import extension
+
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((6, 2, 23, 37)) * 1e3 - 7).astype(dtype)
+    x[1] = 4.25  # constant image
+    x[2, 1] = -1e30  # a huge range
+    x[3] = rng.integers(-3, 3, size=x[3].shape)  # values exactly at lo and hi
+    mask = rng.random((6, 23, 37)) < 0.6 if use_mask else None
+    if use_mask:
+        mask[4] = False  # empty mask
+        x[5, 0, ~mask[5]] = np.nan  # ignored outside the mask
+    t = torch.from_numpy(x)
+    mask_t = None if mask is None else torch.from_numpy(mask)
+    want = slic_module._rescale_batch(t, mask_t, use_mask, torch.device("cpu"))
+    got = extension().slic_rescale(x, None if mask is None else mask.astype(np.uint8), 1)
+    np.testing.assert_array_equal(got, want.numpy())
+    assert got.dtype == np.float32
+
+
+def test_cpu_rescale_rejects_non_finite_inside_mask():
+    x = np.zeros((2, 8, 9), np.float32)
+    x[1, 3, 3] = np.inf
+    with pytest.raises(ValueError, match="NaN or inf"):
+        slic(x)
+    mask = np.ones((2, 8, 9), bool)
+    with pytest.raises(ValueError, match="inside mask"):
+        slic(x, mask=mask)
+    mask[1, 3, 3] = False
+    assert slic(x, mask=mask).shape == (2, 8, 9)

@@ -25,6 +25,18 @@ void connected_components(const T* image, int64_t batch, int64_t height, int64_t
                           bool has_background, T background, int32_t* out, int64_t* counts,
                           int num_threads, bool use_gpu_form);
 
+// The vector instruction set of SLIC's scans: "avx2" where the CPU has it, else "baseline"
+// (SSE2 on x86-64); SUPERCL_SIMD=baseline in the environment forces the baseline (read once).
+const char* simd_level();
+
+// Each image of a (B, C, H, W) contiguous float32 or float64 batch rescaled to [0, 1] over all
+// its channels and the pixels of mask ((B, H, W) uint8 or nullptr), as the torch form in
+// supercl/ops/slic.py (_rescale) does it, bit for bit; out: (B, C, H, W) float32.  Returns false
+// when a pixel inside the mask is NaN or infinite.
+template <typename T>
+bool slic_rescale(const T* image, const uint8_t* mask, int64_t batch, int64_t channels,
+                  int64_t height, int64_t width, float* out, int num_threads);
+
 // SLIC of a (B, C, H, W) contiguous float32 batch rescaled to [0, 1].  mask: (B, H, W) uint8 or
 // nullptr; grid: (B, 6) {y0, x0, ny, nx, sy, sx}; params: (B, 5) SlicParams; min_size: (B,).
 // out: (B, H, W) int32.  use_gpu_form assigns and accumulates pixel by pixel as the CUDA

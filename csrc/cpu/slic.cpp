@@ -1,120 +1,495 @@
-// CPU driver of SLIC: loops over the shared steps of supercl/slic.h.  One image runs on one
-// thread when the batch keeps all threads busy; a smaller batch splits the assignment's rows
-// instead.  The centre update of an image always runs on one thread, which is what lets
-// sc_accumulate be a plain add on the host (supercl/common.h).
+// CPU driver of SLIC over the shared steps of supercl/slic.h.  One image runs on one thread
+// when the batch keeps all threads busy; a smaller batch splits the assignment's rows instead.
+// The centre update of an image always runs on one thread, which is what lets sc_accumulate
+// be a plain add on the host (supercl/common.h).
+//
+// The labels are slic_assign_pixel's, computed in double (the GPU's form).  The host gets them
+// faster (measured on one thread of the 2-core machine, 32 slices: from 6.6x to 12.4-12.6x
+// scikit-image at 256^2, from 5.6x to 14.4-14.8x at 512^2; benchmarks/results/cpu-2core.md):
+//   - assignment in float (8 lanes with AVX2, 4 with the SSE2 baseline), keeping per pixel the
+//     two smallest distances; a proven float/double error bound decides when the float winner
+//     is the double winner, and the other pixels (near-ties) are settled in double with
+//     slic_distance in slic_assign_pixel's order (see "The host's assignment" below);
+//   - grey rows blocked by cell column: 16 pixels keep best, second and label in registers
+//     over their 9 candidates; the x part of the spatial term is a table per centre, +inf
+//     outside its window (no window test, no scalar tail);
+//   - centre sums over runs of equal labels, each run's sum of q from per-row prefix sums;
+//     connectivity enforcement over runs too (csrc/cpu/runs.h);
+//   - the [0, 1] rescaling of float input in one C++ pass (slic_rescale), not torch's six.
+// gpu_form runs the GPU's per-pixel assignment and accumulation instead, for the tests.
 #include "supercl/slic.h"
 
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <cstdlib>
+#include <limits>
+#include <string>
 #include <vector>
 
 #include "ops.h"
 #include "parallel.h"
+#include "runs.h"
 
 namespace supercl {
 namespace cpu {
+
+const char* simd_level() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  static const char* level = [] {
+    const char* env = std::getenv("SUPERCL_SIMD");
+    if (env && std::string(env) == "baseline") return "baseline";
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") ? "avx2" : "baseline";
+  }();
+  return level;
+#else
+  return "baseline";
+#endif
+}
+
 namespace {
 
-// Evaluates centre k for the pixels xs..xe of one row: keep it where it is strictly closer.
-// Written branch-free (selects, no early exit) so that the compiler vectorises the loop over
-// x; masked pixels are computed too and restored by the caller.  row_values: the row's
-// fixed-point values as doubles; xcoord[x] = x: every array the loop touches has 8-byte
-// elements.
+// ---------------------------------------------------------------------------------------------
+// The host's assignment: float distances, exact labels.
+//
+// The labels are defined by slic_assign_pixel's double-precision distances (the GPU runs it per
+// pixel).  The host evaluates the same candidates in float, 8 pixels per AVX2 instruction
+// instead of 4 doubles, and keeps per pixel the smallest float distance, its centre and the
+// second smallest distance.  Every float distance is within a proven bound of the double one
+// (float_margin below), so when the two smallest float distances are further apart than twice
+// that bound the double comparison has the same winner; only the other pixels (near-ties, in
+// practice the pixels on an exact mid-line between two centres of equal colour, and the rare
+// images whose compactness makes the colour term swamp float's 24 bits) are assigned again by
+// slic_assign_pixel itself.  The labels are therefore bit-identical to the GPU's.
+//
+// Float form of the distance of pixel (y, x), value q, to centre k (cy, cx, m):
+//   d = (A_k(y) + T_k(x)) + cw * sum_c ((q_c - mi_kc) - mf_kc)^2
+// with A_k(y) = sw spy^2 (y - cy)^2 and T_k(x) = sw spx^2 (x - cx)^2 computed in double and
+// rounded to float (T once per centre and iteration, a table over the centre's x range), and
+// the centre's colour split into an integer part mi (q - mi is exact in float) and a fraction
+// mf in [0, 1) (rounding error <= 2^-25).  All terms are non-negative, so relative errors add:
+// with u = 2^-24 and C channels, |d - D| <= (8 + 2C) u D + C cw 2^-8 (the second term from
+// mf's rounding times |q - m| <= 2^16, doubled diff), and D, the double result, is itself within
+// 10 * 2^-53 of the real value.  float_margin takes twice these terms.
+// ---------------------------------------------------------------------------------------------
+
+struct FloatMargin {
+  double relative, absolute;
+};
+
+FloatMargin float_margin(int64_t channels, double colour_weight) {
+  const double u = std::ldexp(1.0, -24);
+  return {2.0 * (8.0 + 2.0 * static_cast<double>(channels) + 1.0) * u,
+          2.0 * static_cast<double>(channels) * colour_weight * std::ldexp(1.0, -8) +
+              std::ldexp(1.0, -100)};
+}
+
+// Whether the float form is safe for these weights: every weight is 0 or a normal float with
+// room for the products (no underflow that would lose a term, no overflow).  Otherwise the
+// image is assigned by slic_assign_pixel alone.
+bool float_form_applies(const SlicParams& p) {
+  const double lo = std::ldexp(1.0, -60), hi = std::ldexp(1.0, 60);
+  for (double w : {p.spatial_weight * p.spacing_y2, p.spatial_weight * p.spacing_x2,
+                   p.colour_weight})
+    if (w != 0.0 && !(w >= lo && w <= hi)) return false;
+  return true;
+}
+
+// Per centre and iteration: its candidate rectangle (rows in its y window; columns in its x
+// window and in cells jx - 1 .. jx + 1), its split colour and the offset of its T table.
+struct CentreScan {
+  int64_t y_lo, y_hi, xs, xe;  // inclusive; xs > xe: no pixel
+  int64_t xa;                  // first pixel of its cells (xs >= xa)
+  int64_t table;               // offset of T_k(xa) in the table array
+};
+
+// Every scan covers a multiple of kPad pixels (16 floats, two AVX2 vectors): the row buffers and
+// the values carry kPad elements of slack at their end.
+constexpr int64_t kPad = 16;
+
+#define SUPERCL_ALWAYS_INLINE __attribute__((always_inline)) inline
+
+// The pixels xs..xe of one row against one centre (see above).  Written branch-free so that
+// the loop vectorises: 4-byte elements throughout, selects through an integer mask (GCC 12 does
+// not if-convert an int select on a float compare).
 template <int kChannels>
-inline void scan_run_body(const double* __restrict row_values, int64_t channel_stride,
-                          int64_t channels, double fy, const double* __restrict xcoord,
-                          const double* __restrict centre, const SlicParams& params, int64_t k,
-                          int64_t xs, int64_t xe, double* __restrict best,
-                          int64_t* __restrict labels) {
-  const SlicParams p = params;  // a local copy: provably not aliased by the stores below
-  const int64_t n = xe - xs + 1;
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t x = xs + i;
-    const double d = slic_distance<kChannels>(row_values + x, channel_stride, channels, fy,
-                                              xcoord[x], centre, p);
-    const double b = best[x];
-    // All ones where closer.  GCC 12 does not if-convert an int select on a floating-point
-    // compare ("control flow in loop"); the explicit mask vectorises.
-    const int64_t closer = -static_cast<int64_t>(d < b);
-    best[x] = d < b ? d : b;
-    labels[x] = (k & closer) | (labels[x] & ~closer);
+SUPERCL_ALWAYS_INLINE void scan_float_body(const float* __restrict row_values,
+                                           int64_t channel_stride, int64_t channels,
+                                           const float* __restrict table, float a,
+                                           const float* __restrict mi,
+                                           const float* __restrict mf, float cw, int32_t k,
+                                           int64_t xs, int64_t xe, float* __restrict best,
+                                           float* __restrict second,
+                                           int32_t* __restrict labels) {
+  const int64_t n = kChannels > 0 ? kChannels : channels;
+  const int64_t count = (xe - xs + kPad) / kPad * kPad;  // padded, see plan_float
+  float* __restrict b = best + xs;
+  float* __restrict s = second + xs;
+  int32_t* __restrict l = labels + xs;
+  const float* __restrict v = row_values + xs;
+  for (int64_t i = 0; i < count; ++i) {
+    float colour = 0.0f;
+    for (int64_t c = 0; c < n; ++c) {
+      const float diff = (v[c * channel_stride + i] - mi[c]) - mf[c];
+      colour += diff * diff;
+    }
+    const float d = (a + table[i]) + colour * cw;
+    const float old = b[i];
+    s[i] = std::min(s[i], std::max(old, d));
+    const int32_t closer = -static_cast<int32_t>(d < old);
+    b[i] = d < old ? d : old;
+    l[i] = (k & closer) | (l[i] & ~closer);
   }
 }
 
-// GCC 12 vectorises the double-precision loop above with AVX2 but not with baseline SSE2
-// (-fopt-info-vec: "no vectype"), and the build must not assume -march=native.  target_clones
-// compiles an AVX2 and a baseline version and picks one at load time.  Both perform the same
-// correctly rounded operations (no FMA: -ffp-contract=off, and FMA is not part of the avx2
-// target), so the labels do not depend on which one runs.
-#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
-#define SUPERCL_CLONES __attribute__((target_clones("avx2", "default")))
+// Two versions of each scan: AVX2 (8 lanes) and the baseline target (SSE2, 4 lanes), chosen
+// once at run time (simd_level); the build must not assume -march=native.  Both give the same
+// labels: only the float distances could differ between them, and the labels do not depend on
+// those beyond the proven margin.  No FMA in either (-ffp-contract=off; FMA is not part of the
+// avx2 target).  The bodies are always_inline so that each version is compiled for its target.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define SUPERCL_AVX2_VERSION 1
+#define SUPERCL_TARGET_AVX2 __attribute__((target("avx2")))
 #else
-#define SUPERCL_CLONES
+#define SUPERCL_AVX2_VERSION 0
+#define SUPERCL_TARGET_AVX2
 #endif
-
-SUPERCL_CLONES void scan_run_grey(const double* __restrict row_values, int64_t channel_stride,
-                                  double fy, const double* __restrict xcoord,
-                                  const double* __restrict centre, const SlicParams& params,
-                                  int64_t k, int64_t xs, int64_t xe, double* __restrict best,
-                                  int64_t* __restrict labels) {
-  scan_run_body<1>(row_values, channel_stride, 1, fy, xcoord, centre, params, k, xs, xe, best,
-                   labels);
+bool use_avx2() {
+  static const bool avx2 = std::string(simd_level()) == "avx2";
+  return avx2;
 }
 
-SUPERCL_CLONES void scan_run_any(const double* __restrict row_values, int64_t channel_stride,
-                                 int64_t channels, double fy, const double* __restrict xcoord,
-                                 const double* __restrict centre, const SlicParams& params,
-                                 int64_t k, int64_t xs, int64_t xe, double* __restrict best,
-                                 int64_t* __restrict labels) {
-  scan_run_body<0>(row_values, channel_stride, channels, fy, xcoord, centre, params, k, xs, xe,
-                   best, labels);
+SUPERCL_TARGET_AVX2 void scan_float_any_avx2(const float* __restrict row_values,
+                                             int64_t channel_stride, int64_t channels,
+                                             const float* table, float a, const float* mi,
+                                             const float* mf, float cw, int32_t k, int64_t xs,
+                                             int64_t xe, float* best, float* second,
+                                             int32_t* labels) {
+  scan_float_body<0>(row_values, channel_stride, channels, table, a, mi, mf, cw, k, xs, xe, best,
+                     second, labels);
 }
 
-// Assigns one row; returns the number of pixels whose label changed.  The candidates are the
-// same centres in the same ascending order as slic_assign_pixel, but evaluated a run of pixels
-// at a time (the pixels of one row that share a grid cell), so that the inner loop over x is a
-// plain loop the compiler can vectorise.  Keeping the first strictly smaller distance gives
-// the same label as the per-pixel form.
-int64_t assign_row(const double* values, const double* xcoord, const uint8_t* mask,
-                   int64_t channels, int64_t height, int64_t width, int64_t y, const SlicGrid& g,
-                   const double* centres, const SlicParams& p, int32_t* labels, double* best,
-                   int64_t* row_labels) {
-  const int64_t hw = height * width;
-  const int64_t iy = slic_cell(y, g.y0, g.sy, g.ny);
-  const double fy = static_cast<double>(y);
-  const double* row_values = values + y * width;
-  int32_t* prev = labels + y * width;
-  for (int64_t x = 0; x < width; ++x) {
-    best[x] = SUPERCL_DBL_MAX;
-    row_labels[x] = prev[x];
-  }
-  // Centre (jy, jx) is a candidate of the pixels whose cell is jx - 1 .. jx + 1, a contiguous
-  // x range: scanning the centres in ascending index, each over its whole range, shows every
-  // pixel its candidates in ascending index, as slic_assign_pixel does, in runs three cells
-  // long.
-  for (int64_t jy = sc_max<int64_t>(0, iy - 1); jy <= sc_min<int64_t>(g.ny - 1, iy + 1); ++jy) {
-    for (int64_t jx = 0; jx < g.nx; ++jx) {
-      const int64_t k = jy * g.nx + jx;
-      const double* c = centres + k * (2 + channels);
-      if (!slic_in_window(c[0], p.window, y)) continue;
-      // First pixel of cell jx - 1 and last pixel of cell jx + 1 (slic_cell's boundaries).
-      const int64_t xa = jx - 1 <= 0 ? 0 : g.x0 + (jx - 1) * g.sx - g.sx / 2;
-      const int64_t xb = jx + 2 >= g.nx ? width : g.x0 + (jx + 2) * g.sx - g.sx / 2;
-      // The x-window of slic_in_window as an index range.
-      const int64_t lo = static_cast<int64_t>(sc_floor(sc_dsub(c[1], p.window)));
-      const int64_t hi = static_cast<int64_t>(sc_floor(sc_dadd(c[1], p.window)));
-      const int64_t xs = sc_max(xa, lo), xe = sc_min(sc_min(xb, width) - 1, hi);
-      if (xs > xe) continue;
-      if (channels == 1)
-        scan_run_grey(row_values, hw, fy, xcoord, c, p, k, xs, xe, best, row_labels);
-      else
-        scan_run_any(row_values, hw, channels, fy, xcoord, c, p, k, xs, xe, best, row_labels);
+void scan_float_any(const float* __restrict row_values, int64_t channel_stride, int64_t channels,
+                    const float* table, float a, const float* mi, const float* mf, float cw,
+                    int32_t k, int64_t xs, int64_t xe, float* best, float* second,
+                    int32_t* labels) {
+  if (SUPERCL_AVX2_VERSION && use_avx2())
+    scan_float_any_avx2(row_values, channel_stride, channels, table, a, mi, mf, cw, k, xs, xe,
+                        best, second, labels);
+  else
+    scan_float_body<0>(row_values, channel_stride, channels, table, a, mi, mf, cw, k, xs, xe,
+                       best, second, labels);
+}
+
+// Float-form state of one image's iteration: what the rows share.
+struct FloatPlan {
+  std::vector<CentreScan> scan;
+  std::vector<float> table;   // T_k(x) of every centre, back to back
+  std::vector<float> mi, mf;  // K x C split colours
+  FloatMargin margin;
+  float cw;
+};
+
+// Builds the per-centre part of the float form for the current centres.
+void plan_float(const SlicGrid& g, int64_t channels, int64_t height, int64_t width,
+                const double* centres, const SlicParams& p, FloatPlan& plan) {
+  const int64_t k_count = g.ny * g.nx;
+  plan.scan.resize(k_count);
+  plan.mi.resize(k_count * channels);
+  plan.mf.resize(k_count * channels);
+  plan.table.clear();
+  plan.margin = float_margin(channels, p.colour_weight);
+  plan.cw = static_cast<float>(p.colour_weight);
+  const float inf = std::numeric_limits<float>::infinity();
+  const double wx = p.spatial_weight * p.spacing_x2;
+  for (int64_t k = 0; k < k_count; ++k) {
+    const double* c = centres + k * (2 + channels);
+    const int64_t jx = k % g.nx;
+    CentreScan& cs = plan.scan[k];
+    // slic_in_window's ranges as integers, and the pixels whose cell is jx - 1 .. jx + 1
+    // (slic_cell's boundaries).
+    cs.y_lo = static_cast<int64_t>(sc_floor(sc_dsub(c[0], p.window)));
+    cs.y_hi = static_cast<int64_t>(sc_floor(sc_dadd(c[0], p.window)));
+    const int64_t xa = jx - 1 <= 0 ? 0 : g.x0 + (jx - 1) * g.sx - g.sx / 2;
+    const int64_t xb = jx + 2 >= g.nx ? width : g.x0 + (jx + 2) * g.sx - g.sx / 2;
+    const int64_t lo = static_cast<int64_t>(sc_floor(sc_dsub(c[1], p.window)));
+    const int64_t hi = static_cast<int64_t>(sc_floor(sc_dadd(c[1], p.window)));
+    cs.xs = sc_max<int64_t>(sc_max<int64_t>(xa, lo), 0);
+    cs.xe = sc_min(sc_min<int64_t>(xb, width) - 1, hi);
+    // T_k over the centre's cells xa .. xb - 1 and kPad more, +inf outside its window: an
+    // infinite distance changes neither the best, the second nor the label, so scans may
+    // cover whole vectors (no scalar tail) and whole cells (no window test).
+    cs.xa = xa;
+    cs.table = static_cast<int64_t>(plan.table.size());
+    for (int64_t x = xa; x < xb + kPad; ++x) {
+      const double dx = static_cast<double>(x) - c[1];
+      plan.table.push_back(x < cs.xs || x > cs.xe ? inf : static_cast<float>(wx * (dx * dx)));
+    }
+    for (int64_t ch = 0; ch < channels; ++ch) {
+      const double m = c[2 + ch];
+      const double whole = std::floor(m);
+      plan.mi[k * channels + ch] = static_cast<float>(whole);  // an integer <= 2^16: exact
+      plan.mf[k * channels + ch] = static_cast<float>(m - whole);  // m - whole is exact
     }
   }
-  const uint8_t* mrow = mask ? mask + y * width : nullptr;
+  (void)height;
+}
+
+// The near-tie test of one pixel, in float with room for the rounding of the test itself (a
+// few u more than the margin; TieTest).  "No second candidate" is FLT_MAX (the scans' initial
+// value), whose difference with any distance passes the test; no candidate at all fails it and
+// goes to the exact resolution, which keeps the previous label.  rel * s + rel * b does not
+// overflow at FLT_MAX.
+struct TieTest {
+  float rel, abs2;
+  explicit TieTest(const FloatMargin& m)
+      : rel(static_cast<float>(m.relative + std::ldexp(1.0, -21))),
+        abs2(static_cast<float>(2.0 * m.absolute) * (1.0f + 1e-6f)) {}
+};
+
+// Grey rows, blocked: the pixels of one cell column share their candidates (the centres of
+// cells iy +- 1, ix +- 1), so each block of 8 pixels keeps its best, second and label in
+// registers over all of them and is written once, with its near-tie flag.  A block may run
+// past its cell: the next cell's blocks overwrite those pixels (and the last one runs into the
+// buffers' kPad slack); the tables reach kPad past their cells.  GCC vector extensions: AVX2
+// registers in the avx2 clone, pairs of SSE2 registers in the default one.
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+struct BlockCandidate {
+  const float* table;  // T_k indexed by x
+  float a, mi, mf;
+  int32_t k;
+};
+
+SUPERCL_ALWAYS_INLINE int32_t scan_row_grey_body(const float* __restrict row_values,
+                                                 const SlicGrid& g, int64_t width,
+                                                 const BlockCandidate* centre_rows, int64_t rows,
+                                                 float cw, float rel, float abs2,
+                                                 int32_t* __restrict row_labels,
+                                                 int32_t* __restrict near) {
+  BlockCandidate cands[9];
+  for (int64_t ix = 0; ix < g.nx; ++ix) {
+    const int64_t pa = ix == 0 ? 0 : g.x0 + ix * g.sx - g.sx / 2;
+    const int64_t pb = ix + 1 >= g.nx ? width : g.x0 + (ix + 1) * g.sx - g.sx / 2;
+    // The centres of cells (iy +- 1, ix +- 1): up to 3 consecutive entries of each centre row.
+    const int64_t ja = ix > 0 ? ix - 1 : 0, jb = ix + 1 < g.nx ? ix + 1 : g.nx - 1;
+    int n = 0;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t jx = ja; jx <= jb; ++jx) cands[n++] = centre_rows[r * g.nx + jx];
+    const BlockCandidate* c0 = cands;
+    const BlockCandidate* c1 = cands + n;
+    // Two blocks of 8 at a time: each candidate's update of a block is a dependent chain
+    // (compare, select), which one block alone leaves latency-bound.
+    static_assert(kPad == 16, "two blocks of 8 per step");
+    for (int64_t x = pa; x < pb; x += kPad) {
+      v8f v0, v1, b0, b1, s0, s1;
+      std::memcpy(&v0, row_values + x, sizeof v0);
+      std::memcpy(&v1, row_values + x + 8, sizeof v1);
+      for (int i = 0; i < 8; ++i) b0[i] = std::numeric_limits<float>::max();
+      b1 = b0;
+      s0 = b0;
+      s1 = b0;
+      v8i l0 = {}, l1 = {};
+      for (const BlockCandidate* c = c0; c < c1; ++c) {
+        v8f t0, t1;
+        std::memcpy(&t0, c->table + x, sizeof t0);
+        std::memcpy(&t1, c->table + x + 8, sizeof t1);
+        v8i k = {};
+        k += c->k;
+        const v8f e0 = (v0 - c->mi) - c->mf, e1 = (v1 - c->mi) - c->mf;
+        const v8f d0 = (c->a + t0) + (e0 * e0) * cw, d1 = (c->a + t1) + (e1 * e1) * cw;
+        const v8f h0 = d0 < b0 ? b0 : d0, h1 = d1 < b1 ? b1 : d1;  // max(b, d)
+        s0 = h0 < s0 ? h0 : s0;                                     // min(s, max(b, d))
+        s1 = h1 < s1 ? h1 : s1;
+        const v8i closer0 = d0 < b0, closer1 = d1 < b1;
+        b0 = closer0 ? d0 : b0;
+        b1 = closer1 ? d1 : b1;
+        l0 = closer0 ? k : l0;
+        l1 = closer1 ? k : l1;
+      }
+      const v8i tie0 = ~((s0 - b0) > (rel * s0 + rel * b0 + abs2));
+      const v8i tie1 = ~((s1 - b1) > (rel * s1 + rel * b1 + abs2));
+      std::memcpy(row_labels + x, &l0, sizeof l0);
+      std::memcpy(row_labels + x + 8, &l1, sizeof l1);
+      std::memcpy(near + x, &tie0, sizeof tie0);
+      std::memcpy(near + x + 8, &tie1, sizeof tie1);
+    }
+  }
+  // Ties of the pixels < width only (the slack past it holds junk).
+  int32_t found = 0;
+  for (int64_t x = 0; x < width; ++x) found |= near[x];
+  return found;
+}
+
+SUPERCL_TARGET_AVX2 int32_t scan_row_grey_avx2(const float* row_values, const SlicGrid& g,
+                                               int64_t width, const BlockCandidate* centre_rows,
+                                               int64_t rows, float cw, float rel, float abs2,
+                                               int32_t* row_labels, int32_t* near) {
+  return scan_row_grey_body(row_values, g, width, centre_rows, rows, cw, rel, abs2, row_labels,
+                            near);
+}
+
+int32_t scan_row_grey(const float* row_values, const SlicGrid& g, int64_t width,
+                      const BlockCandidate* centre_rows, int64_t rows, float cw, float rel,
+                      float abs2, int32_t* row_labels, int32_t* near) {
+  if (SUPERCL_AVX2_VERSION && use_avx2())
+    return scan_row_grey_avx2(row_values, g, width, centre_rows, rows, cw, rel, abs2, row_labels,
+                              near);
+  return scan_row_grey_body(row_values, g, width, centre_rows, rows, cw, rel, abs2, row_labels,
+                            near);
+}
+
+// Writes a row's new labels (-1 outside the mask) over the previous ones; returns how many
+// changed.
+int64_t finish_row(const uint8_t* mrow, int64_t width, const int32_t* row_labels, int32_t* prev) {
+  // An int32 count (a row has < 2^24 pixels): 8 lanes, no widening to int64 per pixel.
+  int32_t changed = 0;
+  if (mrow) {
+    for (int64_t x = 0; x < width; ++x) {
+      const int32_t label = mrow[x] ? row_labels[x] : -1;
+      changed += label != prev[x];
+      prev[x] = label;
+    }
+  } else {
+    for (int64_t x = 0; x < width; ++x) {
+      changed += row_labels[x] != prev[x];
+      prev[x] = row_labels[x];
+    }
+  }
+  return changed;
+}
+
+// One thread's row buffers (kPad elements of slack past the width; see scan_row_grey).
+struct RowWork {
+  std::vector<float> best, second;
+  std::vector<int32_t> row, near;
+  std::vector<BlockCandidate> cands;  // the centres of three cell rows
+  RowWork(int64_t width, int64_t nx)
+      : best(width + kPad), second(width + kPad), row(width + kPad), near(width + kPad),
+        cands(3 * nx) {}
+};
+
+// Assigns one row in the float form; returns the number of pixels whose label changed.
+// Candidates: the centres of the cell rows iy - 1 .. iy + 1 in ascending index, each over its
+// column range, so that every pixel sees slic_assign_pixel's candidates in the same order.
+// Near-ties are settled by slic_assign_pixel itself.
+int64_t assign_row(const float* values, const int32_t* quant, const uint8_t* mask,
+                   int64_t channels, int64_t height, int64_t width, int64_t y, const SlicGrid& g,
+                   const double* centres, const SlicParams& p, const FloatPlan& plan,
+                   int32_t* labels, RowWork& work) {
+  const int64_t hw = height * width;
+  const int64_t iy = slic_cell(y, g.y0, g.sy, g.ny);
+  const float* row_values = values + y * width;
+  int32_t* prev = labels + y * width;
+  float* best = work.best.data();
+  float* second = work.second.data();
+  int32_t* near = work.near.data();
+  int32_t* row_labels = work.row.data();
+  const double wy = p.spatial_weight * p.spacing_y2;
+  const double fy = static_cast<double>(y);
+  const TieTest test(plan.margin);
+  int32_t any_tie = 0;
+  if (channels == 1) {
+    // Each centre of the cell rows iy - 1 .. iy + 1 once, with +inf as its row term when the
+    // row is outside its y window (then it changes nothing, see plan_float); scan_row_grey
+    // takes each column's candidates from these, in any order: the float stage's outcome does
+    // not depend on it, and ties go to the exact resolution below, which follows the ascending
+    // order.
+    const float inf = std::numeric_limits<float>::infinity();
+    const int64_t jy0 = sc_max<int64_t>(0, iy - 1), jy1 = sc_min<int64_t>(g.ny - 1, iy + 1);
+    BlockCandidate* rows = work.cands.data();
+    for (int64_t jy = jy0; jy <= jy1; ++jy) {
+      for (int64_t jx = 0; jx < g.nx; ++jx) {
+        const int64_t k = jy * g.nx + jx;
+        const CentreScan& cs = plan.scan[k];
+        const double dy = fy - centres[k * 3];
+        BlockCandidate& c = rows[(jy - jy0) * g.nx + jx];
+        c.table = plan.table.data() + cs.table - cs.xa;
+        c.a = (y < cs.y_lo || y > cs.y_hi) ? inf : static_cast<float>(wy * (dy * dy));
+        c.mi = plan.mi[k];
+        c.mf = plan.mf[k];
+        c.k = static_cast<int32_t>(k);
+      }
+    }
+    any_tie = scan_row_grey(row_values, g, width, rows, jy1 - jy0 + 1, plan.cw, test.rel,
+                            test.abs2, row_labels, near);
+  } else {
+    const float none = std::numeric_limits<float>::max();
+    for (int64_t x = 0; x < width; ++x) {
+      best[x] = none;
+      second[x] = none;
+      row_labels[x] = 0;
+    }
+    for (int64_t jy = sc_max<int64_t>(0, iy - 1); jy <= sc_min<int64_t>(g.ny - 1, iy + 1);
+         ++jy) {
+      for (int64_t jx = 0; jx < g.nx; ++jx) {
+        const int64_t k = jy * g.nx + jx;
+        const CentreScan& cs = plan.scan[k];
+        if (y < cs.y_lo || y > cs.y_hi || cs.xs > cs.xe) continue;
+        const double dy = fy - centres[k * (2 + channels)];
+        const float a = static_cast<float>(wy * (dy * dy));
+        const float* table = plan.table.data() + cs.table + (cs.xs - cs.xa);
+        scan_float_any(row_values, hw, channels, table, a, plan.mi.data() + k * channels,
+                       plan.mf.data() + k * channels, plan.cw, static_cast<int32_t>(k), cs.xs,
+                       cs.xe, best, second, row_labels);
+      }
+    }
+    for (int64_t x = 0; x < width; ++x) {
+      const float b = best[x], s = second[x];
+      const int32_t tie = !(s - b > test.rel * s + test.rel * b + test.abs2);
+      near[x] = tie;
+      any_tie |= tie;
+    }
+  }
+  if (any_tie) {
+    // slic_assign_pixel's loop, with its window tests read from the plan (the same integer
+    // ranges, tested equal by the gpu_form tests) and the same double distances.
+    const int32_t* pixel_row = quant + y * width;
+    for (int64_t x = 0; x < width; ++x) {
+      if (!near[x]) continue;
+      const int64_t ix = slic_cell(x, g.x0, g.sx, g.nx);
+      const double fx = static_cast<double>(x);
+      double best_d = SUPERCL_DBL_MAX;
+      int32_t label = prev[x];
+      for (int64_t jy = sc_max<int64_t>(0, iy - 1); jy <= sc_min<int64_t>(g.ny - 1, iy + 1);
+           ++jy) {
+        for (int64_t jx = sc_max<int64_t>(0, ix - 1); jx <= sc_min<int64_t>(g.nx - 1, ix + 1);
+             ++jx) {
+          const int64_t k = jy * g.nx + jx;
+          const CentreScan& cs = plan.scan[k];
+          if (y < cs.y_lo || y > cs.y_hi || x < cs.xs || x > cs.xe) continue;
+          const double d = slic_distance(pixel_row + x, hw, channels, fy, fx,
+                                         centres + k * (2 + channels), p);
+          if (d < best_d) {
+            best_d = d;
+            label = static_cast<int32_t>(k);
+          }
+        }
+      }
+      row_labels[x] = label;
+    }
+  }
+  return finish_row(mask ? mask + y * width : nullptr, width, row_labels, prev);
+}
+
+// The double-precision assignment of one row through slic_assign_pixel, for weights outside
+// the float form's range (float_form_applies).
+int64_t assign_row_double(const int32_t* quant, const uint8_t* mask, int64_t channels,
+                          int64_t height, int64_t width, int64_t y, const SlicGrid& g,
+                          const double* centres, const SlicParams& p, int32_t* labels,
+                          int32_t* row_labels) {
+  int32_t* prev = labels + y * width;
+  for (int64_t x = 0; x < width; ++x)
+    row_labels[x] = (mask && !mask[y * width + x])
+                        ? -1
+                        : slic_assign_pixel(quant, channels, height, width, y, x, g, centres, p,
+                                            prev[x]);
   int64_t changed = 0;
   for (int64_t x = 0; x < width; ++x) {
-    const int32_t label = (mrow && !mrow[x]) ? -1 : static_cast<int32_t>(row_labels[x]);
-    changed += label != prev[x];
-    prev[x] = label;
+    changed += row_labels[x] != prev[x];
+    prev[x] = row_labels[x];
   }
   return changed;
 }
@@ -147,10 +522,16 @@ void enforce_connectivity(int32_t* labels, bool masked, int64_t height, int64_t 
   const int32_t count = connected_components_image<int32_t>(
       labels, width, 1, height, width, /*connectivity=*/1, masked, -1, cc.data(), threads);
   std::vector<int64_t> size(count + 1, 0), first(count + 1, -1);
-  for (int64_t i = 0; i < n; ++i) {
-    const int32_t c = cc[i];
-    if (c <= 0) continue;
-    if (size[c]++ == 0) first[c] = i;
+  // Sizes and first pixels a run of equal ids at a time (the ids come in long runs).
+  for (int64_t y = 0; y < height; ++y) {
+    const int32_t* row = cc.data() + y * width;
+    for (int64_t x0 = 0, x1; x0 < width; x0 = x1) {
+      const int32_t c = row[x0];
+      x1 = run_end(row, x0 + 1, width, c);
+      if (c <= 0) continue;
+      if (size[c] == 0) first[c] = y * width + x0;
+      size[c] += x1 - x0;
+    }
   }
   std::vector<int32_t> target(count + 1, 0), final_id(count + 1, 0), rank(count + 1, 0);
   for (int32_t c = 1; c <= count; ++c) target[c] = slic_merge_target(cc.data(), width, first[c]);
@@ -161,8 +542,12 @@ void enforce_connectivity(int32_t* labels, bool masked, int64_t height, int64_t 
     final_id[c] = m == c ? c : final_id[m];
     if (final_id[c] == c) rank[c] = ++kept;
   }
-  for (int64_t i = 0; i < n; ++i)
-    labels[i] = slic_final_label(cc[i], cc[i] <= 0, final_id.data(), rank.data(), start_label);
+  for (int64_t i0 = 0, i1; i0 < n; i0 = i1) {  // the same, a run of equal ids at a time
+    const int32_t c = cc[i0];
+    i1 = i0 + (run_end(cc.data() + i0, 1, n - i0, c));
+    fill_run(labels, i0, i1, slic_final_label(c, c <= 0, final_id.data(), rank.data(),
+                                              start_label));
+  }
 }
 
 // Without connectivity enforcement: renumber the centres that own pixels consecutively, in
@@ -186,33 +571,49 @@ void slic_image(const float* image, const uint8_t* mask, int64_t channels, int64
   const int64_t hw = height * width, k_count = g.ny * g.nx;
   std::vector<int32_t> quant(channels * hw);
   for (int64_t i = 0; i < channels * hw; ++i) quant[i] = slic_quantize(image[i]);
-  std::vector<double> values(quant.begin(), quant.end()), xcoord(width);
-  for (int64_t x = 0; x < width; ++x) xcoord[x] = static_cast<double>(x);
+  // The float form's copy of the values: integers <= 2^16, exact in float.
+  std::vector<float> values(channels * hw + kPad);
+  std::copy(quant.begin(), quant.end(), values.begin());
+  // Per row and channel, prefix sums of q (prefix[x] = q[0] + .. + q[x - 1]): q never
+  // changes, and a run's sum is then one subtraction in every iteration's centre update.
+  std::vector<int64_t> prefix(use_gpu_form ? 0 : channels * height * (width + 1));
+  std::vector<int64_t> totals(channels);
+  for (int64_t r = 0; r < (use_gpu_form ? 0 : channels * height); ++r) {
+    const int32_t* q = quant.data() + r * width;
+    int64_t* p = prefix.data() + r * (width + 1);
+    p[0] = 0;
+    for (int64_t x = 0; x < width; ++x) p[x + 1] = p[x] + q[x];
+  }
   std::vector<double> centres(k_count * (2 + channels));
   for (int64_t k = 0; k < k_count; ++k)
     slic_init_centre(g, k, channels, centres.data() + k * (2 + channels));
   std::vector<int64_t> sums(k_count * (3 + channels));
   for (int64_t i = 0; i < hw; ++i) labels[i] = -1;
+  FloatPlan plan;
 
   // With a mask: a spatial-only phase spreads the centres inside it first (slic.h).
   const int phases = mask ? 2 : 1;
   for (int phase = 0; phase < phases; ++phase) {
     const bool last_phase = phase == phases - 1;
     const SlicParams pp = slic_params(params, last_phase);
+    const bool float_form = float_form_applies(pp);
     for (int64_t it = 0; it < max_num_iter; ++it) {
       int64_t changed = 0;
       if (use_gpu_form) {
         changed = assign_per_pixel(quant.data(), mask, channels, height, width, g,
                                    centres.data(), pp, labels);
       } else {
+        if (float_form) plan_float(g, channels, height, width, centres.data(), pp, plan);
 #pragma omp parallel num_threads(threads) if (threads > 1) reduction(+ : changed)
         {
-          std::vector<double> best(width);
-          std::vector<int64_t> row(width);
+          RowWork work(width, g.nx);
 #pragma omp for schedule(static)
           for (int64_t y = 0; y < height; ++y)
-            changed += assign_row(values.data(), xcoord.data(), mask, channels, height, width,
-                                  y, g, centres.data(), pp, labels, best.data(), row.data());
+            changed += float_form
+                           ? assign_row(values.data(), quant.data(), mask, channels, height,
+                                        width, y, g, centres.data(), pp, plan, labels, work)
+                           : assign_row_double(quant.data(), mask, channels, height, width, y, g,
+                                               centres.data(), pp, labels, work.row.data());
         }
       }
       // No label changed: the centres are a fixed point (slic.h), later iterations are no-ops.
@@ -222,11 +623,22 @@ void slic_image(const float* image, const uint8_t* mask, int64_t channels, int64
       for (auto& s : sums) s = 0;
       for (int64_t y = 0; y < height; ++y) {
         const int32_t* row = labels + y * width;
-        for (int64_t x0 = 0, x1 = 1; x0 < width; x0 = x1++) {
-          // Runs of equal labels; the GPU form accumulates pixel by pixel, as the device does.
-          while (!use_gpu_form && x1 < width && row[x1] == row[x0]) ++x1;
-          slic_accumulate_run(quant.data(), channels, height, width, y, x0, x1, row[x0],
-                              sums.data());
+        for (int64_t x0 = 0, x1; x0 < width; x0 = x1) {
+          // Runs of equal labels; the GPU form accumulates pixel by pixel through
+          // slic_accumulate_run, the host's driver takes each run's sums of q from the
+          // prefix sums (one subtraction instead of a loop along the run).
+          if (use_gpu_form) {
+            x1 = x0 + 1;
+            slic_accumulate_run(quant.data(), channels, height, width, y, x0, x1, row[x0],
+                                sums.data());
+            continue;
+          }
+          x1 = run_end(row, x0 + 1, width, row[x0]);
+          for (int64_t c = 0; c < channels; ++c) {
+            const int64_t* p = prefix.data() + (c * height + y) * (width + 1);
+            totals[c] = p[x1] - p[x0];
+          }
+          slic_accumulate_totals(channels, y, x0, x1, row[x0], totals.data(), sums.data());
         }
       }
       for (int64_t k = 0; k < k_count; ++k)
@@ -240,6 +652,52 @@ void slic_image(const float* image, const uint8_t* mask, int64_t channels, int64
 }
 
 }  // namespace
+
+template <typename T>
+bool slic_rescale(const T* image, const uint8_t* mask, int64_t batch, int64_t channels,
+                  int64_t height, int64_t width, float* out, int num_threads) {
+  const int threads = resolve_threads(num_threads);
+  const int64_t hw = height * width, n = channels * hw;
+  int64_t bad = 0;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) reduction(+ : bad)
+  for (int64_t b = 0; b < batch; ++b) {
+    const T* x = image + b * n;
+    const uint8_t* m = mask ? mask + b * hw : nullptr;
+    double lo = std::numeric_limits<double>::infinity(), hi = -lo;
+    bool finite = true, any = false;
+    for (int64_t i = 0; i < n; ++i) {
+      if (m && !m[i % hw]) continue;
+      const double v = static_cast<double>(x[i]);
+      finite &= std::isfinite(v);
+      lo = v < lo ? v : lo;
+      hi = v > hi ? v : hi;
+      any = true;
+    }
+    if (!finite) {
+      ++bad;
+      continue;
+    }
+    if (!any) {  // an empty mask: as supercl/ops/slic.py's _rescale
+      lo = 0.0;
+      hi = 1.0;
+    }
+    const double span = hi > lo ? hi - lo : 1.0;
+    float* o = out + b * n;
+    for (int64_t i = 0; i < n; ++i) {
+      // The same correctly rounded operations as the torch form: a subtraction and a division
+      // in double, clamp (NaN, possible outside the mask, stays NaN), rounding to float.
+      double t = (static_cast<double>(x[i]) - lo) / span;
+      t = t < 0.0 ? 0.0 : (t > 1.0 ? 1.0 : t);
+      o[i] = static_cast<float>(t);
+    }
+  }
+  return bad == 0;
+}
+
+template bool slic_rescale<float>(const float*, const uint8_t*, int64_t, int64_t, int64_t,
+                                  int64_t, float*, int);
+template bool slic_rescale<double>(const double*, const uint8_t*, int64_t, int64_t, int64_t,
+                                   int64_t, float*, int);
 
 void slic(const float* image, const uint8_t* mask, int64_t batch, int64_t channels,
           int64_t height, int64_t width, const int64_t* grid, const double* params,

@@ -184,15 +184,17 @@ def _slic(
     device = cuda_device(x.device) if chosen == "cuda" else torch.device("cpu")
 
     # Rescaling in float64 on the computing device; every step is exactly rounded, so both
-    # backends see the same float32 input.
-    xf = x.detach().to(device, torch.float64)
+    # backends see the same float32 input. For float input on the CPU, in C++ (the same
+    # operations, one pass per image): in torch it cost 184 ms of a 32 x 512^2 call on one
+    # thread, as much as a third of the whole op. Otherwise in torch, one image at a time on
+    # the CPU (the float64 temporaries stay in cache), the whole batch at once on a GPU (one
+    # sync for the check).
     if mask_t is not None:
         mask_t = mask_t.to(device)
-    valid = None if mask_t is None else mask_t[:, None].expand_as(xf)
-    inside = xf if valid is None else torch.where(valid, xf, 0.0)
-    if not bool(torch.isfinite(inside).all()):
-        raise ValueError("images contains NaN or inf values" + ("" if mask is None else " inside mask"))
-    normalized = _rescale(xf, valid).to(torch.float32)
+    if device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+        normalized = _rescale_cpu(x, mask_t, mask is not None)
+    else:
+        normalized = _rescale_batch(x, mask_t, mask is not None, device)
 
     grid, params, min_size = _plan(
         mask_t, batch, height, width, n_segments, compactness, spacing_y, spacing_x,
@@ -242,6 +244,38 @@ def _check_mask(mask, single, batch, height, width, device) -> torch.Tensor | No
     if tuple(m.shape) != expected and not (single and tuple(m.shape) == (1, height, width)):
         raise ValueError(f"mask must have shape {expected} like images, got {tuple(m.shape)}")
     return (m != 0).reshape(batch, height, width)
+
+
+def _non_finite(has_mask: bool) -> ValueError:
+    return ValueError("images contains NaN or inf values" + (" inside mask" if has_mask else ""))
+
+
+def _rescale_cpu(x: torch.Tensor, mask_t: torch.Tensor | None, has_mask: bool) -> torch.Tensor:
+    """:func:`_rescale_batch` for float32/float64 images on the CPU, in C++ (bit for bit)."""
+    mask_np = None if mask_t is None else mask_t.to(torch.uint8).numpy()
+    try:
+        images = x.detach().cpu().contiguous().numpy()
+        out = extension().slic_rescale(images, mask_np, num_threads())
+    except ValueError:
+        raise _non_finite(has_mask) from None
+    return torch.from_numpy(out)
+
+
+def _rescale_batch(x, mask_t, has_mask, device) -> torch.Tensor:
+    """Each image to [0, 1] as float32, in torch on ``device``, with the finiteness check.
+    On the CPU one image at a time, so that the float64 temporaries stay in cache (44 instead
+    of 184 ms for 32 x 512^2 on one thread)."""
+    batch = x.shape[0]
+    chunk = batch if device.type == "cuda" else 1
+    normalized = torch.empty(x.shape, dtype=torch.float32, device=device)
+    for b0 in range(0, batch, chunk):
+        xf = x[b0 : b0 + chunk].detach().to(device, torch.float64)
+        valid = None if mask_t is None else mask_t[b0 : b0 + chunk, None].expand_as(xf)
+        inside = xf if valid is None else torch.where(valid, xf, 0.0)
+        if not bool(torch.isfinite(inside).all()):
+            raise _non_finite(has_mask)
+        normalized[b0 : b0 + chunk] = _rescale(xf, valid)
+    return normalized
 
 
 def _rescale(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:

@@ -31,11 +31,17 @@
 // The result does not depend on the order in which threads run: the partition is the closure
 // of the unions and the numbering is a function of the partition.
 //
-// kAtomic: the device always uses atomics.  The host passes false when one thread owns the
-// image (then init and merge are fused into one raster pass, and a pixel's first join is a
-// plain link, cc_join), true when rows of one image merge concurrently.  Its relabel reads the
-// final label of each pixel's parent, which precedes it in raster order, so the host needs no
-// compress step.
+// The host's single-thread path runs the same union-find (cc_find, cc_union, root = smallest
+// index, relabel in raster order) over runs of equal value instead of pixels; see
+// csrc/cpu/connected_components.cpp for why the CPU differs.  cc_is_background, cc_reach and
+// cc_runs_touch state the per-pixel rules for runs.
+//
+// kAtomic: the device always uses atomics; the host uses them when rows of one image merge
+// concurrently, and the plain forms (cc_find<false>, cc_union<false>) in its run-based scan,
+// where one thread owns the image.  Its relabel reads the final label of each node's parent,
+// which precedes it in raster order, so the host needs no compress step.  (kFresh, the
+// single-owner pixel pass with init fused, is no longer used by the host driver since the run
+// form replaced it; it stays because kernels/cuda names the template's third argument.)
 #pragma once
 
 #include "supercl/common.h"
@@ -75,13 +81,19 @@ SUPERCL_HD void cc_union(int32_t* parent, int32_t a, int32_t b) {
   }
 }
 
+// Whether a pixel of value v is background, i.e. takes part in no component (parent -1).
+template <typename T>
+SUPERCL_HD bool cc_is_background(T v, bool has_background, T background) {
+  return has_background && v == background;
+}
+
 // Step 1 for pixel (y, x).  image: element strides (sy, sx) from the image's origin.
 template <typename T>
 SUPERCL_HD void cc_init_pixel(const T* image, int64_t sy, int64_t sx, int64_t width, int64_t y,
                               int64_t x, bool has_background, T background, int32_t* parent) {
   const int64_t i = y * width + x;
   const T v = image[y * sy + x * sx];
-  parent[i] = (has_background && v == background) ? -1 : static_cast<int32_t>(i);
+  parent[i] = cc_is_background(v, has_background, background) ? -1 : static_cast<int32_t>(i);
 }
 
 // Joins pixel i to its neighbour j < i.  `fresh` is true only on the host's single-owner
@@ -107,8 +119,9 @@ SUPERCL_HD void cc_merge_pixel(const T* image, int64_t sy, int64_t sx, int64_t w
                                int32_t* parent) {
   const T v = image[y * sy + x * sx];
   const int32_t i = static_cast<int32_t>(y * width + x);
-  if (kFresh) parent[i] = (has_background && v == background) ? -1 : i;  // init, fused
-  if (has_background && v == background) return;
+  const bool bg = cc_is_background(v, has_background, background);
+  if (kFresh) parent[i] = bg ? -1 : i;  // init, fused
+  if (bg) return;
   bool fresh = kFresh;
   const bool has_up = y > 0, has_left = x > 0, has_right = x + 1 < width;
   const bool up = has_up && image[(y - 1) * sy + x * sx] == v;
@@ -131,6 +144,24 @@ SUPERCL_HD void cc_merge_pixel(const T* image, int64_t sy, int64_t sx, int64_t w
     cc_join<kAtomic>(parent, i, static_cast<int32_t>(i - width - 1), fresh);
   else if (has_left && image[y * sy + (x - 1) * sx] == v)
     cc_join<kAtomic>(parent, i, i - 1, fresh);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The same rules stated for runs (maximal horizontal stretches of equal value in one row), for
+// the host's single-thread run-based scan (csrc/cpu/connected_components.cpp).  They are the
+// per-pixel rules above, taken over a run: no new semantics.
+// ---------------------------------------------------------------------------------------------
+
+// How far a pixel reaches sideways into the row above: 0 with 4-connectivity (only straight up),
+// 1 with 8-connectivity (up-left, up, up-right), the neighbourhoods cc_merge_pixel examines.
+SUPERCL_HD int64_t cc_reach(int connectivity) { return connectivity == 1 ? 0 : 1; }
+
+// Whether the run [s, e) of the row above and the run [s1, e1) of the current row, of equal
+// value, hold a pair of adjacent pixels: some x in [s1, e1) and x' in [s, e) with
+// |x - x'| <= reach.  Two runs of one row are never joined directly (they are maximal, so
+// neighbours in a row have different values or one is background).
+SUPERCL_HD bool cc_runs_touch(int64_t s, int64_t e, int64_t s1, int64_t e1, int64_t reach) {
+  return s < e1 + reach && s1 < e + reach;
 }
 
 // Step 3 for pixel i.

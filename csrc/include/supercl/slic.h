@@ -143,8 +143,11 @@ SUPERCL_HD double slic_distance(const P* pixel, int64_t channel_stride, int64_t 
   return sc_dadd(sc_dmul(spatial, p.spatial_weight), sc_dmul(colour, p.colour_weight));
 }
 
-// The assignment of one pixel (the GPU form; the CPU driver evaluates the same candidates in
-// the same order, a row run at a time).  quant: the image's (C, H, W) fixed-point values;
+// The assignment of one pixel: the definition of the labels, and what the GPU runs.  The CPU
+// driver evaluates the same candidates in float, many pixels at a time, and settles every
+// pixel whose two best float distances are within a proven error bound of each other in
+// double with slic_distance, in this order (csrc/cpu/slic.cpp): the same labels, bit for bit.
+// quant: the image's (C, H, W) fixed-point values;
 // centres: K x (2 + C).  Returns the new label, `previous` when no centre reaches the pixel.
 SUPERCL_HD int32_t slic_assign_pixel(const int32_t* quant, int64_t channels, int64_t height,
                                      int64_t width, int64_t y, int64_t x, const SlicGrid& g,
@@ -172,9 +175,22 @@ SUPERCL_HD int32_t slic_assign_pixel(const int32_t* quant, int64_t channels, int
 }
 
 // Adds the pixels x0 .. x1 - 1 of row y, all of label `label`, to the int64 sums of that
-// centre: {count, sum y, sum x, sum q_c ..}.  Both sides call it with runs of equal labels,
-// which keeps the sums in registers along the run: the host along whole rows, the device
-// within chunks of a row (one thread per chunk), so a run costs one set of atomics.
+// centre: {count, sum y, sum x, sum q_c ..}, given the run's per-channel sums of q (totals).
+SUPERCL_HD void slic_accumulate_totals(int64_t channels, int64_t y, int64_t x0, int64_t x1,
+                                       int32_t label, const int64_t* totals, int64_t* sums) {
+  if (label < 0) return;
+  int64_t* s = sums + static_cast<int64_t>(label) * (3 + channels);
+  const int64_t n = x1 - x0;
+  sc_accumulate(s, n);
+  sc_accumulate(s + 1, y * n);
+  sc_accumulate(s + 2, (x0 + x1 - 1) * n / 2);  // x0 + .. + (x1 - 1); the product is even
+  for (int64_t c = 0; c < channels; ++c) sc_accumulate(s + 3 + c, totals[c]);
+}
+
+// The same, summing q along the run.  Both sides call it with runs of equal labels, which
+// keeps the sums in registers along the run: the device within chunks of a row (one thread
+// per chunk), so a run costs one set of atomics; the host's GPU form.  The host's own driver
+// takes the totals from per-row prefix sums of q instead (exact integers: the same sums).
 SUPERCL_HD void slic_accumulate_run(const int32_t* quant, int64_t channels, int64_t height,
                                     int64_t width, int64_t y, int64_t x0, int64_t x1,
                                     int32_t label, int64_t* sums) {
