@@ -59,12 +59,16 @@ def test_two_step_pretrain_and_finetune_through_the_cli(msd, tmp_path):
     pre = tmp_path / "pre"
     assert run(pretrain_args(msd, pre, "--epochs", "1", "--max-steps", "2")) == 0
     for name in ("config.json", "split.json", "metrics.jsonl", "checkpoint.pt", "encoder.pt",
-                 "superpixels.png", "loss_curves.png"):
+                 "superpixels.png", "loss_curves.png", "diagnostics.png"):
         assert (pre / name).is_file(), name
     records = [json.loads(line) for line in (pre / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 1 and records[0]["global_step"] == 2
     for term in ("loss", "l_ins", "l_intra", "l_inter"):
         assert term in records[0] and records[0][term] == records[0][term]  # logged, not NaN
+    # the diagnostics: positives per anchor >= 1 (the other view), shares in [0, 1]
+    assert records[0]["ilcp_pos_per_anchor"] >= 1.0 and records[0]["pcl_pos_per_anchor"] >= 1.0
+    for share in ("inter_multi_member_share", "inter_partner_only_share"):
+        assert 0.0 <= records[0][share] <= 1.0, share
     config = json.loads((pre / "config.json").read_text())
     assert config["patch_size"] == 32 and config["loss"]["l_inter"] == 0.5
     split = json.loads((pre / "split.json").read_text())

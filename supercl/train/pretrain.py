@@ -33,6 +33,10 @@ from .views import SuperCLViews, ViewConfig
 __all__ = ["PretrainConfig", "pretrain"]
 
 TERMS = ("loss", "l_ins", "l_intra", "l_inter")
+# Logged with the terms every epoch (SuperCLLoss(..., diagnostics=True)): whether each term has
+# something to learn from. pcl_pos_per_anchor is NaN (null in metrics.jsonl) without positions.
+DIAGNOSTICS = ("ilcp_pos_per_anchor", "pcl_pos_per_anchor", "inter_multi_member_share",
+               "inter_partner_only_share")
 
 
 @dataclass
@@ -79,9 +83,10 @@ def _gather_objects(obj):
 def pretrain(cfg: PretrainConfig) -> dict:
     """Run (or, with ``cfg.resume``, continue) a pre-training run; returns a summary dict.
 
-    Writes to ``cfg.out``: ``config.json``, ``split.json``, ``metrics.jsonl``,
-    ``checkpoint.pt`` (everything, to resume), ``encoder.pt`` (the encoder for fine-tuning),
-    ``superpixels.png`` and ``loss_curves.png``.
+    Writes to ``cfg.out``: ``config.json``, ``split.json``, ``metrics.jsonl`` (per epoch: the
+    loss terms and the :data:`DIAGNOSTICS`), ``checkpoint.pt`` (everything, to resume),
+    ``encoder.pt`` (the encoder for fine-tuning), ``superpixels.png``, ``loss_curves.png`` and
+    ``diagnostics.png``.
 
     Raises :class:`~supercl.train.loop.NonFiniteLossError` when a loss is NaN or inf (the
     last good checkpoint stays), ``ValueError`` for bad settings.
@@ -165,7 +170,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
             batches = epoch_batches(len(slices), cfg.batch_size, cfg.seed, epoch, dist.rank,
                                     dist.world_size)
             if step == 0:
-                sums = {k: 0.0 for k in TERMS} | {"steps": 0, "seconds": 0.0, "slices": 0}
+                sums = {k: 0.0 for k in TERMS + DIAGNOSTICS} | {"steps": 0, "seconds": 0.0,
+                                                                "slices": 0}
             bar = tqdm(total=len(batches), initial=step, desc=f"pretrain {epoch + 1}/{cfg.epochs}",
                        disable=not (main and cfg.progress), unit="step", leave=False)
             speed = Throughput()
@@ -179,7 +185,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
                                     first=first, out=out,
                                     captions=[names[j] for j in idx.tolist()] if first else None)
                 note = terms.pop("note", "")
-                values = host_values(terms, TERMS)
+                everything = host_values(terms, TERMS + DIAGNOSTICS)  # one device-host copy
+                values = {k: everything[k] for k in TERMS}
                 elsewhere = False
                 if distributed.is_distributed():  # every process must stop together
                     flag = torch.tensor([float(not all(map(math.isfinite, values.values())))],
@@ -193,7 +200,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
                 scheduler.step()
                 step += 1
                 global_step += 1
-                for k, v in values.items():
+                for k, v in everything.items():
                     sums[k] += v
                 sums["steps"] += 1
                 sums["slices"] += x.shape[0] * dist.world_size
@@ -217,7 +224,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
                 break
             n = max(sums["steps"], 1)
             record = {"epoch": epoch + 1, "global_step": global_step}
-            record |= {k: sums[k] / n for k in TERMS}
+            record |= {k: sums[k] / n for k in TERMS + DIAGNOSTICS}
             record |= {"lr": optimizer.param_groups[0]["lr"],
                        "slices_per_s": sums["slices"] / max(sums["seconds"], 1e-9)}
             log.append(record)
@@ -258,11 +265,11 @@ def _train_step(net, views, loss_fn, optimizer, scaler, x, pos, cfg, dtype, firs
         # The weights have diverged. The ops refuse non-finite features with a message that
         # knows nothing of the run; report it as a non-finite loss, with its step and epoch.
         nan = torch.full((), float("nan"), device=x.device)
-        return {k: nan for k in TERMS} | {
+        return {k: nan for k in TERMS + DIAGNOSTICS} | {
             "note": "the encoder's features (the input of every loss term) were already "
                     "non-finite, so the weights diverged at an earlier step"}
     return loss_fn(f[:batch], f[batch:2 * batch], e[2 * batch:3 * batch], e[3 * batch:],
-                   segments.long(), pos if cfg.loss.use_positions else None)
+                   segments.long(), pos if cfg.loss.use_positions else None, diagnostics=True)
 
 
 def _superpixel_figure(v1, segments, out, captions) -> None:
@@ -290,3 +297,5 @@ def _loss_figure(records, out) -> None:
 
     plot_loss_curves(records, out / "loss_curves.png", keys=list(TERMS),
                      title="SuperCL pre-training")
+    plot_loss_curves(records, out / "diagnostics.png", keys=list(DIAGNOSTICS),
+                     title="What the terms learn from: positives per anchor, weak-label shares")
