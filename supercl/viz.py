@@ -34,6 +34,7 @@ __all__ = [
     "segmentation_tile",
     "plot_image_grid",
     "plot_loss_curves",
+    "plot_diagnostics",
     "plot_dsc_bars",
 ]
 
@@ -533,5 +534,62 @@ def plot_dsc_bars(results: dict[str, dict[str, float]], path: str | Path, *, met
     ax.legend(fontsize="small", loc="upper right", ncol=min(n_runs, 4))
     if title:
         ax.set_title(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_diagnostics(records: list[dict], path: str | Path, *, title: str = "") -> Path:
+    """The pre-training diagnostics of a ``metrics.jsonl`` over epochs, as a PNG.
+
+    Left panel: ``ilcp_pos_per_anchor`` and ``pcl_pos_per_anchor``, the mean number of
+    positives of an anchor, with a dashed line at 1 (only the same location or slice in the
+    other view). Right panel, in %: ``inter_multi_member_share`` (weak-label components with
+    more than 2 members) and ``inter_partner_only_share`` (views whose nearest neighbour is
+    their own partner: L_inter is then SimCLR). Missing or non-finite values are skipped.
+
+    Raises ValueError when no record has a numeric diagnostic or an epoch.
+
+    >>> import os, tempfile
+    >>> rows = [{"epoch": e, "ilcp_pos_per_anchor": 1.8, "pcl_pos_per_anchor": 4.0,
+    ...          "inter_multi_member_share": 0.3 / e, "inter_partner_only_share": 1 - 0.3 / e}
+    ...         for e in (1, 2, 3)]
+    >>> plot_diagnostics(rows, os.path.join(tempfile.mkdtemp(), "d.png")).suffix
+    '.png'
+    """
+    panels = [("positives per anchor", ("ilcp_pos_per_anchor", "pcl_pos_per_anchor"), 1.0),
+              ("share of the batch (%)", ("inter_multi_member_share",
+                                          "inter_partner_only_share"), 100.0)]
+    series = {}
+    for _, keys, scale in panels:
+        for k in keys:
+            pts = [(_number(r.get("epoch")), _number(r.get(k))) for r in records
+                   if isinstance(r, Mapping)]
+            pts = [(x, y * scale) for x, y in pts if x is not None and y is not None]
+            if pts:
+                series[k] = ([x for x, _ in pts], [y for _, y in pts])
+    if not series:
+        raise ValueError("plot_diagnostics: no record has an epoch and a numeric diagnostic")
+    fig = _new_figure(11.0, 4.8)
+    axes = fig.subplots(1, 2, squeeze=False)[0]
+    # orange, blue, bluish green, vermillion: distinct for colour-blind readers, none pale
+    colours = [tuple(c / 255 for c in PALETTE[i]) for i in (0, 4, 2, 5)]
+    for i, (ax, (label, keys, scale)) in enumerate(zip(axes, panels)):
+        for j, k in enumerate(keys):
+            if k in series:
+                ax.plot(*series[k], marker="o", markersize=3, linewidth=1.5, label=k,
+                        color=colours[2 * i + j])
+        if scale == 1.0:
+            ax.axhline(1.0, color="0.4", linestyle="--", linewidth=1,
+                       label="1 = only the other view")
+            ax.set_ylim(bottom=0.0)
+        else:
+            ax.set_ylim(0.0, 100.0)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1,
+                  frameon=False)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)

@@ -298,3 +298,19 @@ def test_plot_dsc_bars_errors(tmp_path):
     with pytest.raises(TypeError, match="dict"):
         plot_dsc_bars({"a": [0.7]}, tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_plot_diagnostics(tmp_path):
+    from supercl.viz import plot_diagnostics
+
+    rows = [{"epoch": e, "ilcp_pos_per_anchor": 1.8, "pcl_pos_per_anchor": None,
+             "inter_multi_member_share": 0.3 / e, "inter_partner_only_share": 1 - 0.3 / e}
+            for e in (1, 2, 3)]
+    path = plot_diagnostics(rows, tmp_path / "sub" / "d.png", title="t")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+
+    height, width = matplotlib.image.imread(path).shape[:2]
+    assert width > height  # two panels side by side
+    with pytest.raises(ValueError, match="no record"):
+        plot_diagnostics([{"epoch": 1, "loss": 2.0}], tmp_path / "e.png")

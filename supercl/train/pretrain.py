@@ -293,9 +293,9 @@ def _superpixel_figure(v1, segments, out, captions) -> None:
 
 
 def _loss_figure(records, out) -> None:
-    from supercl.viz import plot_loss_curves
+    from supercl.viz import plot_diagnostics, plot_loss_curves
 
     plot_loss_curves(records, out / "loss_curves.png", keys=list(TERMS),
                      title="SuperCL pre-training")
-    plot_loss_curves(records, out / "diagnostics.png", keys=list(DIAGNOSTICS),
-                     title="What the terms learn from: positives per anchor, weak-label shares")
+    plot_diagnostics(records, out / "diagnostics.png",
+                     title="What the terms learn from (pre-training diagnostics)")
