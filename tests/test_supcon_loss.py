@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from supercl.ops import supcon_loss, supcon_loss_reference
+from conftest import triton_compile_for_gpu
 from tolerances import assert_close, assert_close_lowp
 
 supcon_module = sys.modules["supercl.ops.supcon_loss"]
@@ -344,19 +345,7 @@ def test_kernels_compile_for_a_gpu(tmp_path):
     """Without a GPU, Triton still compiles the SupCon kernels for sm_90: types and layouts
     that the interpreter does not check, tensor-core products where they are expected, and no
     atomics anywhere (the backward is one deterministic pass)."""
-    pytest.importorskip("triton")
-    try:
-        from triton.backends.compiler import GPUTarget  # noqa: F401
-        from triton.compiler import ASTSource  # noqa: F401
-    except ImportError as exc:  # pragma: no cover - depends on the Triton version
-        pytest.skip(f"this Triton has no ahead-of-time compile API: {exc}")
-    import os
-    import subprocess
-
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    out = subprocess.run([sys.executable, "-c", _COMPILE_SUPCON_FOR_GPU], capture_output=True,
-                         text=True, env=env, timeout=300, cwd=tmp_path)
-    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+    triton_compile_for_gpu(_COMPILE_SUPCON_FOR_GPU, tmp_path)
 
 
 @cuda

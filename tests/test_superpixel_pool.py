@@ -5,9 +5,6 @@ its own segment, non-contiguous and half-precision inputs, determinism, float64 
 torch.compile, and errors.  Tolerances come from tests/tolerances.py only."""
 
 import importlib
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -24,6 +21,7 @@ from supercl.ops.superpixel_pool import (
     superpixel_unpool,
     superpixel_unpool_reference,
 )
+from conftest import triton_compile_for_gpu
 from tolerances import assert_close, assert_close_lowp
 
 triton_available = importlib.util.find_spec("triton") is not None
@@ -585,14 +583,4 @@ def test_kernels_compile_for_a_gpu(tmp_path):
     """Without a GPU, Triton still compiles the kernels for sm_90 (PTX and cubin): this
     catches what the interpreter does not check (types, layouts, tensor-core products), and
     that the deterministic kernel holds no atomics."""
-    try:
-        from triton.backends.compiler import GPUTarget  # noqa: F401
-        from triton.compiler import ASTSource  # noqa: F401
-    except ImportError as exc:  # pragma: no cover - depends on the Triton version
-        pytest.skip(f"this Triton has no ahead-of-time compile API: {exc}")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    # Run outside the checkout: with the source tree first on sys.path, `supercl` would be the
-    # uninstalled sources, which have no supercl.kernels (kernels/ is mapped in at install).
-    out = subprocess.run([sys.executable, "-c", _COMPILE_FOR_GPU], capture_output=True,
-                         text=True, env=env, timeout=300, cwd=tmp_path)
-    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+    triton_compile_for_gpu(_COMPILE_FOR_GPU, tmp_path)

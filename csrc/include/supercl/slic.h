@@ -174,16 +174,25 @@ SUPERCL_HD int32_t slic_assign_pixel(const int32_t* quant, int64_t channels, int
   return label;
 }
 
-// Adds the pixels x0 .. x1 - 1 of row y, all of label `label`, to the int64 sums of that
-// centre: {count, sum y, sum x, sum q_c ..}, given the run's per-channel sums of q (totals).
-SUPERCL_HD void slic_accumulate_totals(int64_t channels, int64_t y, int64_t x0, int64_t x1,
-                                       int32_t label, const int64_t* totals, int64_t* sums) {
-  if (label < 0) return;
+// The position part of a run's sums -- count, sum y, sum x of the pixels x0 .. x1 - 1 of row
+// y -- added to centre `label`'s {count, sum y, sum x, sum q_c ..}; returns that centre's sums
+// for the caller to add the per-channel sums of q.  label >= 0.
+SUPERCL_HD int64_t* slic_accumulate_position(int64_t channels, int64_t y, int64_t x0, int64_t x1,
+                                             int32_t label, int64_t* sums) {
   int64_t* s = sums + static_cast<int64_t>(label) * (3 + channels);
   const int64_t n = x1 - x0;
   sc_accumulate(s, n);
   sc_accumulate(s + 1, y * n);
   sc_accumulate(s + 2, (x0 + x1 - 1) * n / 2);  // x0 + .. + (x1 - 1); the product is even
+  return s;
+}
+
+// Adds the pixels x0 .. x1 - 1 of row y, all of label `label`, to the int64 sums of that
+// centre: {count, sum y, sum x, sum q_c ..}, given the run's per-channel sums of q (totals).
+SUPERCL_HD void slic_accumulate_totals(int64_t channels, int64_t y, int64_t x0, int64_t x1,
+                                       int32_t label, const int64_t* totals, int64_t* sums) {
+  if (label < 0) return;
+  int64_t* s = slic_accumulate_position(channels, y, x0, x1, label, sums);
   for (int64_t c = 0; c < channels; ++c) sc_accumulate(s + 3 + c, totals[c]);
 }
 
@@ -195,11 +204,7 @@ SUPERCL_HD void slic_accumulate_run(const int32_t* quant, int64_t channels, int6
                                     int64_t width, int64_t y, int64_t x0, int64_t x1,
                                     int32_t label, int64_t* sums) {
   if (label < 0) return;
-  int64_t* s = sums + static_cast<int64_t>(label) * (3 + channels);
-  const int64_t n = x1 - x0;
-  sc_accumulate(s, n);
-  sc_accumulate(s + 1, y * n);
-  sc_accumulate(s + 2, (x0 + x1 - 1) * n / 2);  // x0 + .. + (x1 - 1); the product is even
+  int64_t* s = slic_accumulate_position(channels, y, x0, x1, label, sums);
   for (int64_t c = 0; c < channels; ++c) {
     const int32_t* q = quant + c * height * width + y * width;
     int64_t total = 0;
