@@ -137,8 +137,12 @@ def _pretrain_options(p: argparse.ArgumentParser) -> None:
                    "reference code does (area) (default: mean)")
     g.add_argument("--knn-k", type=int, default=1, help="neighbours of IGCP's k-NN graph (default: 1)")
     g.add_argument("--pcl-threshold", type=float, default=0.1,
-                   help="PCL: slices in the same bin of this width of relative position are "
-                   "positives (default: 0.1)")
+                   help="PCL: slices closer than this in relative position are positives "
+                   "(default: 0.1)")
+    g.add_argument("--pcl-relation", choices=("bins", "threshold"), default="bins",
+                   help="PCL's positives: 'threshold' is the published |p_i - p_j| < "
+                   "threshold; 'bins' the positions binned into bins of that width, pairs "
+                   "across a bin edge being negatives (default: bins)")
     g.add_argument("--no-positions", dest="use_positions", action="store_false",
                    help="L_ins as SimCLR NT-Xent instead of PCL")
 
@@ -174,7 +178,8 @@ def _pretrain_config(args):
     loss = LossConfig(l_ins=args.l_ins, l_intra=args.l_intra, l_inter=args.l_inter,
                       temperature=args.temperature, pixel_stride=args.pixel_stride,
                       asp_normalize=args.asp_normalize, knn_k=args.knn_k,
-                      pcl_threshold=args.pcl_threshold, use_positions=args.use_positions)
+                      pcl_threshold=args.pcl_threshold, use_positions=args.use_positions,
+                      pcl_relation=args.pcl_relation)
     wd = 1e-4 if args.weight_decay is None else args.weight_decay
     return _fill(PretrainConfig, args, loss=loss, weight_decay=wd)
 

@@ -54,6 +54,10 @@ def add_demo_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-segments", type=int, default=25,
                    help="SLIC superpixels per slice (default: 25 on 64 x 64 slices, the "
                    "density of the reference's 100 on 128 x 128)")
+    p.add_argument("--phantom", choices=("v1", "v2"), default="v1",
+                   help="the phantom generator: v1, organ classes that differ mostly by "
+                   "intensity; v2, an abdominal CT whose classes differ by shape, position and "
+                   "texture with overlapping intensities (supercl.data.phantom_v2) (default: v1)")
     p.add_argument("--seed", type=int, default=0, help="seed of data, split and training (default: 0)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads, 0 for torch's default (default: 0)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
@@ -99,6 +103,7 @@ def _prepare_folder(out: Path, args: argparse.Namespace) -> bool:
         raise FileExistsError(f"{out} holds files of another run ({names}) but no demo.json: "
                               "pass --overwrite to replace them, or choose another --out")
     before = strict_json(record.read_text())["settings"]
+    before.setdefault("phantom", "v1")  # demos from before --phantom existed used v1
     now = json.loads(json.dumps(_settings(args)))  # tuples as lists, as read back
     differ = [f"--{k.replace('_', '-')} {before.get(k)} -> {now.get(k)}"
               for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
@@ -142,7 +147,7 @@ def run_demo(args: argparse.Namespace) -> int:
         write_json(out / "demo.json", {"command": command, "settings": _settings(args)})
     if not (resuming and (data / "dataset.json").is_file()):
         write_msd(data, n_volumes=args.volumes, shape=(args.depth_slices, 128, 128), n_organs=5,
-                  seed=args.seed, overwrite=True)
+                  seed=args.seed, overwrite=True, phantom=args.phantom)
     common = dict(data=str(data), patch_size=args.patch_size, split_seed=args.seed, base_channels=args.base_channels, seed=args.seed,
                   device=args.device, progress=args.progress)
     timings = {}

@@ -383,3 +383,33 @@ def test_pretrain_and_finetune_on_cuda(msd, tmp_path):
                 "--pretrained", pre, "--epochs", "1", "--max-steps", "2"]) == 0
     result = json.loads((ft / "evaluation.json").read_text())
     assert set(result["dsc"]) == {"organ1", "organ2"}
+
+
+@pytest.mark.slow
+def test_demo_on_phantom_v2(tmp_path):
+    """--phantom v2: the demo writes the v2 phantom (organ names from its classes) and runs the
+    whole job on it; the setting is recorded, so continuing with v1 is refused."""
+    out = tmp_path / "demo"
+    args = [sys.executable, "-m", "supercl", "demo", "--out", str(out), "--volumes", "7",
+            "--depth-slices", "5", "--patch-size", "32", "--base-channels", "4",
+            "--pretrain-epochs", "1", "--finetune-epochs", "1", "--n-segments", "9",
+            "--threads", "1", "--no-progress", "--device", "cpu"]
+    result = subprocess.run(args + ["--phantom", "v2"], capture_output=True, text=True,
+                            timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    dataset = json.loads((out / "phantom" / "dataset.json").read_text())
+    names = [dataset["labels"][str(i)] for i in range(1, 6)]
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["supercl"]["dsc"]) == set(names) and "liver" in names
+    assert json.loads((out / "demo.json").read_text())["settings"]["phantom"] == "v2"
+    again = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert again.returncode != 0 and "--phantom v2 -> v1" in again.stderr
+
+
+def test_pcl_relation_option_reaches_the_objective(msd, tmp_path):
+    out = tmp_path / "pre"
+    assert run(pretrain_args(msd, out, "--epochs", "1", "--max-steps", "1",
+                             "--pcl-relation", "threshold", "--no-figures")) == 0
+    assert json.loads((out / "config.json").read_text())["loss"]["pcl_relation"] == "threshold"
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--pcl-relation", "exact"])
