@@ -142,7 +142,7 @@ def _failed(text: str) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
-def _medians(bench_json: dict) -> dict:
+def _records(bench_json: dict) -> dict:
     """{(group, provider): benchmark record}."""
     out = {}
     for bench in bench_json.get("benchmarks", []):
@@ -152,7 +152,7 @@ def _medians(bench_json: dict) -> dict:
 
 
 def _targets(bench_json: dict, device: str) -> list[dict]:
-    records = _medians(bench_json)
+    records = _records(bench_json)
     peak = next((v for k, v in HBM_PEAK.items() if k in device), None)
     rows = []
     for label, group, provider, kind, target in TARGETS:

@@ -143,18 +143,29 @@ def igcp_loss(f1: torch.Tensor, f2: torch.Tensor, segments: torch.Tensor, e3: to
     (loss, weak_labels): 0-d float32 tensor, and (2 * global B,) int64 component labels of
     the rows ``[v1 of every image, v2 of every image]``.
     """
+    loss, weak, _ = _igcp(f1, f2, segments, e3, e4, temperature, asp_normalize, k, gather,
+                          backend)
+    return loss, weak
+
+
+def _igcp(f1, f2, segments, e3, e4, temperature, asp_normalize, k, gather, backend):
+    """igcp_loss, also returning the gathered ASP vectors (for the diagnostics)."""
     _check_maps(f1, f2, segments)
     if e3.shape != e4.shape or e3.dim() != 2 or e3.shape[0] != f1.shape[0]:
         raise ValueError(f"e3 and e4 must both be (B, D) with B = {f1.shape[0]}, got "
                          f"{tuple(e3.shape)} and {tuple(e4.shape)}")
-    small = _at(segments, f1.shape[-2:])
-    with torch.no_grad():  # the weak labels are targets: no gradient through ASP
-        asp = asp_vectors(torch.cat([f1, f2]).float(), torch.cat([small, small]), asp_normalize)
-        n = f1.shape[0]
-        asp = torch.cat([gather(asp[:n]), gather(asp[n:])])
-        weak = knn_weak_labels(asp, k=min(k, asp.shape[0] - 1) or 1, pair_views=True)
+    asp, weak = _weak_labels(f1, f2, _at(segments, f1.shape[-2:]), asp_normalize, k, gather)
     z = torch.cat([gather(e3), gather(e4)])
-    return supcon_loss(z, weak, temperature, backend=backend), weak
+    return supcon_loss(z, weak, temperature, backend=backend), weak, asp
+
+
+@torch.no_grad()  # the weak labels are targets: no gradient through ASP
+def _weak_labels(f1, f2, small, asp_normalize, k, gather):
+    """The gathered ASP vectors of v1 then v2, (2 * global B, h*w), and their k-NN components."""
+    asp = asp_vectors(torch.cat([f1, f2]).float(), torch.cat([small, small]), asp_normalize)
+    n = f1.shape[0]
+    asp = torch.cat([gather(asp[:n]), gather(asp[n:])])
+    return asp, knn_weak_labels(asp, k=min(k, asp.shape[0] - 1) or 1, pair_views=True)
 
 
 def position_labels(positions: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
@@ -249,14 +260,13 @@ def weak_label_shares(asp: torch.Tensor, weak: torch.Tensor) -> tuple[torch.Tens
 
     Returns two 0-d float64 tensors.
     """
+    from supercl.ops.graph_components import _knn  # the graph's own neighbours and ties
+
     n = asp.shape[0]
     sizes = torch.bincount(weak.to(torch.int64))
     sizes = sizes[sizes > 0]
     multi = (sizes > 2).to(torch.float64).mean()
-    x = torch.nn.functional.normalize(asp.to(torch.float64), dim=1)
-    similarity = x @ x.T
-    similarity.fill_diagonal_(-math.inf)
-    nearest = similarity.argmax(1)
+    nearest = _knn(asp, 1)[:, 0]
     partner = (torch.arange(n, device=asp.device) + n // 2) % n
     return multi, (nearest == partner).to(torch.float64).mean()
 
@@ -318,11 +328,10 @@ class SuperCLLoss(torch.nn.Module):
         terms["l_intra"] = (ilcp_loss(f1, f2, segments, temperature=t, pixel_stride=c.pixel_stride,
                                       backend=self.backend) if c.l_intra else zero)
         if c.l_inter:
-            terms["l_inter"], weak = igcp_loss(f1, f2, segments, e3, e4, temperature=t,
-                                               asp_normalize=c.asp_normalize, k=c.knn_k,
-                                               gather=self.gather, backend=self.backend)
+            terms["l_inter"], weak, asp = _igcp(f1, f2, segments, e3, e4, t, c.asp_normalize,
+                                                c.knn_k, self.gather, self.backend)
         else:
-            terms["l_inter"], weak = zero, None
+            terms["l_inter"], weak, asp = zero, None, None
         terms["l_ins"] = (instance_loss(e3, e4, positions if c.use_positions else None,
                                         temperature=t, threshold=c.pcl_threshold,
                                         gather=self.gather, backend=self.backend,
@@ -331,11 +340,11 @@ class SuperCLLoss(torch.nn.Module):
         terms["loss"] = c.l_ins * terms["l_ins"] + c.l_intra * terms["l_intra"] + c.l_inter * terms["l_inter"]
         terms["weak_labels"] = weak
         if diagnostics:
-            terms.update(self._diagnostics(f1, f2, segments, positions, weak))
+            terms.update(self._diagnostics(f1, f2, segments, positions, weak, asp))
         return terms
 
     @torch.no_grad()
-    def _diagnostics(self, f1, f2, segments, positions, weak) -> dict[str, torch.Tensor]:
+    def _diagnostics(self, f1, f2, segments, positions, weak, asp) -> dict[str, torch.Tensor]:
         c = self.config
         out = {"ilcp_pos_per_anchor": ilcp_positives_per_anchor(segments, c.pixel_stride)}
         nan = torch.tensor(math.nan, dtype=torch.float64, device=f1.device)
@@ -343,11 +352,8 @@ class SuperCLLoss(torch.nn.Module):
             pcl_positives_per_anchor(self.gather(positions.to(f1.device)), c.pcl_threshold,
                                      c.pcl_relation)
             if positions is not None and c.use_positions else nan)
-        asp = asp_vectors(torch.cat([f1, f2]), torch.cat([segments, segments]), c.asp_normalize)
-        n = f1.shape[0]
-        asp = torch.cat([self.gather(asp[:n]), self.gather(asp[n:])])
-        if weak is None:
-            weak = knn_weak_labels(asp, k=min(c.knn_k, asp.shape[0] - 1) or 1, pair_views=True)
+        if asp is None:  # L_inter is off: the weak labels it would use
+            asp, weak = _weak_labels(f1, f2, segments, c.asp_normalize, c.knn_k, self.gather)
         multi, partner = weak_label_shares(asp, weak)
         out["inter_multi_member_share"], out["inter_partner_only_share"] = multi, partner
         return out

@@ -509,7 +509,7 @@ def test_forced_cuda_backend_without_cuda_raises(monkeypatch):
 # --------------------------------------------------------------------------------------------
 
 
-def gpu_form_equal(images, mask=None, **kwargs):
+def assert_float_form_equals_gpu_form(images, mask=None, **kwargs):
     args = dict(n_segments=100, compactness=0.1, max_num_iter=10, spacing=None, mask=mask,
                 enforce_connectivity=True, min_size_factor=0.5, max_size_factor=3.0,
                 start_label=0, backend=None)
@@ -530,7 +530,7 @@ def test_float_form_matches_gpu_form_across_compactness(phantom_slices, compactn
     x = images[:2, None, :96, :80]
     if channels == 2:
         x = np.concatenate([x, x[:, :, ::-1]], axis=1)
-    gpu_form_equal(x, compactness=compactness, n_segments=30)
+    assert_float_form_equals_gpu_form(x, compactness=compactness, n_segments=30)
 
 
 def test_float_form_exact_ties_on_even_grids():
@@ -539,7 +539,7 @@ def test_float_form_exact_ties_on_even_grids():
     flat = np.zeros((2, 64, 64))
     flat[1, 20:40, 10:50] = 1.0
     for iters in (1, 10):
-        labels = gpu_form_equal(flat, n_segments=16, max_num_iter=iters,
+        labels = assert_float_form_equals_gpu_form(flat, n_segments=16, max_num_iter=iters,
                                 enforce_connectivity=False)
         assert len(np.unique(labels[0])) == 16
 
@@ -547,8 +547,8 @@ def test_float_form_exact_ties_on_even_grids():
 @pytest.mark.parametrize("spacing", [(1.0, 1.0), (3.0, 0.5), (1e-3, 1e3), (1e-40, 1.0)])
 def test_float_form_matches_gpu_form_with_spacing(phantom_slices, spacing):
     images, organs = phantom_slices
-    gpu_form_equal(images[:2, :70, :90], spacing=spacing, n_segments=40)
-    gpu_form_equal(images[:2, :70, :90], mask=organs[:2, :70, :90] > 0, spacing=spacing,
+    assert_float_form_equals_gpu_form(images[:2, :70, :90], spacing=spacing, n_segments=40)
+    assert_float_form_equals_gpu_form(images[:2, :70, :90], mask=organs[:2, :70, :90] > 0, spacing=spacing,
                    n_segments=40)
 
 
@@ -558,8 +558,8 @@ def test_float_form_odd_widths(shape, n_segments):
     """Widths below, at and across the 16-pixel blocks and the tables' padding."""
     rng = np.random.default_rng(shape[0] * 100 + shape[1] + n_segments)
     images = rng.random((2,) + shape)
-    gpu_form_equal(images, n_segments=n_segments, compactness=0.05)
-    gpu_form_equal(np.repeat(images[:, None], 3, axis=1), n_segments=n_segments, compactness=0.05)
+    assert_float_form_equals_gpu_form(images, n_segments=n_segments, compactness=0.05)
+    assert_float_form_equals_gpu_form(np.repeat(images[:, None], 3, axis=1), n_segments=n_segments, compactness=0.05)
 
 
 def test_baseline_scans_match_avx2(tmp_path, phantom_slices):
@@ -591,11 +591,11 @@ def test_baseline_scans_match_avx2(tmp_path, phantom_slices):
     assert result.returncode == 0, result.stderr
     rgb = np.stack([x, x[:, ::-1], x[:, :, ::-1]], 1)
     np.testing.assert_array_equal(np.load(tmp_path / "grey.npy"),
-                                  gpu_form_equal(x, n_segments=50))
+                                  assert_float_form_equals_gpu_form(x, n_segments=50))
     np.testing.assert_array_equal(np.load(tmp_path / "masked.npy"),
-                                  gpu_form_equal(x, mask=mask, n_segments=50))
+                                  assert_float_form_equals_gpu_form(x, mask=mask, n_segments=50))
     np.testing.assert_array_equal(np.load(tmp_path / "rgb.npy"),
-                                  gpu_form_equal(rgb, n_segments=50))
+                                  assert_float_form_equals_gpu_form(rgb, n_segments=50))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
