@@ -7,6 +7,7 @@
     supercl finetune    [--data PATH] --pretrained RUN --out DIR
     supercl evaluate    RUN_OR_CHECKPOINT [--data PATH] [--out DIR]
     supercl demo        [--out DIR]                             # the whole job on the phantom
+    supercl ablate      [--out DIR] [--dataset phantom-v2|mni152] # seeded ablations with CIs
 
 Without ``--data`` every command uses the embedded phantom CT dataset (written into the run
 folder). ``torchrun --nproc_per_node=N -m supercl pretrain ...`` pre-trains with
@@ -26,7 +27,8 @@ __all__ = ["main", "build_parser"]
 
 
 # --------------------------------------------------------------------------- options
-def _data_options(p: argparse.ArgumentParser, run_defaults: bool = False) -> None:
+def _data_options(p: argparse.ArgumentParser, run_defaults: bool = False,
+                  recipe: bool = False) -> None:
     """The data options. ``run_defaults`` (evaluate): every default is None, meaning "the
     setting of the run being scored", so that a value given equal to the usual default still
     counts as given."""
@@ -54,9 +56,10 @@ def _data_options(p: argparse.ArgumentParser, run_defaults: bool = False) -> Non
     g.add_argument("--window", type=float, nargs=2, default=default((-200.0, 300.0)),
                    metavar=("LOW", "HIGH"), help="CT intensity window in Hounsfield units, "
                    "scaled to [0, 1] (default: " + shown("-200 300") + ")")
-    g.add_argument("--patch-size", type=int, default=default(patch_size), metavar="P",
-                   help="slices become P x P, a multiple of 2**depth (default: "
-                   + shown(str(patch_size)) + ")")
+    g.add_argument("--patch-size", type=int, default=None if recipe else default(patch_size),
+                   metavar="P", help="slices become P x P, a multiple of 2**depth (default: "
+                   + shown(str(patch_size)) + ("; 512 with --recipe reference" if recipe else "")
+                   + ")")
     g.add_argument("--resize", choices=("pad", "resize", "crop"), default=default("pad"),
                    help="pad: scale each slice so that its longer side is P, keeping its aspect "
                    "ratio, and pad the shorter side; resize: stretch it to P x P; crop: "
@@ -73,15 +76,25 @@ def _data_options(p: argparse.ArgumentParser, run_defaults: bool = False) -> Non
     g.add_argument("--split-seed", type=int, default=default(0),
                    help="seed of the split by volume; use the same for pre-training and "
                    "fine-tuning (default: " + shown("0") + ")")
+    g.add_argument("--label-seed", type=int, default=None,
+                   help="seed of which training volumes are labeled, apart from the split's "
+                   "test and validation volumes (default: " + shown("drawn from --split-seed")
+                   + ")")
 
 
-def _run_options(p: argparse.ArgumentParser, out: str, epochs: int, batch: int, lr: float) -> None:
+def _run_options(p: argparse.ArgumentParser, out: str, epochs: int, batch: int, lr: float,
+                 recipe: dict | None = None) -> None:
+    """``recipe``: the reference recipe's values of --epochs and --lr; these options then
+    default to None, resolved by the recipe (see _pretrain_config)."""
     g = p.add_argument_group("run")
+    ref = (lambda name: f"; {recipe[name]:g} with --recipe reference") if recipe else (lambda name: "")
     g.add_argument("--out", default=out, metavar="DIR", help=f"run folder (default: {out})")
-    g.add_argument("--epochs", type=int, default=epochs, help=f"epochs (default: {epochs})")
+    g.add_argument("--epochs", type=int, default=None if recipe else epochs,
+                   help=f"epochs (default: {epochs}{ref('epochs')})")
     g.add_argument("--batch-size", type=int, default=batch,
                    help=f"slices per step (per process) (default: {batch})")
-    g.add_argument("--lr", type=float, default=lr, help=f"base learning rate (default: {lr:g})")
+    g.add_argument("--lr", type=float, default=None if recipe else lr,
+                   help=f"base learning rate (default: {lr:g}{ref('lr')})")
     g.add_argument("--weight-decay", type=float, default=None,
                    help="weight decay (default: 1e-4 for pre-training, 0 for fine-tuning)")
     g.add_argument("--base-channels", type=int, default=32,
@@ -113,7 +126,14 @@ def _run_options(p: argparse.ArgumentParser, out: str, epochs: int, batch: int, 
 
 def _pretrain_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("SuperCL")
-    g.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
+    g.add_argument("--recipe", choices=("default", "reference"), default="default",
+                   help="preset of the settings marked 'reference' below: 'reference' is the "
+                   "published code's (512 x 512 slices, ILCP at the bottleneck on every 16th "
+                   "pixel, ASP by area with a SLIC map per view, threshold PCL, terms scaled by "
+                   "t/0.07, L_inter's view-pair edge without merging, the reference views, SGD "
+                   "lr 0.01 for 100 epochs); options given explicitly override it (default: "
+                   "default)")
+    g.add_argument("--optimizer", choices=("sgd", "adamw"), default=None,
                    help="SGD with momentum 0.9, or AdamW; cosine schedule either way (default: sgd)")
     g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default: 0.9)")
     g.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up steps (default: 0)")
@@ -125,26 +145,43 @@ def _pretrain_options(p: argparse.ArgumentParser) -> None:
                    help="SLIC compactness on [0, 1]-scaled intensities; 0.1 is the reference's "
                    "10 on 0..100 (default: 0.1)")
     g.add_argument("--slic-iters", type=int, default=10, help="SLIC iterations (default: 10)")
+    g.add_argument("--ilcp-level", type=int, default=None, metavar="L",
+                   help="encoder level whose pixels ILCP contrasts: 0 = full resolution, -1 = "
+                   "the bottleneck (default: the deepest level where a superpixel covers at "
+                   "least 4 feature pixels, (P / 2**L)**2 / n_segments >= 4; reference: -1)")
     g.add_argument("--l-ins", type=float, default=1.0, help="weight of L_ins (default: 1)")
     g.add_argument("--l-intra", type=float, default=1.0, help="weight of L_intra, ILCP (default: 1)")
     g.add_argument("--l-inter", type=float, default=0.5, help="weight of L_inter, IGCP (default: 0.5)")
     g.add_argument("--temperature", type=float, default=0.1, help="contrastive temperature (default: 0.1)")
-    g.add_argument("--pixel-stride", type=int, default=1,
-                   help="ILCP keeps every N-th bottleneck pixel; 16 is the reference code "
-                   "(default: 1 = all)")
-    g.add_argument("--asp-normalize", choices=("mean", "area"), default="mean",
+    g.add_argument("--base-temperature", type=float, default=None,
+                   help="every term is scaled by temperature / base temperature (default: the "
+                   "temperature, scale 1; reference: 0.07)")
+    g.add_argument("--pixel-stride", type=int, default=None,
+                   help="ILCP keeps every N-th pixel (default: 1 = all; reference: 16)")
+    g.add_argument("--asp-normalize", choices=("mean", "area"), default=None,
                    help="ASP divides superpixel sums by their size (mean) or by h*w as the "
                    "reference code does (area) (default: mean)")
+    g.add_argument("--asp-segments", choices=("shared", "own"), default=None,
+                   help="ASP of v2 with v1's SLIC map (shared; the views are pixel-aligned) or "
+                   "its own (own, the reference) (default: shared)")
+    g.add_argument("--inter-positives", choices=("components", "pair_edge"), default=None,
+                   help="L_inter's positives: the components of the k-NN graph with the "
+                   "view-pair edges, or those of the k-NN graph plus the partner view without "
+                   "merging (pair_edge, the reference) (default: components)")
     g.add_argument("--knn-k", type=int, default=1, help="neighbours of IGCP's k-NN graph (default: 1)")
     g.add_argument("--pcl-threshold", type=float, default=0.1,
                    help="PCL: slices closer than this in relative position are positives "
                    "(default: 0.1)")
-    g.add_argument("--pcl-relation", choices=("bins", "threshold"), default="bins",
+    g.add_argument("--pcl-relation", choices=("bins", "threshold"), default=None,
                    help="PCL's positives: 'threshold' is the published |p_i - p_j| < "
                    "threshold; 'bins' the positions binned into bins of that width, pairs "
-                   "across a bin edge being negatives (default: bins)")
+                   "across a bin edge being negatives (default: bins; reference: threshold)")
     g.add_argument("--no-positions", dest="use_positions", action="store_false",
                    help="L_ins as SimCLR NT-Xent instead of PCL")
+    g.add_argument("--views", choices=("default", "reference"), default=None,
+                   help="augmentations of the four views: supercl's (flip, +-15 degrees, scale "
+                   "0.85-1.15, weak elastic) or the reference code's (both mirrors, any "
+                   "rotation, scale 0.7-1.3, strong elastic, blur always on) (default: default)")
 
 
 def _finetune_options(p: argparse.ArgumentParser) -> None:
@@ -171,17 +208,31 @@ def _fill(cls, args: argparse.Namespace, **overrides):
     return cls(**values)
 
 
-def _pretrain_config(args):
-    from supercl.losses import LossConfig
-    from supercl.train import PretrainConfig
+#: The options of each part of a pre-training config, as LossConfig / ViewConfig fields.
+_LOSS_OPTIONS = ("l_ins", "l_intra", "l_inter", "temperature", "base_temperature",
+                 "pixel_stride", "asp_normalize", "asp_segments", "inter_positives", "knn_k",
+                 "pcl_threshold", "use_positions", "pcl_relation")
 
-    loss = LossConfig(l_ins=args.l_ins, l_intra=args.l_intra, l_inter=args.l_inter,
-                      temperature=args.temperature, pixel_stride=args.pixel_stride,
-                      asp_normalize=args.asp_normalize, knn_k=args.knn_k,
-                      pcl_threshold=args.pcl_threshold, use_positions=args.use_positions,
-                      pcl_relation=args.pcl_relation)
-    wd = 1e-4 if args.weight_decay is None else args.weight_decay
-    return _fill(PretrainConfig, args, loss=loss, weight_decay=wd)
+
+def _pretrain_config(args):
+    """The recipe (--recipe) with every option that was given on top; options whose default
+    is None take the recipe's value."""
+    from supercl.train import PretrainConfig, recipe_config
+
+    def given(name):
+        return getattr(args, name, None) is not None
+
+    loss = {k: getattr(args, k) for k in _LOSS_OPTIONS if given(k)}
+    views = {"recipe": args.views} if given("views") else {}
+    top = {}
+    for f in dataclasses.fields(PretrainConfig):
+        if f.name in ("loss", "views", "recipe") or not given(f.name):
+            continue
+        v = getattr(args, f.name)
+        top[f.name] = tuple(v) if isinstance(v, list) else v
+    if args.weight_decay is None:
+        top["weight_decay"] = 1e-4
+    return recipe_config(args.recipe, loss=loss, views=views, **top)
 
 
 def _finetune_config(args):
@@ -287,6 +338,12 @@ def _demo(args) -> int:
     return run_demo(args)
 
 
+def _ablate(args) -> int:
+    from supercl.ablate import run_ablate
+
+    return run_ablate(args)
+
+
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -319,8 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "Writes config.json, split.json, metrics.jsonl, checkpoint.pt, "
                        "encoder.pt, superpixels.png and loss_curves.png to --out. Ctrl-C "
                        "writes a checkpoint; --resume continues.")
-    _data_options(p)
-    _run_options(p, "runs/pretrain", epochs=20, batch=16, lr=0.05)
+    _data_options(p, recipe=True)
+    _run_options(p, "runs/pretrain", epochs=20, batch=16, lr=0.05,
+                 recipe={"epochs": 100, "lr": 0.01})
     _pretrain_options(p)
     p.set_defaults(run=_pretrain)
 
@@ -359,14 +417,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_demo_options(p)
     p.set_defaults(run=_demo)
+
+    p = sub.add_parser("ablate", help="seeded ablations of SuperCL's terms, with 95 % CIs",
+                       description="Pre-trains each arm (scratch, PCL, PCL + ILCP, PCL + IGCP, "
+                       "SuperCL with supercl's and with the reference views) with several "
+                       "seeds, fine-tunes each on several label draws per label fraction, "
+                       "scores the test volumes once per run and writes results.json, "
+                       "report.md (mean DSC with 95 % CIs, paired differences to scratch) and "
+                       "ablation.png.")
+    from supercl.ablate import add_ablate_options
+
+    add_ablate_options(p)
+    p.set_defaults(run=_ablate)
     return parser
 
 
 _POSITIVE = ("epochs", "batch_size", "patch_size", "base_channels", "depth", "n_segments",
              "slic_iters", "embed_dim", "slices", "knn_k", "pixel_stride", "volumes",
              "depth_slices", "pretrain_epochs", "finetune_epochs")
-_NON_NEGATIVE = ("threads", "checkpoint_every", "max_steps", "warmup_steps")
-_FLOATS = ("lr", "weight_decay", "momentum", "compactness", "temperature", "pcl_threshold",
+_NON_NEGATIVE = ("threads", "checkpoint_every", "max_steps", "warmup_steps", "label_seed",
+                 "split_seed")
+_FLOATS = ("lr", "weight_decay", "momentum", "compactness", "temperature", "base_temperature",
+           "pcl_threshold",
            "l_ins", "l_intra", "l_inter", "dice_weight", "label_fraction", "val_fraction",
            "test_fraction", "window")
 
@@ -392,7 +464,7 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         value = getattr(args, name, None)
         if value is not None and value < 0:
             error(f"--{name.replace('_', '-')} must be >= 0")
-    for name in ("lr", "compactness", "temperature", "pcl_threshold"):
+    for name in ("lr", "compactness", "temperature", "pcl_threshold", "base_temperature"):
         value = getattr(args, name, None)
         if value is not None and value <= 0:
             error(f"--{name.replace('_', '-')} must be > 0")

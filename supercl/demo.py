@@ -54,10 +54,11 @@ def add_demo_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-segments", type=int, default=25,
                    help="SLIC superpixels per slice (default: 25 on 64 x 64 slices, the "
                    "density of the reference's 100 on 128 x 128)")
-    p.add_argument("--phantom", choices=("v1", "v2"), default="v1",
-                   help="the phantom generator: v1, organ classes that differ mostly by "
-                   "intensity; v2, an abdominal CT whose classes differ by shape, position and "
-                   "texture with overlapping intensities (supercl.data.phantom_v2) (default: v1)")
+    p.add_argument("--phantom", choices=("v1", "v2"), default="v2",
+                   help="the phantom generator: v2, an abdominal CT whose classes differ by "
+                   "shape, position and texture with overlapping intensities "
+                   "(supercl.data.phantom_v2); v1, the earlier phantom whose organ classes "
+                   "differ mostly by intensity (default: v2)")
     p.add_argument("--seed", type=int, default=0, help="seed of data, split and training (default: 0)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads, 0 for torch's default (default: 0)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")

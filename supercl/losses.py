@@ -72,8 +72,8 @@ def _at(segments: torch.Tensor, size) -> torch.Tensor:
 
 
 def ilcp_loss(f1: torch.Tensor, f2: torch.Tensor, segments: torch.Tensor, *,
-              temperature: float = 0.1, pixel_stride: int = 1, backend: str | None = None
-              ) -> torch.Tensor:
+              temperature: float = 0.1, pixel_stride: int = 1, backend: str | None = None,
+              base_temperature: float | None = None) -> torch.Tensor:
     """L_intra: supervised contrast of bottleneck pixels, labelled by superpixel, per image.
 
     Parameters
@@ -112,7 +112,7 @@ def ilcp_loss(f1: torch.Tensor, f2: torch.Tensor, segments: torch.Tensor, *,
     n_per_image = 2 * pixels.shape[2]
     groups = torch.arange(batch, device=f1.device).repeat_interleave(n_per_image)
     return supcon_loss(pixels.reshape(-1, channels), labels.reshape(-1), temperature,
-                       groups=groups, backend=backend)
+                       base_temperature, groups=groups, backend=backend)
 
 
 def asp_vectors(f: torch.Tensor, segments_small: torch.Tensor, normalize: str = "mean",
@@ -148,24 +148,74 @@ def igcp_loss(f1: torch.Tensor, f2: torch.Tensor, segments: torch.Tensor, e3: to
     return loss, weak
 
 
-def _igcp(f1, f2, segments, e3, e4, temperature, asp_normalize, k, gather, backend):
-    """igcp_loss, also returning the gathered ASP vectors (for the diagnostics)."""
+INTER_POSITIVES = ("components", "pair_edge")
+
+
+def _igcp(f1, f2, segments, e3, e4, temperature, asp_normalize, k, gather, backend,
+          segments2=None, positives="components", base_temperature=None):
+    """igcp_loss, also returning the gathered ASP vectors (for the diagnostics).
+
+    ``segments2``: v2's own superpixels for its ASP (default: v1's, the views being
+    pixel-aligned). ``positives``: "components", the components of the k-NN graph with the
+    view-pair edges (a labelling); "pair_edge", the components of the k-NN graph alone, and
+    each view's partner view positive too, without merging the two components (not a
+    labelling: a dense 2B x 2B mask, which is small)."""
     _check_maps(f1, f2, segments)
     if e3.shape != e4.shape or e3.dim() != 2 or e3.shape[0] != f1.shape[0]:
         raise ValueError(f"e3 and e4 must both be (B, D) with B = {f1.shape[0]}, got "
                          f"{tuple(e3.shape)} and {tuple(e4.shape)}")
-    asp, weak = _weak_labels(f1, f2, _at(segments, f1.shape[-2:]), asp_normalize, k, gather)
+    if positives not in INTER_POSITIVES:
+        raise ValueError(f"positives must be one of {INTER_POSITIVES}, got {positives!r}")
+    small = _at(segments, f1.shape[-2:])
+    small2 = small if segments2 is None else _at(segments2, f1.shape[-2:])
+    asp, weak = _weak_labels(f1, f2, small, asp_normalize, k, gather, small2,
+                             pair_views=positives == "components")
     z = torch.cat([gather(e3), gather(e4)])
-    return supcon_loss(z, weak, temperature, backend=backend), weak, asp
+    if positives == "components":
+        return supcon_loss(z, weak, temperature, base_temperature, backend=backend), weak, asp
+    n = z.shape[0]
+    partner = (torch.arange(n, device=z.device) + n // 2) % n
+    positive = weak[:, None] == weak[None, :]
+    positive[torch.arange(n, device=z.device), partner] = True
+    return supcon_masked(z, positive, temperature, base_temperature), weak, asp
+
+
+def supcon_masked(z: torch.Tensor, positive: torch.Tensor, temperature: float = 0.1,
+                  base_temperature: float | None = None) -> torch.Tensor:
+    """SupCon (the "out" form, as :func:`~supercl.ops.supcon_loss`) with an explicit (N, N)
+    boolean positive mask, for relations that are no labelling and small N (L_inter's 2B
+    views). The diagonal is ignored; anchors without a positive are left out of the mean.
+
+    z (N, D) float, positive (N, N) bool -> 0-d tensor.
+
+    >>> z = torch.eye(4)
+    >>> mask = torch.tensor([[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]]).bool()
+    >>> round(float(supcon_masked(z, mask)), 4)
+    1.0986
+    """
+    base = temperature if base_temperature is None else base_temperature
+    zn = torch.nn.functional.normalize(z if z.dtype == torch.float64 else z.float(), dim=1)
+    n = zn.shape[0]
+    logits = zn @ zn.T / temperature
+    eye = torch.eye(n, dtype=torch.bool, device=z.device)
+    positive = positive & ~eye
+    log_prob = logits - torch.logsumexp(logits.masked_fill(eye, -math.inf), 1, keepdim=True)
+    n_pos = positive.sum(1)
+    mean_pos = (log_prob * positive).sum(1) / n_pos.clamp(min=1)
+    has = n_pos > 0
+    return -(temperature / base) * (mean_pos * has).sum() / has.sum().clamp(min=1)
 
 
 @torch.no_grad()  # the weak labels are targets: no gradient through ASP
-def _weak_labels(f1, f2, small, asp_normalize, k, gather):
-    """The gathered ASP vectors of v1 then v2, (2 * global B, h*w), and their k-NN components."""
-    asp = asp_vectors(torch.cat([f1, f2]).float(), torch.cat([small, small]), asp_normalize)
+def _weak_labels(f1, f2, small, asp_normalize, k, gather, small2=None, pair_views=True):
+    """The gathered ASP vectors of v1 then v2, (2 * global B, h*w), and their k-NN components
+    (with the view-pair edges when ``pair_views``). ``small2``: v2's superpixels (default
+    v1's)."""
+    small2 = small if small2 is None else small2
+    asp = asp_vectors(torch.cat([f1, f2]).float(), torch.cat([small, small2]), asp_normalize)
     n = f1.shape[0]
     asp = torch.cat([gather(asp[:n]), gather(asp[n:])])
-    return asp, knn_weak_labels(asp, k=min(k, asp.shape[0] - 1) or 1, pair_views=True)
+    return asp, knn_weak_labels(asp, k=min(k, asp.shape[0] - 1) or 1, pair_views=pair_views)
 
 
 def position_labels(positions: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
@@ -181,7 +231,8 @@ def position_labels(positions: torch.Tensor, threshold: float = 0.1) -> torch.Te
 def instance_loss(e3: torch.Tensor, e4: torch.Tensor, positions: torch.Tensor | None = None, *,
                   temperature: float = 0.1, threshold: float = 0.1,
                   gather: Callable[[torch.Tensor], torch.Tensor] = _identity,
-                  backend: str | None = None, relation: str = "bins") -> torch.Tensor:
+                  backend: str | None = None, relation: str = "bins",
+                  base_temperature: float | None = None) -> torch.Tensor:
     """L_ins: PCL with ``positions`` ((B,) relative slice positions in [0, 1]), else NT-Xent.
 
     NT-Xent is ``supcon_loss`` with one label per slice: each view's only positive is the
@@ -203,10 +254,11 @@ def instance_loss(e3: torch.Tensor, e4: torch.Tensor, positions: torch.Tensor | 
             raise ValueError(f"positions must have shape ({e3.shape[0]},), got {tuple(positions.shape)}")
         if relation == "threshold":
             p = gather(positions.to(z.device))
-            return supcon_loss(z, temperature=temperature, positions=torch.cat([p, p]),
-                               window=threshold, backend=backend)
+            return supcon_loss(z, temperature=temperature, base_temperature=base_temperature,
+                               positions=torch.cat([p, p]), window=threshold, backend=backend)
         labels = position_labels(gather(positions.to(z.device)), threshold)
-    return supcon_loss(z, torch.cat([labels, labels]), temperature, backend=backend)
+    return supcon_loss(z, torch.cat([labels, labels]), temperature, base_temperature,
+                       backend=backend)
 
 
 # ---- diagnostics: does each term have something to learn from? ------------------------------
@@ -285,6 +337,16 @@ class LossConfig:
     pcl_threshold: float = 0.1
     use_positions: bool = True
     pcl_relation: str = "bins"  # "threshold": PCL's |p_i - p_j| < pcl_threshold as published
+    #: Every term is scaled by temperature / base_temperature (None: by 1). The reference code
+    #: keeps SupContrast's base temperature 0.07, so its terms are scaled by 0.1 / 0.07.
+    base_temperature: float | None = None
+    #: "shared": ASP of both views uses v1's superpixels (the views are pixel-aligned);
+    #: "own": each view's ASP uses its own SLIC map, as the reference code does.
+    asp_segments: str = "shared"
+    #: L_inter's positives: "components" of the k-NN graph with the view-pair edges, or
+    #: "pair_edge": the k-NN graph's components plus each view's partner, not merged (the
+    #: reference code's relation).
+    inter_positives: str = "components"
 
 
 class SuperCLLoss(torch.nn.Module):
@@ -311,49 +373,76 @@ class SuperCLLoss(torch.nn.Module):
         if self.config.pcl_relation not in ("bins", "threshold"):
             raise ValueError(f"pcl_relation must be 'bins' or 'threshold', got "
                              f"{self.config.pcl_relation!r}")
+        bt = self.config.base_temperature
+        if bt is not None and not (isinstance(bt, (int, float)) and bt > 0):
+            raise ValueError(f"base_temperature must be > 0 or None, got {bt!r}")
+        if self.config.asp_segments not in ("shared", "own"):
+            raise ValueError(f"asp_segments must be 'shared' or 'own', got "
+                             f"{self.config.asp_segments!r}")
+        if self.config.inter_positives not in INTER_POSITIVES:
+            raise ValueError(f"inter_positives must be one of {INTER_POSITIVES}, got "
+                             f"{self.config.inter_positives!r}")
         self.gather = gather
         self.backend = backend
 
-    def forward(self, f1, f2, e3, e4, segments, positions=None,
-                diagnostics: bool = False) -> dict[str, torch.Tensor]:
+    def forward(self, f1, f2, e3, e4, segments, positions=None, diagnostics: bool = False, *,
+                segments2=None, g1=None, g2=None) -> dict[str, torch.Tensor]:
+        """``segments2``: v2's own SLIC map (B, H, W), needed when ``asp_segments="own"``;
+        ``g1, g2``: the feature maps of v1, v2 that ILCP contrasts (default: f1, f2, the
+        bottleneck), e.g. a higher-resolution encoder level."""
         c = self.config
-        t = c.temperature
+        t, bt = c.temperature, c.base_temperature
         # The contrastive terms are computed in float32 whatever the autocast dtype: the
         # similarities are divided by t = 0.1 and exponentiated.
         f1, f2, e3, e4 = (x.float() for x in (f1, f2, e3, e4))
+        g1, g2 = (f1, f2) if g1 is None else (g1.float(), g2.float())
         _check_maps(f1, f2, segments)
-        segments = _at(segments, f1.shape[-2:])  # once, for both ILCP and ASP
+        _check_maps(g1, g2, segments)
+        if c.asp_segments == "own":
+            if segments2 is None:
+                raise ValueError("asp_segments='own' needs segments2, the SLIC map of v2")
+            _check_maps(f1, f2, segments2)
+            segments2 = _at(segments2, f1.shape[-2:])
+        else:
+            segments2 = None
+        small = _at(segments, f1.shape[-2:])  # once, for ASP (and ILCP at the bottleneck)
+        ilcp_segments = small if g1.shape[-2:] == f1.shape[-2:] else _at(segments, g1.shape[-2:])
         zero = f1.new_zeros(())
         terms = {}
-        terms["l_intra"] = (ilcp_loss(f1, f2, segments, temperature=t, pixel_stride=c.pixel_stride,
-                                      backend=self.backend) if c.l_intra else zero)
+        terms["l_intra"] = (ilcp_loss(g1, g2, ilcp_segments, temperature=t,
+                                      pixel_stride=c.pixel_stride, backend=self.backend,
+                                      base_temperature=bt) if c.l_intra else zero)
         if c.l_inter:
-            terms["l_inter"], weak, asp = _igcp(f1, f2, segments, e3, e4, t, c.asp_normalize,
-                                                c.knn_k, self.gather, self.backend)
+            terms["l_inter"], weak, asp = _igcp(f1, f2, small, e3, e4, t, c.asp_normalize,
+                                                c.knn_k, self.gather, self.backend, segments2,
+                                                c.inter_positives, bt)
         else:
             terms["l_inter"], weak, asp = zero, None, None
         terms["l_ins"] = (instance_loss(e3, e4, positions if c.use_positions else None,
                                         temperature=t, threshold=c.pcl_threshold,
                                         gather=self.gather, backend=self.backend,
-                                        relation=c.pcl_relation)
+                                        relation=c.pcl_relation, base_temperature=bt)
                           if c.l_ins else zero)
         terms["loss"] = c.l_ins * terms["l_ins"] + c.l_intra * terms["l_intra"] + c.l_inter * terms["l_inter"]
         terms["weak_labels"] = weak
         if diagnostics:
-            terms.update(self._diagnostics(f1, f2, segments, positions, weak, asp))
+            terms.update(self._diagnostics(f1, f2, small, ilcp_segments, positions, weak, asp,
+                                           segments2))
         return terms
 
     @torch.no_grad()
-    def _diagnostics(self, f1, f2, segments, positions, weak, asp) -> dict[str, torch.Tensor]:
+    def _diagnostics(self, f1, f2, segments, ilcp_segments, positions, weak, asp,
+                     segments2=None) -> dict[str, torch.Tensor]:
         c = self.config
-        out = {"ilcp_pos_per_anchor": ilcp_positives_per_anchor(segments, c.pixel_stride)}
+        out = {"ilcp_pos_per_anchor": ilcp_positives_per_anchor(ilcp_segments, c.pixel_stride)}
         nan = torch.tensor(math.nan, dtype=torch.float64, device=f1.device)
         out["pcl_pos_per_anchor"] = (
             pcl_positives_per_anchor(self.gather(positions.to(f1.device)), c.pcl_threshold,
                                      c.pcl_relation)
             if positions is not None and c.use_positions else nan)
         if asp is None:  # L_inter is off: the weak labels it would use
-            asp, weak = _weak_labels(f1, f2, segments, c.asp_normalize, c.knn_k, self.gather)
+            asp, weak = _weak_labels(f1, f2, segments, c.asp_normalize, c.knn_k, self.gather,
+                                     segments2, pair_views=c.inter_positives == "components")
         multi, partner = weak_label_shares(asp, weak)
         out["inter_multi_member_share"], out["inter_partner_only_share"] = multi, partner
         return out

@@ -593,3 +593,57 @@ def plot_diagnostics(records: list[dict], path: str | Path, *, title: str = "") 
         fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_ablation(summary: dict, path: str | Path, *, title: str = "") -> Path:
+    """The figure of ``supercl ablate``: per label fraction, each arm's test DSC runs (dots),
+    mean and 95 % CI (bar), and the paired difference to scratch with its CI.
+
+    ``summary``: ``{fraction: {arm: {"runs": [DSC %, ...], "test_dsc": mean_ci dict,
+    "vs_scratch": paired_difference dict (not for scratch)}}}``, as
+    :func:`supercl.ablate.summarize` gives. Returns ``path``.
+
+    >>> import os, tempfile
+    >>> from supercl.eval import mean_ci, paired_difference
+    >>> s = {"10%": {"scratch": {"runs": [50., 52.], "test_dsc": mean_ci([50., 52.])},
+    ...              "supercl": {"runs": [55., 53.], "test_dsc": mean_ci([55., 53.]),
+    ...                          "vs_scratch": paired_difference([55., 53.], [50., 52.])}}}
+    >>> plot_ablation(s, os.path.join(tempfile.mkdtemp(), "a.png")).read_bytes()[:4] == b"\\x89PNG"
+    True
+    """
+    if not isinstance(summary, Mapping) or not summary:
+        raise ValueError("plot_ablation needs a non-empty {fraction: {arm: ...}} dict")
+    fractions = list(summary)
+    fig = _new_figure(5.0 + 1.2 * max(len(a) for a in summary.values()), 3.6 * len(fractions))
+    for row, fraction in enumerate(fractions):
+        arms = summary[fraction]
+        names = list(arms)
+        left = fig.add_subplot(len(fractions), 2, 2 * row + 1)
+        right = fig.add_subplot(len(fractions), 2, 2 * row + 2)
+        for i, arm in enumerate(names):
+            e = arms[arm]
+            colour = [ch / 255 for ch in PALETTE[i % len(PALETTE)]]
+            runs = np.asarray(e["runs"], dtype=float)
+            jitter = np.linspace(-0.15, 0.15, len(runs)) if len(runs) > 1 else np.zeros(1)
+            left.scatter(i + jitter, runs, s=12, color=colour, alpha=0.6)
+            ci = e["test_dsc"]
+            if ci["n"] > 1:
+                left.errorbar(i, ci["mean"], yerr=ci["half_width"], fmt="s", color="black",
+                              capsize=4, markersize=5)
+            d = e.get("vs_scratch")
+            if d is not None:
+                right.errorbar(i, d["mean"], yerr=d["half_width"] if d["n"] > 1 else 0,
+                               fmt="o", color=colour, capsize=4)
+        for ax in (left, right):
+            ax.set_xticks(range(len(names)))
+            ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+            ax.grid(True, axis="y", alpha=0.3)
+        right.axhline(0.0, color="grey", linewidth=1)
+        left.set_ylabel("test mean DSC (%)")
+        right.set_ylabel("minus scratch, paired (DSC points)")
+        left.set_title(f"{fraction} labels: runs, mean and 95 % CI", fontsize=9)
+        right.set_title(f"{fraction} labels: paired difference to scratch, 95 % CI", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -359,10 +359,15 @@ def test_pad_keeps_the_aspect_ratio(tmp_path):
 
 
 def test_every_command_has_the_same_patch_size_default():
-    sub = build_parser()._subparsers._group_actions[0].choices
+    from supercl.cli import _pretrain_config
+
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices
     assert {name: sub[name].get_default("patch_size")
-            for name in ("superpixels", "pretrain", "finetune")} == dict.fromkeys(
-        ("superpixels", "pretrain", "finetune"), 128)
+            for name in ("superpixels", "finetune")} == dict.fromkeys(("superpixels", "finetune"), 128)
+    # pre-training takes it from its recipe: 128 by default, 512 for the reference recipe
+    assert _pretrain_config(parser.parse_args(["pretrain"])).patch_size == 128
+    assert _pretrain_config(parser.parse_args(["pretrain", "--recipe", "reference"])).patch_size == 512
 
 
 # ---- 16, 17, 18: figures ----------------------------------------------------------------------------

@@ -867,7 +867,8 @@ def _check_fraction(name: str, value: Any, *, zero_ok: bool, one_ok: bool) -> fl
 
 
 def split_cases(info: DatasetInfo, *, label_fraction: float = 0.1, val_fraction: float = 0.2,
-                test_fraction: float = 0.2, seed: int = 0) -> Dict[str, Any]:
+                test_fraction: float = 0.2, seed: int = 0,
+                label_seed: Optional[int] = None) -> Dict[str, Any]:
     """Split a dataset by volume into pre-training, fine-tuning, validation and test.
 
     The labeled cases are shuffled with ``numpy.random.default_rng(seed)``;
@@ -892,6 +893,10 @@ def split_cases(info: DatasetInfo, *, label_fraction: float = 0.1, val_fraction:
         each).
     seed : int
         Non-negative seed.
+    label_seed : int, optional
+        Seed of the second permutation alone (which pool volumes are labeled), so that
+        several label draws share one test, validation and pre-training set (``supercl
+        ablate``'s split seeds). None: the permutation continues ``seed``'s generator.
 
     Returns
     -------
@@ -947,6 +952,11 @@ def split_cases(info: DatasetInfo, *, label_fraction: float = 0.1, val_fraction:
     test = order[:n_test]
     val = order[n_test:n_test + n_val]
     pool = order[n_test + n_val:]
+    if label_seed is not None:
+        if isinstance(label_seed, (bool, np.bool_)) or not isinstance(label_seed, numbers.Integral) \
+                or label_seed < 0:
+            raise ValueError(f"label_seed must be a non-negative integer or None, got {label_seed!r}")
+        rng = np.random.default_rng([int(label_seed), 1])
     pool_order = [pool[i] for i in rng.permutation(len(pool))]
     finetune = pool_order[:max(1, round(lf * len(pool)))]
     return {
@@ -956,6 +966,7 @@ def split_cases(info: DatasetInfo, *, label_fraction: float = 0.1, val_fraction:
         "test": sorted(test),
         "label_fraction": lf,
         "seed": seed,
+        **({} if label_seed is None else {"label_seed": int(label_seed)}),
     }
 
 

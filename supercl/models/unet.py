@@ -213,6 +213,13 @@ class SuperCLModel(nn.Module):
         self.encoder = encoder
         self.head = ProjectionHead(encoder.out_channels[-1], hidden_dim, out_dim)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        f = self.encoder(x)
-        return f, self.head(f)
+    def forward(self, x: torch.Tensor, level: int | None = None):
+        """``(f, e)``; with ``level`` (an index into ``encoder.forward_features``, e.g. 2 for
+        the map at 1/4 resolution), ``(f, e, g)`` with g that level's map (B, C_l, H/2^l,
+        W/2^l), which ILCP can contrast instead of the bottleneck."""
+        if level is None:
+            f = self.encoder(x)
+            return f, self.head(f)
+        features = self.encoder.forward_features(x)
+        f = features[-1]
+        return f, self.head(f), features[level]

@@ -8,7 +8,7 @@ Each function takes a config dataclass whose fields are the options of the match
 
 from .finetune import FinetuneConfig, evaluate, finetune
 from .loop import NonFiniteLossError
-from .pretrain import PretrainConfig, pretrain
+from .pretrain import PretrainConfig, pretrain, recipe_config
 
-__all__ = ["PretrainConfig", "pretrain", "FinetuneConfig", "finetune", "evaluate",
+__all__ = ["PretrainConfig", "pretrain", "recipe_config", "FinetuneConfig", "finetune", "evaluate",
            "NonFiniteLossError"]

@@ -29,6 +29,7 @@ class DataConfig:
     val_fraction: float = 0.2
     test_fraction: float = 0.2
     split_seed: int = 0
+    label_seed: int | None = None  # which pool volumes are labeled, apart from split_seed
 
 
 def resolve_data(data: str | None, out: Path, main: bool = True) -> Path:
@@ -68,7 +69,8 @@ def prepare_split(cfg: DataConfig, out: Path, main: bool = True,
                   "out; every volume is used for pre-training")
     else:
         split = split_cases(info, label_fraction=cfg.label_fraction, val_fraction=cfg.val_fraction,
-                            test_fraction=cfg.test_fraction, seed=cfg.split_seed)
+                            test_fraction=cfg.test_fraction, seed=cfg.split_seed,
+                            label_seed=cfg.label_seed)
     check_pairs(info, [n for k in ("pretrain", "finetune", "val", "test") for n in split[k]])
     if previous is not None:
         path, before = previous

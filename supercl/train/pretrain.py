@@ -30,7 +30,8 @@ from .loop import (RunConfig, RunLog, StopFlag, Throughput, amp_dtype, check_con
                    optimizer_step, resolve_device, total_steps, write_json)
 from .views import SuperCLViews, ViewConfig
 
-__all__ = ["PretrainConfig", "pretrain"]
+__all__ = ["PretrainConfig", "pretrain", "RECIPES", "recipe_config", "resolve_ilcp_level",
+           "ILCP_MIN_PIXELS"]
 
 TERMS = ("loss", "l_ins", "l_intra", "l_inter")
 # Logged with the terms every epoch (SuperCLLoss(..., diagnostics=True)): whether each term has
@@ -56,8 +57,98 @@ class PretrainConfig(RunConfig):
     n_segments: int = 100
     compactness: float = 0.1
     slic_iters: int = 10
+    #: The encoder level whose pixels ILCP contrasts: an index into the encoder's feature maps
+    #: (0 = full resolution, -1 or depth = the bottleneck), or None for the scale-aware rule
+    #: of :func:`resolve_ilcp_level`.
+    ilcp_level: int | None = None
+    #: The preset these settings started from ("default" or "reference", see RECIPES);
+    #: recorded in config.json.
+    recipe: str = "default"
     loss: LossConfig = field(default_factory=LossConfig)
     views: ViewConfig = field(default_factory=ViewConfig)
+
+
+#: Settings of each recipe that differ from the dataclass defaults. "reference" reproduces the
+#: published SuperCL code's choices:
+#:
+#: - 512 x 512 slices (pass the data's own size with patch_size when it is smaller);
+#: - ILCP at the bottleneck on every 16th pixel in raster order (pixel_stride 16);
+#: - ASP divided by the map's area (asp_normalize "area"), each view with its own SLIC map;
+#: - PCL's published threshold relation |p_i - p_j| < 0.1 (pcl_relation "threshold");
+#: - every term scaled by temperature / 0.07 (SupContrast's base temperature);
+#: - L_inter's positives: the k-NN graph's components, plus the partner view without merging
+#:   their components (inter_positives "pair_edge");
+#: - the reference views (ViewConfig(recipe="reference"));
+#: - SGD, momentum 0.9, lr 0.01, cosine schedule, 100 epochs.
+RECIPES = {
+    "default": {},
+    "reference": {
+        "patch_size": 512, "epochs": 100, "optimizer": "sgd", "lr": 0.01, "momentum": 0.9,
+        "n_segments": 100, "ilcp_level": -1,
+        "loss": {"pixel_stride": 16, "asp_normalize": "area", "asp_segments": "own",
+                 "pcl_relation": "threshold", "base_temperature": 0.07,
+                 "inter_positives": "pair_edge"},
+        "views": {"recipe": "reference"},
+    },
+}
+
+
+def recipe_config(recipe: str = "default", **overrides) -> PretrainConfig:
+    """A :class:`PretrainConfig` from a recipe of :data:`RECIPES`, with ``overrides`` on top
+    (``loss`` and ``views`` may be dicts of the fields to change).
+
+    >>> cfg = recipe_config("reference", epochs=2, loss={"l_inter": 0.0})
+    >>> cfg.lr, cfg.epochs, cfg.loss.pixel_stride, cfg.loss.l_inter, cfg.views.recipe
+    (0.01, 2, 16, 0.0, 'reference')
+    """
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe must be one of {sorted(RECIPES)}, got {recipe!r}")
+    preset = dict(RECIPES[recipe])
+    loss = dict(preset.pop("loss", {}))
+    views = dict(preset.pop("views", {}))
+    for name, part in (("loss", loss), ("views", views)):
+        given = overrides.pop(name, None)
+        if isinstance(given, (LossConfig, ViewConfig)):
+            part.clear()
+            part.update(asdict(given))
+        elif given is not None:
+            part.update(given)
+    return PretrainConfig(**(preset | overrides), recipe=recipe, loss=LossConfig(**loss),
+                          views=ViewConfig(**views))
+
+
+#: The scale-aware rule's target: feature pixels per superpixel at the ILCP level.
+ILCP_MIN_PIXELS = 4.0
+
+
+def resolve_ilcp_level(cfg) -> int:
+    """The encoder level ILCP contrasts, as a non-negative index (``depth`` = bottleneck).
+
+    ``cfg.ilcp_level`` when set; otherwise the deepest level l at which a superpixel covers at
+    least :data:`ILCP_MIN_PIXELS` feature pixels on average, ``(patch_size / 2**l)**2 /
+    n_segments >= 4``. A superpixel of m pixels gives each of its 2m pixel embeddings (two
+    views) 2m - 1 positives, so m >= 4 means at least 7 on average, and ILCP contrasts
+    regions rather than only matching each location across the views. At the reference scale
+    (512 x 512, 100 superpixels) the rule picks the bottleneck (1024 pixels, 10.2 per
+    superpixel); at 128 x 128 with 100, and 64 x 64 with 25, level 2 (1/4 resolution, the same
+    10.2).
+
+    >>> resolve_ilcp_level(PretrainConfig(patch_size=128, n_segments=100, depth=4))
+    2
+    >>> resolve_ilcp_level(PretrainConfig(patch_size=512, n_segments=100, depth=4))
+    4
+    """
+    depth = cfg.depth
+    if cfg.ilcp_level is not None:
+        level = cfg.ilcp_level
+        if isinstance(level, bool) or not isinstance(level, int) or not -depth - 1 <= level <= depth:
+            raise ValueError(f"ilcp_level must be an int in [{-depth - 1}, {depth}] or None, "
+                             f"got {level!r}")
+        return level % (depth + 1)
+    for level in range(depth, -1, -1):
+        if (cfg.patch_size / 2**level) ** 2 / cfg.n_segments >= ILCP_MIN_PIXELS:
+            return level
+    return 0
 
 
 def _optimizer(cfg, params):
@@ -94,6 +185,9 @@ def pretrain(cfg: PretrainConfig) -> dict:
     # Everything is checked before anything is written: settings, device, the checkpoint to
     # resume and its settings.
     check_config(cfg)
+    if cfg.recipe not in RECIPES:
+        raise ValueError(f"recipe must be one of {sorted(RECIPES)}, got {cfg.recipe!r}")
+    level = resolve_ilcp_level(cfg)
     device = resolve_device(cfg.device)
     dtype = amp_dtype(cfg.amp, device)
     out = Path(cfg.out)
@@ -132,6 +226,10 @@ def pretrain(cfg: PretrainConfig) -> dict:
     torch.manual_seed(cfg.seed + 7919 * dist.rank)  # different views on every process
     views = SuperCLViews(cfg.views)
     loss_fn = SuperCLLoss(cfg.loss, gather=distributed.gather_with_grad)
+    if main:
+        print(f"ILCP at encoder level {level} of {cfg.depth} "
+              f"({cfg.patch_size >> level}x{cfg.patch_size >> level} pixels, "
+              f"{(cfg.patch_size >> level) ** 2 / cfg.n_segments:.1f} per superpixel)")
     optimizer = _optimizer(cfg, model.parameters())
     steps_per_epoch = len(epoch_batches(len(slices), cfg.batch_size, cfg.seed, 0, dist.rank,
                                         dist.world_size))
@@ -182,7 +280,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
                 pos = positions[idx].to(device, non_blocking=True)
                 first = main and cfg.figures and global_step == 0
                 terms = _train_step(net, views, loss_fn, optimizer, scaler, x, pos, cfg, dtype,
-                                    first=first, out=out,
+                                    level, first=first, out=out,
                                     captions=[names[j] for j in idx.tolist()] if first else None)
                 note = terms.pop("note", "")
                 everything = host_values(terms, TERMS + DIAGNOSTICS)  # one device-host copy
@@ -249,27 +347,36 @@ def pretrain(cfg: PretrainConfig) -> dict:
             "history": log.records}
 
 
-def _train_step(net, views, loss_fn, optimizer, scaler, x, pos, cfg, dtype, first=False, out=None,
-                captions=None):
+def _train_step(net, views, loss_fn, optimizer, scaler, x, pos, cfg, dtype, level, first=False,
+                out=None, captions=None):
     batch = x.shape[0]
     v1, v2, v3, v4 = views(x)
+    own = cfg.loss.asp_segments == "own"
     with torch.no_grad():
-        segments = slic(v1[:, 0], n_segments=cfg.n_segments, compactness=cfg.compactness,
-                        max_num_iter=cfg.slic_iters)
+        segments = slic((torch.cat([v1, v2]) if own else v1)[:, 0], n_segments=cfg.n_segments,
+                        compactness=cfg.compactness, max_num_iter=cfg.slic_iters)
+    segments, segments2 = (segments[:batch], segments[batch:]) if own else (segments, None)
     if first:
         _superpixel_figure(v1, segments, out, captions)
     optimizer.zero_grad(set_to_none=True)
+    bottleneck = level == cfg.depth
     with torch.autocast(x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        f, e = net(torch.cat([v1, v2, v3, v4]))
-    if not bool(torch.isfinite(f).all() & torch.isfinite(e).all()):
+        if bottleneck:
+            f, e = net(torch.cat([v1, v2, v3, v4]))
+            g = f
+        else:
+            f, e, g = net(torch.cat([v1, v2, v3, v4]), level)
+    if not bool(torch.isfinite(f).all() & torch.isfinite(e).all() & torch.isfinite(g).all()):
         # The weights have diverged. The ops refuse non-finite features with a message that
         # knows nothing of the run; report it as a non-finite loss, with its step and epoch.
         nan = torch.full((), float("nan"), device=x.device)
         return {k: nan for k in TERMS + DIAGNOSTICS} | {
             "note": "the encoder's features (the input of every loss term) were already "
                     "non-finite, so the weights diverged at an earlier step"}
+    ilcp = {} if bottleneck else {"g1": g[:batch], "g2": g[batch:2 * batch]}
     return loss_fn(f[:batch], f[batch:2 * batch], e[2 * batch:3 * batch], e[3 * batch:],
-                   segments.long(), pos if cfg.loss.use_positions else None, diagnostics=True)
+                   segments.long(), pos if cfg.loss.use_positions else None, diagnostics=True,
+                   segments2=None if segments2 is None else segments2.long(), **ilcp)
 
 
 def _superpixel_figure(v1, segments, out, captions) -> None:

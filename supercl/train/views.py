@@ -14,6 +14,7 @@ not bounded, and clipping would change them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -40,10 +41,65 @@ class ViewConfig:
     scale: tuple[float, float] = (0.85, 1.15)
     flip_p: float = 0.5
     elastic_p: float = 0.5
+    #: "default": the fields above; "reference": the published code's views (the fields above
+    #: are then unused), see :class:`SuperCLViews`.
+    recipe: str = "default"
+
+
+#: The published code's views, in pixels of a 512 x 512 slice: Gaussian blur always on with
+#: sigma U(1, 3) (photometric pair, with the default brightness and contrast); mirroring on both
+#: axes (p = 0.5 each), rotation U(0, 360) degrees, scale U(0.7, 1.3) and, with p = 0.67, an
+#: elastic deformation with alpha U(100, 350) and sigma U(14, 17) (spatial pair).
+REFERENCE_VIEWS = dict(side=512, blur_sigma=(1.0, 3.0), rotation=(0.0, 360.0), scale=(0.7, 1.3),
+                       elastic_alpha=(100.0, 350.0), elastic_sigma=(14.0, 17.0), elastic_p=0.67)
+
+
+class ReferenceElastic(nn.Module):
+    """Simard-style elastic deformation as the reference code draws it, per image: a
+    displacement field of uniform noise in [-1, 1] per axis, smoothed by a Gaussian of sigma
+    U(sigma) and scaled by U(alpha) pixels, applied with probability ``p``.
+
+    The parameters are in pixels of a ``side`` x ``side`` slice. On an S x S slice sigma is
+    scaled by S / side and alpha by (S / side)**2, which keeps the displacement the same
+    fraction of the image (the smoothing divides the noise's amplitude by about sigma).
+
+    (B, C, H, W) -> (B, C, H, W), border padding, bilinear.
+    """
+
+    def __init__(self, alpha=(100.0, 350.0), sigma=(14.0, 17.0), p=0.67, side=512):
+        super().__init__()
+        self.alpha, self.sigma, self.p, self.side = alpha, sigma, p, side
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from kornia.filters import gaussian_blur2d
+
+        b, _, h, w = x.shape
+        s = max(h, w) / self.side
+        dev = x.device
+        apply = torch.rand(b, device=dev) < self.p
+        sigma = (torch.empty(b, device=dev).uniform_(*self.sigma) * s).clamp_min(0.5)
+        alpha = torch.empty(b, device=dev).uniform_(*self.alpha) * s * s
+        noise = torch.rand(b, 2, h, w, device=dev) * 2 - 1
+        k = int(2 * math.ceil(3 * float(sigma.max())) + 1)
+        k = min(k, 2 * ((min(h, w) - 1) // 2) + 1)
+        field = gaussian_blur2d(noise, (k, k), torch.stack([sigma, sigma], 1),
+                                border_type="reflect")
+        field = field * (alpha * apply)[:, None, None, None]  # pixels; 0 where not applied
+        ys, xs = torch.meshgrid(torch.arange(h, device=dev, dtype=x.dtype),
+                                torch.arange(w, device=dev, dtype=x.dtype), indexing="ij")
+        gx = (xs + field[:, 0]) * (2 / max(w - 1, 1)) - 1
+        gy = (ys + field[:, 1]) * (2 / max(h - 1, 1)) - 1
+        grid = torch.stack([gx, gy], dim=-1).to(x.dtype)
+        return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border",
+                                               align_corners=True)
 
 
 class SuperCLViews(nn.Module):
     """Make (v1, v2, v3, v4) from a batch (B, C, H, W) on its device.
+
+    ``ViewConfig(recipe="reference")`` builds the published code's views
+    (:data:`REFERENCE_VIEWS`; blur sigmas given for 512 x 512 slices are scaled with the
+    slice side) instead of the configured ones.
 
     Example
     -------
@@ -60,6 +116,22 @@ class SuperCLViews(nn.Module):
         import kornia.augmentation as K
 
         c = config or ViewConfig()
+        if c.recipe not in ("default", "reference"):
+            raise ValueError(f"views recipe must be 'default' or 'reference', got {c.recipe!r}")
+        self.recipe = c.recipe
+        if c.recipe == "reference":
+            r = REFERENCE_VIEWS
+            self.photometric = K.AugmentationSequential(
+                K.RandomBrightness(brightness=c.brightness, clip_output=False, p=1.0),
+                K.RandomContrast(contrast=c.contrast, clip_output=False, p=1.0))
+            self.blur_sigma = r["blur_sigma"]
+            self.spatial = K.AugmentationSequential(
+                K.RandomHorizontalFlip(p=0.5), K.RandomVerticalFlip(p=0.5),
+                K.RandomAffine(degrees=r["rotation"], scale=r["scale"], p=1.0,
+                               padding_mode="border"))
+            self.elastic = ReferenceElastic(r["elastic_alpha"], r["elastic_sigma"],
+                                            r["elastic_p"], r["side"])
+            return
         self.photometric = K.AugmentationSequential(
             K.RandomBrightness(brightness=c.brightness, clip_output=False, p=1.0),
             K.RandomContrast(contrast=c.contrast, clip_output=False, p=1.0),
@@ -72,12 +144,29 @@ class SuperCLViews(nn.Module):
                                      padding_mode="border", p=c.elastic_p),
         )
 
+    def _blur(self, x: torch.Tensor) -> torch.Tensor:
+        """The reference's always-on Gaussian blur, sigma U(1, 3) pixels at 512 (scaled)."""
+        from kornia.filters import gaussian_blur2d
+
+        b, _, h, w = x.shape
+        s = max(h, w) / REFERENCE_VIEWS["side"]
+        sigma = torch.empty(b, device=x.device).uniform_(*self.blur_sigma) * s
+        k = int(2 * math.ceil(3 * float(sigma.max())) + 1)
+        return gaussian_blur2d(x, (k, k), torch.stack([sigma, sigma], 1), border_type="reflect")
+
     def invariance_pair(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.recipe == "reference":
+            return self._blur(self.photometric(x)), self._blur(self.photometric(x))
         return self.photometric(x), self.photometric(x)
+
+    def spatial_view(self, v: torch.Tensor) -> torch.Tensor:
+        if self.recipe == "reference":
+            return self.elastic(self.spatial(v))
+        return self.spatial(v)
 
     def forward(self, x: torch.Tensor):
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
             raise ValueError("x must be a float tensor of shape (B, C, H, W), got "
                              f"{getattr(x, 'shape', type(x).__name__)}")
         v1, v2 = self.invariance_pair(x)
-        return v1, v2, self.spatial(v1), self.spatial(v2)
+        return v1, v2, self.spatial_view(v1), self.spatial_view(v2)

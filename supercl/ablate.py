@@ -1,0 +1,453 @@
+"""``supercl ablate``: seeded ablations of SuperCL's terms with statistics.
+
+Every arm is pre-trained with several pre-training seeds and fine-tuned on several label draws
+("split seeds") at each label fraction; scratch is fine-tuned on the same draws with the same
+seeds, so that every arm pairs up with scratch run for run.
+
+- **Arms** (:data:`ARMS`): ``scratch``; ``pcl`` (L_ins alone); ``pcl_ilcp`` (L_ins + L_intra);
+  ``pcl_igcp`` (L_ins + L_inter); ``supercl`` (all three, supercl's views) and
+  ``supercl_refviews`` (all three, the reference code's views).
+- **Seeds.** The test and validation volumes are fixed by ``split_seed`` 0; a split seed s
+  draws which pool volumes are labeled (``label_seed`` s), so the pre-training set (the
+  pool, labels unused) is the same for every draw and one pre-training serves all of them.
+  Pre-training seed p seeds the pre-training run and the fine-tuning run (weights, batches,
+  augmentation); scratch with seed p is initialised as the pre-trained arms' decoders are.
+- **Selection and test.** Each fine-tuning run keeps the epoch with the best validation DSC;
+  the test volumes are scored once, at its end, with that model.
+- **Statistics** (:mod:`supercl.eval.stats`): mean test DSC with its 95 % Student-t interval
+  per arm and fraction, and the paired difference to scratch with its interval and p-value.
+
+Writes ``OUT/results.json`` (every run and the summary), ``OUT/report.md`` with the tables and
+``OUT/ablation.png``. The runs live in ``OUT/runs``; an interrupted ablation continues when
+the same command is run again (finished runs are kept, interrupted ones resume from their
+checkpoints); ``--overwrite`` starts again.
+
+Sizes (``--scale``): ``default`` is sized for a 2-core CPU (well under an hour with two
+workers); ``reference`` uses the reference recipe's pre-training at 256 x 256 and is meant for
+a GPU. ``--dataset mni152`` runs scratch against SuperCL on the MNI152 brain-tissue task
+(:mod:`supercl.data.mni152`; needs nilearn).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["ARMS", "SCALES", "add_ablate_options", "run_ablate", "summarize"]
+
+#: Pre-training settings of each arm on top of the scale's recipe; None: no pre-training.
+ARMS = {
+    "scratch": None,
+    "pcl": {"loss": {"l_intra": 0.0, "l_inter": 0.0}},
+    "pcl_ilcp": {"loss": {"l_inter": 0.0}},
+    "pcl_igcp": {"loss": {"l_intra": 0.0}},
+    "supercl": {},
+    "supercl_refviews": {"views": {"recipe": "reference"}},
+}
+
+#: The two sizes. ``phantom``: write_msd's arguments; ``pretrain``: recipe_config's.
+SCALES = {
+    "default": {
+        "phantom": dict(n_volumes=30, shape=(24, 128, 128), n_organs=5),
+        "data": dict(patch_size=64),
+        "model": dict(base_channels=16),
+        "recipe": "default",
+        "pretrain": dict(epochs=8, batch_size=16, optimizer="adamw", lr=1e-3, weight_decay=1e-4,
+                         n_segments=25),
+        # A fixed number of optimizer steps at every label fraction (25 epochs of 12 steps at
+        # 10 %), so that arms and fractions get the same fine-tuning budget.
+        "finetune": dict(steps=300, batch_size=4, lr=3e-3),
+    },
+    "reference": {
+        "phantom": dict(n_volumes=40, shape=(48, 256, 256), n_organs=5),
+        "data": dict(patch_size=256),
+        "model": dict(base_channels=32),
+        "recipe": "reference",
+        "pretrain": dict(epochs=100, batch_size=16, n_segments=100),
+        "finetune": dict(steps=3000, batch_size=8, lr=1e-3),
+    },
+}
+
+_MNI_ARMS = ("scratch", "supercl")
+
+
+def add_ablate_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="runs/ablate", metavar="DIR",
+                   help="output folder (default: runs/ablate)")
+    p.add_argument("--scale", choices=sorted(SCALES), default="default",
+                   help="default: sized for a 2-core CPU; reference: the reference recipe at "
+                   "256 x 256, for a GPU (default: default)")
+    p.add_argument("--dataset", choices=("phantom-v2", "mni152"), default="phantom-v2",
+                   help="phantom-v2: the abdominal CT phantom (supercl.data.phantom_v2); "
+                   "mni152: background / grey / white matter of the MNI152 T1 (needs nilearn) "
+                   "(default: phantom-v2)")
+    p.add_argument("--arms", nargs="+", choices=list(ARMS), default=None, metavar="ARM",
+                   help="arms to run, of " + ", ".join(ARMS) + " (default: all; scratch and "
+                   "supercl with --dataset mni152); scratch is always run")
+    p.add_argument("--label-fractions", type=float, nargs="+", default=[0.1, 0.25], metavar="F",
+                   help="label fractions (default: 0.1 0.25)")
+    p.add_argument("--pretrain-seeds", type=int, default=3, metavar="N",
+                   help="pre-training seeds 0..N-1 (default: 3)")
+    p.add_argument("--split-seeds", type=int, default=3, metavar="N",
+                   help="label draws 0..N-1 per fraction (default: 3)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="runs in parallel, each with cores / workers threads (default: 0 = "
+                   "one per 2 CPU cores, at least 2 on a CPU; 1 on a GPU)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="remove an earlier ablation in --out and start again (default: "
+                   "continue it when the settings match)")
+
+
+def _settings(args) -> dict:
+    keys = ("scale", "dataset", "arms", "label_fractions", "pretrain_seeds", "split_seeds")
+    return {k: getattr(args, k) for k in keys}
+
+
+def _arms(args) -> list[str]:
+    arms = args.arms or (list(_MNI_ARMS) if args.dataset == "mni152" else list(ARMS))
+    return ["scratch"] + [a for a in arms if a != "scratch"]
+
+
+def _jobs(args, out: Path, data: Path, modality: str | None) -> list[dict]:
+    """Every run as a job dict: pre-training jobs, then fine-tuning jobs (``after``: the
+    pre-training they need)."""
+    scale = SCALES[args.scale]
+    common = dict(data=str(data), modality=modality, split_seed=0, progress=False,
+                  device=args.device, **scale["data"], **scale["model"])
+    jobs = []
+    for arm in _arms(args):
+        if ARMS[arm] is None:
+            continue
+        for p in range(args.pretrain_seeds):
+            overrides = json.loads(json.dumps(ARMS[arm]))
+            cfg = dict(common, **scale["pretrain"], seed=p, out=str(out / "runs" / f"pre-{arm}-p{p}"),
+                       recipe=scale["recipe"], **overrides)
+            jobs.append({"kind": "pretrain", "name": f"pre-{arm}-p{p}", "arm": arm, "seed": p,
+                         "config": cfg})
+    ft = scale["finetune"]
+    for fraction in args.label_fractions:
+        for p in range(args.pretrain_seeds):
+            for s in range(args.split_seeds):
+                for arm in _arms(args):
+                    name = f"ft-{arm}-{100 * fraction:g}pct-p{p}-s{s}"
+                    cfg = dict(common, out=str(out / "runs" / name), label_fraction=fraction,
+                               label_seed=s, seed=p, batch_size=ft["batch_size"], lr=ft["lr"],
+                               pretrained=None if ARMS[arm] is None
+                               else str(out / "runs" / f"pre-{arm}-p{p}"),
+                               epochs=None, steps=ft["steps"])
+                    jobs.append({"kind": "finetune", "name": name, "arm": arm, "seed": p,
+                                 "split_seed": s, "label_fraction": fraction, "config": cfg,
+                                 "after": None if ARMS[arm] is None else f"pre-{arm}-p{p}"})
+    return jobs
+
+
+def _finetune_epochs(cfg: dict) -> int:
+    """Epochs that give at least ``steps`` optimizer steps on this run's labeled slices (the
+    schedule then spans exactly ``steps`` through max_steps)."""
+    from supercl.train.dataset import prepare_split, slices_of
+    from supercl.train import FinetuneConfig
+
+    probe = FinetuneConfig(**{k: v for k, v in cfg.items() if k not in ("steps", "epochs")})
+    info, split = prepare_split(probe, Path(cfg["out"]), main=False)
+    n = len(slices_of(info, split["finetune"], probe, require_labels=True, progress=False))
+    per_epoch = max(1, n // cfg["batch_size"])
+    return math.ceil(cfg["steps"] / per_epoch)
+
+
+def _record_path(job: dict) -> Path:
+    return Path(job["config"]["out"]) / "ablate_record.json"
+
+
+def _run_job(job: dict, threads: int) -> dict:
+    """Run one job in a worker process (its output goes to the run's ``log.txt``); returns
+    the record that results.json keeps."""
+    import torch
+
+    from supercl.train import FinetuneConfig, finetune, pretrain, recipe_config
+    from supercl.train.loop import write_json
+
+    torch.set_num_threads(threads)
+    cfg = dict(job["config"])
+    out = Path(cfg["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    resume = (out / "checkpoint.pt").is_file()
+    with open(out / "log.txt", "a") as log, contextlib.redirect_stdout(log), \
+            contextlib.redirect_stderr(log):
+        if job["kind"] == "pretrain":
+            recipe = cfg.pop("recipe")
+            summary = pretrain(recipe_config(recipe, resume=resume, figures=False, **cfg))
+            if summary["status"] != "finished":
+                return {"status": summary["status"]}
+            last = summary["history"][-1]
+            record = {"final": last, "history": summary["history"]}
+        else:
+            steps = cfg.pop("steps")
+            cfg["epochs"] = _finetune_epochs(dict(cfg, steps=steps))
+            summary = finetune(FinetuneConfig(**cfg, max_steps=steps, resume=resume,
+                                              figures=False))
+            if summary["status"] != "finished":
+                return {"status": summary["status"]}
+            ev = summary["evaluation"]
+            record = {"test_mean_dsc": ev["mean_dsc"], "test_dsc": ev["dsc"],
+                      "test_mean_jc": ev["mean_jc"], "val_dsc": summary["best"]["val_dsc"],
+                      "best_epoch": summary["best"]["epoch"], "epochs": cfg["epochs"],
+                      "steps": summary["global_step"]}
+    record = {k: job[k] for k in ("kind", "name", "arm", "seed", "split_seed", "label_fraction")
+              if k in job} | record | {"status": "finished",
+                                       "seconds": time.perf_counter() - started}
+    write_json(_record_path(job), record)
+    return record
+
+
+def _prepare(out: Path, args) -> bool:
+    """Check ``out`` before anything is written; True when an earlier ablation continues."""
+    from supercl.train.loop import strict_json
+
+    record = out / "ablate.json"
+    if args.overwrite:
+        for name in ("ablate.json", "runs", "data", "results.json", "report.md", "ablation.png"):
+            path = out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+        return False
+    if not record.is_file():
+        if out.is_dir() and any(out.iterdir()):
+            raise FileExistsError(f"{out} is not empty and holds no ablate.json: choose another "
+                                  "--out, or pass --overwrite")
+        return False
+    before = strict_json(record.read_text())["settings"]
+    now = json.loads(json.dumps(_settings(args)))
+    if before != now:
+        differ = [f"--{k.replace('_', '-')} {before.get(k)} -> {now.get(k)}"
+                  for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
+        raise ValueError(f"{out} holds an ablation with other settings ({'; '.join(differ)}): "
+                         "run it with its own settings to continue it, pass --overwrite to "
+                         "start again, or choose another --out")
+    return True
+
+
+def _check_args(args) -> None:
+    if not all(0 < f <= 1 for f in args.label_fractions):
+        raise ValueError(f"--label-fractions must be in (0, 1], got {args.label_fractions}")
+    if len(set(args.label_fractions)) != len(args.label_fractions):
+        raise ValueError(f"--label-fractions has duplicates: {args.label_fractions}")
+    for name in ("pretrain_seeds", "split_seeds"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+    if args.workers < 0:
+        raise ValueError("--workers must be >= 0")
+
+
+def _workers(args, device) -> tuple[int, int]:
+    cores = os.cpu_count() or 1
+    if args.workers:
+        workers = args.workers
+    elif device.type == "cuda":
+        workers = 1
+    else:
+        workers = max(2, cores // 2)
+    return workers, max(1, cores // workers)
+
+
+def run_ablate(args) -> int:
+    """Run (or continue) the ablation described by the parsed options; returns an exit code."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    from supercl.train.loop import check_device, resolve_device, write_json
+
+    _check_args(args)
+    check_device(args.device)
+    device = resolve_device(args.device)
+    out = Path(args.out)
+    resuming = _prepare(out, args)
+    out.mkdir(parents=True, exist_ok=True)
+    argv = getattr(args, "argv", None)
+    if not resuming:
+        write_json(out / "ablate.json", {"settings": _settings(args),
+                                         "command": None if argv is None else ["supercl", *argv]})
+    data, modality, describe = _dataset(args, out)
+    jobs = _jobs(args, out, data, modality)
+    workers, threads = _workers(args, device)
+    done = {}
+    for job in jobs:
+        path = _record_path(job)
+        if path.is_file():
+            done[job["name"]] = json.loads(path.read_text())
+    todo = [j for j in jobs if j["name"] not in done]
+    print(f"supercl ablate: {describe}; arms {', '.join(_arms(args))}; label fractions "
+          f"{', '.join(f'{100 * f:g} %' for f in args.label_fractions)}; "
+          f"{args.pretrain_seeds} pre-training seeds x {args.split_seeds} label draws; "
+          f"{len(jobs)} runs ({len(done)} already done), {workers} workers x {threads} threads",
+          flush=True)
+    started = time.perf_counter()
+    finished_now = 0
+    ctx = mp.get_context("spawn")
+    with cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        running = {}
+
+        def ready(job):
+            return job["kind"] == "pretrain" or job["after"] is None or job["after"] in done
+
+        try:
+            while todo or running:
+                # Pre-training first (the fine-tuning runs wait for them), then the rest in order.
+                for job in [j for j in todo if ready(j)]:
+                    if len(running) >= workers:
+                        break
+                    running[pool.submit(_run_job, job, threads)] = job
+                    todo.remove(job)
+                if not running:
+                    raise RuntimeError("no runnable job: a pre-training run did not finish")
+                finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                for future in finished:
+                    job = running.pop(future)
+                    record = future.result()
+                    if record.get("status") != "finished":
+                        raise KeyboardInterrupt
+                    done[job["name"]] = record
+                    finished_now += 1
+                    elapsed = time.perf_counter() - started
+                    left = len(todo) + len(running)
+                    eta = elapsed / finished_now * left / 60
+                    what = (f"test DSC {100 * record['test_mean_dsc']:.2f} (val "
+                            f"{100 * record['val_dsc']:.2f})" if job["kind"] == "finetune"
+                            else f"loss {record['final']['loss']:.3f}")
+                    print(f"[{len(done)}/{len(jobs)}] {job['name']}: {what}, "
+                          f"{record['seconds']:.0f} s; about {eta:.0f} min left", flush=True)
+        except KeyboardInterrupt:
+            for future in running:
+                future.cancel()
+            print(f"\nablation interrupted: run the same command again to continue ({out})",
+                  file=sys.stderr, flush=True)
+            return 130
+    results = summarize([done[j["name"]] for j in jobs], args)
+    results["settings"] = _settings(args) | {"scale_config": SCALES[args.scale],
+                                             "workers": workers, "threads": threads,
+                                             "device": str(device)}
+    results["dataset"] = describe
+    results["seconds"] = time.perf_counter() - started
+    results["command"] = None if argv is None else ["supercl", *argv]
+    write_json(out / "results.json", results)
+    report = _report(results, out)
+    print("\n" + report)
+    print(f"\nablation done in {results['seconds'] / 60:.1f} min: {out / 'report.md'}, "
+          f"{out / 'results.json'}")
+    return 0
+
+
+def _dataset(args, out: Path) -> tuple[Path, str | None, str]:
+    if args.dataset == "mni152":
+        from supercl.data.mni152 import write_mni152_msd
+
+        root = out / "data"
+        if not (root / "dataset.json").is_file():
+            write_mni152_msd(root)
+        return root, "MRI", "MNI152 T1, background / grey matter / white matter, z-blocks"
+    from supercl.data import write_msd
+
+    spec = SCALES[args.scale]["phantom"]
+    root = out / "data"
+    if not (root / "dataset.json").is_file():
+        write_msd(root, **spec, seed=0, overwrite=True, phantom="v2")
+    d, h, w = spec["shape"]
+    return root, None, f"phantom v2, {spec['n_volumes']} volumes of {d} x {h} x {w}"
+
+
+def summarize(records: list[dict], args) -> dict:
+    """Per arm and fraction: test DSC mean with its 95 % CI, and the paired difference to
+    scratch; per pre-trained arm: the last epoch's loss terms and diagnostics, averaged."""
+    from supercl.eval import mean_ci, paired_difference
+
+    runs = [r for r in records if r["kind"] == "finetune"]
+    summary = {}
+    for fraction in args.label_fractions:
+        key = f"{100 * fraction:g}%"
+        base = {(r["seed"], r["split_seed"]): r["test_mean_dsc"] for r in runs
+                if r["arm"] == "scratch" and r["label_fraction"] == fraction}
+        summary[key] = {}
+        for arm in _arms(args):
+            mine = {(r["seed"], r["split_seed"]): r["test_mean_dsc"] for r in runs
+                    if r["arm"] == arm and r["label_fraction"] == fraction}
+            pairs = sorted(mine)
+            values = [100 * mine[k] for k in pairs]
+            entry = {"test_dsc": mean_ci(values), "runs": values,
+                     "val_dsc": mean_ci([100 * r["val_dsc"] for r in runs
+                                         if r["arm"] == arm and r["label_fraction"] == fraction])}
+            if arm != "scratch":
+                entry["vs_scratch"] = paired_difference(values, [100 * base[k] for k in pairs])
+            summary[key][arm] = entry
+    diagnostics = {}
+    for arm in _arms(args):
+        finals = [r["final"] for r in records if r["kind"] == "pretrain" and r["arm"] == arm]
+        if finals:
+            diagnostics[arm] = {k: _mean([f.get(k) for f in finals]) for k in finals[0]
+                                if k not in ("epoch", "global_step", "lr")}
+    return {"summary": summary, "pretrain_final": diagnostics, "runs": records}
+
+
+def _mean(values):
+    values = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    return sum(values) / len(values) if values else None
+
+
+def _fmt(ci: dict) -> str:
+    if ci["n"] < 2:
+        return f"{ci['mean']:.2f}"
+    return f"{ci['mean']:.2f} [{ci['ci_low']:.2f}, {ci['ci_high']:.2f}]"
+
+
+def _report(results: dict, out: Path) -> str:
+    from supercl.viz import plot_ablation
+
+    s = results["settings"]
+    lines = []
+    for fraction, arms in results["summary"].items():
+        n = next(iter(arms.values()))["test_dsc"]["n"]
+        lines += [f"**{fraction} labels** (test mean DSC over {n} runs, 95 % CI)", "",
+                  "| arm | test DSC | minus scratch (paired) | p | val DSC |",
+                  "|---|---:|---:|---:|---:|"]
+        for arm, e in arms.items():
+            d = e.get("vs_scratch")
+            lines.append(f"| {arm} | {_fmt(e['test_dsc'])} | "
+                         + (f"{d['mean']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]"
+                            if d else "") + " | "
+                         + (f"{d['p_value']:.3f}" if d and d["p_value"] == d["p_value"] else "")
+                         + f" | {e['val_dsc']['mean']:.2f} |")
+        lines.append("")
+    table = "\n".join(lines)
+    diag = results["pretrain_final"]
+    keys = ("loss", "l_ins", "l_intra", "l_inter", "ilcp_pos_per_anchor", "pcl_pos_per_anchor",
+            "inter_multi_member_share", "inter_partner_only_share")
+    dlines = ["| arm | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
+    for arm, d in diag.items():
+        dlines.append(f"| {arm} | " + " | ".join("" if d.get(k) is None else f"{d[k]:.3f}"
+                                                 for k in keys) + " |")
+    plot_ablation(results["summary"], out / "ablation.png",
+                  title=f"supercl ablate: {results['dataset']}")
+    text = "\n".join([
+        "# supercl ablate report", "",
+        f"Data: {results['dataset']}. Scale: {s['scale']}. Seeds: {s['pretrain_seeds']} "
+        f"pre-training x {s['split_seeds']} label draws per fraction; the test and validation "
+        "volumes are the same for every run. Each fine-tuning run selects its epoch on the "
+        "validation volumes; the test volumes are scored once, at its end. CIs are Student-t "
+        "95 % intervals; the paired difference pairs each arm's run with the scratch run of "
+        "the same seeds.", "",
+        f"Command: `{' '.join(results['command']) if results.get('command') else 'supercl ablate'}`"
+        f"; {results['seconds'] / 60:.1f} min, {s['workers']} workers x {s['threads']} threads "
+        f"on {s['device']}.", "", table,
+        "Pre-training, last epoch (mean over seeds): loss terms and diagnostics", "",
+        *dlines, "", "![ablation](ablation.png)", ""])
+    (out / "report.md").write_text(text)
+    return table

@@ -1,0 +1,97 @@
+"""``supercl ablate``: the summary's statistics against scipy, and a tiny end-to-end ablation
+(its files, pairing, continuing, refusing other settings)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from supercl import ablate
+
+
+def _args(**kw):
+    base = dict(out=None, scale="default", dataset="phantom-v2", arms=None,
+                label_fractions=[0.1], pretrain_seeds=2, split_seeds=2, workers=1,
+                device="cpu", overwrite=False, argv=None)
+    return argparse.Namespace(**(base | kw))
+
+
+def test_summary_statistics_match_scipy():
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    args = _args(arms=["scratch", "supercl"], pretrain_seeds=3, split_seeds=3)
+    records = []
+    for arm, shift in (("scratch", 0.0), ("supercl", 0.04)):
+        for p in range(3):
+            for s in range(3):
+                records.append({"kind": "finetune", "arm": arm, "seed": p, "split_seed": s,
+                                "label_fraction": 0.1, "val_dsc": 0.5,
+                                "test_mean_dsc": 0.5 + 0.01 * p - 0.02 * s + shift
+                                + 0.01 * rng.standard_normal()})
+    out = ablate.summarize(records, args)["summary"]["10%"]
+    a = np.array([r["test_mean_dsc"] for r in records if r["arm"] == "supercl"]) * 100
+    b = np.array([r["test_mean_dsc"] for r in records if r["arm"] == "scratch"]) * 100
+    ci = stats.ttest_1samp(a - b, 0).confidence_interval(0.95)
+    d = out["supercl"]["vs_scratch"]
+    assert d["n"] == 9
+    assert d["mean"] == pytest.approx((a - b).mean())
+    assert (d["ci_low"], d["ci_high"]) == pytest.approx((ci.low, ci.high))
+    assert d["p_value"] == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    assert out["scratch"]["test_dsc"]["mean"] == pytest.approx(b.mean())
+    assert "vs_scratch" not in out["scratch"]
+
+
+def test_bad_options_are_refused(tmp_path):
+    for bad, match in ((dict(label_fractions=[0.0]), "label-fractions"),
+                       (dict(label_fractions=[0.1, 0.1]), "duplicates"),
+                       (dict(pretrain_seeds=0), "pretrain-seeds"),
+                       (dict(workers=-1), "workers")):
+        with pytest.raises(ValueError, match=match):
+            ablate.run_ablate(_args(out=str(tmp_path / "x"), **bad))
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_tiny_ablation_end_to_end(tmp_path, monkeypatch):
+    tiny = {"phantom": dict(n_volumes=10, shape=(4, 32, 32), n_organs=2),
+            "data": dict(patch_size=32), "model": dict(base_channels=4, depth=2),
+            "recipe": "default",
+            "pretrain": dict(epochs=1, batch_size=4, optimizer="adamw", lr=1e-3, n_segments=9),
+            "finetune": dict(steps=3, batch_size=2, lr=1e-3)}
+    monkeypatch.setitem(ablate.SCALES, "default", tiny)
+    out = tmp_path / "abl"
+    args = _args(out=str(out), arms=["scratch", "pcl", "supercl"])
+    assert ablate.run_ablate(args) == 0
+    results = json.loads((out / "results.json").read_text())
+    runs = [r for r in results["runs"] if r["kind"] == "finetune"]
+    assert len(runs) == 3 * 2 * 2 and all(r["steps"] == 3 for r in runs)
+    assert {r["name"] for r in results["runs"] if r["kind"] == "pretrain"} == {
+        "pre-pcl-p0", "pre-pcl-p1", "pre-supercl-p0", "pre-supercl-p1"}
+    # every fine-tuning run of an arm has its scratch twin on the same seeds and label draw
+    for arm in ("pcl", "supercl"):
+        assert results["summary"]["10%"][arm]["vs_scratch"]["n"] == 4
+    # the label draws differ, the test and validation volumes do not
+    splits = [json.loads((out / "runs" / r["name"] / "split.json").read_text()) for r in runs]
+    assert len({tuple(s["test"]) for s in splits}) == 1
+    assert len({tuple(s["val"]) for s in splits}) == 1
+    # pcl alone: L_intra and L_inter off; its diagnostics are logged
+    pcl = results["pretrain_final"]["pcl"]
+    assert pcl["l_intra"] == 0 and pcl["l_inter"] == 0 and pcl["ilcp_pos_per_anchor"] >= 1
+    report = (out / "report.md").read_text()
+    assert "| supercl |" in report and "minus scratch" in report
+    assert (out / "ablation.png").read_bytes()[:4] == b"\x89PNG"
+    # run again: everything is done, nothing is re-run, the results are the same
+    before = {r["name"]: r["seconds"] for r in results["runs"]}
+    assert ablate.run_ablate(args) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert {r["name"]: r["seconds"] for r in again["runs"]} == before
+    # other settings on the same folder are refused, --overwrite starts again
+    with pytest.raises(ValueError, match="other settings"):
+        ablate.run_ablate(_args(out=str(out), arms=["scratch", "supercl"]))
+    assert ablate.run_ablate(_args(out=str(out), arms=["scratch", "supercl"], pretrain_seeds=1,
+                                   split_seeds=1, overwrite=True)) == 0
+    assert not (out / "runs" / "pre-pcl-p0").exists()
