@@ -269,6 +269,13 @@ def run_ablate(args) -> int:
 
     _check_args(args)
     check_device(args.device)
+    if args.dataset == "mni152":  # before anything is written
+        from supercl.data.mni152 import template_paths
+
+        try:
+            template_paths()
+        except (ImportError, FileNotFoundError) as err:
+            raise ValueError(f"--dataset mni152: {err}") from None
     device = resolve_device(args.device)
     out = Path(args.out)
     resuming = _prepare(out, args)

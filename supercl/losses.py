@@ -3,8 +3,11 @@
 ``L = l1 * L_ins + l2 * L_intra + l3 * L_inter`` (reference weights 1, 1, 0.5, temperature
 0.1), for a batch of B slices seen as four views (see :mod:`supercl.train.views`):
 
-- :func:`ilcp_loss` (L_intra): every bottleneck pixel of v1 and v2 is an embedding labelled
-  by its superpixel (the SLIC map of v1 down-sampled to the bottleneck, nearest);
+- :func:`ilcp_loss` (L_intra): every pixel of a feature map of v1 and v2 is an embedding
+  labelled by its superpixel (the SLIC map of v1 down-sampled to that map, nearest). The map
+  is the bottleneck unless ``forward`` gets ``g1, g2``: pre-training passes the encoder level
+  that :func:`supercl.train.pretrain.resolve_ilcp_level` picks, where a superpixel covers at
+  least 4 pixels;
   :func:`~supercl.ops.supcon_loss` within each image (``groups`` = the image), so positives
   are pixels of the same superpixel in either view. All pixels by default;
   ``pixel_stride=16`` keeps every 16th as the reference code does.
@@ -27,6 +30,13 @@ not transitive, so it is not a labelling. Two forms (``LossConfig.pcl_relation``
 
 In both, the two views of a slice are always positive.
 
+The reference code's choices are options of :class:`LossConfig`: ``base_temperature=0.07``
+(every term scaled by t / 0.07), ``asp_segments="own"`` (each view's ASP with its own SLIC
+map), ``inter_positives="pair_edge"`` (L_inter's positives are the k-NN graph's components
+plus the partner view, without merging the two components: a relation, computed with a dense
+2B x 2B mask by :func:`supcon_masked`), ``pcl_relation="threshold"``, ``pixel_stride=16`` and
+``asp_normalize="area"``; ``supercl.train.recipe_config("reference")`` sets them all.
+
 Distributed runs pass ``gather`` (see :func:`supercl.train.distributed.gather_with_grad`):
 the embeddings of L_ins and L_inter and the ASP vectors are all-gathered, so the weak-label
 graph spans the global batch; L_intra is per image and stays local.
@@ -43,7 +53,7 @@ import torch
 from supercl.ops import downsample_segments, knn_weak_labels, superpixel_mean_map, supcon_loss
 
 __all__ = ["LossConfig", "ilcp_loss", "igcp_loss", "instance_loss", "position_labels",
-           "SuperCLLoss", "ilcp_positives_per_anchor", "pcl_positives_per_anchor",
+           "SuperCLLoss", "supcon_masked", "ilcp_positives_per_anchor", "pcl_positives_per_anchor",
            "weak_label_shares"]
 
 

@@ -55,6 +55,17 @@ def test_bad_options_are_refused(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_mni152_without_nilearn_is_a_clear_error(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "nilearn" else real(name, *a))
+    with pytest.raises(ValueError, match="mni152.*nilearn"):
+        ablate.run_ablate(_args(out=str(tmp_path / "m"), dataset="mni152"))
+    assert not (tmp_path / "m").exists()
+
+
 @pytest.mark.slow
 def test_tiny_ablation_end_to_end(tmp_path, monkeypatch):
     tiny = {"phantom": dict(n_volumes=10, shape=(4, 32, 32), n_organs=2),

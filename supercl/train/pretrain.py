@@ -1,9 +1,13 @@
 """SuperCL pre-training: a plain PyTorch loop over the ops.
 
 Per step, for a batch of B slices on the device: the four views (:mod:`.views`), SLIC on v1
-with :func:`supercl.ops.slic` (on the device; the data loader never runs it), one encoder +
-projection-head pass over the 4B views, the objective of :mod:`supercl.losses`, an optimizer
-step. The encoder alone is saved for fine-tuning (``encoder.pt``).
+(and on v2 with ``asp_segments="own"``) with :func:`supercl.ops.slic` (on the device; the data
+loader never runs it), one encoder + projection-head pass over the 4B views, the objective of
+:mod:`supercl.losses` with ILCP at the encoder level of :func:`resolve_ilcp_level`, an
+optimizer step. The encoder alone is saved for fine-tuning (``encoder.pt``).
+
+:func:`recipe_config` builds the settings of a recipe: "default" (the dataclass defaults) or
+"reference" (the published code's choices, :data:`RECIPES`).
 """
 
 from __future__ import annotations
