@@ -60,6 +60,7 @@ ext_modules = [
         sources=[
             "csrc/bindings.cpp",
             "csrc/cpu/connected_components.cpp",
+            "csrc/cpu/connected_components_3d.cpp",
             "csrc/cpu/slic.cpp",
         ],
         include_dirs=["csrc/include", "csrc"],

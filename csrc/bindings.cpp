@@ -80,6 +80,45 @@ py::tuple connected_components(const py::array& image, int connectivity, bool ha
   return py::make_tuple(out, counts);
 }
 
+template <typename T>
+void run_cc3(const py::array& volume, int connectivity, bool has_background, int64_t background,
+             int32_t* out, int64_t* counts, int num_threads) {
+  const auto* data = static_cast<const T*>(volume.data());
+  const int64_t item = static_cast<int64_t>(sizeof(T));
+  int64_t shape[4], stride[4];
+  for (int d = 0; d < 4; ++d) {
+    shape[d] = volume.shape(d);
+    stride[d] = volume.strides(d) / item;
+  }
+  py::gil_scoped_release release;
+  supercl::cpu::connected_components_3d<T>(data, shape[0], shape[1], shape[2], shape[3],
+                                           stride[0], stride[1], stride[2], stride[3],
+                                           connectivity, has_background,
+                                           static_cast<T>(background), out, counts, num_threads);
+}
+
+py::tuple connected_components_3d(const py::array& volume, int connectivity, bool has_background,
+                                  int64_t background, int num_threads) {
+  if (volume.ndim() != 4) throw py::value_error("volume must have shape (B, D, H, W)");
+  const int64_t b = volume.shape(0);
+  py::array_t<int32_t> out =
+      new_output<int32_t>({b, volume.shape(1), volume.shape(2), volume.shape(3)});
+  py::array_t<int64_t> counts({b});
+  int32_t* o = out.mutable_data();
+  int64_t* c = counts.mutable_data();
+  const auto dtype = volume.dtype();
+  if (dtype.is(py::dtype::of<uint8_t>()))
+    run_cc3<uint8_t>(volume, connectivity, has_background, background, o, c, num_threads);
+  else if (dtype.is(py::dtype::of<int32_t>()))
+    run_cc3<int32_t>(volume, connectivity, has_background, background, o, c, num_threads);
+  else if (dtype.is(py::dtype::of<int64_t>()))
+    run_cc3<int64_t>(volume, connectivity, has_background, background, o, c, num_threads);
+  else
+    throw py::type_error("volume dtype must be uint8, int32 or int64, got " +
+                         std::string(py::str(dtype)));
+  return py::make_tuple(out, counts);
+}
+
 py::array_t<int32_t> slic(
     const py::array_t<float, py::array::c_style | py::array::forcecast>& image,
     const py::object& mask,
@@ -172,6 +211,10 @@ PYBIND11_MODULE(_C, m) {
         py::arg("has_background"), py::arg("background"), py::arg("num_threads"),
         py::arg("gpu_form") = false,
         "Raster-ordered connected-component labels of a validated (B, H, W) integer array.");
+  m.def("connected_components_3d", &connected_components_3d, py::arg("volume"),
+        py::arg("connectivity"), py::arg("has_background"), py::arg("background"),
+        py::arg("num_threads"),
+        "Raster-ordered connected-component labels of a validated (B, D, H, W) integer array.");
   m.def("slic", &slic, py::arg("image"), py::arg("mask"), py::arg("grid"), py::arg("params"),
         py::arg("max_num_iter"), py::arg("enforce_connectivity"), py::arg("min_size"),
         py::arg("start_label"), py::arg("num_threads"), py::arg("gpu_form") = false,

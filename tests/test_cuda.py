@@ -20,7 +20,7 @@ def test_kernels_compile_with_nvrtc():
     """The run-time compiler sees the .cu files exactly as the backend does (no C library
     headers, the package's include directory); this needs CuPy and NVRTC, not a GPU."""
     nvrtc = pytest.importorskip("cupy_backends.cuda.libs.nvrtc")
-    for name in ("connected_components", "slic"):
+    for name in ("connected_components", "connected_components_3d", "slic"):
         program = nvrtc.createProgram(supercl.kernels.cuda_source(name), f"{name}.cu", (), ())
         try:
             nvrtc.compileProgram(program, ["-std=c++17", "--fmad=false",
@@ -59,6 +59,22 @@ def test_connected_components_gpu_non_contiguous_and_deterministic():
     np.testing.assert_array_equal(
         first.cpu().numpy(), connected_components_reference(view.cpu().numpy(), 2, 1)
     )
+
+
+@cuda
+@pytest.mark.parametrize("connectivity", [1, 2, 3])
+def test_connected_components_3d_gpu_equals_cpu_and_skimage(connectivity):
+    rng = np.random.default_rng(40 + connectivity)
+    for shape in [(1, 1, 1, 1), (2, 7, 5, 123), (1, 37, 61, 29), (3, 16, 64, 64)]:
+        for dtype in (np.uint8, np.int32, np.int64):
+            volumes = rng.integers(0, 3, size=shape).astype(dtype)
+            gpu, num = connected_components(torch.from_numpy(volumes).cuda(), spatial_dims=3,
+                                            connectivity=connectivity, return_num=True)
+            assert gpu.is_cuda and num.is_cuda and gpu.dtype == torch.int32
+            cpu = connected_components(volumes, connectivity=connectivity, spatial_dims=3)
+            np.testing.assert_array_equal(gpu.cpu().numpy(), cpu)
+            np.testing.assert_array_equal(
+                cpu, connected_components_reference(volumes, connectivity, spatial_dims=3))
 
 
 @cuda

@@ -111,6 +111,29 @@ def test_connected_components_kernels_strided_and_background(emulated):
     np.testing.assert_array_equal(got.numpy(), expected)
 
 
+@pytest.mark.parametrize("connectivity", [1, 2, 3])
+def test_connected_components_3d_kernels(emulated, connectivity):
+    rng = np.random.default_rng(30 + connectivity)
+    for shape in [(1, 1, 1, 1), (2, 3, 5, 23), (1, 9, 7, 11), (2, 4, 6, 1)]:
+        for dtype in (np.uint8, np.int32, np.int64):
+            volumes = rng.integers(0, 3, size=shape).astype(dtype)
+            out, num = connected_components(torch.from_numpy(volumes), connectivity=connectivity,
+                                            return_num=True, backend="cuda", spatial_dims=3)
+            expected = connected_components_reference(volumes, connectivity, spatial_dims=3)
+            np.testing.assert_array_equal(out.numpy(), expected)
+            np.testing.assert_array_equal(num.numpy(), expected.reshape(len(volumes), -1).max(1))
+    assert {"cc3_merge_u8", "cc3_merge_i32", "cc3_merge_i64", "cc_gather_kernel"} <= set(emulated)
+
+
+def test_connected_components_3d_kernels_strided_and_background(emulated):
+    base = torch.from_numpy(np.random.default_rng(6).integers(0, 4, size=(2, 9, 14, 10)))
+    view = base.transpose(1, 3)[:, ::2]
+    got = connected_components(view, connectivity=2, background=3, backend="cuda",
+                               spatial_dims=3)
+    expected = connected_components_reference(view.numpy(), 2, background=3, spatial_dims=3)
+    np.testing.assert_array_equal(got.numpy(), expected)
+
+
 @pytest.mark.parametrize("enforce", [True, False])
 @pytest.mark.parametrize("use_mask", [False, True])
 def test_slic_kernels_match_cpu_backend(emulated, enforce, use_mask):

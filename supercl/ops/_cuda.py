@@ -26,7 +26,7 @@ import torch
 
 from supercl import kernels
 
-__all__ = ["available", "require", "connected_components", "slic"]
+__all__ = ["available", "require", "connected_components", "connected_components_3d", "slic"]
 
 _THREADS = 256
 # Pixels of a row per thread in SLIC's centre accumulation (slic.cu): one set of atomics per
@@ -158,6 +158,38 @@ def connected_components(
         # The inclusive prefix sum of the root flags, per image, on the same stream.
         rank = flags.view(batch, hw).cumsum(1, dtype=torch.int32)
         _launch(module, "cc_gather_kernel", n, p, _cp(rank), _i64(batch), _i64(hw), o)
+    return out, rank[:, -1].to(torch.int64)
+
+
+def connected_components_3d(
+    x: torch.Tensor, connectivity: int, has_background: bool, background: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels (B, D, H, W) int32 and counts (B,) int64 of a validated CUDA tensor (B, D, H, W)
+    of dtype uint8, int32 or int64, any strides: the 3-D init and merge of
+    connected_components_3d.cu, then the 2-D module's compress, flags and gather over each
+    volume's flat forest."""
+    device = x.device
+    batch, depth, height, width = x.shape
+    n_vol = depth * height * width
+    n = batch * n_vol
+    suffix, scalar = _CC_SUFFIX[x.dtype]
+    module3 = _module("connected_components_3d", device.index)
+    module = _module("connected_components", device.index)
+    parent = torch.empty((batch, depth, height, width), dtype=torch.int32, device=device)
+    flags = torch.empty_like(parent)
+    out = torch.empty_like(parent)
+    sb, sz, sy, sx = (_i64(s) for s in x.stride())
+    with _torch_stream(device):
+        volume, p, f, o = _cp(x), _cp(parent), _cp(flags), _cp(out)
+        common = (volume, _i64(batch), _i64(depth), _i64(height), _i64(width), sb, sz, sy, sx)
+        _launch(module3, f"cc3_init_{suffix}", n, *common, np.int32(has_background),
+                scalar(background), p)
+        _launch(module3, f"cc3_merge_{suffix}", n, *common, np.int32(connectivity),
+                np.int32(has_background), scalar(background), p)
+        _launch(module, "cc_compress", n, p, _i64(batch), _i64(n_vol))
+        _launch(module, "cc_root_flag_kernel", n, p, _i64(batch), _i64(n_vol), f)
+        rank = flags.view(batch, n_vol).cumsum(1, dtype=torch.int32)
+        _launch(module, "cc_gather_kernel", n, p, _cp(rank), _i64(batch), _i64(n_vol), o)
     return out, rank[:, -1].to(torch.int64)
 
 
