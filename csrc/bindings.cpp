@@ -158,6 +158,46 @@ py::array_t<int32_t> slic(
   return out;
 }
 
+py::array_t<int32_t> slic_3d(
+    const py::array_t<float, py::array::c_style | py::array::forcecast>& image,
+    const py::object& mask,
+    const py::array_t<int64_t, py::array::c_style | py::array::forcecast>& grid,
+    const py::array_t<double, py::array::c_style | py::array::forcecast>& params,
+    int64_t max_num_iter, bool enforce_connectivity,
+    const py::array_t<int64_t, py::array::c_style | py::array::forcecast>& min_size,
+    int32_t start_label, int num_threads) {
+  if (image.ndim() != 5) throw py::value_error("image must have shape (B, C, D, H, W)");
+  const int64_t b = image.shape(0), c = image.shape(1), d = image.shape(2), h = image.shape(3),
+                w = image.shape(4);
+  if (grid.ndim() != 2 || grid.shape(0) != b || grid.shape(1) != 9)
+    throw py::value_error("grid must have shape (B, 9)");
+  if (params.ndim() != 2 || params.shape(0) != b || params.shape(1) != 5)
+    throw py::value_error("params must have shape (B, 5)");
+  if (min_size.ndim() != 1 || min_size.shape(0) != b)
+    throw py::value_error("min_size must have shape (B,)");
+  py::array_t<uint8_t, py::array::c_style | py::array::forcecast> mask_array;
+  const uint8_t* mask_ptr = nullptr;
+  if (!mask.is_none()) {
+    mask_array = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>::ensure(mask);
+    if (!mask_array || mask_array.ndim() != 4 || mask_array.shape(0) != b ||
+        mask_array.shape(1) != d || mask_array.shape(2) != h || mask_array.shape(3) != w)
+      throw py::value_error("mask must be a uint8 array of shape (B, D, H, W)");
+    mask_ptr = mask_array.data();
+  }
+  py::array_t<int32_t> out = new_output<int32_t>({b, d, h, w});
+  int32_t* o = out.mutable_data();
+  const float* img = image.data();
+  const int64_t* g = grid.data();
+  const double* p = params.data();
+  const int64_t* ms = min_size.data();
+  {
+    py::gil_scoped_release release;
+    supercl::cpu::slic_3d(img, mask_ptr, b, c, d, h, w, g, p, max_num_iter, enforce_connectivity,
+                          ms, start_label, o, num_threads);
+  }
+  return out;
+}
+
 // The [0, 1] rescaling of SLIC's input (float32 or float64, (B, C, H, W)); ValueError when a
 // pixel inside the mask is not finite.
 template <typename T>
@@ -219,6 +259,10 @@ PYBIND11_MODULE(_C, m) {
         py::arg("max_num_iter"), py::arg("enforce_connectivity"), py::arg("min_size"),
         py::arg("start_label"), py::arg("num_threads"), py::arg("gpu_form") = false,
         "SLIC labels of a validated, [0, 1]-rescaled (B, C, H, W) float32 array.");
+  m.def("slic_3d", &slic_3d, py::arg("image"), py::arg("mask"), py::arg("grid"),
+        py::arg("params"), py::arg("max_num_iter"), py::arg("enforce_connectivity"),
+        py::arg("min_size"), py::arg("start_label"), py::arg("num_threads"),
+        "SLIC labels of a validated, [0, 1]-rescaled (B, C, D, H, W) float32 array.");
   m.def("slic_rescale", &slic_rescale, py::arg("image"), py::arg("mask"), py::arg("num_threads"),
         "Each (C, H, W) image of a float32/float64 batch rescaled to [0, 1] (SLIC's input).");
   m.def("simd_level", [] { return std::string(supercl::cpu::simd_level()); },

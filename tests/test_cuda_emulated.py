@@ -83,7 +83,10 @@ def emulated(monkeypatch, host_kernels):
     )
     monkeypatch.setattr(_cuda, "_torch_stream", lambda device: contextlib.nullcontext())
     monkeypatch.setattr(_cuda, "_cp", lambda tensor: tensor)
-    for module in ("supercl.ops.slic", "supercl.ops.connected_components"):
+    import supercl.ops._slic_3d  # noqa: F401 - imported on first use; patched below
+
+    for module in ("supercl.ops.slic", "supercl.ops.connected_components",
+                   "supercl.ops._slic_3d"):
         monkeypatch.setattr(sys.modules[module], "cuda_device", lambda device: torch.device("cpu"))
     yield launched
 
@@ -145,6 +148,35 @@ def test_slic_kernels_match_cpu_backend(emulated, enforce, use_mask):
     np.testing.assert_array_equal(device_path, cpu)
     assert emulated.count("slic_assign_kernel") == 10 * (2 if use_mask else 1)
     assert ("slic_relabel" in emulated) == enforce and ("slic_compact" in emulated) != enforce
+
+
+@pytest.mark.parametrize("enforce", [True, False])
+@pytest.mark.parametrize("use_mask", [False, True])
+def test_slic_3d_kernels_match_cpu_backend(emulated, enforce, use_mask):
+    """The 3-D kernels, launched by the real launcher, give the CPU backend's labels bit for bit
+    (the CPU's row scans against the GPU's per-voxel assignment)."""
+    from supercl.data.phantom import phantom_volume
+
+    volume, organs = phantom_volume(14, 40, 44, seed=5)
+    volumes = np.stack([volume, volume[::-1].copy()])
+    mask = np.stack([organs, organs[::-1]]) > 0 if use_mask else None
+    kwargs = dict(n_segments=60, compactness=0.1, enforce_connectivity=enforce, mask=mask,
+                  spacing=(2.5, 0.7, 0.7), spatial_dims=3)
+    cpu = slic(volumes, backend="cpu", **kwargs)
+    device_path = slic(volumes, backend="cuda", **kwargs)
+    np.testing.assert_array_equal(device_path, cpu)
+    assert emulated.count("slic3_assign_kernel") == 10 * (2 if use_mask else 1)
+    assert ("slic_relabel" in emulated) == enforce and ("slic_compact" in emulated) != enforce
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 1, 1, 37), (1, 5, 1, 23), (1, 2, 5, 7, 9)])
+def test_slic_3d_kernels_odd_sizes_channels_and_small_compactness(emulated, shape):
+    volumes = np.random.default_rng(sum(shape)).random(shape)
+    for n_segments, compactness in ((1, 0.3), (7, 0.3), (300, 0.3), (20, 1e-3)):
+        kwargs = dict(n_segments=n_segments, compactness=compactness, max_num_iter=4,
+                      spatial_dims=3)
+        np.testing.assert_array_equal(slic(volumes, backend="cuda", **kwargs),
+                                      slic(volumes, backend="cpu", **kwargs))
 
 
 @pytest.mark.parametrize("shape", [(2, 1, 1), (2, 1, 37), (1, 5, 123), (2, 3, 17, 19)])

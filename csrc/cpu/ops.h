@@ -55,5 +55,13 @@ void slic(const float* image, const uint8_t* mask, int64_t batch, int64_t channe
           int64_t max_num_iter, bool enforce_connectivity, const int64_t* min_size,
           int32_t start_label, int32_t* out, int num_threads, bool use_gpu_form);
 
+// SLIC of a (B, C, D, H, W) contiguous float32 batch of volumes rescaled to [0, 1].  mask:
+// (B, D, H, W) uint8 or nullptr; grid: (B, 9) {z0, y0, x0, nz, ny, nx, sz, sy, sx}; params:
+// (B, 5) Slic3Params; min_size: (B,).  out: (B, D, H, W) int32.
+void slic_3d(const float* image, const uint8_t* mask, int64_t batch, int64_t channels,
+             int64_t depth, int64_t height, int64_t width, const int64_t* grid,
+             const double* params, int64_t max_num_iter, bool enforce_connectivity,
+             const int64_t* min_size, int32_t start_label, int32_t* out, int num_threads);
+
 }  // namespace cpu
 }  // namespace supercl
