@@ -37,10 +37,21 @@ struct Volume {
   int64_t depth, height, width, sz, sy, sx;
 };
 
+// A run: [start, end) of its row and its value, side by side so that the joins read the runs
+// of the earlier rows sequentially instead of gathering their values from the volume (that
+// gather from the previous slice was the hot spot on supervoxel maps, measured with perf).
+template <typename T>
+struct Run {
+  int32_t start, end;
+  T value;
+};
+
 // Run lists of one volume, reused across the volumes one thread labels.
+template <typename T>
 struct Runs3 {
-  std::vector<int32_t> start, end, parent;  // per run, raster order; parent: the union-find
-  std::vector<int32_t> first;               // per row: index of its first run (D * H + 1)
+  std::vector<Run<T>> run;      // raster order
+  std::vector<int32_t> parent;  // the union-find over runs
+  std::vector<int32_t> first;   // per row: index of its first run (D * H + 1)
 };
 
 template <typename T, bool kUnitStride>
@@ -50,12 +61,16 @@ inline int64_t next_run(const T* row, int64_t sx, int64_t x, int64_t width, T v)
 
 // Joins the runs [r0, r1) of row (z, y) with the runs of its earlier rows (two pointers per
 // row pair).  kAtomic: rows join concurrently.
-template <typename T, bool kUnitStride, bool kAtomic>
-void join_row(const T* volume, const Volume& v, int64_t z, int64_t y, int connectivity,
-              const int32_t* first, const int32_t* start, const int32_t* end, int32_t* parent,
-              int32_t r0, int32_t r1) {
+//
+// The runs of equal value are first collected branch-free into a small buffer, then joined:
+// whether a touching run has the same value is close to a coin toss on a supervoxel map, and
+// as a branch it was the hot spot (perf: the compare and its jump took a third of the scan).
+template <typename T, bool kAtomic>
+void join_row(const Volume& v, int64_t z, int64_t y, int connectivity, const int32_t* first,
+              const Run<T>* runs, int32_t* parent, int32_t r0, int32_t r1) {
   if (r0 == r1) return;
-  const T* row = volume + z * v.sz + y * v.sy;
+  constexpr int kBuffer = 32;
+  int32_t equal[kBuffer];
   for (int n = 0; n < 4; ++n) {
     const int64_t zz = z + kRowDz[n], yy = y + kRowDy[n];
     if (zz < 0 || yy < 0 || yy >= v.height) continue;
@@ -64,50 +79,65 @@ void join_row(const T* volume, const Volume& v, int64_t z, int64_t y, int connec
     const int64_t other = zz * v.height + yy;
     int32_t q0 = first[other];
     const int32_t q1 = first[other + 1];
-    if (q0 == q1) continue;
-    const T* up_row = volume + zz * v.sz + yy * v.sy;
     for (int32_t r = r0; r < r1 && q0 < q1; ++r) {
-      const int64_t s1 = start[r], e1 = end[r];
+      const Run<T> cur = runs[r];
       // Runs of the other row that end before this one's reach touch no later run either.
-      while (q0 < q1 && end[q0] + reach <= s1) ++q0;
-      const T value = kUnitStride ? row[s1] : row[s1 * v.sx];
-      for (int32_t q = q0; q < q1 && cc_runs_touch(start[q], end[q], s1, e1, reach); ++q) {
-        const int64_t s = start[q];
-        if ((kUnitStride ? up_row[s] : up_row[s * v.sx]) != value) continue;
-        cc_union<kAtomic>(parent, r, q);
+      while (q0 < q1 && runs[q0].end + reach <= cur.start) ++q0;
+      int count = 0;
+      for (int32_t q = q0; q < q1 && cc_runs_touch(runs[q].start, runs[q].end, cur.start,
+                                                    cur.end, reach);
+           ++q) {
+        equal[count] = q;
+        count += runs[q].value == cur.value;
+        if (count == kBuffer) {
+          for (int i = 0; i < count; ++i) cc_union<kAtomic>(parent, r, equal[i]);
+          count = 0;
+        }
       }
+      for (int i = 0; i < count; ++i) cc_union<kAtomic>(parent, r, equal[i]);
     }
   }
 }
 
+// Appends the runs of one row, numbered from n; returns the next number.
+template <typename T, bool kUnitStride>
+inline int32_t cut_row(const T* row, int64_t sx, int64_t width, bool has_background,
+                       T background, std::vector<Run<T>>& runs, std::vector<int32_t>& parent,
+                       int32_t n) {
+  for (int64_t x = 0; x < width;) {
+    const T value = kUnitStride ? row[x] : row[x * sx];
+    const int64_t x1 = next_run<T, kUnitStride>(row, sx, x, width, value);
+    if (!cc_is_background(value, has_background, background)) {
+      runs.push_back({static_cast<int32_t>(x), static_cast<int32_t>(x1), value});
+      parent.push_back(n++);
+    }
+    x = x1;
+  }
+  return n;
+}
+
 template <typename T, bool kUnitStride>
 void scan_volume(const T* volume, const Volume& v, int connectivity, bool has_background,
-                 T background, Runs3& runs) {
+                 T background, Runs3<T>& runs) {
   const int64_t rows = v.depth * v.height;
-  runs.start.clear();
-  runs.end.clear();
+  runs.run.clear();
   runs.parent.clear();
   runs.first.assign(rows + 1, 0);
   int32_t n = 0;
   for (int64_t z = 0; z < v.depth; ++z) {
     for (int64_t y = 0; y < v.height; ++y) {
-      const T* row = volume + z * v.sz + y * v.sy;
       const int32_t r0 = n;
       runs.first[z * v.height + y] = n;
-      for (int64_t x = 0; x < v.width;) {
-        const T value = kUnitStride ? row[x] : row[x * v.sx];
-        const int64_t x1 = next_run<T, kUnitStride>(row, v.sx, x, v.width, value);
-        if (!cc_is_background(value, has_background, background)) {
-          runs.start.push_back(static_cast<int32_t>(x));
-          runs.end.push_back(static_cast<int32_t>(x1));
-          runs.parent.push_back(n++);
-        }
-        x = x1;
-      }
+      n = cut_row<T, kUnitStride>(volume + z * v.sz + y * v.sy, v.sx, v.width, has_background,
+                                  background, runs.run, runs.parent, n);
       runs.first[z * v.height + y + 1] = n;
-      join_row<T, kUnitStride, false>(volume, v, z, y, connectivity, runs.first.data(),
-                                      runs.start.data(), runs.end.data(), runs.parent.data(), r0,
-                                      n);
+      join_row<T, false>(v, z, y, connectivity, runs.first.data(), runs.run.data(),
+                         runs.parent.data(), r0, n);
+      // Point the row's runs at their current roots: the later rows' finds then start one
+      // hop from a root instead of walking chains through older slices (their pointer chasing
+      // was the scan's hot spot on supervoxel maps).
+      int32_t* parent = runs.parent.data();
+      for (int32_t r = r0; r < n; ++r) parent[r] = parent[parent[r]];
     }
   }
 }
@@ -115,7 +145,7 @@ void scan_volume(const T* volume, const Volume& v, int connectivity, bool has_ba
 // The rows split over threads: count, prefix sum, cut, join with atomics.
 template <typename T, bool kUnitStride>
 void scan_volume_parallel(const T* volume, const Volume& v, int connectivity,
-                          bool has_background, T background, Runs3& runs, int threads) {
+                          bool has_background, T background, Runs3<T>& runs, int threads) {
   const int64_t rows = v.depth * v.height;
   runs.first.assign(rows + 1, 0);
   int32_t* first = runs.first.data();
@@ -133,10 +163,10 @@ void scan_volume_parallel(const T* volume, const Volume& v, int connectivity,
   }
   for (int64_t r = 0; r < rows; ++r) first[r + 1] += first[r];
   const int32_t total = first[rows];
-  runs.start.resize(total);
-  runs.end.resize(total);
+  runs.run.resize(total);
   runs.parent.resize(total);
-  int32_t *start = runs.start.data(), *end = runs.end.data(), *parent = runs.parent.data();
+  Run<T>* run = runs.run.data();
+  int32_t* parent = runs.parent.data();
 #pragma omp parallel num_threads(threads)
   {
 #pragma omp for schedule(static)
@@ -147,8 +177,7 @@ void scan_volume_parallel(const T* volume, const Volume& v, int connectivity,
         const T value = kUnitStride ? row[x] : row[x * v.sx];
         const int64_t x1 = next_run<T, kUnitStride>(row, v.sx, x, v.width, value);
         if (!cc_is_background(value, has_background, background)) {
-          start[n] = static_cast<int32_t>(x);
-          end[n] = static_cast<int32_t>(x1);
+          run[n] = {static_cast<int32_t>(x), static_cast<int32_t>(x1), value};
           parent[n] = n;
           ++n;
         }
@@ -158,28 +187,29 @@ void scan_volume_parallel(const T* volume, const Volume& v, int connectivity,
     // Every run is cut before any row joins (the barrier of the loop above).
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r)
-      join_row<T, kUnitStride, true>(volume, v, r / v.height, r % v.height, connectivity, first,
-                                     start, end, parent, first[r], first[r + 1]);
+      join_row<T, true>(v, r / v.height, r % v.height, connectivity, first, run, parent,
+                        first[r], first[r + 1]);
   }
 }
 
 // Final labels of the runs in raster order, then the rows as fills.  Returns the count.
-int32_t write_runs(Runs3& runs, const Volume& v, int32_t* out, int threads) {
+template <typename T>
+int32_t write_runs(Runs3<T>& runs, const Volume& v, int32_t* out, int threads) {
   const int64_t rows = v.depth * v.height;
   int32_t* label = runs.parent.data();
   const int32_t n = runs.first[rows];
   int32_t count = 0;
   for (int32_t r = 0; r < n; ++r) label[r] = cc_root_flag(label, r) ? ++count : label[label[r]];
   const int32_t* first = runs.first.data();
-  const int32_t *start = runs.start.data(), *end = runs.end.data();
+  const Run<T>* run = runs.run.data();
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
   for (int64_t y = 0; y < rows; ++y) {
     int32_t* row = out + y * v.width;
     int64_t x = 0;
     for (int32_t r = first[y]; r < first[y + 1]; ++r) {
-      fill_run(row, x, start[r], 0);
-      fill_run(row, start[r], end[r], label[r]);
-      x = end[r];
+      fill_run(row, x, run[r].start, 0);
+      fill_run(row, run[r].start, run[r].end, label[r]);
+      x = run[r].end;
     }
     fill_run(row, x, v.width, 0);
   }
@@ -188,7 +218,7 @@ int32_t write_runs(Runs3& runs, const Volume& v, int32_t* out, int threads) {
 
 template <typename T>
 int32_t label_volume(const T* volume, const Volume& v, int connectivity, bool has_background,
-                     T background, int32_t* out, int threads, Runs3& runs) {
+                     T background, int32_t* out, int threads, Runs3<T>& runs) {
   const bool unit = v.sx == 1;
   if (threads <= 1) {
     if (unit)
@@ -219,14 +249,14 @@ void connected_components_3d(const T* volume, int64_t batch, int64_t depth, int6
   if (batch >= threads || threads == 1) {
 #pragma omp parallel num_threads(threads)
     {
-      Runs3 runs;  // one set of buffers per thread, reused over its volumes
+      Runs3<T> runs;  // one set of buffers per thread, reused over its volumes
 #pragma omp for schedule(dynamic, 1)
       for (int64_t b = 0; b < batch; ++b)
         counts[b] = label_volume(volume + b * stride_b, v, connectivity, has_background,
                                  background, out + b * n, 1, runs);
     }
   } else {
-    Runs3 runs;
+    Runs3<T> runs;
     for (int64_t b = 0; b < batch; ++b)
       counts[b] = label_volume(volume + b * stride_b, v, connectivity, has_background, background,
                                out + b * n, threads, runs);
