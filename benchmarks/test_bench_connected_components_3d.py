@@ -29,7 +29,10 @@ from supercl.ops import connected_components, slic
 
 HAS_CUDA = torch.cuda.is_available()
 HAS_CUPY = importlib.util.find_spec("cupy") is not None
-SHAPES = {"binary": (256, 256, 256), "supervoxels": (128, 256, 256)}
+# SUPERCL_BENCH_3D_DOWNSCALE=f divides every side by f (see test_bench_slic_3d.py).
+DOWNSCALE = int(os.environ.get("SUPERCL_BENCH_3D_DOWNSCALE", "1"))
+SHAPES = {"binary": tuple(s // DOWNSCALE for s in (256, 256, 256)),
+          "supervoxels": tuple(s // DOWNSCALE for s in (128, 256, 256))}
 # Measured here (2 cores): supercl 10-40 ms, cc3d 20-60 ms, scipy 0.1-0.5 s and scikit-image
 # 0.2-1 s a round; 5 rounds of each keep the file under a minute.
 ROUNDS = 5
@@ -71,8 +74,8 @@ def volume_input(kind: str) -> tuple[np.ndarray, np.ndarray]:
     if kind == "binary":
         x = organs > 0
     else:
-        x = np.asarray(slic(image, n_segments=2000, compactness=0.1, start_label=1,
-                            spatial_dims=3))
+        x = np.asarray(slic(image, n_segments=2000 // DOWNSCALE**3, compactness=0.1,
+                            start_label=1, spatial_dims=3))
     x.setflags(write=False)
     return x, label(x, connectivity=3).astype(np.int32)
 

@@ -383,3 +383,38 @@ def test_bad_input_raises_clearly(kwargs, error, match):
     kwargs = {"images": np.zeros((3, 4, 5)), "spatial_dims": 3, **kwargs}
     with pytest.raises(error, match=match):
         slic(**kwargs)
+
+
+def test_baseline_scans_match_avx2(tmp_path, phantom):
+    """SUPERCL_SIMD=baseline runs the SSE2 versions of the 3-D scans (in a fresh process: the
+    level is read once); the labels equal this process's (AVX2 where the CPU has it)."""
+    import os
+    import subprocess
+    import sys
+
+    image, organs = phantom
+    x = np.ascontiguousarray(image[:12, :60, :70])
+    mask = organs[:12, :60, :70] > 0
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "mask.npy", mask)
+    script = (
+        "import numpy as np, sys\n"
+        "from supercl import _C\n"
+        "from supercl.ops import slic\n"
+        "assert _C.simd_level() == 'baseline', _C.simd_level()\n"
+        "d = sys.argv[1]\n"
+        "x = np.load(d + '/x.npy'); m = np.load(d + '/mask.npy')\n"
+        "kw = dict(n_segments=60, compactness=0.1, spatial_dims=3)\n"
+        "np.save(d + '/grey.npy', slic(x, **kw))\n"
+        "np.save(d + '/masked.npy', slic(x, mask=m, **kw))\n"
+        "np.save(d + '/two.npy', slic(np.stack([x, x[:, ::-1]])[None], **kw))\n"
+    )
+    env = {**os.environ, "SUPERCL_SIMD": "baseline"}
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env,
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    kw = dict(n_segments=60, compactness=0.1)
+    np.testing.assert_array_equal(np.load(tmp_path / "grey.npy"), slic3(x, **kw))
+    np.testing.assert_array_equal(np.load(tmp_path / "masked.npy"), slic3(x, mask=mask, **kw))
+    np.testing.assert_array_equal(np.load(tmp_path / "two.npy"),
+                                  slic3(np.stack([x, x[:, ::-1]])[None], **kw))

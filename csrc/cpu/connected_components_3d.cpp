@@ -59,12 +59,20 @@ inline int64_t next_run(const T* row, int64_t sx, int64_t x, int64_t width, T v)
   return kUnitStride ? run_end(row, x + 1, width, v) : run_end(row, sx, x + 1, width, v);
 }
 
+// The unions of run r with the runs q[0..n).  On one thread a run and the runs it meets
+// usually point at the same root already (scan_volume points every finished row at its roots),
+// and comparing the two parents skips the union's two finds and their path-halving stores,
+// which dirtied the previous slice's cache lines.
+template <bool kAtomic>
+inline void join_equal(int32_t* parent, int32_t r, const int32_t* q, int n) {
+  for (int i = 0; i < n; ++i)
+    if (kAtomic || parent[q[i]] != parent[r]) cc_union<kAtomic>(parent, r, q[i]);
+}
+
 // Joins the runs [r0, r1) of row (z, y) with the runs of its earlier rows (two pointers per
-// row pair).  kAtomic: rows join concurrently.
-//
-// The runs of equal value are first collected branch-free into a small buffer, then joined:
-// whether a touching run has the same value is close to a coin toss on a supervoxel map, and
-// as a branch it was the hot spot (perf: the compare and its jump took a third of the scan).
+// row pair).  kAtomic: rows join concurrently.  The runs of equal value are first collected
+// branch-free into a small buffer, then joined: whether a touching run has the same value is
+// close to a coin toss on a supervoxel map.
 template <typename T, bool kAtomic>
 void join_row(const Volume& v, int64_t z, int64_t y, int connectivity, const int32_t* first,
               const Run<T>* runs, int32_t* parent, int32_t r0, int32_t r1) {
@@ -90,11 +98,11 @@ void join_row(const Volume& v, int64_t z, int64_t y, int connectivity, const int
         equal[count] = q;
         count += runs[q].value == cur.value;
         if (count == kBuffer) {
-          for (int i = 0; i < count; ++i) cc_union<kAtomic>(parent, r, equal[i]);
+          join_equal<kAtomic>(parent, r, equal, count);
           count = 0;
         }
       }
-      for (int i = 0; i < count; ++i) cc_union<kAtomic>(parent, r, equal[i]);
+      join_equal<kAtomic>(parent, r, equal, count);
     }
   }
 }
@@ -137,7 +145,7 @@ void scan_volume(const T* volume, const Volume& v, int connectivity, bool has_ba
       // hop from a root instead of walking chains through older slices (their pointer chasing
       // was the scan's hot spot on supervoxel maps).
       int32_t* parent = runs.parent.data();
-      for (int32_t r = r0; r < n; ++r) parent[r] = parent[parent[r]];
+      for (int32_t r = r0; r < n; ++r) parent[r] = cc_find<false>(parent, r);
     }
   }
 }
