@@ -132,7 +132,8 @@ def tables(data: dict) -> list[str]:
                 ", body mask" if info0.get("masked") else "")
         if "components_per_slice" in info0:
             cps = info0["components_per_slice"]
-            title += f", {_fmt(cps, 2)} components per slice (mean)"
+            title += (f", {_fmt(cps, 2)} components" if op.endswith("_3d")  # one volume
+                      else f", {_fmt(cps, 2)} components per slice (mean)")
         if "labels_first_slice" in info0 and op == "slic":
             title += f", {info0.get('n_segments', '?')} segments requested"
         lines += ["", f"## {title}", ""]
