@@ -60,7 +60,9 @@ ext_modules = [
         sources=[
             "csrc/bindings.cpp",
             "csrc/cpu/connected_components.cpp",
+            "csrc/cpu/connected_components_3d.cpp",
             "csrc/cpu/slic.cpp",
+            "csrc/cpu/slic_3d.cpp",
         ],
         include_dirs=["csrc/include", "csrc"],
         cxx_std=17,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import math
 import os
 import platform
 import subprocess
@@ -128,7 +129,8 @@ def phantom():
 
 @pytest.fixture
 def measure(benchmark):
-    """``measure(fn, provider=..., size=..., rounds=..., threads=..., group=..., **extra)``.
+    """``measure(fn, provider=..., size=..., rounds=..., threads=..., group=..., **extra)``
+    (``shape=(D, H, W)`` for volumes: slices/s and pixels/s then count axial slices and voxels).
 
     Runs ``fn`` once as warm-up and ``rounds`` timed rounds of one call each, then records
     provider, size, batch, threads and the throughput of the median round in ``extra_info``
@@ -137,7 +139,7 @@ def measure(benchmark):
     """
 
     def run(fn, *, provider: str, size: int, rounds: int, threads: int | None, group: str,
-            batch: int = BATCH, cuda: bool = False, **extra):
+            batch: int = BATCH, cuda: bool = False, shape: tuple | None = None, **extra):
         benchmark.group = group
         if cuda:  # fn synchronises itself; peak memory over warm-up and timed rounds
             torch.cuda.synchronize()
@@ -146,14 +148,18 @@ def measure(benchmark):
         median = benchmark.stats.stats.median
         if cuda:
             extra["peak_gpu_memory_bytes"] = torch.cuda.max_memory_allocated()
+        # shape=(D, H, W): a batch of volumes; slices are the D axial slices of each, pixels
+        # its voxels.
+        slices, pixels = (batch, batch * size * size) if shape is None else (
+            batch * shape[0], batch * math.prod(shape))
         benchmark.extra_info.update(
             provider=provider,
-            size=f"{size}x{size}",
+            size=f"{size}x{size}" if shape is None else "x".join(map(str, shape)),
             batch=batch,
             threads=threads,
             median_s=median,
-            slices_per_s=batch / median,
-            pixels_per_s=batch * size * size / median,
+            slices_per_s=slices / median,
+            pixels_per_s=pixels / median,
             # crude contention signal on shared machines; includes this run's own 1-2 threads
             load_1min=round(os.getloadavg()[0], 2),
             **extra,

@@ -69,6 +69,11 @@ TARGETS = [
     ("SLIC 512^2 K=400", "slic_gpu-512x512-K400-B64", "supercl-cuda", "slices/s", 3000.0),
     ("pre-training step B=16 256^2 bf16: share outside the U-Net", "pretrain_overhead-cuda",
      "supercl", "share:pretrain_step-cuda", 0.25),
+    # issue 14: the 3-D ops
+    ("3-D CCL 256^3 binary vs cupyx", "connected_components_3d-binary-256x256x256",
+     "supercl-cuda", "ratio:cupyx", 3.0),
+    ("3-D SLIC 300 x 512^2 CT volume, K=20000", "slic_3d_gpu-300x512x512", "supercl-cuda", "ms",
+     100.0),
 ]
 
 # Peak HBM bandwidth (bytes/s) by device name, for the bandwidth target.

@@ -22,14 +22,17 @@ import sys
 from collections import defaultdict
 
 # Baseline provider per op, and extra comparison columns per (op, input kind).
-BASELINE = {"slic": "skimage", "connected_components": "cc3d"}
-EXTRA_COLUMNS = {("connected_components", "binary"): ["scipy"]}
+BASELINE = {"slic": "skimage", "connected_components": "cc3d", "connected_components_3d": "cc3d"}
+EXTRA_COLUMNS = {("connected_components", "binary"): ["scipy"],
+                 ("connected_components_3d", "binary"): ["scipy"]}
 # Columns for the other peers of the CPU targets, so that every ratio (1 thread and all
 # threads) is read off one run; shown only where that peer ran in the group.
 PEER_COLUMNS = {
     ("slic", "images"): ["opencv"],
     ("connected_components", "binary"): ["skimage"],
     ("connected_components", "superpixels"): ["skimage"],
+    ("connected_components_3d", "binary"): ["skimage"],
+    ("connected_components_3d", "supervoxels"): ["skimage"],
 }
 # Display order; unknown providers go last, alphabetically.
 ORDER = [
@@ -129,7 +132,8 @@ def tables(data: dict) -> list[str]:
                 ", body mask" if info0.get("masked") else "")
         if "components_per_slice" in info0:
             cps = info0["components_per_slice"]
-            title += f", {_fmt(cps, 2)} components per slice (mean)"
+            title += (f", {_fmt(cps, 2)} components" if op.endswith("_3d")  # one volume
+                      else f", {_fmt(cps, 2)} components per slice (mean)")
         if "labels_first_slice" in info0 and op == "slic":
             title += f", {info0.get('n_segments', '?')} segments requested"
         lines += ["", f"## {title}", ""]

@@ -20,7 +20,7 @@ def test_kernels_compile_with_nvrtc():
     """The run-time compiler sees the .cu files exactly as the backend does (no C library
     headers, the package's include directory); this needs CuPy and NVRTC, not a GPU."""
     nvrtc = pytest.importorskip("cupy_backends.cuda.libs.nvrtc")
-    for name in ("connected_components", "slic"):
+    for name in ("connected_components", "connected_components_3d", "slic", "slic_3d"):
         program = nvrtc.createProgram(supercl.kernels.cuda_source(name), f"{name}.cu", (), ())
         try:
             nvrtc.compileProgram(program, ["-std=c++17", "--fmad=false",
@@ -62,6 +62,22 @@ def test_connected_components_gpu_non_contiguous_and_deterministic():
 
 
 @cuda
+@pytest.mark.parametrize("connectivity", [1, 2, 3])
+def test_connected_components_3d_gpu_equals_cpu_and_skimage(connectivity):
+    rng = np.random.default_rng(40 + connectivity)
+    for shape in [(1, 1, 1, 1), (2, 7, 5, 123), (1, 37, 61, 29), (3, 16, 64, 64)]:
+        for dtype in (np.uint8, np.int32, np.int64):
+            volumes = rng.integers(0, 3, size=shape).astype(dtype)
+            gpu, num = connected_components(torch.from_numpy(volumes).cuda(), spatial_dims=3,
+                                            connectivity=connectivity, return_num=True)
+            assert gpu.is_cuda and num.is_cuda and gpu.dtype == torch.int32
+            cpu = connected_components(volumes, connectivity=connectivity, spatial_dims=3)
+            np.testing.assert_array_equal(gpu.cpu().numpy(), cpu)
+            np.testing.assert_array_equal(
+                cpu, connected_components_reference(volumes, connectivity, spatial_dims=3))
+
+
+@cuda
 @pytest.mark.parametrize("use_mask", [False, True])
 @pytest.mark.parametrize("enforce", [True, False])
 def test_slic_gpu_equals_cpu_on_phantoms(use_mask, enforce):
@@ -70,6 +86,23 @@ def test_slic_gpu_equals_cpu_on_phantoms(use_mask, enforce):
     kwargs = dict(n_segments=100, compactness=0.1, mask=mask, enforce_connectivity=enforce)
     cpu = slic(images, **kwargs)
     gpu = slic(torch.from_numpy(images).cuda(), **kwargs)
+    assert gpu.is_cuda
+    np.testing.assert_array_equal(gpu.cpu().numpy(), cpu)
+
+
+@cuda
+@pytest.mark.parametrize("use_mask", [False, True])
+@pytest.mark.parametrize("enforce", [True, False])
+def test_slic_3d_gpu_equals_cpu_on_phantom_volumes(use_mask, enforce):
+    from supercl.data.phantom import phantom_volume
+
+    volume, organs = phantom_volume(48, 128, 128, seed=3)
+    volumes = np.stack([volume, volume[:, ::-1].copy()])
+    mask = np.stack([organs, organs[:, ::-1]]) > 0 if use_mask else None
+    kwargs = dict(n_segments=500, compactness=0.1, mask=mask, enforce_connectivity=enforce,
+                  spacing=(2.5, 0.7, 0.7), spatial_dims=3)
+    cpu = slic(volumes, **kwargs)
+    gpu = slic(torch.from_numpy(volumes).cuda(), **kwargs)
     assert gpu.is_cuda
     np.testing.assert_array_equal(gpu.cpu().numpy(), cpu)
 

@@ -25,6 +25,15 @@ void connected_components(const T* image, int64_t batch, int64_t height, int64_t
                           bool has_background, T background, int32_t* out, int64_t* counts,
                           int num_threads, bool use_gpu_form);
 
+// Labels of the connected components of each volume of a (B, D, H, W) batch given by a base
+// pointer and element strides; connectivity 1, 2 or 3 (6-, 18-, 26-neighbourhood).  out:
+// (B, D, H, W) int32, contiguous; counts: (B,) int64.
+template <typename T>
+void connected_components_3d(const T* volume, int64_t batch, int64_t depth, int64_t height,
+                             int64_t width, int64_t stride_b, int64_t stride_z, int64_t stride_y,
+                             int64_t stride_x, int connectivity, bool has_background,
+                             T background, int32_t* out, int64_t* counts, int num_threads);
+
 // The vector instruction set of SLIC's scans: "avx2" where the CPU has it, else "baseline"
 // (SSE2 on x86-64); SUPERCL_SIMD=baseline in the environment forces the baseline (read once).
 const char* simd_level();
@@ -45,6 +54,14 @@ void slic(const float* image, const uint8_t* mask, int64_t batch, int64_t channe
           int64_t height, int64_t width, const int64_t* grid, const double* params,
           int64_t max_num_iter, bool enforce_connectivity, const int64_t* min_size,
           int32_t start_label, int32_t* out, int num_threads, bool use_gpu_form);
+
+// SLIC of a (B, C, D, H, W) contiguous float32 batch of volumes rescaled to [0, 1].  mask:
+// (B, D, H, W) uint8 or nullptr; grid: (B, 9) {z0, y0, x0, nz, ny, nx, sz, sy, sx}; params:
+// (B, 5) Slic3Params; min_size: (B,).  out: (B, D, H, W) int32.
+void slic_3d(const float* image, const uint8_t* mask, int64_t batch, int64_t channels,
+             int64_t depth, int64_t height, int64_t width, const int64_t* grid,
+             const double* params, int64_t max_num_iter, bool enforce_connectivity,
+             const int64_t* min_size, int32_t start_label, int32_t* out, int num_threads);
 
 }  // namespace cpu
 }  // namespace supercl

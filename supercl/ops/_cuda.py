@@ -26,7 +26,7 @@ import torch
 
 from supercl import kernels
 
-__all__ = ["available", "require", "connected_components", "slic"]
+__all__ = ["available", "require", "connected_components", "connected_components_3d", "slic", "slic_3d"]
 
 _THREADS = 256
 # Pixels of a row per thread in SLIC's centre accumulation (slic.cu): one set of atomics per
@@ -161,6 +161,38 @@ def connected_components(
     return out, rank[:, -1].to(torch.int64)
 
 
+def connected_components_3d(
+    x: torch.Tensor, connectivity: int, has_background: bool, background: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels (B, D, H, W) int32 and counts (B,) int64 of a validated CUDA tensor (B, D, H, W)
+    of dtype uint8, int32 or int64, any strides: the 3-D init and merge of
+    connected_components_3d.cu, then the 2-D module's compress, flags and gather over each
+    volume's flat forest."""
+    device = x.device
+    batch, depth, height, width = x.shape
+    n_vol = depth * height * width
+    n = batch * n_vol
+    suffix, scalar = _CC_SUFFIX[x.dtype]
+    module3 = _module("connected_components_3d", device.index)
+    module = _module("connected_components", device.index)
+    parent = torch.empty((batch, depth, height, width), dtype=torch.int32, device=device)
+    flags = torch.empty_like(parent)
+    out = torch.empty_like(parent)
+    sb, sz, sy, sx = (_i64(s) for s in x.stride())
+    with _torch_stream(device):
+        volume, p, f, o = _cp(x), _cp(parent), _cp(flags), _cp(out)
+        common = (volume, _i64(batch), _i64(depth), _i64(height), _i64(width), sb, sz, sy, sx)
+        _launch(module3, f"cc3_init_{suffix}", n, *common, np.int32(has_background),
+                scalar(background), p)
+        _launch(module3, f"cc3_merge_{suffix}", n, *common, np.int32(connectivity),
+                np.int32(has_background), scalar(background), p)
+        _launch(module, "cc_compress", n, p, _i64(batch), _i64(n_vol))
+        _launch(module, "cc_root_flag_kernel", n, p, _i64(batch), _i64(n_vol), f)
+        rank = flags.view(batch, n_vol).cumsum(1, dtype=torch.int32)
+        _launch(module, "cc_gather_kernel", n, p, _cp(rank), _i64(batch), _i64(n_vol), o)
+    return out, rank[:, -1].to(torch.int64)
+
+
 def slic(
     image: torch.Tensor,
     mask: torch.Tensor | None,
@@ -231,4 +263,80 @@ def slic(
             rank = used.cumsum(1, dtype=torch.int32)
             _launch(module, "slic_compact", n, lab, _cp(rank), B, _i64(hw), K,
                     np.int32(start_label), _cp(out))
+    return out
+
+
+def slic_3d(
+    image: torch.Tensor,
+    mask: torch.Tensor | None,
+    grid: np.ndarray,
+    params: np.ndarray,
+    max_num_iter: int,
+    enforce_connectivity: bool,
+    min_size: np.ndarray,
+    start_label: int,
+) -> torch.Tensor:
+    """SLIC labels (B, D, H, W) int32 of a validated, [0, 1]-rescaled, contiguous
+    (B, C, D, H, W) float32 CUDA tensor; grid (B, 9), params (B, 5) and min_size (B,) as
+    planned by supercl.ops._slic_3d.  The 3-D kernels of slic_3d.cu with the 2-D module's
+    shape-agnostic ones (each volume seen as a flat array)."""
+    device = image.device
+    batch, channels, depth, height, width = image.shape
+    n_vol = depth * height * width
+    n = batch * n_vol
+    k_max = int((grid[:, 3] * grid[:, 4] * grid[:, 5]).max())
+    module3 = _module("slic_3d", device.index)
+    module = _module("slic", device.index)
+    grid_t, params_t, min_size_t = (_to_device(a, device) for a in (grid, params, min_size))
+    quant = torch.empty(image.shape, dtype=torch.int32, device=device)
+    centres = torch.empty((batch, k_max, 3 + channels), dtype=torch.float64, device=device)
+    sums = torch.empty((batch, k_max, 4 + channels), dtype=torch.int64, device=device)
+    labels = torch.full((batch, depth, height, width), -1, dtype=torch.int32, device=device)
+    has_mask = mask is not None
+    mask_t = mask if has_mask else torch.zeros(1, dtype=torch.uint8, device=device)
+    chunks = -(-width // _ACCUMULATE_CHUNK)
+    B, C, D, H, W, K = (_i64(v) for v in (batch, channels, depth, height, width, k_max))
+    with _torch_stream(device):
+        g, prm, c, s, lab = _cp(grid_t), _cp(params_t), _cp(centres), _cp(sums), _cp(labels)
+        q = _cp(quant)
+        _launch(module, "slic_quantize_kernel", image.numel(), _cp(image), _i64(image.numel()), q)
+        _launch(module3, "slic3_init_kernel", batch * k_max, g, B, K, C, c)
+        phases = 2 if has_mask else 1
+        for phase in range(phases):
+            last_phase = phase == phases - 1
+            for it in range(max_num_iter):
+                _launch(module3, "slic3_assign_kernel", n, q, _cp(mask_t), np.int32(has_mask), g,
+                        prm, np.int32(last_phase), c, B, C, D, H, W, K, lab)
+                if last_phase and it + 1 == max_num_iter:
+                    break  # the update after the final assignment would not be used
+                sums.zero_()
+                _launch(module3, "slic3_accumulate_kernel", batch * depth * height * chunks, q,
+                        lab, B, C, D, H, W, K, _i64(_ACCUMULATE_CHUNK), s)
+                _launch(module3, "slic3_update_kernel", batch * k_max, s, g, B, K, C, c)
+        out = torch.empty_like(labels)
+        N = _i64(n_vol)
+        if enforce_connectivity:
+            cc, count = connected_components_3d(labels, 1, has_mask, -1)
+            per_component = (batch, n_vol + 1)
+            size = torch.zeros(per_component, dtype=torch.int64, device=device)
+            first = torch.full(per_component, 2**31 - 1, dtype=torch.int32, device=device)
+            target = torch.zeros(per_component, dtype=torch.int32, device=device)
+            parent = torch.empty(per_component, dtype=torch.int32, device=device)
+            kept = torch.empty(per_component, dtype=torch.int32, device=device)
+            m = batch * (n_vol + 1)
+            _launch(module, "slic_component_stats", n, _cp(cc), B, N, _cp(size), _cp(first))
+            _launch(module3, "slic3_merge_parents", m, _cp(cc), _cp(size), _cp(first),
+                    _cp(count), _cp(min_size_t), B, H, W, N, _cp(target), _cp(parent))
+            for _ in range(math.ceil(math.log2(n_vol + 1)) + 1):
+                _launch(module, "slic_jump", m, B, N, _cp(parent))
+            _launch(module, "slic_kept_flags", m, _cp(parent), _cp(count), B, N, _cp(kept))
+            rank = kept.cumsum(1, dtype=torch.int32)
+            _launch(module, "slic_relabel", n, _cp(cc), _cp(parent), _cp(rank), B, N,
+                    np.int32(start_label), _cp(out))
+        else:
+            used = torch.zeros((batch, k_max), dtype=torch.int32, device=device)
+            _launch(module, "slic_mark_used", n, lab, B, N, K, _cp(used))
+            rank = used.cumsum(1, dtype=torch.int32)
+            _launch(module, "slic_compact", n, lab, _cp(rank), B, N, K, np.int32(start_label),
+                    _cp(out))
     return out

@@ -1,4 +1,4 @@
-"""Connected-component labeling of multi-label 2D images."""
+"""Connected-component labeling of multi-label 2D images and 3D volumes."""
 
 from __future__ import annotations
 
@@ -30,8 +30,9 @@ def connected_components(
     background: int | None = None,
     return_num: bool = False,
     backend: str | None = None,
+    spatial_dims: int = 2,
 ):
-    """Label the connected regions of equal value in a batch of 2D images.
+    """Label the connected regions of equal value in a batch of 2D images or 3D volumes.
 
     Each image is labeled independently. Neighbouring pixels (4-neighbourhood for
     ``connectivity=1``, 8-neighbourhood for ``connectivity=2``) with equal values belong to the
@@ -41,11 +42,15 @@ def connected_components(
 
     Parameters
     ----------
-    labels : torch.Tensor or numpy.ndarray, (H, W) or (B, H, W)
+    labels : torch.Tensor or numpy.ndarray, (H, W) or (B, H, W); with ``spatial_dims=3``
+        (D, H, W) or (B, D, H, W)
         Integer (or bool) values; any strides. Every int dtype is accepted, values up to the
         full int64 range.
-    connectivity : {1, 2}
-        1 for 4-connectivity, 2 for 8-connectivity (default, as in scikit-image).
+    connectivity : {1, 2} in 2D, {1, 2, 3} in 3D
+        The maximum number of coordinates in which two neighbours may differ by 1, as in
+        scikit-image: in 2D 1 for 4-connectivity, 2 for 8-connectivity (the default); in 3D 1,
+        2 or 3 for the 6-, 18- or 26-neighbourhood (``connectivity=2`` is 18 there, not
+        scikit-image's default of 3).
     background : int or None
         Pixels with this value are background and get label 0. ``None`` means 0, as in
         scikit-image. Use a value that does not occur to label every pixel.
@@ -58,12 +63,16 @@ def connected_components(
         everything else on the C++ backend (OpenMP, ``torch.get_num_threads()`` threads). A
         forced backend computes
         there and returns the result on the input's device. Both give identical labels.
-
-    Returns
+    spatial_dims : {2, 3}
+        2 (default): the last two axes are an image, a leading axis is the batch. 3: the last
+        three axes are a volume (D, H, W), so that a (D, H, W) volume is never taken for a batch
+        of slices; a 4-D input is a batch of volumes. Each volume holds at most 2^31 - 1 voxels.
+        Like scikit-image, a (D, H, 1) volume is numbered in the raster order of its (H, D)
+        transpose (scikit-image moves the size-1 axis to the front by a swap).
     -------
     components : same kind as ``labels`` (tensor on its device, or numpy array), int32
         Shape of ``labels``.
-    num : int64 tensor or array, shape (B,), or 0-d for a single (H, W) image
+    num : int64 tensor or array, shape (B,), or 0-d for a single image or volume
         Only with ``return_num=True``.
 
     Raises
@@ -73,7 +82,8 @@ def connected_components(
         int.
     ValueError
         Wrong number of dimensions, an empty batch or image, an image of more than 2^31 - 1
-        pixels, ``connectivity`` not in {1, 2}, uint64 values beyond the int64 range.
+        pixels, ``connectivity`` not in {1, 2} (2D) or {1, 2, 3} (3D), ``spatial_dims`` not 2
+        or 3, uint64 values beyond the int64 range.
 
     Examples
     --------
@@ -88,10 +98,79 @@ def connected_components(
             [3, 0, 4, 4]], dtype=torch.int32)
     >>> connected_components(x, connectivity=2, return_num=True)[1]
     tensor(3)
+    >>> v = torch.zeros(3, 4, 5, dtype=torch.uint8)   # a (D, H, W) volume
+    >>> v[0, 0, 0] = v[1, 1, 1] = v[2, 3, 4] = 1
+    >>> connected_components(v, connectivity=3, spatial_dims=3, return_num=True)[1]
+    tensor(2)
+    >>> connected_components(v, connectivity=2, spatial_dims=3, return_num=True)[1]
+    tensor(3)
     """
+    if spatial_dims == 3:
+        return _connected_components_3d(labels, connectivity, background, return_num, backend)
+    if spatial_dims != 2 or isinstance(spatial_dims, bool):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
     return _connected_components(
         labels, connectivity, background, return_num, backend, gpu_form=False
     )
+
+
+def _connected_components_3d(labels, connectivity, background, return_num, backend):
+    """:func:`connected_components` with ``spatial_dims=3``."""
+    x, as_numpy = as_tensor(labels, "labels")
+    if x.dtype.is_floating_point or x.dtype.is_complex:
+        raise TypeError(f"labels must have an integer or bool dtype, got {x.dtype}")
+    if x.ndim not in (3, 4):
+        raise ValueError(
+            f"labels must have shape (D, H, W) or (B, D, H, W) with spatial_dims=3, got "
+            f"{tuple(x.shape)}"
+        )
+    single = x.ndim == 3
+    if single:
+        x = x.unsqueeze(0)
+    batch, depth, height, width = x.shape
+    if batch == 0:
+        raise ValueError("labels is an empty batch (B = 0)")
+    if depth == 0 or height == 0 or width == 0:
+        raise ValueError(f"labels has an empty volume of shape ({depth}, {height}, {width})")
+    if depth * height * width > _INT32_MAX:
+        raise ValueError(
+            f"labels volumes have {depth * height * width} voxels; at most 2**31 - 1 per volume "
+            "are supported"
+        )
+    if connectivity not in (1, 2, 3) or isinstance(connectivity, bool):
+        raise ValueError(f"connectivity must be 1, 2 or 3 with spatial_dims=3, got {connectivity!r}")
+    background = check_int(0 if background is None else background, "background")
+    if not isinstance(return_num, bool):
+        raise TypeError(f"return_num must be a bool, got {type(return_num).__name__}")
+
+    # skimage.measure.label swaps a trailing size-1 axis to the front before labeling (its
+    # reshape_array), so it numbers a (D, H, 1) volume in the raster order of (1, H, D): the
+    # same view here (the kernels take strides), transposed back afterwards.
+    swapped = width == 1 and depth > 1 and height > 1
+    if swapped:
+        x = x.transpose(1, 3)
+    chosen = resolve_backend("connected_components", backend, x.device)
+    kernel_input, has_background, bg = _kernel_input(x, background)
+    if chosen == "cuda":
+        from . import _cuda
+
+        result, num = _cuda.connected_components_3d(
+            kernel_input.to(cuda_device(x.device)), connectivity, has_background, bg
+        )
+    else:
+        out, counts = extension().connected_components_3d(
+            kernel_input.cpu().numpy(), connectivity, has_background, bg, num_threads()
+        )
+        result, num = torch.from_numpy(out), torch.from_numpy(counts)
+    result, num = result.to(x.device), num.to(x.device)
+    if swapped:
+        result = result.transpose(1, 3).contiguous()
+    if single:
+        result, num = result[0], num[0]
+    result = to_output(result, as_numpy)
+    if return_num:
+        return result, to_output(num, as_numpy)
+    return result
 
 
 def _connected_components(labels, connectivity, background, return_num, backend, *, gpu_form):
@@ -176,13 +255,16 @@ def _kernel_input(x: torch.Tensor, background: int) -> tuple[torch.Tensor, bool,
     return x, has_background, background
 
 
-def connected_components_reference(labels: np.ndarray, connectivity: int = 2, background=None):
-    """The oracle: ``skimage.measure.label`` applied to each image of a (B, H, W) array
-    (scikit-image is a test/bench dependency, imported here on use)."""
+def connected_components_reference(
+    labels: np.ndarray, connectivity: int = 2, background=None, spatial_dims: int = 2
+):
+    """The oracle: ``skimage.measure.label`` applied to each image of a (B, H, W) array, or
+    each volume of a (B, D, H, W) array with ``spatial_dims=3`` (scikit-image is a test/bench
+    dependency, imported here on use)."""
     from skimage.measure import label
 
     labels = np.asarray(labels)
-    if labels.ndim == 2:
+    if labels.ndim == spatial_dims:
         return label(labels, background=background, connectivity=connectivity).astype(np.int32)
     return np.stack(
         [label(im, background=background, connectivity=connectivity) for im in labels]

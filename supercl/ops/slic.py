@@ -1,4 +1,5 @@
-"""SLIC superpixels of a batch of 2D images (scikit-image semantics, C++ and CUDA backends)."""
+"""SLIC superpixels of a batch of 2D images, or supervoxels of 3D volumes (scikit-image semantics,
+C++ and CUDA backends)."""
 
 from __future__ import annotations
 
@@ -41,8 +42,10 @@ def slic(
     max_size_factor: float = 3.0,
     start_label: int = 0,
     backend: str | None = None,
+    spatial_dims: int = 2,
 ):
-    """SLIC superpixels of a batch of grey or multi-channel 2D images.
+    """SLIC superpixels of a batch of grey or multi-channel 2D images (or supervoxels of 3D
+    volumes with ``spatial_dims=3``).
 
     The semantics are those of ``skimage.segmentation.slic`` (k-means in intensity + (y, x)
     space, Achanta et al. 2012): centres start on a regular grid of step
@@ -74,11 +77,20 @@ def slic(
     - No colour-space conversion (scikit-image converts 3-channel input to Lab by default;
       pass ``convert2lab=False`` there to compare) and no Gaussian pre-smoothing (``sigma``).
 
+    **Volumes** (``spatial_dims=3``): the same algorithm one dimension up, as scikit-image
+    runs it on (D, H, W) input (``channel_axis=None`` there for grey volumes): a 3-D grid of
+    centres (``regular_grid`` of the volume's shape), voxels compare the centres of the
+    3x3x3 cells around their own, the spatial distance is weighted by ``spacing=(dz, dy,
+    dx)`` (the voxel size from the NIfTI header, e.g. ``(2.5, 0.7, 0.7)`` for CT), and
+    connectivity enforcement makes every supervoxel one 6-connected region, merging a small
+    piece into the piece in front of (z - 1), else above, else left of its first voxel.
+
     Parameters
     ----------
     images : torch.Tensor or numpy.ndarray
         (H, W) one grey image, (B, H, W) grey images or (B, C, H, W) multi-channel images,
-        channels first. Float or integer dtype, finite values (within ``mask``).
+        channels first. With ``spatial_dims=3``: (D, H, W) one grey volume, (B, D, H, W) grey
+        volumes or (B, C, D, H, W). Float or integer dtype, finite values (within ``mask``).
     n_segments : int
         Approximate number of superpixels per image (>= 1).
     compactness : float
@@ -86,16 +98,16 @@ def slic(
     max_num_iter : int
         Number of k-means iterations (>= 1). Stops earlier once no label changes, which never
         alters the result.
-    spacing : sequence of 2 floats, optional
-        Pixel spacing (y, x) weighting the spatial distance, e.g. anisotropic voxels.
-    mask : bool tensor or array, (H, W) or (B, H, W), optional
+    spacing : sequence of 2 floats (y, x), or of 3 (z, y, x) with ``spatial_dims=3``, optional
+        Pixel spacing weighting the spatial distance, e.g. anisotropic voxels.
+    mask : bool tensor or array, (H, W) or (B, H, W) (or (D, H, W), (B, D, H, W)), optional
         Only pixels where ``mask`` is True are segmented; the others get label 0 and the
         superpixels are numbered from 1. Useful to keep superpixels inside the body.
     enforce_connectivity : bool
-        Make every label exactly one 4-connected region (default True).
+        Make every label exactly one 4-connected region (6-connected in 3D; default True).
     min_size_factor : float
-        Pieces smaller than ``min_size_factor * H * W / K`` (K the number of grid centres)
-        are merged into a neighbour (>= 0).
+        Pieces smaller than ``min_size_factor * H * W / K`` (``D * H * W / K`` in 3D; K the
+        number of grid centres) are merged into a neighbour (>= 0).
     max_size_factor : float
         Accepted for compatibility with scikit-image (> 0); unused, see above.
     start_label : int
@@ -108,11 +120,15 @@ def slic(
         the C++ backend with
         ``torch.get_num_threads()`` threads. A forced backend computes there and returns the
         result on the input's device. Both backends give bit-identical labels.
+    spatial_dims : {2, 3}
+        2 (default): images; 3: volumes, so that a (D, H, W) volume is never taken for a batch
+        of slices.
 
     Returns
     -------
     labels : int32, same kind as ``images`` (tensor on its device, or numpy array)
-        (B, H, W), or (H, W) for a single image. Consecutive from the first label.
+        (B, H, W), or (H, W) for a single image; (B, D, H, W) or (D, H, W) in 3D. Consecutive
+        from the first label.
 
     Raises
     ------
@@ -135,7 +151,24 @@ def slic(
     >>> left, right = labels[0, :, :24].unique(), labels[0, :, 24:].unique()
     >>> bool(torch.isin(left, right).any())  # no superpixel crosses the intensity edge
     False
+    >>> volume = torch.zeros(20, 32, 48)               # a (D, H, W) volume, 2.5 mm slices
+    >>> volume[:, :, 24:] = 1.0
+    >>> supervoxels = slic(volume, n_segments=24, compactness=0.1, spacing=(2.5, 1.0, 1.0),
+    ...                    spatial_dims=3)
+    >>> supervoxels.shape
+    torch.Size([20, 32, 48])
+    >>> left, right = supervoxels[:, :, :24].unique(), supervoxels[:, :, 24:].unique()
+    >>> bool(torch.isin(left, right).any())
+    False
     """
+    if spatial_dims == 3:
+        from ._slic_3d import slic_3d
+
+        return slic_3d(images, n_segments, compactness, max_num_iter, spacing, mask,
+                       enforce_connectivity, min_size_factor, max_size_factor, start_label,
+                       backend)
+    if spatial_dims != 2 or isinstance(spatial_dims, bool):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
     return _slic(
         images, n_segments, compactness, max_num_iter, spacing, mask, enforce_connectivity,
         min_size_factor, max_size_factor, start_label, backend, gpu_form=False,
@@ -373,14 +406,17 @@ def _bounding_boxes(mask, batch, height, width):
     return boxes
 
 
-def slic_reference(images: np.ndarray, mask: np.ndarray | None = None, **kwargs) -> np.ndarray:
+def slic_reference(
+    images: np.ndarray, mask: np.ndarray | None = None, spatial_dims: int = 2, **kwargs
+) -> np.ndarray:
     """The oracle: ``skimage.segmentation.slic`` on each image of a (B, H, W) or (B, C, H, W)
-    array, with supercl's conventions (channels first, no Lab conversion, no smoothing).
+    array (each volume of a (B, D, H, W) or (B, C, D, H, W) array with ``spatial_dims=3``),
+    with supercl's conventions (channels first, no Lab conversion, no smoothing).
     scikit-image is a test/bench dependency, imported here on use."""
     from skimage.segmentation import slic as sk_slic
 
     images = np.asarray(images)
-    if images.ndim == 3:
+    if images.ndim == spatial_dims + 1:
         images = images[:, None]
     out = []
     for b in range(images.shape[0]):

@@ -1,0 +1,153 @@
+"""3-D connected components: supercl against cc3d, scipy and scikit-image on the same volumes.
+
+One benchmark per (input kind, provider), grouped as ``connected_components_3d-<kind>-<DxHxW>``.
+Two kinds, from the fixed-seed phantom CT volume generator:
+
+- ``binary``: ``organ_labels > 0`` of a 256^3 phantom volume, the classic binary case every
+  peer supports;
+- ``supervoxels``: supercl's 3-D SLIC labels of a 128 x 256 x 256 phantom volume (~2000
+  supervoxels, every voxel foreground), the multi-label case after supervoxel SLIC.
+
+All use 26-connectivity (``connectivity=3``). cc3d 4.x has no thread option (it is
+single-threaded), so its one row serves as the peer of both supercl rows. Correctness is
+checked before timing, outside the timed region: supercl pixel for pixel against
+scikit-image, the other peers by component count. See benchmarks/README.md for the method.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from supercl.data.phantom import phantom_volume
+from supercl.ops import connected_components, slic
+
+HAS_CUDA = torch.cuda.is_available()
+HAS_CUPY = importlib.util.find_spec("cupy") is not None
+# SUPERCL_BENCH_3D_DOWNSCALE=f divides every side by f (see test_bench_slic_3d.py).
+DOWNSCALE = int(os.environ.get("SUPERCL_BENCH_3D_DOWNSCALE", "1"))
+SHAPES = {"binary": tuple(s // DOWNSCALE for s in (256, 256, 256)),
+          "supervoxels": tuple(s // DOWNSCALE for s in (128, 256, 256))}
+# Measured here (2 cores): supercl 10-40 ms, cc3d 20-60 ms, scipy 0.1-0.5 s and scikit-image
+# 0.2-1 s a round; 5 rounds of each keep the file under a minute.
+ROUNDS = 5
+STRUCTURE_26 = np.ones((3, 3, 3), dtype=bool)
+PROVIDERS = ["supercl-cpu-1thread", "supercl-cpu-allthreads", "cc3d", "scipy", "skimage",
+             "supercl-cuda", "cupyx"]
+BINARY_ONLY = {"scipy", "cupyx"}  # every nonzero value is one foreground for them
+
+
+def _marks(kind: str, provider: str) -> list:
+    marks = []
+    if kind != "binary" and provider in BINARY_ONLY:
+        marks.append(pytest.mark.skip(
+            reason=f"{provider} labels all nonzero values as one foreground; it cannot label a "
+                   "multi-label supervoxel map"))
+    if provider in ("supercl-cuda", "cupyx"):
+        marks.append(pytest.mark.cuda)
+        if not HAS_CUDA:
+            marks.append(pytest.mark.skip(reason="needs a CUDA GPU"))
+    if provider == "cupyx" and not HAS_CUPY:
+        marks.append(pytest.mark.skip(reason="needs CuPy"))
+    return marks
+
+
+CASES = [
+    pytest.param(kind, provider, marks=_marks(kind, provider),
+                 id=f"{kind}-{'x'.join(map(str, SHAPES[kind]))}-{provider}")
+    for kind in SHAPES for provider in PROVIDERS
+]
+
+
+@functools.lru_cache(maxsize=None)
+def volume_input(kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """The (D, H, W) volume of that kind and its scikit-image labels (the oracle)."""
+    from skimage.measure import label
+
+    shape = SHAPES[kind]
+    image, organs = phantom_volume(*shape, seed=0)
+    if kind == "binary":
+        x = organs > 0
+    else:
+        x = np.asarray(slic(image, n_segments=2000 // DOWNSCALE**3, compactness=0.1,
+                            start_label=1, spatial_dims=3))
+    x.setflags(write=False)
+    return x, label(x, connectivity=3).astype(np.int32)
+
+
+def _supercl(x):
+    return connected_components(x, connectivity=3, spatial_dims=3)
+
+
+@pytest.mark.filterwarnings("ignore:Benchmark fixture was not used")
+@pytest.mark.parametrize(("kind", "provider"), CASES)
+def test_bench_connected_components_3d(request, measure, torch_threads, kind, provider):
+    x, reference = volume_input(kind)
+    count = int(reference.max())
+    shape = SHAPES[kind]
+    common = dict(provider=provider, size=shape[-1], shape=shape, batch=1,
+                  group=f"connected_components_3d-{kind}-{'x'.join(map(str, shape))}",
+                  input=kind, connectivity=26, components_per_slice=float(count))
+
+    if provider.startswith("supercl-cpu"):
+        n = 1 if provider == "supercl-cpu-1thread" else os.cpu_count()
+        with torch_threads(n):
+            np.testing.assert_array_equal(_supercl(x), reference)
+            measure(lambda: _supercl(x), rounds=ROUNDS, threads=n, **common)
+
+    elif provider == "cc3d":
+        import cc3d
+
+        xw = np.array(x)  # cc3d refuses read-only buffers; copied untimed
+
+        def run():
+            return cc3d.connected_components(xw, connectivity=26)
+
+        assert int(run().max()) == count
+        measure(run, rounds=ROUNDS, threads=1, **common)
+
+    elif provider == "scipy":
+        from scipy import ndimage
+
+        assert ndimage.label(x, structure=STRUCTURE_26)[1] == count
+        measure(lambda: ndimage.label(x, structure=STRUCTURE_26), rounds=ROUNDS, threads=1,
+                **common)
+
+    elif provider == "skimage":
+        from skimage.measure import label
+
+        measure(lambda: label(x, connectivity=3), rounds=ROUNDS, threads=1, **common)
+
+    elif provider == "supercl-cuda":
+        request.getfixturevalue("cuda_backend")
+        xd = torch.from_numpy(np.array(x)).cuda()
+        np.testing.assert_array_equal(_supercl(xd).cpu().numpy(), reference)
+
+        def run():
+            out = _supercl(xd)
+            torch.cuda.synchronize()
+            return out
+
+        measure(run, rounds=4 * ROUNDS, threads=None, cuda=True, **common)
+
+    elif provider == "cupyx":
+        cupy = pytest.importorskip("cupy")
+        cupy_ndimage = pytest.importorskip("cupyx.scipy.ndimage")
+        xd = cupy.asarray(x)
+        sd = cupy.asarray(STRUCTURE_26)
+        assert int(cupy_ndimage.label(xd, structure=sd)[1]) == count
+
+        def run():
+            out = cupy_ndimage.label(xd, structure=sd)
+            cupy.cuda.runtime.deviceSynchronize()
+            return out
+
+        measure(run, rounds=4 * ROUNDS, threads=None, **common)
+
+    else:  # pragma: no cover
+        raise AssertionError(f"unknown provider {provider}")
