@@ -149,7 +149,8 @@ def test_cli_rejects_bad_options(tmp_path):
     "module",
     ["supercl.ops.slic", "supercl.ops.connected_components", "supercl.ops.supcon_loss",
      "supercl.ops.superpixel_pool", "supercl.ops.graph_components", "supercl.viz",
-     "supercl.data.phantom", "supercl.data.nifti", "supercl.models.unet", "supercl.losses",
+     "supercl.data.phantom", "supercl.data.scanning", "supercl.data.loading",
+     "supercl.data.splitting", "supercl.models.unet", "supercl.losses",
      "supercl.train.metrics", "supercl.train.views"],
 )
 def test_docstring_examples_run(module):
