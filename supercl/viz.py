@@ -25,6 +25,9 @@ import numpy as np
 __all__ = [
     "write_png",
     "window",
+    "grey_levels",
+    "zoom_factor",
+    "upsample",
     "boundary_mask",
     "overlay",
     "montage",
@@ -36,6 +39,8 @@ __all__ = [
     "plot_loss_curves",
     "plot_diagnostics",
     "plot_dsc_bars",
+    "plot_superpixels",
+    "plot_predictions",
 ]
 
 #: Class colours (RGB) of the segmentation pictures: class c >= 1 gets
@@ -96,6 +101,24 @@ def window(image: np.ndarray, low: float = -200.0, high: float = 300.0) -> np.nd
     """CT intensity window: ``low .. high`` (Hounsfield units) to 0 .. 255 uint8."""
     scaled = (np.asarray(image, dtype=np.float64) - low) / (high - low)
     return (np.clip(scaled, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def grey_levels(image: Any) -> np.ndarray:
+    """An image (or a stack of them) of any intensity scale as uint8 grey levels: its 1st to
+    99th percentile stretched to 0 .. 255 (CT slices are in [0, 1], z-scored MRI is not)."""
+    image = _as_numpy(image).astype(np.float64, copy=False)
+    lo, hi = np.percentile(image, [1, 99])
+    return (np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
+
+
+def zoom_factor(shape: tuple[int, ...], target: int = 192) -> int:
+    """Integer zoom that brings small slices to about ``target`` pixels for the figures."""
+    return max(1, -(-target // max(shape)))
+
+
+def upsample(a: np.ndarray, k: int) -> np.ndarray:
+    """``a`` (H, W) repeated ``k`` times along both axes (nearest neighbour)."""
+    return a if k == 1 else a.repeat(k, 0).repeat(k, 1)
 
 
 def boundary_mask(labels: np.ndarray) -> np.ndarray:
@@ -593,3 +616,52 @@ def plot_diagnostics(records: list[dict], path: str | Path, *, title: str = "") 
         fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)
+
+
+# ----------------------------------------------------------------- the run folder's figures
+
+
+def plot_superpixels(images: Any, segments: Any, captions: list[str], path: str | Path, *,
+                     shown: int = 8, title: str = "") -> Path:
+    """SLIC boundaries over the first ``shown`` of (B, H, W) ``images`` (any scale) with their
+    (B, H, W) ``segments``, one captioned tile each, 4 per row."""
+    images, segments = _as_numpy(images), _as_numpy(segments)
+    shown = min(images.shape[0], shown)
+    tiles = []
+    for b in range(shown):
+        grey = grey_levels(images[b])
+        k = zoom_factor(grey.shape)
+        tiles.append(overlay(upsample(grey, k), upsample(segments[b], k), colour=BOUNDARY))
+    titles = [f"{captions[b]}: {int(segments[b].max()) + 1} superpixels" for b in range(shown)]
+    return plot_image_grid(tiles, titles, path, columns=4, title=title)
+
+
+def plot_predictions(images: Any, labels: Any, pred: Any, volume: Any, captions: list[str],
+                     num_classes: int, path: str | Path, *,
+                     class_names: Mapping[int, str] | None = None, shown: int = 6) -> Path:
+    """Ground truth and prediction side by side over the test slices with the most foreground
+    (each volume's first, then the next ones): (N, 1, H, W) ``images``, (N, H, W) ``labels``
+    and ``pred``, (N,) ``volume`` index of each slice, a caption per slice."""
+    images, labels, pred = _as_numpy(images), _as_numpy(labels), _as_numpy(pred)
+    volume = _as_numpy(volume)
+    area = (labels > 0).reshape(labels.shape[0], -1).sum(1)
+    order = np.argsort(-area, kind="stable").tolist()
+    seen, firsts, rest = set(), [], []
+    for i in order:
+        v = int(volume[i])
+        (rest if v in seen else firsts).append(i)
+        seen.add(v)
+    picks = sorted((firsts + rest)[:shown])
+    tiles, titles = [], []
+    for i in picks:
+        grey = grey_levels(images[i, 0])
+        k = zoom_factor(grey.shape)
+        tiles += [segmentation_tile(upsample(grey, k), upsample(labels[i], k), num_classes),
+                  segmentation_tile(upsample(grey, k), upsample(pred[i], k), num_classes)]
+        titles += [f"{captions[i]}: truth", f"{captions[i]}: prediction"]
+    class_names = class_names or {c: f"class {c}" for c in range(num_classes)}
+    legend = {class_names.get(c, f"class {c}"): PALETTE[(c - 1) % len(PALETTE)]
+              for c in range(1, num_classes)}
+    return plot_image_grid(tiles, titles, path, columns=4, legend=legend,
+                           title="test slices with the most foreground (per volume first): "
+                                 "ground truth (left of each pair) and prediction (right)")

@@ -151,7 +151,7 @@ def test_cli_rejects_bad_options(tmp_path):
      "supercl.ops.superpixel_pool", "supercl.ops.graph_components", "supercl.viz",
      "supercl.data.phantom", "supercl.data.scanning", "supercl.data.loading",
      "supercl.data.splitting", "supercl.models.unet", "supercl.losses",
-     "supercl.train.metrics", "supercl.train.views"],
+     "supercl.eval.metrics", "supercl.train.views"],
 )
 def test_docstring_examples_run(module):
     import doctest
