@@ -61,11 +61,12 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_triton)
 
 
-def triton_compile_for_gpu(code: str, cwd) -> None:
+def triton_compile_for_gpu(code: str) -> None:
     """Run ``code`` -- a script that compiles Triton kernels ahead of time for a GPU target
-    and prints "ok" -- in a child without TRITON_INTERPRET, from ``cwd`` outside the checkout
-    (with the source tree first on sys.path, ``supercl`` would be the uninstalled sources,
-    which have no supercl.kernels). Skips where this Triton has no ahead-of-time compile API."""
+    and prints "ok" -- in a child without TRITON_INTERPRET (Triton reads it when it is
+    imported). The child runs isolated (``-I``: no current folder on ``sys.path``), so it
+    imports the installed supercl, as this process does, from the checkout too. Skips where this Triton has no
+    ahead-of-time compile API."""
     import subprocess
     import sys
 
@@ -76,8 +77,8 @@ def triton_compile_for_gpu(code: str, cwd) -> None:
     except ImportError as exc:  # pragma: no cover - depends on the Triton version
         pytest.skip(f"this Triton has no ahead-of-time compile API: {exc}")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         timeout=300, cwd=cwd)
+    out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, env=env,
+                         timeout=300)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
 
 

@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from supercl.ops import connected_components, connected_components_reference
+from supercl.ops import connected_components
+from supercl.testing import connected_components_reference
 
 cc_module = sys.modules["supercl.ops.connected_components"]
 
@@ -250,7 +251,7 @@ def test_bad_input_raises_clearly(kwargs, error, match):
 
 def test_unavailable_backend_raises_instead_of_falling_back(monkeypatch):
     """The CUDA backend is made unavailable explicitly, so that this holds on GPU machines."""
-    from supercl.ops import _cuda
+    from supercl.kernels.cuda import launch as _cuda
 
     monkeypatch.setattr(_cuda, "available", lambda: (False, "torch sees no CUDA device"))
     image = np.zeros((4, 4), dtype=np.int32)

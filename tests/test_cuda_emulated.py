@@ -1,6 +1,6 @@
 """The CUDA backend's own code, run on the CPU: kernels/cuda/*.cu compiled as host C++ (one
 thread visiting every index, tests/cuda_host_shim.h) and launched by the real launcher in
-supercl/ops/_cuda.py through a stand-in for CuPy.  This checks the kernels and their launch
+kernels/cuda/launch.py through a stand-in for CuPy.  This checks the kernels and their launch
 sequence (init, merge, compress, scan, gather; the SLIC iterations, connectivity enforcement,
 pointer jumping, renumbering) against the CPU backend and scikit-image on machines without a
 GPU.  What it cannot check -- concurrency, atomics under contention, CuPy itself -- is left to
@@ -19,11 +19,12 @@ import torch
 
 import supercl.kernels
 from supercl.data import phantom_batch
-from supercl.ops import connected_components, connected_components_reference, slic
+from supercl.ops import connected_components, slic
+from supercl.testing import connected_components_reference
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
 
-_cuda = pytest.importorskip("supercl.ops._cuda")
+_cuda = pytest.importorskip("supercl.kernels.cuda.launch")
 SHIM = Path(__file__).with_name("cuda_host_shim.h")
 
 

@@ -110,3 +110,22 @@ def test_triton_names_the_cuda_backend_of_the_image_ops(op, monkeypatch):
     for name in ("cuda", "triton"):  # both mean the CUDA backend: unavailable here, and said so
         with pytest.raises(RuntimeError, match="backend='cpu'"):
             _calls()[op](name)
+
+
+# ---- the public API and the test oracles ------------------------------------------------------
+
+
+def test_ops_export_ops_only_and_every_op_has_an_oracle_in_supercl_testing():
+    import supercl.ops
+    import supercl.testing
+
+    assert not [name for name in supercl.ops.__all__ if name.endswith("_reference")]
+    oracles = set(supercl.testing.__all__)
+    for name in ("slic", "connected_components", "graph_components", "knn_weak_labels",
+                 "supcon_loss", "superpixel_pool", "superpixel_unpool", "superpixel_mean_map",
+                 "downsample_segments"):
+        assert name in supercl.ops.__all__ and f"{name}_reference" in oracles, name
+    # an oracle agrees with its op (the op's own tests go much further)
+    labels = np.array([[1, 1, 0], [0, 2, 2]])
+    np.testing.assert_array_equal(connected_components(labels, connectivity=1),
+                                  supercl.testing.connected_components_reference(labels, 1))

@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from supercl.data import phantom_batch
-from supercl.ops import connected_components, slic, slic_reference
+from supercl.ops import connected_components, slic
+from supercl.testing import slic_reference
 from supercl.viz import boundary_mask as boundaries
 
 slic_module = sys.modules["supercl.ops.slic"]
@@ -495,7 +496,7 @@ def test_bad_input_raises_clearly(kwargs, error, match):
 def test_forced_cuda_backend_without_cuda_raises(monkeypatch):
     """A forced CUDA backend that cannot run says so (and how to compute on the host) instead
     of falling back; "cannot run" is made explicit, so this holds on GPU machines too."""
-    from supercl.ops import _cuda
+    from supercl.kernels.cuda import launch as _cuda
 
     monkeypatch.setattr(_cuda, "available", lambda: (False, "torch sees no CUDA device"))
     with pytest.raises(RuntimeError, match="backend='cpu'"):

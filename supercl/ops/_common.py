@@ -68,7 +68,7 @@ def resolve_backend(op: str, backend: str | None, device: torch.device) -> str:
     if backend is None:
         backend = "cuda" if device.type == "cuda" else "cpu"
     if backend == "cuda":
-        from . import _cuda
+        from supercl.kernels.cuda import launch as _cuda
 
         _cuda.require(op)
     return backend

@@ -126,7 +126,7 @@ def _connected_components(labels, connectivity, background, return_num, backend,
     chosen = resolve_backend("connected_components", backend, x.device)
     kernel_input, has_background, bg = _kernel_input(x, background)
     if chosen == "cuda":
-        from . import _cuda
+        from supercl.kernels.cuda import launch as _cuda
 
         result, num = _cuda.connected_components(
             kernel_input.to(cuda_device(x.device)), connectivity, has_background, bg

@@ -202,7 +202,7 @@ def _slic(
     )
     first_label = max(start_label, 1) if mask_t is not None else start_label
     if chosen == "cuda":
-        from . import _cuda
+        from supercl.kernels.cuda import launch as _cuda
 
         result = _cuda.slic(
             normalized.contiguous(), None if mask_t is None else mask_t.to(torch.uint8).contiguous(),
