@@ -1,6 +1,6 @@
 """The 2D U-Net of SuperCL, its encoder, and the projection head.
 
-Reference configuration (DESIGN.md section 1): 4 down-samplings, channels 32 -> 512 (base 32,
+Reference configuration (the SuperCL paper's U-Net): 4 down-samplings, channels 32 -> 512 (base 32,
 doubled at every level), two 3x3 convolution + batch norm + ReLU blocks per level, max-pool
 down, transposed-convolution up, skip connections by concatenation.
 

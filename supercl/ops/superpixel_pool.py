@@ -1,7 +1,7 @@
 """Superpixel pooling: the mean of a feature map over each superpixel, the paint-back, both
 fused (SuperCL's ASP), and the down-sampling of superpixel maps to the feature resolution.
 
-Layers (STYLE.md): Triton kernels and their launchers in ``kernels/triton/superpixel_pool.py``
+Layers: Triton kernels and their launchers in ``kernels/triton/superpixel_pool.py``
 and a torch implementation here -> ``torch.library`` custom ops with fake (meta) kernels and
 autograd -> the public functions, which validate their input once and call the custom ops.
 The custom ops are visible to ``torch.compile`` (no graph break) and to autograd:
