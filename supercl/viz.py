@@ -1,9 +1,9 @@
-"""Pictures for the demo and the run folder: PNG encoding, overlays, training charts.
+"""Every picture of supercl: overlays, training charts and the run folder's figures.
 
-``write_png`` encodes an (H, W) grey or (H, W, 3) RGB uint8 array with zlib; ``overlay`` draws
-label boundaries over CT-like slices; ``prediction_overlay`` paints a predicted segmentation
-and the ground-truth contours over a slice; ``montage`` tiles several pictures into one. These
-need numpy only.
+``overlay`` draws label boundaries over CT-like slices; ``prediction_overlay`` paints a
+predicted segmentation and the ground-truth contours over a slice; ``montage`` tiles several
+pictures into one; ``grey_levels`` brings slices of any intensity scale to uint8 grey. These
+need numpy only. ``write_png`` saves such a picture with Pillow.
 
 ``plot_loss_curves`` and ``plot_dsc_bars`` draw charts with matplotlib, imported inside the
 functions and used through its object interface (``Figure`` and the Agg canvas): no pyplot,
@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import struct
-import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -63,7 +61,8 @@ BOUNDARY: tuple[int, int, int] = (240, 228, 66)
 
 
 def write_png(path: str | Path, image: np.ndarray) -> Path:
-    """Write an (H, W) grey or (H, W, 3) RGB uint8 image as a PNG file.
+    """Write an (H, W) grey or (H, W, 3) RGB uint8 image as a PNG file, pixel for pixel
+    (Pillow, which matplotlib depends on); parent folders are created.
 
     Example
     -------
@@ -72,28 +71,16 @@ def write_png(path: str | Path, image: np.ndarray) -> Path:
     >>> p.read_bytes()[:8] == b"\\x89PNG\\r\\n\\x1a\\n"
     True
     """
+    from PIL import Image
+
     image = np.asarray(image)
     if image.dtype != np.uint8:
         raise TypeError(f"image must be uint8, got {image.dtype}")
-    if image.ndim == 2:
-        colour_type = 0
-    elif image.ndim == 3 and image.shape[2] == 3:
-        colour_type = 2
-    else:
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
         raise ValueError(f"image must have shape (H, W) or (H, W, 3), got {image.shape}")
-    height, width = image.shape[:2]
-    raw = np.ascontiguousarray(image).reshape(height, -1)
-    rows = b"".join(b"\x00" + row.tobytes() for row in raw)  # filter type 0 per row
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
-    payload = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows, 6))
-    payload += chunk(b"IEND", b"")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(payload)
+    Image.fromarray(np.ascontiguousarray(image)).save(path, format="PNG")
     return path
 
 
