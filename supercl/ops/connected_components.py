@@ -89,15 +89,6 @@ def connected_components(
     >>> connected_components(x, connectivity=2, return_num=True)[1]
     tensor(3)
     """
-    return _connected_components(
-        labels, connectivity, background, return_num, backend, gpu_form=False
-    )
-
-
-def _connected_components(labels, connectivity, background, return_num, backend, *, gpu_form):
-    """:func:`connected_components`; ``gpu_form=True`` makes the CPU backend run the CUDA
-    backend's sequence of passes (init, merge, compress, flags, scan, gather) serially, so that
-    the tests can check that form on the CPU."""
     x, as_numpy = as_tensor(labels, "labels")
     if x.dtype.is_floating_point or x.dtype.is_complex:
         raise TypeError(f"labels must have an integer or bool dtype, got {x.dtype}")
@@ -133,7 +124,7 @@ def _connected_components(labels, connectivity, background, return_num, backend,
         )
     else:
         out, counts = extension().connected_components(
-            kernel_input.cpu().numpy(), connectivity, has_background, bg, num_threads(), gpu_form
+            kernel_input.cpu().numpy(), connectivity, has_background, bg, num_threads()
         )
         result, num = torch.from_numpy(out), torch.from_numpy(counts)
     result, num = result.to(x.device), num.to(x.device)

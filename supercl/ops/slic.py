@@ -136,18 +136,6 @@ def slic(
     >>> bool(torch.isin(left, right).any())  # no superpixel crosses the intensity edge
     False
     """
-    return _slic(
-        images, n_segments, compactness, max_num_iter, spacing, mask, enforce_connectivity,
-        min_size_factor, max_size_factor, start_label, backend, gpu_form=False,
-    )
-
-
-def _slic(
-    images, n_segments, compactness, max_num_iter, spacing, mask, enforce_connectivity,
-    min_size_factor, max_size_factor, start_label, backend, *, gpu_form: bool,
-):
-    """:func:`slic`; ``gpu_form=True`` makes the CPU backend assign and accumulate pixel by
-    pixel, the way the CUDA backend does, so that the tests can check that form on the CPU."""
     x, as_numpy = as_tensor(images, "images")
     if x.dtype == torch.bool or x.dtype.is_complex:
         raise TypeError(f"images must have a real float or integer dtype, got {x.dtype}")
@@ -212,7 +200,7 @@ def _slic(
         mask_np = None if mask_t is None else mask_t.to(torch.uint8).numpy()
         result = torch.from_numpy(extension().slic(
             normalized.numpy(), mask_np, grid, params, max_num_iter, enforce_connectivity,
-            min_size, first_label, num_threads(), gpu_form,
+            min_size, first_label, num_threads(),
         ))
     result = result.to(x.device)
     if single:
