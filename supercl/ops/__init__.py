@@ -3,7 +3,10 @@
 Each op validates its input once, here at the boundary, then dispatches on the input's device:
 CPU tensors and arrays to the C++ backend (``supercl._C``), CUDA tensors to the GPU backend.
 ``backend=`` or the ``SUPERCL_BACKEND`` environment variable forces one; an unavailable backend
-raises rather than silently running elsewhere.
+raises rather than silently running elsewhere. Behind each public function is a
+``torch.library`` custom op with a fake (meta) kernel (``downsample_segments`` is plain
+torch), so ``torch.compile(fullgraph=True)`` traces through them; the learning ops also
+register their backward.
 
 - :func:`slic` -- SLIC superpixels of a batch of 2D images.
 - :func:`connected_components` -- labels of connected regions of equal value.

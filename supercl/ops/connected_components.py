@@ -116,24 +116,40 @@ def connected_components(
 
     chosen = resolve_backend("connected_components", backend, x.device)
     kernel_input, has_background, bg = _kernel_input(x, background)
-    if chosen == "cuda":
-        from supercl.kernels.cuda import launch as _cuda
-
-        result, num = _cuda.connected_components(
-            kernel_input.to(cuda_device(x.device)), connectivity, has_background, bg
-        )
-    else:
-        out, counts = extension().connected_components(
-            kernel_input.cpu().numpy(), connectivity, has_background, bg, num_threads()
-        )
-        result, num = torch.from_numpy(out), torch.from_numpy(counts)
-    result, num = result.to(x.device), num.to(x.device)
+    result, num = _connected_components_op(kernel_input, connectivity, has_background, bg, chosen)
     if single:
         result, num = result[0], num[0]
     result = to_output(result, as_numpy)
     if return_num:
         return result, to_output(num, as_numpy)
     return result
+
+
+# ---- the custom op (torch.compile sees one opaque node of known output shapes) -------------
+
+
+@torch.library.custom_op("supercl::connected_components", mutates_args=())
+def _connected_components_op(x: torch.Tensor, connectivity: int, has_background: bool,
+                             background: int, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels (B, H, W) int32 and counts (B,) int64 of a validated (B, H, W) uint8, int32 or
+    int64 tensor (any strides) on ``backend`` ("cpu" or "cuda"), on the input's device."""
+    if backend == "cuda":
+        from supercl.kernels.cuda import launch as _cuda
+
+        result, num = _cuda.connected_components(x.to(cuda_device(x.device)), connectivity,
+                                                 has_background, background)
+    else:
+        out, counts = extension().connected_components(
+            x.cpu().numpy(), connectivity, has_background, background, num_threads())
+        result, num = torch.from_numpy(out), torch.from_numpy(counts)
+    return result.to(x.device), num.to(x.device)
+
+
+@_connected_components_op.register_fake
+def _(x, connectivity, has_background, background, backend):
+    batch, height, width = x.shape
+    return (x.new_empty((batch, height, width), dtype=torch.int32),
+            x.new_empty((batch,), dtype=torch.int64))
 
 
 def _kernel_input(x: torch.Tensor, background: int) -> tuple[torch.Tensor, bool, int]:
@@ -158,7 +174,10 @@ def _kernel_input(x: torch.Tensor, background: int) -> tuple[torch.Tensor, bool,
         x = x.to(torch.int64)
     elif x.dtype == torch.uint64:
         x = x.view(torch.int64)  # same bits; values of 2**63 and above turn negative
-        if bool((x < 0).any()):
+        if torch.compiler.is_compiling():  # no host synchronisation in a compiled graph
+            torch._assert_async((x >= 0).all(), "supercl: labels holds uint64 values above "
+                                                "2**63 - 1, which are not supported")
+        elif bool((x < 0).any()):
             raise ValueError("labels holds uint64 values above 2**63 - 1, which are not supported")
     else:  # pragma: no cover - every integer dtype is listed above
         raise TypeError(f"labels has an unsupported dtype {x.dtype}")
