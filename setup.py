@@ -12,7 +12,7 @@ import tempfile
 import warnings
 
 from pybind11.setup_helpers import Pybind11Extension
-from setuptools import setup
+from setuptools import find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 
@@ -69,28 +69,18 @@ ext_modules = [
     )
 ]
 
+# Every package under supercl/ and kernels/, found rather than listed, so that a new subpackage
+# cannot be left out of the wheel.  kernels/ is installed as supercl.kernels; its include/ (a
+# link to csrc/include in the source tree) ships the shared headers for the run-time compiler.
+packages = find_packages(include=["supercl", "supercl.*"]) + ["supercl.kernels"] + [
+    f"supercl.kernels.{name}" for name in find_packages("kernels")]
+
 setup(
-    packages=[
-        "supercl",
-        "supercl.ops",
-        "supercl.data",
-        "supercl.eval",
-        "supercl.models",
-        "supercl.train",
-        "supercl.kernels",
-        "supercl.kernels.triton",
-        "supercl.kernels.include",
-    ],
-    package_dir={
-        "supercl": "supercl",
-        "supercl.kernels": "kernels",
-        "supercl.kernels.triton": "kernels/triton",
-        # The shared host/device headers, for the GPU backend's run-time compilation.
-        "supercl.kernels.include": "csrc/include",
-    },
+    packages=packages,
+    package_dir={"supercl": "supercl", "supercl.kernels": "kernels"},
     package_data={
-        "supercl.kernels": ["cuda/*.cu"],
-        "supercl.kernels.include": ["supercl/*.h"],
+        "supercl.kernels": ["include/supercl/*.h"],
+        "supercl.kernels.cuda": ["*.cu"],
     },
     ext_modules=ext_modules,
     cmdclass={"build_ext": BuildExt},

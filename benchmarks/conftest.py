@@ -190,7 +190,7 @@ def torch_threads():
 def cuda_backend() -> None:
     """Skip a supercl-cuda provider only where the backend cannot run (no CuPy or no GPU);
     any error of the backend itself fails the benchmark."""
-    from supercl.ops import _cuda
+    from supercl.kernels.cuda import launch as _cuda
 
     ok, why = _cuda.available()
     if not ok:

@@ -25,8 +25,9 @@ import torch
 
 from supercl.losses import LossConfig, SuperCLLoss, position_labels
 from supercl.models import SuperCLModel, UNetEncoder
-from supercl.ops import (knn_weak_labels_reference, slic, superpixel_mean_map_reference,
-                         supcon_loss_reference, downsample_segments)
+from supercl.ops import downsample_segments, slic
+from supercl.testing import (knn_weak_labels_reference, superpixel_mean_map_reference,
+                             supcon_loss_reference)
 from supercl.train.views import SuperCLViews
 
 BATCH = 16

@@ -34,7 +34,8 @@ import pytest
 import torch
 
 from supercl.ops import slic
-from supercl.ops.superpixel_pool import superpixel_pool, superpixel_pool_reference
+from supercl.ops import superpixel_pool
+from supercl.testing import superpixel_pool_reference
 
 HAS_CUDA = torch.cuda.is_available()
 HAS_TORCH_SCATTER = importlib.util.find_spec("torch_scatter") is not None

@@ -47,7 +47,7 @@ py::array_t<T> new_output(const std::vector<py::ssize_t>& shape) {
 
 template <typename T>
 void run_cc(const py::array& image, int connectivity, bool has_background, int64_t background,
-            int32_t* out, int64_t* counts, int num_threads, bool gpu_form) {
+            int32_t* out, int64_t* counts, int num_threads) {
   const auto* data = static_cast<const T*>(image.data());
   const int64_t item = static_cast<int64_t>(sizeof(T));
   const int64_t b = image.shape(0), h = image.shape(1), w = image.shape(2);
@@ -55,12 +55,11 @@ void run_cc(const py::array& image, int connectivity, bool has_background, int64
                 sx = image.strides(2) / item;
   py::gil_scoped_release release;
   supercl::cpu::connected_components<T>(data, b, h, w, sb, sy, sx, connectivity, has_background,
-                                        static_cast<T>(background), out, counts, num_threads,
-                                        gpu_form);
+                                        static_cast<T>(background), out, counts, num_threads);
 }
 
 py::tuple connected_components(const py::array& image, int connectivity, bool has_background,
-                               int64_t background, int num_threads, bool gpu_form) {
+                               int64_t background, int num_threads) {
   if (image.ndim() != 3) throw py::value_error("image must have shape (B, H, W)");
   const int64_t b = image.shape(0), h = image.shape(1), w = image.shape(2);
   py::array_t<int32_t> out = new_output<int32_t>({b, h, w});
@@ -69,11 +68,11 @@ py::tuple connected_components(const py::array& image, int connectivity, bool ha
   int64_t* c = counts.mutable_data();
   const auto dtype = image.dtype();
   if (dtype.is(py::dtype::of<uint8_t>()))
-    run_cc<uint8_t>(image, connectivity, has_background, background, o, c, num_threads, gpu_form);
+    run_cc<uint8_t>(image, connectivity, has_background, background, o, c, num_threads);
   else if (dtype.is(py::dtype::of<int32_t>()))
-    run_cc<int32_t>(image, connectivity, has_background, background, o, c, num_threads, gpu_form);
+    run_cc<int32_t>(image, connectivity, has_background, background, o, c, num_threads);
   else if (dtype.is(py::dtype::of<int64_t>()))
-    run_cc<int64_t>(image, connectivity, has_background, background, o, c, num_threads, gpu_form);
+    run_cc<int64_t>(image, connectivity, has_background, background, o, c, num_threads);
   else
     throw py::type_error("image dtype must be uint8, int32 or int64, got " +
                          std::string(py::str(dtype)));
@@ -126,7 +125,7 @@ py::array_t<int32_t> slic(
     const py::array_t<double, py::array::c_style | py::array::forcecast>& params,
     int64_t max_num_iter, bool enforce_connectivity,
     const py::array_t<int64_t, py::array::c_style | py::array::forcecast>& min_size,
-    int32_t start_label, int num_threads, bool gpu_form) {
+    int32_t start_label, int num_threads) {
   if (image.ndim() != 4) throw py::value_error("image must have shape (B, C, H, W)");
   const int64_t b = image.shape(0), c = image.shape(1), h = image.shape(2), w = image.shape(3);
   if (grid.ndim() != 2 || grid.shape(0) != b || grid.shape(1) != 6)
@@ -153,7 +152,7 @@ py::array_t<int32_t> slic(
   {
     py::gil_scoped_release release;
     supercl::cpu::slic(img, mask_ptr, b, c, h, w, g, p, max_num_iter, enforce_connectivity, ms,
-                       start_label, o, num_threads, gpu_form);
+                       start_label, o, num_threads);
   }
   return out;
 }
@@ -249,7 +248,6 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "supercl CPU backend (C++17, OpenMP); use supercl.ops, not this module.";
   m.def("connected_components", &connected_components, py::arg("image"), py::arg("connectivity"),
         py::arg("has_background"), py::arg("background"), py::arg("num_threads"),
-        py::arg("gpu_form") = false,
         "Raster-ordered connected-component labels of a validated (B, H, W) integer array.");
   m.def("connected_components_3d", &connected_components_3d, py::arg("volume"),
         py::arg("connectivity"), py::arg("has_background"), py::arg("background"),
@@ -257,7 +255,7 @@ PYBIND11_MODULE(_C, m) {
         "Raster-ordered connected-component labels of a validated (B, D, H, W) integer array.");
   m.def("slic", &slic, py::arg("image"), py::arg("mask"), py::arg("grid"), py::arg("params"),
         py::arg("max_num_iter"), py::arg("enforce_connectivity"), py::arg("min_size"),
-        py::arg("start_label"), py::arg("num_threads"), py::arg("gpu_form") = false,
+        py::arg("start_label"), py::arg("num_threads"),
         "SLIC labels of a validated, [0, 1]-rescaled (B, C, H, W) float32 array.");
   m.def("slic_3d", &slic_3d, py::arg("image"), py::arg("mask"), py::arg("grid"),
         py::arg("params"), py::arg("max_num_iter"), py::arg("enforce_connectivity"),

@@ -1,9 +1,13 @@
-"""Kernel sources of supercl, installed as ``supercl.kernels``.
+"""The kernels of supercl that are compiled at run time on the GPU, with their launchers;
+installed as ``supercl.kernels``.
 
-- ``cuda/*.cu``: ``__global__`` wrappers over the shared host/device bodies in
-  ``csrc/include/supercl/``, compiled at run time by NVRTC through CuPy (GPU backend).
-- ``include/supercl/*.h``: those shared bodies, shipped as package data so that the run-time
-  compiler finds them in an installed package.
+- ``cuda/``: ``*.cu`` kernels of the image ops (SLIC, connected components) and their CuPy
+  launcher (:mod:`supercl.kernels.cuda.launch`).
+- ``triton/``: the Triton kernels of the learning ops and their launchers.
+- ``include/supercl/*.h``: the shared host/device bodies that both the ``.cu`` files and the
+  C++ CPU backend (``csrc/``) include. In the source tree ``include`` is a link to
+  ``csrc/include``; the wheel holds a copy. Either way the headers are found at the same place
+  beside this file, from a wheel, an editable install or the source tree.
 
 Nothing here imports CuPy or Triton; :func:`include_dir` and :func:`cuda_source` only locate
 files.
@@ -17,18 +21,13 @@ _HERE = Path(__file__).resolve().parent
 
 
 def include_dir() -> Path:
-    """Directory to pass as ``-I`` so that ``#include "supercl/slic.h"`` resolves.
-
-    In an installed package the headers sit in ``supercl/kernels/include``; in a source
-    checkout (editable install, or tests run from the tree) in ``csrc/include``.
-    """
-    for candidate in (_HERE / "include", _HERE.parent / "csrc" / "include"):
-        if (candidate / "supercl" / "common.h").is_file():
-            return candidate
-    raise FileNotFoundError(
-        "supercl's kernel headers (supercl/common.h) are missing; reinstall supercl with "
-        "`pip install .` from a source checkout"
-    )
+    """Directory to pass as ``-I`` so that ``#include "supercl/slic.h"`` resolves."""
+    path = _HERE / "include"
+    if not (path / "supercl" / "common.h").is_file():
+        raise FileNotFoundError(
+            f"supercl's kernel headers are missing from {path}; reinstall supercl with "
+            "`pip install .` (or `pip install -e .`) from a source checkout")
+    return path
 
 
 def cuda_source(name: str) -> str:

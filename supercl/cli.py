@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import sys
 import time
 from pathlib import Path
+
+from supercl.demo import add_demo_options, at_least
 
 __all__ = ["main", "build_parser"]
 
@@ -360,10 +361,11 @@ def _superpixels(args) -> int:
 
     from supercl.data.nifti import load_case, scan_dataset
     from supercl.ops import slic
-    from supercl.train.dataset import resolve_data
+    from supercl.train.dataset import DataConfig, resolve_data
     from supercl.train.loop import resolve_device
-    from supercl.viz import BOUNDARY, overlay, plot_image_grid
+    from supercl.viz import BOUNDARY, grey_levels, overlay, plot_image_grid
 
+    data = _fill(DataConfig, args)  # checks the data options
     device = resolve_device(args.device)
     out = Path(args.out)
     if args.data is None:  # the phantom is written into OUT; with --data, OUT waits for the checks
@@ -379,8 +381,8 @@ def _superpixels(args) -> int:
         return _supervoxels(args, case, info, out, device)
     if args.n_segments is None:
         args.n_segments = 100
-    images, _, _ = load_case(case, modality=info.modality, window=tuple(args.window),
-                             patch_size=args.patch_size, resize=args.resize,
+    images, _, _ = load_case(case, modality=info.modality, window=data.window,
+                             patch_size=data.patch_size, resize=data.resize,
                              class_names=info.class_names)
     out.mkdir(parents=True, exist_ok=True)
     x = torch.from_numpy(images).to(device)
@@ -393,8 +395,7 @@ def _superpixels(args) -> int:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     picks = np.linspace(0, x.shape[0] - 1, min(args.slices, x.shape[0])).round().astype(int)
-    lo, hi = np.percentile(images, [1, 99])  # CT slices are in [0, 1], z-scored MRI is not
-    grey = (np.clip((images - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
+    grey = grey_levels(images)
     tiles = [overlay(grey[i], labels[i].cpu().numpy(), colour=BOUNDARY) for i in picks]
     counts = [int(labels[i].max()) + 1 for i in range(labels.shape[0])]
     path = plot_image_grid(
@@ -430,8 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
         "dataset is used.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.commands = {}  # the parser of each subcommand, by name
 
-    p = sub.add_parser("superpixels", help="SLIC overlays (PNG) of the slices of one volume",
+    p = parser.commands["superpixels"] = sub.add_parser("superpixels", help="SLIC overlays (PNG) of the slices of one volume",
                        description="Runs supercl.ops.slic on every slice of one volume (on the "
                        "GPU if there is one) and writes a PNG montage of superpixel boundaries; "
                        "with --3d, supervoxels of the whole volume as NIfTI plus a PNG.")
@@ -439,8 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--case", default=None, help="case name (default: the first case)")
     p.add_argument("--out", default="runs/superpixels", metavar="DIR",
                    help="output folder (default: runs/superpixels)")
-    p.add_argument("--slices", type=int, default=8, help="slices shown (default: 8)")
-    p.add_argument("--n-segments", type=int, default=None,
+    p.add_argument("--slices", type=at_least(1), default=8, help="slices shown (default: 8)")
+    p.add_argument("--n-segments", type=at_least(1), default=None,
                    help="superpixels per slice (default: 100), or supervoxels per volume with "
                    "--3d (default: 2000)")
     p.add_argument("--3d", dest="three_d", action="store_true",
@@ -453,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto, cpu, cuda or cuda:N (default: auto = cuda if available)")
     p.set_defaults(run=_superpixels)
 
-    p = sub.add_parser("pretrain", help="SuperCL pre-training of a U-Net encoder",
+    p = parser.commands["pretrain"] = sub.add_parser("pretrain", help="SuperCL pre-training of a U-Net encoder",
                        description="Pre-trains a U-Net encoder with L = l1 L_ins + l2 L_intra + "
                        "l3 L_inter on the pre-training volumes of the split (labels unused). "
                        "Writes config.json, split.json, metrics.jsonl, checkpoint.pt, "
@@ -465,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     _pretrain_options(p)
     p.set_defaults(run=_pretrain)
 
-    p = sub.add_parser("finetune", help="fine-tune a U-Net on the labeled volumes, then evaluate",
+    p = parser.commands["finetune"] = sub.add_parser("finetune", help="fine-tune a U-Net on the labeled volumes, then evaluate",
                        description="Fine-tunes the whole U-Net (encoder from --pretrained, or "
                        "from scratch) with cross-entropy + Dice and Adam on a cosine schedule, "
                        "selects the epoch by validation DSC (best.pt) and evaluates it on the "
@@ -475,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     _finetune_options(p)
     p.set_defaults(run=_finetune)
 
-    p = sub.add_parser("evaluate", help="DSC, JC and HD95 of a fine-tuned model on the test volumes",
+    p = parser.commands["evaluate"] = sub.add_parser("evaluate", help="DSC, JC and HD95 of a fine-tuned model on the test volumes",
                        description="Scores a fine-tuning run's best.pt (or a given checkpoint) "
                        "on the test volumes of the split: DSC and JC per class over the whole "
                        "test set, per-volume DSC and HD95. The data options default to the "
@@ -491,12 +493,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-figures", dest="figures", action="store_false", help="write no PNGs")
     p.set_defaults(run=_evaluate)
 
-    p = sub.add_parser("demo", help="the whole job on the embedded phantom, in minutes on a CPU",
+    p = parser.commands["demo"] = sub.add_parser("demo", help="the whole job on the embedded phantom, in minutes on a CPU",
                        description="Writes the phantom MSD dataset, pre-trains with SuperCL, "
                        "fine-tunes on 10% of the labeled volumes from scratch and from the "
                        "pre-trained encoder, evaluates both on the test volumes, prints a DSC/JC "
                        "table and writes results.json and report.md with figures.")
-    from supercl.demo import add_demo_options
 
     add_demo_options(p)
     p.set_defaults(run=_demo)
@@ -515,61 +516,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_POSITIVE = ("epochs", "batch_size", "patch_size", "base_channels", "depth", "n_segments",
-             "slic_iters", "embed_dim", "slices", "knn_k", "pixel_stride", "volumes",
-             "depth_slices", "pretrain_epochs", "finetune_epochs")
-_NON_NEGATIVE = ("threads", "checkpoint_every", "max_steps", "warmup_steps", "label_seed",
-                 "split_seed")
-_FLOATS = ("lr", "weight_decay", "momentum", "compactness", "temperature", "base_temperature",
-           "pcl_threshold",
-           "l_ins", "l_intra", "l_inter", "dice_weight", "label_fraction", "val_fraction",
-           "test_fraction", "window")
-
-
-def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
-    return parser._subparsers._group_actions[0].choices[command]
-
-
-def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Validate the options once, before anything runs or is written; errors go through the
-    subcommand's parser, so that its usage line is the one printed."""
-    error = _subparser(parser, args.command).error
-    for name in _FLOATS:
-        value = getattr(args, name, None)
-        for v in value if isinstance(value, (list, tuple)) else [value]:
-            if v is not None and not math.isfinite(v):
-                error(f"--{name.replace('_', '-')} must be a finite number, got {v}")
-    for name in _POSITIVE:
-        value = getattr(args, name, None)
-        if value is not None and value < 1:
-            error(f"--{name.replace('_', '-')} must be >= 1")
-    for name in _NON_NEGATIVE:
-        value = getattr(args, name, None)
-        if value is not None and value < 0:
-            error(f"--{name.replace('_', '-')} must be >= 0")
-    for name in ("lr", "compactness", "temperature", "pcl_threshold", "base_temperature"):
-        value = getattr(args, name, None)
-        if value is not None and value <= 0:
-            error(f"--{name.replace('_', '-')} must be > 0")
-    fractions = getattr(args, "label_fraction", None)
-    if fractions is not None and not all(
-            0 < f <= 1 for f in (fractions if isinstance(fractions, list) else [fractions])):
-        error("--label-fraction must be in (0, 1]")
-    window = getattr(args, "window", None)
-    if window is not None and not window[0] < window[1]:
-        error("--window LOW HIGH needs LOW < HIGH")
-    depth = getattr(args, "depth", 4)
-    patch = getattr(args, "patch_size", None)
-    if patch is not None and patch % 2**depth:
-        error(f"--patch-size must be a multiple of 2**depth = {2**depth}")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.argv = argv  # the command line, recorded by the demo in results.json
-    _check(parser, args)
+    from supercl._validate import SettingError
     from supercl.train.loop import NonFiniteLossError, check_device
 
     if hasattr(args, "device"):  # once, up front, before any folder is made: one line
@@ -581,6 +533,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.run(args)
+    except SettingError as err:
+        # The settings are validated once, by the config dataclasses, before a run writes
+        # anything; the subcommand's parser reports them with its usage line.
+        parser.commands[args.command].error(f"{err.option} {err.detail}")
     except NonFiniteLossError as err:
         print(f"supercl {args.command}: {err}", file=sys.stderr)
         return 1

@@ -30,17 +30,31 @@ import platform
 import shlex
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 __all__ = ["add_demo_options", "run_demo"]
 
 
+def at_least(minimum: int):
+    """An argparse ``type``: an int >= ``minimum`` (for the options that no config holds)."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+    parse.__name__ = "int"  # argparse's "invalid int value" message
+    return parse
+
+
 def add_demo_options(p: argparse.ArgumentParser) -> None:
+    """The demo's options. Those that reach the runs' configs are checked by them, before
+    anything is written; the demo's own sizes here."""
     p.add_argument("--out", default="runs/demo", metavar="DIR", help="output folder (default: runs/demo)")
-    p.add_argument("--volumes", type=int, default=30,
+    p.add_argument("--volumes", type=at_least(1), default=30,
                    help="phantom volumes to generate: 6 test, 6 validation, 18 for training, "
                    "of which 10 %% (2) are used labeled (default: 30)")
-    p.add_argument("--depth-slices", type=int, default=24, dest="depth_slices",
+    p.add_argument("--depth-slices", type=at_least(1), default=24, dest="depth_slices",
                    help="slices per phantom volume (default: 24)")
     p.add_argument("--patch-size", type=int, default=64, help="slice side after resizing (default: 64)")
     p.add_argument("--base-channels", type=int, default=16,
@@ -60,7 +74,7 @@ def add_demo_options(p: argparse.ArgumentParser) -> None:
                    "(supercl.data.phantom_v2); v1, the earlier phantom whose organ classes "
                    "differ mostly by intensity (default: v2)")
     p.add_argument("--seed", type=int, default=0, help="seed of data, split and training (default: 0)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads, 0 for torch's default (default: 0)")
+    p.add_argument("--threads", type=at_least(0), default=0, help="CPU threads, 0 for torch's default (default: 0)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.add_argument("--overwrite", action="store_true",
@@ -131,16 +145,27 @@ def run_demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     out = Path(args.out)
     fractions = list(args.label_fraction)
-    if not all(0 < f <= 1 for f in fractions):
-        raise ValueError(f"--label-fraction values must be in (0, 1], got {fractions}")
     check_device(args.device)
+    # Every setting of every stage, checked by the configs before anything is written.
+    data = out / "phantom"
+    common = dict(data=str(data), patch_size=args.patch_size, split_seed=args.seed,
+                  base_channels=args.base_channels, seed=args.seed, device=args.device,
+                  progress=args.progress)
+    pre_cfg = PretrainConfig(
+        out=str(out / "pretrain"), epochs=args.pretrain_epochs, batch_size=16, optimizer="adamw",
+        lr=1e-3, weight_decay=1e-4, n_segments=args.n_segments, loss=LossConfig(), **common)
+    jobs = [(f"{kind}{'' if len(fractions) == 1 else f'-{100 * f:g}pct'}", f, pretrained)
+            for f in fractions for kind, pretrained in (("scratch", None), ("supercl", out / "pretrain"))]
+    ft_cfgs = {name: FinetuneConfig(
+        out=str(out / name), pretrained=str(pretrained) if pretrained else None,
+        label_fraction=fraction, epochs=args.finetune_epochs, batch_size=4, lr=3e-3, **common)
+        for name, fraction, pretrained in jobs}
     argv = getattr(args, "argv", None)
     command = "supercl " + shlex.join(argv) if argv is not None else None
     resuming = _prepare_folder(out, args)
     out.mkdir(parents=True, exist_ok=True)
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = out / "phantom"
     print(f"supercl {__version__} demo: {args.volumes} phantom CT volumes of {args.depth_slices} "
           f"slices, {args.patch_size}x{args.patch_size}, {torch.get_num_threads()} CPU threads"
           + (f"; continuing the interrupted demo in {out}" if resuming else ""))
@@ -149,18 +174,10 @@ def run_demo(args: argparse.Namespace) -> int:
     if not (resuming and (data / "dataset.json").is_file()):
         write_msd(data, n_volumes=args.volumes, shape=(args.depth_slices, 128, 128), n_organs=5,
                   seed=args.seed, overwrite=True, phantom=args.phantom)
-    common = dict(data=str(data), patch_size=args.patch_size, split_seed=args.seed, base_channels=args.base_channels, seed=args.seed,
-                  device=args.device, progress=args.progress)
     timings = {}
-
-    jobs = [(f"{kind}{'' if len(fractions) == 1 else f'-{100 * f:g}pct'}", f, pretrained)
-            for f in fractions for kind, pretrained in (("scratch", None), ("supercl", out / "pretrain"))]
     t = time.perf_counter()
     print(f"\n[1/{len(jobs) + 1}] SuperCL pre-training")
-    pre = pretrain(PretrainConfig(
-        out=str(out / "pretrain"), epochs=args.pretrain_epochs, batch_size=16, optimizer="adamw",
-        lr=1e-3, weight_decay=1e-4, n_segments=args.n_segments, loss=LossConfig(),
-        resume=(out / "pretrain" / "checkpoint.pt").is_file(), **common))
+    pre = pretrain(replace(pre_cfg, resume=(out / "pretrain" / "checkpoint.pt").is_file()))
     timings["pretrain_s"] = time.perf_counter() - t
     if pre["status"] != "finished":
         return _interrupted(out)
@@ -170,10 +187,8 @@ def run_demo(args: argparse.Namespace) -> int:
         t = time.perf_counter()
         print(f"\n[{step}/{len(jobs) + 1}] fine-tuning on {100 * fraction:g} % of the labeled "
               "volumes, " + ("from scratch" if pretrained is None else "from the SuperCL encoder"))
-        runs[name] = finetune(FinetuneConfig(
-            out=str(out / name), pretrained=str(pretrained) if pretrained else None,
-            label_fraction=fraction, epochs=args.finetune_epochs, batch_size=4, lr=3e-3,
-            resume=(out / name / "checkpoint.pt").is_file(), **common))
+        runs[name] = finetune(replace(ft_cfgs[name],
+                                      resume=(out / name / "checkpoint.pt").is_file()))
         if runs[name]["status"] != "finished":
             return _interrupted(out)
         runs[name]["label_fraction"] = fraction

@@ -50,6 +50,7 @@ from typing import Callable
 
 import torch
 
+from supercl._validate import check_bool, check_choice, check_float, check_int, check_setting
 from supercl.ops import downsample_segments, knn_weak_labels, superpixel_mean_map, supcon_loss
 
 __all__ = ["LossConfig", "ilcp_loss", "igcp_loss", "instance_loss", "position_labels",
@@ -358,6 +359,21 @@ class LossConfig:
     #: reference code's relation).
     inter_positives: str = "components"
 
+    def __post_init__(self):
+        for name in ("l_ins", "l_intra", "l_inter"):
+            check_setting(self, name, check_float)
+        check_setting(self, "temperature", check_float, positive=True)
+        check_setting(self, "pcl_threshold", check_float, positive=True)
+        check_setting(self, "pixel_stride", check_int, 1)
+        check_setting(self, "knn_k", check_int, 1)
+        check_setting(self, "asp_normalize", check_choice, ("mean", "area"))
+        check_setting(self, "pcl_relation", check_choice, ("bins", "threshold"))
+        check_setting(self, "use_positions", check_bool)
+        if self.base_temperature is not None:
+            check_setting(self, "base_temperature", check_float, positive=True)
+        check_setting(self, "asp_segments", check_choice, ("shared", "own"))
+        check_setting(self, "inter_positives", check_choice, INTER_POSITIVES)
+
 
 class SuperCLLoss(torch.nn.Module):
     """The total objective; returns every term separately for logging.
@@ -375,23 +391,7 @@ class SuperCLLoss(torch.nn.Module):
                  gather: Callable[[torch.Tensor], torch.Tensor] = _identity,
                  backend: str | None = None):
         super().__init__()
-        self.config = config or LossConfig()
-        if self.config.asp_normalize not in ("mean", "area"):
-            raise ValueError(f"asp_normalize must be 'mean' or 'area', got {self.config.asp_normalize!r}")
-        if self.config.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.config.temperature}")
-        if self.config.pcl_relation not in ("bins", "threshold"):
-            raise ValueError(f"pcl_relation must be 'bins' or 'threshold', got "
-                             f"{self.config.pcl_relation!r}")
-        bt = self.config.base_temperature
-        if bt is not None and not (isinstance(bt, (int, float)) and bt > 0):
-            raise ValueError(f"base_temperature must be > 0 or None, got {bt!r}")
-        if self.config.asp_segments not in ("shared", "own"):
-            raise ValueError(f"asp_segments must be 'shared' or 'own', got "
-                             f"{self.config.asp_segments!r}")
-        if self.config.inter_positives not in INTER_POSITIVES:
-            raise ValueError(f"inter_positives must be one of {INTER_POSITIVES}, got "
-                             f"{self.config.inter_positives!r}")
+        self.config = config or LossConfig()  # validated when it was made
         self.gather = gather
         self.backend = backend
 

@@ -1,9 +1,9 @@
-"""Pictures for the demo and the run folder: PNG encoding, overlays, training charts.
+"""Every picture of supercl: overlays, training charts and the run folder's figures.
 
-``write_png`` encodes an (H, W) grey or (H, W, 3) RGB uint8 array with zlib; ``overlay`` draws
-label boundaries over CT-like slices; ``prediction_overlay`` paints a predicted segmentation
-and the ground-truth contours over a slice; ``montage`` tiles several pictures into one. These
-need numpy only.
+``overlay`` draws label boundaries over CT-like slices; ``prediction_overlay`` paints a
+predicted segmentation and the ground-truth contours over a slice; ``montage`` tiles several
+pictures into one; ``grey_levels`` brings slices of any intensity scale to uint8 grey. These
+need numpy only. ``write_png`` saves such a picture with Pillow.
 
 ``plot_loss_curves`` and ``plot_dsc_bars`` draw charts with matplotlib, imported inside the
 functions and used through its object interface (``Figure`` and the Agg canvas): no pyplot,
@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import struct
-import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,9 @@ import numpy as np
 __all__ = [
     "write_png",
     "window",
+    "grey_levels",
+    "zoom_factor",
+    "upsample",
     "boundary_mask",
     "overlay",
     "montage",
@@ -36,6 +37,8 @@ __all__ = [
     "plot_loss_curves",
     "plot_diagnostics",
     "plot_dsc_bars",
+    "plot_superpixels",
+    "plot_predictions",
 ]
 
 #: Class colours (RGB) of the segmentation pictures: class c >= 1 gets
@@ -58,7 +61,8 @@ BOUNDARY: tuple[int, int, int] = (240, 228, 66)
 
 
 def write_png(path: str | Path, image: np.ndarray) -> Path:
-    """Write an (H, W) grey or (H, W, 3) RGB uint8 image as a PNG file.
+    """Write an (H, W) grey or (H, W, 3) RGB uint8 image as a PNG file, pixel for pixel
+    (Pillow, which matplotlib depends on); parent folders are created.
 
     Example
     -------
@@ -67,28 +71,16 @@ def write_png(path: str | Path, image: np.ndarray) -> Path:
     >>> p.read_bytes()[:8] == b"\\x89PNG\\r\\n\\x1a\\n"
     True
     """
+    from PIL import Image
+
     image = np.asarray(image)
     if image.dtype != np.uint8:
         raise TypeError(f"image must be uint8, got {image.dtype}")
-    if image.ndim == 2:
-        colour_type = 0
-    elif image.ndim == 3 and image.shape[2] == 3:
-        colour_type = 2
-    else:
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
         raise ValueError(f"image must have shape (H, W) or (H, W, 3), got {image.shape}")
-    height, width = image.shape[:2]
-    raw = np.ascontiguousarray(image).reshape(height, -1)
-    rows = b"".join(b"\x00" + row.tobytes() for row in raw)  # filter type 0 per row
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
-    payload = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows, 6))
-    payload += chunk(b"IEND", b"")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(payload)
+    Image.fromarray(np.ascontiguousarray(image)).save(path, format="PNG")
     return path
 
 
@@ -96,6 +88,24 @@ def window(image: np.ndarray, low: float = -200.0, high: float = 300.0) -> np.nd
     """CT intensity window: ``low .. high`` (Hounsfield units) to 0 .. 255 uint8."""
     scaled = (np.asarray(image, dtype=np.float64) - low) / (high - low)
     return (np.clip(scaled, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def grey_levels(image: Any) -> np.ndarray:
+    """An image (or a stack of them) of any intensity scale as uint8 grey levels: its 1st to
+    99th percentile stretched to 0 .. 255 (CT slices are in [0, 1], z-scored MRI is not)."""
+    image = _as_numpy(image).astype(np.float64, copy=False)
+    lo, hi = np.percentile(image, [1, 99])
+    return (np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
+
+
+def zoom_factor(shape: tuple[int, ...], target: int = 192) -> int:
+    """Integer zoom that brings small slices to about ``target`` pixels for the figures."""
+    return max(1, -(-target // max(shape)))
+
+
+def upsample(a: np.ndarray, k: int) -> np.ndarray:
+    """``a`` (H, W) repeated ``k`` times along both axes (nearest neighbour)."""
+    return a if k == 1 else a.repeat(k, 0).repeat(k, 1)
 
 
 def boundary_mask(labels: np.ndarray) -> np.ndarray:
@@ -647,3 +657,51 @@ def plot_ablation(summary: dict, path: str | Path, *, title: str = "") -> Path:
         fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)
+
+# ----------------------------------------------------------------- the run folder's figures
+
+
+def plot_superpixels(images: Any, segments: Any, captions: list[str], path: str | Path, *,
+                     shown: int = 8, title: str = "") -> Path:
+    """SLIC boundaries over the first ``shown`` of (B, H, W) ``images`` (any scale) with their
+    (B, H, W) ``segments``, one captioned tile each, 4 per row."""
+    images, segments = _as_numpy(images), _as_numpy(segments)
+    shown = min(images.shape[0], shown)
+    tiles = []
+    for b in range(shown):
+        grey = grey_levels(images[b])
+        k = zoom_factor(grey.shape)
+        tiles.append(overlay(upsample(grey, k), upsample(segments[b], k), colour=BOUNDARY))
+    titles = [f"{captions[b]}: {int(segments[b].max()) + 1} superpixels" for b in range(shown)]
+    return plot_image_grid(tiles, titles, path, columns=4, title=title)
+
+
+def plot_predictions(images: Any, labels: Any, pred: Any, volume: Any, captions: list[str],
+                     num_classes: int, path: str | Path, *,
+                     class_names: Mapping[int, str] | None = None, shown: int = 6) -> Path:
+    """Ground truth and prediction side by side over the test slices with the most foreground
+    (each volume's first, then the next ones): (N, 1, H, W) ``images``, (N, H, W) ``labels``
+    and ``pred``, (N,) ``volume`` index of each slice, a caption per slice."""
+    images, labels, pred = _as_numpy(images), _as_numpy(labels), _as_numpy(pred)
+    volume = _as_numpy(volume)
+    area = (labels > 0).reshape(labels.shape[0], -1).sum(1)
+    order = np.argsort(-area, kind="stable").tolist()
+    seen, firsts, rest = set(), [], []
+    for i in order:
+        v = int(volume[i])
+        (rest if v in seen else firsts).append(i)
+        seen.add(v)
+    picks = sorted((firsts + rest)[:shown])
+    tiles, titles = [], []
+    for i in picks:
+        grey = grey_levels(images[i, 0])
+        k = zoom_factor(grey.shape)
+        tiles += [segmentation_tile(upsample(grey, k), upsample(labels[i], k), num_classes),
+                  segmentation_tile(upsample(grey, k), upsample(pred[i], k), num_classes)]
+        titles += [f"{captions[i]}: truth", f"{captions[i]}: prediction"]
+    class_names = class_names or {c: f"class {c}" for c in range(num_classes)}
+    legend = {class_names.get(c, f"class {c}"): PALETTE[(c - 1) % len(PALETTE)]
+              for c in range(1, num_classes)}
+    return plot_image_grid(tiles, titles, path, columns=4, legend=legend,
+                           title="test slices with the most foreground (per volume first): "
+                                 "ground truth (left of each pair) and prediction (right)")

@@ -61,11 +61,12 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_triton)
 
 
-def triton_compile_for_gpu(code: str, cwd) -> None:
+def triton_compile_for_gpu(code: str) -> None:
     """Run ``code`` -- a script that compiles Triton kernels ahead of time for a GPU target
-    and prints "ok" -- in a child without TRITON_INTERPRET, from ``cwd`` outside the checkout
-    (with the source tree first on sys.path, ``supercl`` would be the uninstalled sources,
-    which have no supercl.kernels). Skips where this Triton has no ahead-of-time compile API."""
+    and prints "ok" -- in a child without TRITON_INTERPRET (Triton reads it when it is
+    imported). The child runs isolated (``-I``: no current folder on ``sys.path``), so it
+    imports the installed supercl, as this process does, from the checkout too. Skips where this Triton has no
+    ahead-of-time compile API."""
     import subprocess
     import sys
 
@@ -76,8 +77,8 @@ def triton_compile_for_gpu(code: str, cwd) -> None:
     except ImportError as exc:  # pragma: no cover - depends on the Triton version
         pytest.skip(f"this Triton has no ahead-of-time compile API: {exc}")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         timeout=300, cwd=cwd)
+    out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, env=env,
+                         timeout=300)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
 
 
@@ -111,3 +112,91 @@ def threads():
 
     yield set_threads
     torch.set_num_threads(before)
+
+
+# ---- the CUDA backend's kernels, compiled for the host ------------------------------------
+
+
+@pytest.fixture(scope="session")
+def host_kernels(tmp_path_factory):
+    """ctypes handles of each .cu file compiled for the host (tests/cuda_host_shim.h)."""
+    import ctypes
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    import supercl.kernels
+
+    if shutil.which("g++") is None:
+        pytest.skip("needs g++ to compile the CUDA kernels for the host")
+    shim = Path(__file__).with_name("cuda_host_shim.h")
+    out = tmp_path_factory.mktemp("cuda_host")
+    libs = {}
+    for source in sorted((Path(supercl.kernels.__file__).parent / "cuda").glob("*.cu")):
+        lib = out / f"{source.stem}.so"
+        result = subprocess.run(
+            ["g++", "-x", "c++", "-std=c++17", "-O1", "-shared", "-fPIC", "-ffp-contract=off",
+             "-include", str(shim), f"-I{supercl.kernels.include_dir()}", str(source), "-o",
+             str(lib)],
+            capture_output=True, text=True, timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+        libs[source.stem] = ctypes.CDLL(str(lib))
+    return libs
+
+
+class _HostModule:
+    """Stands in for a cupy.RawModule: get_function returns a launcher that ignores the grid
+    and calls the host-compiled kernel with the same arguments."""
+
+    def __init__(self, lib, launched):
+        self.lib = lib
+        self.launched = launched
+
+    @staticmethod
+    def _arg(a):
+        import ctypes
+
+        import numpy as np
+
+        if isinstance(a, torch.Tensor):
+            return ctypes.c_void_p(a.data_ptr())
+        ctype = {np.int64: ctypes.c_int64, np.int32: ctypes.c_int32, np.uint8: ctypes.c_uint8}
+        return ctype[type(a)](int(a))
+
+    def get_function(self, name):
+        function = getattr(self.lib, name)
+        function.restype = None
+
+        def launch(grid, block, args):
+            assert grid[0] >= 1 and block[0] >= 1
+            self.launched.append(name)
+            function(*[self._arg(a) for a in args])
+
+        return launch
+
+
+@pytest.fixture
+def emulated(monkeypatch, host_kernels):
+    """backend='cuda' runs the real CUDA launcher (kernels/cuda/launch.py) on CPU tensors with
+    the .cu kernels compiled for the host: one thread visits every index, so it checks the
+    kernels and their launch sequence, not concurrency. Yields the names of the kernels
+    launched."""
+    import contextlib
+    import sys
+
+    from supercl.kernels.cuda import launch as _cuda
+
+    launched = []
+    monkeypatch.setattr(_cuda, "require", lambda op: None)
+    monkeypatch.setattr(
+        _cuda, "_module", lambda name, index: _HostModule(host_kernels[name], launched)
+    )
+    monkeypatch.setattr(_cuda, "_torch_stream", lambda device: contextlib.nullcontext())
+    monkeypatch.setattr(_cuda, "_cp", lambda tensor: tensor)
+    import supercl.ops._slic_3d  # noqa: F401 - imported on first use; patched below
+
+    for module in ("supercl.ops.slic", "supercl.ops.connected_components",
+                   "supercl.ops._slic_3d"):
+        monkeypatch.setattr(sys.modules[module], "cuda_device", lambda device: torch.device("cpu"))
+    yield launched

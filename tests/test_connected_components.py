@@ -1,8 +1,6 @@
 """supercl.ops.connected_components against skimage.measure.label (the oracle), cc3d and
 scipy.ndimage.label: exact equality, numbering included."""
 
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -10,9 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from supercl.ops import connected_components, connected_components_reference
+from supercl.ops import connected_components
+from supercl.testing import connected_components_reference
 
-cc_module = sys.modules["supercl.ops.connected_components"]
 
 cc3d = pytest.importorskip("cc3d")
 ndimage = pytest.importorskip("scipy.ndimage")
@@ -163,19 +161,17 @@ def test_output_kind_follows_input():
 
 
 @pytest.mark.parametrize("connectivity", [1, 2])
-def test_gpu_form_matches_host_form(connectivity):
-    """The CUDA backend's passes (init, merge, compress, flags, scan, gather), run on the CPU,
-    give the host driver's labels."""
+def test_device_form_matches_host_form(emulated, connectivity):
+    """The CUDA backend's passes (init, merge, compress, flags, scan, gather), its kernels run
+    on the host, give the host driver's labels."""
     rng = np.random.default_rng(8)
     for shape in [(3, 1, 1), (2, 37, 41), (1, 200, 150)]:
         images = rng.integers(0, 3, size=shape)
         fast = connected_components(images, connectivity=connectivity)
-        gpu = cc_module._connected_components(
-            images, connectivity, None, False, None, gpu_form=True
-        )
-        np.testing.assert_array_equal(fast, gpu)
+        np.testing.assert_array_equal(
+            fast, connected_components(images, connectivity=connectivity, backend="cuda"))
     np.testing.assert_array_equal(
-        cc_module._connected_components(spiral(99), connectivity, None, False, None, gpu_form=True),
+        connected_components(spiral(99), connectivity=connectivity, backend="cuda"),
         reference(spiral(99), connectivity),
     )
 
@@ -250,7 +246,7 @@ def test_bad_input_raises_clearly(kwargs, error, match):
 
 def test_unavailable_backend_raises_instead_of_falling_back(monkeypatch):
     """The CUDA backend is made unavailable explicitly, so that this holds on GPU machines."""
-    from supercl.ops import _cuda
+    from supercl.kernels.cuda import launch as _cuda
 
     monkeypatch.setattr(_cuda, "available", lambda: (False, "torch sees no CUDA device"))
     image = np.zeros((4, 4), dtype=np.int32)
@@ -303,7 +299,7 @@ def test_runs_across_vector_boundaries(threads, dtype, connectivity):
 
 
 @pytest.mark.parametrize("connectivity", [1, 2])
-def test_run_path_edge_images(threads, connectivity):
+def test_run_path_edge_images(emulated, threads, connectivity):
     threads(1)
     board = (np.indices((13, 17)).sum(0) % 2).astype(np.uint8)
     cases = [
@@ -314,8 +310,7 @@ def test_run_path_edge_images(threads, connectivity):
     ]
     for image in cases:
         check(image[None], connectivity)
-        got = cc_module._connected_components(image[None], connectivity, None, False, None,
-                                              gpu_form=True)
+        got = connected_components(image[None], connectivity=connectivity, backend="cuda")
         np.testing.assert_array_equal(got, reference(image[None], connectivity))
 
 

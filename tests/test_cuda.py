@@ -11,7 +11,8 @@ import torch
 
 import supercl.kernels
 from supercl.data import phantom_batch
-from supercl.ops import connected_components, connected_components_reference, slic
+from supercl.ops import connected_components, slic
+from supercl.testing import connected_components_reference
 
 slic_module = sys.modules["supercl.ops.slic"]
 
@@ -142,7 +143,7 @@ def test_slic_iterations_do_not_synchronise():
     """The launcher, from the rescaled input to the labels, makes no synchronising torch call
     (torch raises in sync-debug mode "error"); the public op's input validation (NaN check)
     does synchronise once, before."""
-    from supercl.ops import _cuda
+    from supercl.kernels.cuda import launch as _cuda
 
     images, _ = phantom_batch(8, 128, 128, seed=2)
     x = torch.from_numpy(images).cuda()
@@ -160,7 +161,7 @@ def test_slic_iterations_do_not_synchronise():
 
 
 def test_cuda_backend_unavailable_says_how_to_get_it(monkeypatch):
-    from supercl.ops import _cuda
+    from supercl.kernels.cuda import launch as _cuda
 
     monkeypatch.setattr(_cuda, "available", lambda: (False, "CuPy is not installed"))
     with pytest.raises(RuntimeError, match=r"supercl\[cuda1[23]\]"):
@@ -174,7 +175,7 @@ def test_compiled_module_cache_key_follows_the_headers(tmp_path, monkeypatch):
     editing a header must change it."""
     import shutil
 
-    from supercl.ops import _cuda
+    from supercl.kernels.cuda import launch as _cuda
 
     shutil.copytree(supercl.kernels.include_dir(), tmp_path / "include")
     monkeypatch.setattr(supercl.kernels, "include_dir", lambda: tmp_path / "include")

@@ -1,94 +1,21 @@
 """The CUDA backend's own code, run on the CPU: kernels/cuda/*.cu compiled as host C++ (one
 thread visiting every index, tests/cuda_host_shim.h) and launched by the real launcher in
-supercl/ops/_cuda.py through a stand-in for CuPy.  This checks the kernels and their launch
+kernels/cuda/launch.py through a stand-in for CuPy.  This checks the kernels and their launch
 sequence (init, merge, compress, scan, gather; the SLIC iterations, connectivity enforcement,
 pointer jumping, renumbering) against the CPU backend and scikit-image on machines without a
 GPU.  What it cannot check -- concurrency, atomics under contention, CuPy itself -- is left to
 the tests marked `cuda` in test_cuda.py."""
 
-import contextlib
-import ctypes
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
-import supercl.kernels
 from supercl.data import phantom_batch
-from supercl.ops import connected_components, connected_components_reference, slic
+from supercl.ops import connected_components, slic
+from supercl.testing import connected_components_reference
 
-pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
-
-_cuda = pytest.importorskip("supercl.ops._cuda")
-SHIM = Path(__file__).with_name("cuda_host_shim.h")
-
-
-@pytest.fixture(scope="module")
-def host_kernels(tmp_path_factory):
-    """ctypes handles of each .cu file compiled for the host."""
-    out = tmp_path_factory.mktemp("cuda_host")
-    libs = {}
-    for source in sorted((Path(supercl.kernels.__file__).parent / "cuda").glob("*.cu")):
-        lib = out / f"{source.stem}.so"
-        result = subprocess.run(
-            ["g++", "-x", "c++", "-std=c++17", "-O1", "-shared", "-fPIC", "-ffp-contract=off",
-             "-include", str(SHIM), f"-I{supercl.kernels.include_dir()}", str(source), "-o",
-             str(lib)],
-            capture_output=True, text=True, timeout=300,
-        )
-        assert result.returncode == 0, result.stderr
-        libs[source.stem] = ctypes.CDLL(str(lib))
-    return libs
-
-
-class HostModule:
-    """Stands in for a cupy.RawModule: get_function returns a launcher that ignores the grid
-    and calls the host-compiled kernel with the same arguments."""
-
-    def __init__(self, lib, launched):
-        self.lib = lib
-        self.launched = launched
-
-    @staticmethod
-    def _arg(a):
-        if isinstance(a, torch.Tensor):
-            return ctypes.c_void_p(a.data_ptr())
-        ctype = {np.int64: ctypes.c_int64, np.int32: ctypes.c_int32, np.uint8: ctypes.c_uint8}
-        return ctype[type(a)](int(a))
-
-    def get_function(self, name):
-        function = getattr(self.lib, name)
-        function.restype = None
-
-        def launch(grid, block, args):
-            assert grid[0] >= 1 and block[0] >= 1
-            self.launched.append(name)
-            function(*[self._arg(a) for a in args])
-
-        return launch
-
-
-@pytest.fixture
-def emulated(monkeypatch, host_kernels):
-    """backend='cuda' runs the CUDA launcher on CPU tensors with the host-compiled kernels.
-    Yields the names of the kernels launched."""
-    launched = []
-    monkeypatch.setattr(_cuda, "require", lambda op: None)
-    monkeypatch.setattr(
-        _cuda, "_module", lambda name, index: HostModule(host_kernels[name], launched)
-    )
-    monkeypatch.setattr(_cuda, "_torch_stream", lambda device: contextlib.nullcontext())
-    monkeypatch.setattr(_cuda, "_cp", lambda tensor: tensor)
-    import supercl.ops._slic_3d  # noqa: F401 - imported on first use; patched below
-
-    for module in ("supercl.ops.slic", "supercl.ops.connected_components",
-                   "supercl.ops._slic_3d"):
-        monkeypatch.setattr(sys.modules[module], "cuda_device", lambda device: torch.device("cpu"))
-    yield launched
+# The fixture ``emulated`` (tests/conftest.py) compiles the kernels for the host and routes
+# backend="cuda" through them; it skips without g++.
 
 
 @pytest.mark.parametrize("connectivity", [1, 2])

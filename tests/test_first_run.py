@@ -80,19 +80,23 @@ def snapshot(folder: Path) -> dict:
 
 @pytest.mark.slow
 def test_demo_continues_when_interrupted_and_runs_again_with_overwrite(tmp_path, monkeypatch, capsys):
-    finetune_module = importlib.import_module("supercl.train.finetune")
+    from supercl.train.loop import TrainingLoop
+
     out = tmp_path / "demo"
     args = ["demo", "--out", out, *DEMO]
+    end_step = TrainingLoop.end_step
 
-    def interrupt(step):
-        signal.raise_signal(signal.SIGINT)
+    def interrupt(loop):  # Ctrl-C during the first fine-tuning step
+        if loop.kind == "finetune":
+            signal.raise_signal(signal.SIGINT)
+        end_step(loop)
 
-    monkeypatch.setattr(finetune_module, "after_step", interrupt)
-    assert run(args) == 130  # stopped in the first fine-tuning, with a checkpoint
+    with monkeypatch.context() as patch:
+        patch.setattr(TrainingLoop, "end_step", interrupt)
+        assert run(args) == 130  # stopped in the first fine-tuning, with a checkpoint
     assert "run the same command again" in capsys.readouterr().out
     assert (out / "scratch" / "checkpoint.pt").is_file() and not (out / "results.json").exists()
     pretrained = torch.load(out / "pretrain" / "checkpoint.pt", weights_only=False)["model"]
-    monkeypatch.setattr(finetune_module, "after_step", lambda step: None)
     assert run(args) == 0  # continued: pre-training is not redone
     text = capsys.readouterr().out
     assert "continuing the interrupted demo" in text and "resuming" in text
@@ -208,7 +212,8 @@ def test_divergence_names_the_terms_the_step_and_the_checkpoint(msd, tmp_path, c
 
 
 def test_a_second_ctrl_c_during_the_checkpoint_write_is_one_line(msd, tmp_path, monkeypatch, capsys):
-    pretrain_module = importlib.import_module("supercl.train.pretrain")
+    from supercl.train.loop import TrainingLoop
+
     checkpoint_module = importlib.import_module("supercl.train.checkpoint")
     out = tmp_path / "pre"
     assert run(pretrain_args(msd, out, "--epochs", "2")) == 0  # 4 steps per epoch
@@ -219,7 +224,7 @@ def test_a_second_ctrl_c_during_the_checkpoint_write_is_one_line(msd, tmp_path, 
         signal.raise_signal(signal.SIGINT)  # the second Ctrl-C, while the checkpoint is written
         return save(obj, f, *args, **kwargs)
 
-    monkeypatch.setattr(pretrain_module, "after_step", lambda step: signal.raise_signal(signal.SIGINT))
+    monkeypatch.setattr(TrainingLoop, "end_step", lambda loop: signal.raise_signal(signal.SIGINT))
     monkeypatch.setattr(checkpoint_module.torch, "save", interrupted_save)
     assert run(pretrain_args(msd, out, "--epochs", "3", "--resume")) == 130
     err = capsys.readouterr().err
@@ -362,7 +367,7 @@ def test_every_command_has_the_same_patch_size_default():
     from supercl.cli import _pretrain_config
 
     parser = build_parser()
-    sub = parser._subparsers._group_actions[0].choices
+    sub = parser.commands
     assert {name: sub[name].get_default("patch_size")
             for name in ("superpixels", "finetune")} == dict.fromkeys(("superpixels", "finetune"), 128)
     # pre-training takes it from its recipe: 128 by default, 512 for the reference recipe

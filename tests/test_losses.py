@@ -13,7 +13,7 @@ from supercl.losses import (LossConfig, SuperCLLoss, igcp_loss, ilcp_loss,
                             ilcp_positives_per_anchor, instance_loss, pcl_positives_per_anchor,
                             position_labels, weak_label_shares)
 from supercl.models import SuperCLModel, UNetEncoder
-from supercl.ops import knn_weak_labels_reference
+from supercl.testing import knn_weak_labels_reference
 
 
 def dense_supcon(z, labels, groups=None, t=0.1, related=None):

@@ -1,4 +1,4 @@
-"""supercl.train.metrics against hand-computed values and independent implementations.
+"""supercl.eval.metrics against hand-computed values and independent implementations.
 
 References written here, sharing no code with the module:
 - ``brute_hd95``: medpy's HD95 definition with an explicit surface (a mask voxel with a
@@ -16,7 +16,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 from scipy.spatial.distance import cdist
 
-from supercl.train.metrics import (
+from supercl.eval.metrics import (
     SegmentationMetrics,
     dice_score,
     hd95,

@@ -47,10 +47,12 @@ def clone(tmp_path_factory):
                            cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
     dest = tmp_path_factory.mktemp("newcomer") / "supercl"
     for name in filter(None, files):
-        src = ROOT / os.fsdecode(name)
-        if src.is_file():
-            (dest / os.fsdecode(name)).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / os.fsdecode(name))
+        src, target = ROOT / os.fsdecode(name), dest / os.fsdecode(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_symlink():  # kernels/include, a link to csrc/include, as git keeps it
+            target.symlink_to(os.readlink(src))
+        elif src.is_file():
+            shutil.copy2(src, target)
     return dest
 
 

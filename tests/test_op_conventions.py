@@ -110,3 +110,56 @@ def test_triton_names_the_cuda_backend_of_the_image_ops(op, monkeypatch):
     for name in ("cuda", "triton"):  # both mean the CUDA backend: unavailable here, and said so
         with pytest.raises(RuntimeError, match="backend='cpu'"):
             _calls()[op](name)
+
+
+# ---- the public API and the test oracles ------------------------------------------------------
+
+
+def test_ops_export_ops_only_and_every_op_has_an_oracle_in_supercl_testing():
+    import supercl.ops
+    import supercl.testing
+
+    assert not [name for name in supercl.ops.__all__ if name.endswith("_reference")]
+    oracles = set(supercl.testing.__all__)
+    for name in ("slic", "connected_components", "graph_components", "knn_weak_labels",
+                 "supcon_loss", "superpixel_pool", "superpixel_unpool", "superpixel_mean_map",
+                 "downsample_segments"):
+        assert name in supercl.ops.__all__ and f"{name}_reference" in oracles, name
+    # an oracle agrees with its op (the op's own tests go much further)
+    labels = np.array([[1, 1, 0], [0, 2, 2]])
+    np.testing.assert_array_equal(connected_components(labels, connectivity=1),
+                                  supercl.testing.connected_components_reference(labels, 1))
+
+
+# ---- torch.compile ------------------------------------------------------------------------------
+
+
+def test_a_step_of_the_four_ops_compiles_into_one_graph():
+    """slic, connected_components, superpixel_mean_map (without num_segments: its output's
+    shape does not depend on it) and supcon_loss are torch.library ops with fake kernels, so
+    torch.compile(fullgraph=True) traces a step through all four, forward and backward, and
+    gets eager's results."""
+    torch._dynamo.reset()
+    rng = np.random.default_rng(3)
+    images = torch.from_numpy(rng.random((4, 16, 20), dtype=np.float32))
+    features = torch.randn(4, 3, 16, 20, generator=torch.Generator().manual_seed(0))
+    embeddings = torch.randn(4, 8, generator=torch.Generator().manual_seed(1))
+
+    def step(images, features, embeddings):
+        segments = slic(images, n_segments=6, compactness=0.1)
+        pieces = connected_components(segments, connectivity=1)
+        asp = superpixel_mean_map(features, pieces.long())
+        labels = pieces[:, 0, 0].long() % 2  # one label per image
+        return asp, supcon_loss(embeddings, labels, 0.5)
+
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    results = []
+    for fn in (step, compiled):
+        f = features.clone().requires_grad_()
+        e = embeddings.clone().requires_grad_()
+        asp, loss = fn(images, f, e)
+        (asp.square().sum() + loss).backward()
+        results.append((asp.detach(), loss.detach(), f.grad, e.grad))
+    for eager, traced in zip(*results):
+        torch.testing.assert_close(traced, eager)
+    torch._dynamo.reset()

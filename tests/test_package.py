@@ -3,6 +3,7 @@ host and (where nvcc exists) the device, the extension's build options, the demo
 
 import importlib.metadata
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 import supercl
 import supercl.kernels
 
+ROOT = Path(__file__).resolve().parents[1]
 HEADERS = sorted((supercl.kernels.include_dir() / "supercl").glob("*.h"))
 
 
@@ -123,21 +125,74 @@ def test_device_code_compiles_with_nvcc(arch, tmp_path):
         assert (tmp_path / (source.stem + ".ptx")).stat().st_size > 0
 
 
-def test_extension_build_options():
-    from supercl import _C
+def test_cpu_backend_gives_the_same_labels_on_any_number_of_threads(threads):
+    """With OpenMP the C++ backend splits the work over threads, without it (a compiler that
+    lacks -fopenmp) it runs serially; the labels must be the same either way."""
+    from supercl.data import phantom_batch
+    from supercl.ops import connected_components, slic
 
-    assert isinstance(_C.has_openmp(), bool)
-    assert _C.has_openmp(), "the CPU backend was built without OpenMP on a compiler that has it"
+    images, organs = phantom_batch(3, 61, 47, seed=5)
+    results = []
+    for n in (1, 3):
+        threads(n)
+        results.append((slic(images, n_segments=30, compactness=0.1),
+                        connected_components(organs, connectivity=1)))
+    for a, b in zip(*results):
+        assert (a == b).all()
 
 
-def test_setup_lists_every_subpackage():
-    """setup.py names its packages; a new subpackage missing there is absent from the wheel
-    (an editable install would hide that)."""
-    root = Path(__file__).resolve().parents[1]
-    setup_py = (root / "setup.py").read_text()
-    for init in (root / "supercl").rglob("__init__.py"):
-        name = ".".join(init.parent.relative_to(root).parts)
-        assert f'"{name}"' in setup_py, f"{name} is not in setup.py's packages"
+def _source_packages() -> set[str]:
+    """Every package of the source tree, as installed: supercl/... and kernels/... (which is
+    installed as supercl.kernels)."""
+    names = set()
+    for top, installed in (("supercl", "supercl"), ("kernels", "supercl.kernels")):
+        for init in (ROOT / top).rglob("__init__.py"):
+            parts = init.parent.relative_to(ROOT / top).parts
+            names.add(".".join((installed, *parts)))
+    return names
+
+
+@pytest.mark.skipif(_is_editable(), reason="an editable install lists no package files")
+def test_the_installed_package_holds_every_subpackage():
+    """setup.py finds its packages; a new subpackage must reach the wheel."""
+    installed = {str(f.parent).replace("/", ".") for f in importlib.metadata.files("supercl")
+                 if f.name == "__init__.py"}
+    assert _source_packages() <= installed, sorted(_source_packages() - installed)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(),
+                    reason="needs a git checkout to copy")
+def test_an_editable_install_imports_the_kernels_like_the_wheel(tmp_path):
+    """`pip install -e .` (from a copy of the checkout, in a fresh virtual environment): the
+    kernels package, its headers and its CUDA sources are found as in the installed wheel."""
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                           cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
+    copy = tmp_path / "supercl"
+    for name in filter(None, files):
+        src, dest = ROOT / os.fsdecode(name), copy / os.fsdecode(name)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_symlink():
+            dest.symlink_to(os.readlink(src))
+        elif src.is_file():
+            shutil.copy2(src, dest)
+    venv = tmp_path / "venv"
+    assert run([sys.executable, "-m", "venv", "--without-pip", venv], cwd=tmp_path).returncode == 0
+    python = venv / "bin" / "python"
+    result = run([sys.executable, "-m", "pip", "--python", python, "install", "--quiet",
+                  "--no-deps", "-e", copy], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    probe = ("import importlib.util, supercl.kernels as k; "
+             "assert (k.include_dir() / 'supercl' / 'common.h').is_file(); "
+             "assert '__global__' in k.cuda_source('slic'); "
+             "assert importlib.util.find_spec('supercl.kernels.cuda.launch'); "
+             "assert importlib.util.find_spec('supercl.kernels.triton.supcon_loss'); "
+             "print(k.__file__)")
+    editable = run([python, "-I", "-c", probe], cwd=tmp_path)
+    assert editable.returncode == 0, editable.stderr
+    assert Path(editable.stdout.strip()) == copy / "kernels" / "__init__.py"
+    wheel = run([sys.executable, "-I", "-c", probe], cwd=tmp_path)  # this environment's install
+    assert wheel.returncode == 0, wheel.stderr
 
 
 def test_cli_rejects_bad_options(tmp_path):
@@ -149,8 +204,9 @@ def test_cli_rejects_bad_options(tmp_path):
     "module",
     ["supercl.ops.slic", "supercl.ops.connected_components", "supercl.ops.supcon_loss",
      "supercl.ops.superpixel_pool", "supercl.ops.graph_components", "supercl.viz",
-     "supercl.data.phantom", "supercl.data.nifti", "supercl.models.unet", "supercl.losses",
-     "supercl.train.metrics", "supercl.train.views"],
+     "supercl.data.phantom", "supercl.data.scanning", "supercl.data.loading",
+     "supercl.data.splitting", "supercl.models.unet", "supercl.losses",
+     "supercl.eval.metrics", "supercl.train.views"],
 )
 def test_docstring_examples_run(module):
     import doctest

@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from supercl.data import phantom_batch
-from supercl.ops import connected_components, slic, slic_reference
+from supercl.ops import connected_components, slic
+from supercl.testing import slic_reference
 from supercl.viz import boundary_mask as boundaries
 
 slic_module = sys.modules["supercl.ops.slic"]
@@ -337,19 +338,16 @@ def test_deterministic_across_calls_and_threads(phantom_slices, threads):
 
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("use_mask", [False, True])
-def test_gpu_form_matches_host_form(phantom_slices, channels, use_mask):
-    """slic_assign_pixel and per-pixel accumulation (what the CUDA kernels run) give the host
-    driver's labels bit for bit."""
+def test_device_form_matches_host_form(emulated, phantom_slices, channels, use_mask):
+    """slic_assign_pixel and per-pixel accumulation (the CUDA kernels, run on the host) give
+    the host driver's labels bit for bit."""
     images, organs = phantom_slices
     x = np.repeat(images[:3, None], channels, axis=1)
     if channels > 1:
         x[:, 1] = x[:, 1][:, ::-1]
         x[:, 2] = np.sqrt(np.abs(x[:, 2]))
     mask = (organs[:3] > 0) | (images[:3] > -500) if use_mask else None
-    args = (100, 0.1, 10, None, mask, True, 0.5, 3.0, 0, None)
-    host = slic_module._slic(x, *args, gpu_form=False)
-    device_form = slic_module._slic(x, *args, gpu_form=True)
-    np.testing.assert_array_equal(host, device_form)
+    assert_host_form_equals_device_form(x, mask=mask)
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 217), (217, 1), (7, 31), (5, 123), (2, 2), (64, 3)])
@@ -360,8 +358,6 @@ def test_odd_sizes(shape, n_segments):
     labels = slic(images, n_segments=n_segments, compactness=0.5)
     assert labels.shape == (2,) + shape and labels.dtype == np.int32
     assert_each_label_one_region(labels)
-    args = (n_segments, 0.5, 10, None, None, True, 0.5, 3.0, 0, None)
-    np.testing.assert_array_equal(labels, slic_module._slic(images, *args, gpu_form=True))
 
 
 def test_constant_image():
@@ -495,7 +491,7 @@ def test_bad_input_raises_clearly(kwargs, error, match):
 def test_forced_cuda_backend_without_cuda_raises(monkeypatch):
     """A forced CUDA backend that cannot run says so (and how to compute on the host) instead
     of falling back; "cannot run" is made explicit, so this holds on GPU machines too."""
-    from supercl.ops import _cuda
+    from supercl.kernels.cuda import launch as _cuda
 
     monkeypatch.setattr(_cuda, "available", lambda: (False, "torch sees no CUDA device"))
     with pytest.raises(RuntimeError, match="backend='cpu'"):
@@ -505,24 +501,22 @@ def test_forced_cuda_backend_without_cuda_raises(monkeypatch):
 # --------------------------------------------------------------------------------------------
 # The host's float form: float distances, near-ties settled exactly, AVX2 and baseline scans,
 # the double-only fallback for extreme weights, and the C++ rescaling.  Each must give the
-# labels of the GPU form (slic_assign_pixel in double) bit for bit.
+# labels of the CUDA kernels (slic_assign_pixel in double, run on the host) bit for bit.
 # --------------------------------------------------------------------------------------------
 
 
-def assert_float_form_equals_gpu_form(images, mask=None, **kwargs):
-    args = dict(n_segments=100, compactness=0.1, max_num_iter=10, spacing=None, mask=mask,
-                enforce_connectivity=True, min_size_factor=0.5, max_size_factor=3.0,
-                start_label=0, backend=None)
-    args.update(kwargs)
-    host = slic_module._slic(images, *args.values(), gpu_form=False)
-    device_form = slic_module._slic(images, *args.values(), gpu_form=True)
-    np.testing.assert_array_equal(host, device_form)
+def assert_host_form_equals_device_form(images, mask=None, **kwargs):
+    """The host driver's labels (backend="cpu") equal the CUDA kernels' (backend="cuda"; in
+    these tests the kernels compiled for the host, through the ``emulated`` fixture)."""
+    args = dict(n_segments=100, compactness=0.1, mask=mask) | kwargs
+    host = slic(images, backend="cpu", **args)
+    np.testing.assert_array_equal(host, slic(images, backend="cuda", **args))
     return host
 
 
 @pytest.mark.parametrize("compactness", [1e-30, 1e-4, 1e-2, 10.0, 1e30])
 @pytest.mark.parametrize("channels", [1, 2])
-def test_float_form_matches_gpu_form_across_compactness(phantom_slices, compactness, channels):
+def test_float_form_matches_device_form_across_compactness(emulated, phantom_slices, compactness, channels):
     """1e-4: the colour term swamps float's 24 bits, most pixels are near-ties and go to the
     exact resolution; 1e-30 and 1e30: weights outside the float form's range, every pixel is
     assigned in double."""
@@ -530,41 +524,41 @@ def test_float_form_matches_gpu_form_across_compactness(phantom_slices, compactn
     x = images[:2, None, :96, :80]
     if channels == 2:
         x = np.concatenate([x, x[:, :, ::-1]], axis=1)
-    assert_float_form_equals_gpu_form(x, compactness=compactness, n_segments=30)
+    assert_host_form_equals_device_form(x, compactness=compactness, n_segments=30)
 
 
-def test_float_form_exact_ties_on_even_grids():
+def test_float_form_exact_ties_on_even_grids(emulated):
     """Even grid steps put whole rows and columns exactly half-way between two centres of the
     same colour in the first iteration: exact ties in double, broken by the lower index."""
     flat = np.zeros((2, 64, 64))
     flat[1, 20:40, 10:50] = 1.0
     for iters in (1, 10):
-        labels = assert_float_form_equals_gpu_form(flat, n_segments=16, max_num_iter=iters,
+        labels = assert_host_form_equals_device_form(flat, n_segments=16, max_num_iter=iters,
                                 enforce_connectivity=False)
         assert len(np.unique(labels[0])) == 16
 
 
 @pytest.mark.parametrize("spacing", [(1.0, 1.0), (3.0, 0.5), (1e-3, 1e3), (1e-40, 1.0)])
-def test_float_form_matches_gpu_form_with_spacing(phantom_slices, spacing):
+def test_float_form_matches_device_form_with_spacing(emulated, phantom_slices, spacing):
     images, organs = phantom_slices
-    assert_float_form_equals_gpu_form(images[:2, :70, :90], spacing=spacing, n_segments=40)
-    assert_float_form_equals_gpu_form(images[:2, :70, :90], mask=organs[:2, :70, :90] > 0, spacing=spacing,
+    assert_host_form_equals_device_form(images[:2, :70, :90], spacing=spacing, n_segments=40)
+    assert_host_form_equals_device_form(images[:2, :70, :90], mask=organs[:2, :70, :90] > 0, spacing=spacing,
                    n_segments=40)
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 33), (33, 1), (17, 15), (16, 16), (65, 47)])
 @pytest.mark.parametrize("n_segments", [1, 3, 50])
-def test_float_form_odd_widths(shape, n_segments):
+def test_float_form_odd_widths(emulated, shape, n_segments):
     """Widths below, at and across the 16-pixel blocks and the tables' padding."""
     rng = np.random.default_rng(shape[0] * 100 + shape[1] + n_segments)
     images = rng.random((2,) + shape)
-    assert_float_form_equals_gpu_form(images, n_segments=n_segments, compactness=0.05)
-    assert_float_form_equals_gpu_form(np.repeat(images[:, None], 3, axis=1), n_segments=n_segments, compactness=0.05)
+    assert_host_form_equals_device_form(images, n_segments=n_segments, compactness=0.05)
+    assert_host_form_equals_device_form(np.repeat(images[:, None], 3, axis=1), n_segments=n_segments, compactness=0.05)
 
 
-def test_baseline_scans_match_avx2(tmp_path, phantom_slices):
+def test_baseline_scans_match_avx2(emulated, tmp_path, phantom_slices):
     """SUPERCL_SIMD=baseline runs the SSE2 versions of the scans (in a fresh process: the level is
-    read once); labels equal this process's (AVX2 where the CPU has it) and the GPU form's."""
+    read once); labels equal this process's (AVX2 where the CPU has it) and the kernels'."""
     import os
     import subprocess
 
@@ -591,11 +585,11 @@ def test_baseline_scans_match_avx2(tmp_path, phantom_slices):
     assert result.returncode == 0, result.stderr
     rgb = np.stack([x, x[:, ::-1], x[:, :, ::-1]], 1)
     np.testing.assert_array_equal(np.load(tmp_path / "grey.npy"),
-                                  assert_float_form_equals_gpu_form(x, n_segments=50))
+                                  assert_host_form_equals_device_form(x, n_segments=50))
     np.testing.assert_array_equal(np.load(tmp_path / "masked.npy"),
-                                  assert_float_form_equals_gpu_form(x, mask=mask, n_segments=50))
+                                  assert_host_form_equals_device_form(x, mask=mask, n_segments=50))
     np.testing.assert_array_equal(np.load(tmp_path / "rgb.npy"),
-                                  assert_float_form_equals_gpu_form(rgb, n_segments=50))
+                                  assert_host_form_equals_device_form(rgb, n_segments=50))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -2,7 +2,6 @@
 tiny phantom MSD folder, interruption and --resume, NaN handling, evaluation, errors, and a
 two-process gloo DistributedDataParallel step."""
 
-import importlib
 import json
 import math
 import os
@@ -16,6 +15,7 @@ import torch
 from supercl.cli import main
 from supercl.data import write_msd
 from supercl.models import SuperCLModel, UNet
+from supercl.train.loop import TrainingLoop
 from supercl.train.views import SuperCLViews
 
 # --device cpu: these tests compare runs bit for bit (resume, evaluate again), which holds on
@@ -97,24 +97,27 @@ def test_two_step_pretrain_and_finetune_through_the_cli(msd, tmp_path):
     assert json.loads((again / "evaluation.json").read_text())["dsc"] == result["dsc"]
 
 
-def interrupt_at(monkeypatch, module, step):
-    def hook(global_step):
-        if global_step == step:
+def interrupt_at(monkeypatch, step):
+    """SIGINT, as from Ctrl-C, at the end of the given global step of the next run, through
+    the loop's own end-of-step hook (which then writes no periodic checkpoint: none asked)."""
+    end_step = TrainingLoop.end_step
+
+    def hook(loop):
+        if loop.global_step == step:
             signal.raise_signal(signal.SIGINT)
-    monkeypatch.setattr(module, "after_step", hook)
+        end_step(loop)
+    monkeypatch.setattr(TrainingLoop, "end_step", hook)
 
 
 def test_pretrain_interrupt_and_resume_give_the_uninterrupted_weights(msd, tmp_path, monkeypatch):
-    pretrain_module = importlib.import_module("supercl.train.pretrain")  # the module, not the function
-
     common = ["--epochs", "2", "--optimizer", "sgd"]  # 25 slices, batch 6: 4 steps per epoch
     assert run(pretrain_args(msd, tmp_path / "full", *common)) == 0
-    interrupt_at(monkeypatch, pretrain_module, 3)  # in the middle of the first epoch
-    assert run(pretrain_args(msd, tmp_path / "cut", *common)) == 130
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, 3)  # in the middle of the first epoch
+        assert run(pretrain_args(msd, tmp_path / "cut", *common)) == 130
     cut = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)
     assert (cut["epoch"], cut["step"], cut["global_step"]) == (0, 3, 3)
     assert not (tmp_path / "cut" / "encoder.pt").exists()
-    monkeypatch.setattr(pretrain_module, "after_step", lambda step: None)
     assert run(pretrain_args(msd, tmp_path / "cut", *common, "--resume")) == 0
     assert_same_state(encoder_state(tmp_path / "full" / "checkpoint.pt"),
                       encoder_state(tmp_path / "cut" / "checkpoint.pt"))
@@ -125,13 +128,11 @@ def test_pretrain_interrupt_and_resume_give_the_uninterrupted_weights(msd, tmp_p
 
 
 def test_finetune_interrupt_and_resume_give_the_uninterrupted_weights(msd, tmp_path, monkeypatch):
-    finetune_module = importlib.import_module("supercl.train.finetune")
-
     common = ["--epochs", "2", "--no-evaluate"]  # 5 labeled slices, batch 2: 2 steps per epoch
     assert run(finetune_args(msd, tmp_path / "full", *common)) == 0
-    interrupt_at(monkeypatch, finetune_module, 3)
-    assert run(finetune_args(msd, tmp_path / "cut", *common)) == 130
-    monkeypatch.setattr(finetune_module, "after_step", lambda step: None)
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, 3)
+        assert run(finetune_args(msd, tmp_path / "cut", *common)) == 130
     assert run(finetune_args(msd, tmp_path / "cut", *common, "--resume")) == 0
     assert_same_state(encoder_state(tmp_path / "full" / "checkpoint.pt"),
                       encoder_state(tmp_path / "cut" / "checkpoint.pt"))
@@ -413,3 +414,29 @@ def test_pcl_relation_option_reaches_the_objective(msd, tmp_path):
     assert json.loads((out / "config.json").read_text())["loss"]["pcl_relation"] == "threshold"
     with pytest.raises(SystemExit):
         main(["pretrain", "--pcl-relation", "exact"])
+
+
+def test_every_setting_is_checked_once_by_its_config():
+    """The config dataclasses validate their fields when made; the CLI only reports it."""
+    from supercl._validate import SettingError
+    from supercl.losses import LossConfig
+    from supercl.train import FinetuneConfig, PretrainConfig
+    from supercl.train.dataset import DataConfig
+    from supercl.train.views import ViewConfig
+
+    for make, name in ((lambda: LossConfig(temperature=0.0), "temperature"),
+                       (lambda: LossConfig(asp_normalize="max"), "asp_normalize"),
+                       (lambda: ViewConfig(flip_p=1.5), "flip_p"),
+                       (lambda: DataConfig(label_fraction=0.0), "label_fraction"),
+                       (lambda: DataConfig(window=(300.0, -200.0)), "window"),
+                       (lambda: PretrainConfig(patch_size=30), "patch_size"),
+                       (lambda: PretrainConfig(compactness=-1.0), "compactness"),
+                       (lambda: PretrainConfig(epochs=0), "epochs"),
+                       (lambda: FinetuneConfig(lr=float("nan")), "lr"),
+                       (lambda: FinetuneConfig(batch_size=2.5), "batch_size")):
+        with pytest.raises(SettingError) as err:
+            make()
+        assert err.value.name == name and err.value.option == "--" + name.replace("_", "-")
+    assert PretrainConfig(patch_size=64, depth=4).patch_size == 64
+    with pytest.raises(SystemExit):  # reported by the subcommand's parser, with its usage
+        main(["pretrain", "--temperature", "0"])

@@ -1,9 +1,8 @@
-"""supercl.viz: PNG encoding (decoded here with zlib/struct and with matplotlib), overlays on
+"""supercl.viz: PNG writing (decoded back with matplotlib), overlays on
 hand-made labels, montage layout, and the matplotlib charts of the run folder."""
 
-import struct
+import subprocess
 import sys
-import zlib
 
 import numpy as np
 import pytest
@@ -23,30 +22,6 @@ from supercl.viz import (
 )
 
 
-def decode_png(data: bytes) -> np.ndarray:
-    """Minimal PNG decoder for what write_png produces: 8-bit grey or RGB, filter type 0;
-    checks the signature, every chunk's CRC and the chunk order."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, chunks = 8, []
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        kind = data[pos + 4 : pos + 8]
-        body = data[pos + 8 : pos + 8 + length]
-        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
-        assert crc == zlib.crc32(kind + body), kind
-        chunks.append((kind, body))
-        pos += 12 + length
-    assert chunks[0][0] == b"IHDR" and chunks[-1] == (b"IEND", b"")
-    width, height, depth, colour, compression, filtering, interlace = struct.unpack(">IIBBBBB", chunks[0][1])
-    assert (depth, compression, filtering, interlace) == (8, 0, 0, 0)
-    channels = {0: 1, 2: 3}[colour]
-    raw = zlib.decompress(b"".join(body for kind, body in chunks if kind == b"IDAT"))
-    rows = np.frombuffer(raw, np.uint8).reshape(height, 1 + width * channels)
-    assert (rows[:, 0] == 0).all()  # filter type 0 on every row
-    pixels = rows[:, 1:].reshape(height, width, channels)
-    return pixels[..., 0] if channels == 1 else pixels
-
-
 def read_chart(path):
     """A chart PNG as written by matplotlib: (H, W, 4) floats, decoded by matplotlib."""
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -64,14 +39,15 @@ def test_write_png_round_trip(tmp_path, shape):
     image = rng.integers(0, 256, shape, dtype=np.uint8)
     path = write_png(tmp_path / "sub" / "dir" / "x.png", image)
     assert path == tmp_path / "sub" / "dir" / "x.png"
-    np.testing.assert_array_equal(decode_png(path.read_bytes()), image)
-    decoded = np.rint(imread(path) * 255).astype(np.uint8)  # an independent decoder
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    decoded = np.rint(imread(path) * 255).astype(np.uint8)  # matplotlib's decoder
     np.testing.assert_array_equal(decoded.reshape(image.shape), image)
 
 
 def test_write_png_non_contiguous(tmp_path):
     image = np.arange(60, dtype=np.uint8).reshape(6, 10)[:, ::2]
-    np.testing.assert_array_equal(decode_png(write_png(tmp_path / "x.png", image).read_bytes()), image)
+    decoded = np.rint(imread(write_png(tmp_path / "x.png", image)) * 255).astype(np.uint8)
+    np.testing.assert_array_equal(decoded, image)
 
 
 def test_write_png_errors(tmp_path):
@@ -249,12 +225,18 @@ def test_plot_loss_curves_without_epochs_uses_position(tmp_path):
     assert read_chart(plot_loss_curves(records, tmp_path / "x.png")).shape[:2] == (460, 600)
 
 
-def test_plot_loss_curves_does_not_use_pyplot(tmp_path):
-    had_pyplot = "matplotlib.pyplot" in sys.modules
-    plot_loss_curves(_records(2), tmp_path / "x.png")
-    plot_dsc_bars({"a": {"x": 0.5}}, tmp_path / "y.png")
-    if not had_pyplot:
-        assert "matplotlib.pyplot" not in sys.modules
+def test_the_charts_do_not_use_pyplot(tmp_path):
+    """In a fresh interpreter (this one may have imported pyplot for another test): drawing
+    every chart imports neither pyplot nor a GUI backend."""
+    code = (
+        "import sys; from supercl.viz import plot_dsc_bars, plot_loss_curves, plot_diagnostics; "
+        f"plot_loss_curves([{{'epoch': 1, 'loss': 1.0}}, {{'epoch': 2, 'loss': 0.5}}], {str(tmp_path / 'x.png')!r}); "
+        f"plot_dsc_bars({{'a': {{'x': 0.5}}}}, {str(tmp_path / 'y.png')!r}); "
+        "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'; print('ok')")
+    result = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+    assert (tmp_path / "x.png").is_file() and (tmp_path / "y.png").is_file()
 
 
 def test_plot_loss_curves_errors(tmp_path):

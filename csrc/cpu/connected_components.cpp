@@ -22,8 +22,8 @@
 // (each row needs the one above), which suits one thread per image and not a GPU's thread per
 // pixel.  Both forms perform unions whose closure is the same partition (the pixel rules,
 // stated for runs in the header), with the same smallest-index roots and raster numbering, so
-// they give the same labels; the tests compare both with scikit-image and with each other
-// (gpu_form).  With more threads than images, the rows of one image merge concurrently in the
+// they give the same labels; the tests compare both with scikit-image (the GPU's pixel form
+// through tests/test_cuda_emulated.py, which runs the .cu kernels on the host).  With more threads than images, the rows of one image merge concurrently in the
 // pixel form with atomic unions, as on the GPU.
 #include "supercl/connected_components.h"
 
@@ -144,28 +144,6 @@ int32_t label_runs(const T* image, int64_t sy, int64_t sx, int64_t height, int64
   return write_runs(runs, height, width, out);
 }
 
-// The GPU's sequence of passes, run serially: init, merge, compress, root flags, inclusive
-// prefix sum, gather.  Used by the tests (gpu_form=True) to check on the CPU the exact steps
-// that the CUDA backend launches.
-template <typename T>
-int32_t gpu_form(const T* image, int64_t sy, int64_t sx, int64_t height, int64_t width,
-                 int connectivity, bool has_background, T background, int32_t* out) {
-  const int64_t n = height * width;
-  std::vector<int32_t> parent(n), rank(n);
-  for (int64_t y = 0; y < height; ++y)
-    for (int64_t x = 0; x < width; ++x)
-      cc_init_pixel(image, sy, sx, width, y, x, has_background, background, parent.data());
-  for (int64_t y = 0; y < height; ++y)
-    for (int64_t x = 0; x < width; ++x)
-      cc_merge_pixel<T, true>(image, sy, sx, width, y, x, connectivity, has_background,
-                              background, parent.data());
-  for (int64_t i = 0; i < n; ++i) cc_compress_pixel(parent.data(), i);
-  for (int64_t i = 0; i < n; ++i) rank[i] = cc_root_flag(parent.data(), i);
-  for (int64_t i = 1; i < n; ++i) rank[i] += rank[i - 1];
-  for (int64_t i = 0; i < n; ++i) out[i] = cc_gather(parent.data(), rank.data(), i);
-  return n ? rank[n - 1] : 0;
-}
-
 // One image.  One thread: the run form above (runs: the caller's reusable buffers).  More:
 // the pixel form, rows merging concurrently with atomic unions.
 template <typename T>
@@ -208,14 +186,8 @@ template <typename T>
 void connected_components(const T* image, int64_t batch, int64_t height, int64_t width,
                           int64_t stride_b, int64_t stride_y, int64_t stride_x, int connectivity,
                           bool has_background, T background, int32_t* out, int64_t* counts,
-                          int num_threads, bool use_gpu_form) {
+                          int num_threads) {
   const int threads = resolve_threads(num_threads);
-  if (use_gpu_form) {
-    for (int64_t b = 0; b < batch; ++b)
-      counts[b] = gpu_form(image + b * stride_b, stride_y, stride_x, height, width, connectivity,
-                           has_background, background, out + b * height * width);
-    return;
-  }
   const int64_t hw = height * width;
   if (batch >= threads || threads == 1) {
 #pragma omp parallel num_threads(threads)
@@ -239,7 +211,7 @@ void connected_components(const T* image, int64_t batch, int64_t height, int64_t
   template int32_t connected_components_image<T>(const T*, int64_t, int64_t, int64_t, int64_t, \
                                                  int, bool, T, int32_t*, int);                  \
   template void connected_components<T>(const T*, int64_t, int64_t, int64_t, int64_t, int64_t, \
-                                        int64_t, int, bool, T, int32_t*, int64_t*, int, bool);
+                                        int64_t, int, bool, T, int32_t*, int64_t*, int);
 
 SUPERCL_INSTANTIATE_CC(uint8_t)
 SUPERCL_INSTANTIATE_CC(int32_t)

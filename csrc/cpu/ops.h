@@ -17,13 +17,12 @@ int32_t connected_components_image(const T* image, int64_t stride_y, int64_t str
                                    int num_threads);
 
 // Labels of the connected components of each image of a (B, H, W) batch given by a base pointer
-// and element strides.  out: (B, H, W) int32, contiguous; counts: (B,) int64.  use_gpu_form
-// runs the CUDA backend's sequence of passes serially instead (for the tests).
+// and element strides.  out: (B, H, W) int32, contiguous; counts: (B,) int64.
 template <typename T>
 void connected_components(const T* image, int64_t batch, int64_t height, int64_t width,
                           int64_t stride_b, int64_t stride_y, int64_t stride_x, int connectivity,
                           bool has_background, T background, int32_t* out, int64_t* counts,
-                          int num_threads, bool use_gpu_form);
+                          int num_threads);
 
 // Labels of the connected components of each volume of a (B, D, H, W) batch given by a base
 // pointer and element strides; connectivity 1, 2 or 3 (6-, 18-, 26-neighbourhood).  out:
@@ -48,12 +47,11 @@ bool slic_rescale(const T* image, const uint8_t* mask, int64_t batch, int64_t ch
 
 // SLIC of a (B, C, H, W) contiguous float32 batch rescaled to [0, 1].  mask: (B, H, W) uint8 or
 // nullptr; grid: (B, 6) {y0, x0, ny, nx, sy, sx}; params: (B, 5) SlicParams; min_size: (B,).
-// out: (B, H, W) int32.  use_gpu_form assigns and accumulates pixel by pixel as the CUDA
-// backend does (for the tests).
+// out: (B, H, W) int32.
 void slic(const float* image, const uint8_t* mask, int64_t batch, int64_t channels,
           int64_t height, int64_t width, const int64_t* grid, const double* params,
           int64_t max_num_iter, bool enforce_connectivity, const int64_t* min_size,
-          int32_t start_label, int32_t* out, int num_threads, bool use_gpu_form);
+          int32_t start_label, int32_t* out, int num_threads);
 
 // SLIC of a (B, C, D, H, W) contiguous float32 batch of volumes rescaled to [0, 1].  mask:
 // (B, D, H, W) uint8 or nullptr; grid: (B, 9) {z0, y0, x0, nz, ny, nx, sz, sy, sx}; params:

@@ -16,7 +16,6 @@
 //   - centre sums over runs of equal labels, each run's sum of q from per-row prefix sums;
 //     connectivity enforcement over runs too (csrc/cpu/runs.h);
 //   - the [0, 1] rescaling of float input in one C++ pass (slic_rescale), not torch's six.
-// gpu_form runs the GPU's per-pixel assignment and accumulation instead, for the tests.
 #include "supercl/slic.h"
 
 #include <algorithm>
@@ -445,7 +444,7 @@ int64_t assign_row(const float* values, const int32_t* quant, const uint8_t* mas
   }
   if (any_tie) {
     // slic_assign_pixel's loop, with its window tests read from the plan (the same integer
-    // ranges, tested equal by the gpu_form tests) and the same double distances.
+    // ranges; the emulated CUDA tests compare the two) and the same double distances.
     const int32_t* pixel_row = quant + y * width;
     for (int64_t x = 0; x < width; ++x) {
       if (!near[x]) continue;
@@ -491,27 +490,6 @@ int64_t assign_row_double(const int32_t* quant, const uint8_t* mask, int64_t cha
     changed += row_labels[x] != prev[x];
     prev[x] = row_labels[x];
   }
-  return changed;
-}
-
-// The device's assignment, pixel by pixel through slic_assign_pixel (for the tests: it must
-// give the same labels as assign_row).
-int64_t assign_per_pixel(const int32_t* quant, const uint8_t* mask, int64_t channels,
-                         int64_t height, int64_t width, const SlicGrid& g, const double* centres,
-                         const SlicParams& p, int32_t* labels) {
-  std::vector<int32_t> next(height * width);
-  int64_t changed = 0;
-  for (int64_t y = 0; y < height; ++y) {
-    for (int64_t x = 0; x < width; ++x) {
-      const int64_t i = y * width + x;
-      next[i] = (mask && !mask[i])
-                    ? -1
-                    : slic_assign_pixel(quant, channels, height, width, y, x, g, centres, p,
-                                        labels[i]);
-      changed += next[i] != labels[i];
-    }
-  }
-  for (int64_t i = 0; i < height * width; ++i) labels[i] = next[i];
   return changed;
 }
 
@@ -566,7 +544,7 @@ void compact_labels(int32_t* labels, int64_t n, int64_t k_count, int32_t start_l
 void slic_image(const float* image, const uint8_t* mask, int64_t channels, int64_t height,
                 int64_t width, const int64_t* grid, const double* params, int64_t max_num_iter,
                 bool enforce, int64_t min_size, int32_t start_label, int32_t* labels,
-                int threads, bool use_gpu_form) {
+                int threads) {
   const SlicGrid g = slic_grid(grid);
   const int64_t hw = height * width, k_count = g.ny * g.nx;
   std::vector<int32_t> quant(channels * hw);
@@ -576,9 +554,9 @@ void slic_image(const float* image, const uint8_t* mask, int64_t channels, int64
   std::copy(quant.begin(), quant.end(), values.begin());
   // Per row and channel, prefix sums of q (prefix[x] = q[0] + .. + q[x - 1]): q never
   // changes, and a run's sum is then one subtraction in every iteration's centre update.
-  std::vector<int64_t> prefix(use_gpu_form ? 0 : channels * height * (width + 1));
+  std::vector<int64_t> prefix(channels * height * (width + 1));
   std::vector<int64_t> totals(channels);
-  for (int64_t r = 0; r < (use_gpu_form ? 0 : channels * height); ++r) {
+  for (int64_t r = 0; r < channels * height; ++r) {
     const int32_t* q = quant.data() + r * width;
     int64_t* p = prefix.data() + r * (width + 1);
     p[0] = 0;
@@ -599,22 +577,17 @@ void slic_image(const float* image, const uint8_t* mask, int64_t channels, int64
     const bool float_form = float_form_applies(pp);
     for (int64_t it = 0; it < max_num_iter; ++it) {
       int64_t changed = 0;
-      if (use_gpu_form) {
-        changed = assign_per_pixel(quant.data(), mask, channels, height, width, g,
-                                   centres.data(), pp, labels);
-      } else {
-        if (float_form) plan_float(g, channels, height, width, centres.data(), pp, plan);
+      if (float_form) plan_float(g, channels, height, width, centres.data(), pp, plan);
 #pragma omp parallel num_threads(threads) if (threads > 1) reduction(+ : changed)
-        {
-          RowWork work(width, g.nx);
+      {
+        RowWork work(width, g.nx);
 #pragma omp for schedule(static)
-          for (int64_t y = 0; y < height; ++y)
-            changed += float_form
-                           ? assign_row(values.data(), quant.data(), mask, channels, height,
-                                        width, y, g, centres.data(), pp, plan, labels, work)
-                           : assign_row_double(quant.data(), mask, channels, height, width, y, g,
-                                               centres.data(), pp, labels, work.row.data());
-        }
+        for (int64_t y = 0; y < height; ++y)
+          changed += float_form
+                         ? assign_row(values.data(), quant.data(), mask, channels, height,
+                                      width, y, g, centres.data(), pp, plan, labels, work)
+                         : assign_row_double(quant.data(), mask, channels, height, width, y, g,
+                                             centres.data(), pp, labels, work.row.data());
       }
       // No label changed: the centres are a fixed point (slic.h), later iterations are no-ops.
       if (changed == 0) break;
@@ -624,15 +597,9 @@ void slic_image(const float* image, const uint8_t* mask, int64_t channels, int64
       for (int64_t y = 0; y < height; ++y) {
         const int32_t* row = labels + y * width;
         for (int64_t x0 = 0, x1; x0 < width; x0 = x1) {
-          // Runs of equal labels; the GPU form accumulates pixel by pixel through
-          // slic_accumulate_run, the host's driver takes each run's sums of q from the
-          // prefix sums (one subtraction instead of a loop along the run).
-          if (use_gpu_form) {
-            x1 = x0 + 1;
-            slic_accumulate_run(quant.data(), channels, height, width, y, x0, x1, row[x0],
-                                sums.data());
-            continue;
-          }
+          // Runs of equal labels; the GPU accumulates pixel by pixel through
+          // slic_accumulate_run, the host takes each run's sums of q from the prefix sums
+          // (one subtraction instead of a loop along the run).
           x1 = run_end(row, x0 + 1, width, row[x0]);
           for (int64_t c = 0; c < channels; ++c) {
             const int64_t* p = prefix.data() + (c * height + y) * (width + 1);
@@ -702,13 +669,13 @@ template bool slic_rescale<double>(const double*, const uint8_t*, int64_t, int64
 void slic(const float* image, const uint8_t* mask, int64_t batch, int64_t channels,
           int64_t height, int64_t width, const int64_t* grid, const double* params,
           int64_t max_num_iter, bool enforce_connectivity, const int64_t* min_size,
-          int32_t start_label, int32_t* out, int num_threads, bool use_gpu_form) {
+          int32_t start_label, int32_t* out, int num_threads) {
   const int threads = resolve_threads(num_threads);
   const int64_t hw = height * width;
   auto one = [&](int64_t b, int row_threads) {
     slic_image(image + b * channels * hw, mask ? mask + b * hw : nullptr, channels, height, width,
                grid + 6 * b, params + 5 * b, max_num_iter, enforce_connectivity, min_size[b],
-               start_label, out + b * hw, row_threads, use_gpu_form);
+               start_label, out + b * hw, row_threads);
   };
   if (batch >= threads || threads == 1) {
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)

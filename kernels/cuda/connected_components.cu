@@ -1,6 +1,6 @@
 // CUDA kernels of connected-component labeling: thin __global__ wrappers over the shared steps
 // in supercl/connected_components.h (init, merge, compress, root flag, gather).  Compiled at
-// run time by NVRTC through CuPy (supercl/ops/_cuda.py); the launcher runs, on torch's current
+// run time by NVRTC through CuPy (kernels/cuda/launch.py); the launcher runs, on torch's current
 // stream and without host synchronisation:
 //   init -> merge -> compress -> root_flag -> (per-image inclusive cumsum, torch) -> gather.
 // One thread per pixel of the whole (B, H, W) batch, grid-stride loops, 64-bit indices.

@@ -1,5 +1,5 @@
 // CUDA kernels of SLIC: thin __global__ wrappers over the shared steps in supercl/slic.h.
-// Compiled at run time by NVRTC through CuPy (supercl/ops/_cuda.py).  The launcher runs the
+// Compiled at run time by NVRTC through CuPy (kernels/cuda/launch.py).  The launcher runs the
 // whole batch in one set of launches on torch's current stream, with no host synchronisation
 // inside the iterations:
 //   quantize, init centres, then per iteration: assign -> zero sums (torch) -> accumulate (runs

@@ -42,6 +42,8 @@ from typing import Any, Callable, Sequence, Tuple, Union
 
 import numpy as np
 
+from supercl._validate import check_int
+
 __all__ = ["phantom_slice", "phantom_batch", "phantom_volume", "write_msd"]
 
 SeedLike = Union[int, np.integer, np.random.SeedSequence]
@@ -64,17 +66,8 @@ _FOURIER_ORDERS = np.array([2.0, 3.0, 4.0])
 # argument validation
 # ----------------------------------------------------------------------------
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    value = int(value)
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    return value
-
-
 def _check_n_organs(n_organs: Any) -> int:
-    n = _check_int("n_organs", n_organs, 0)
+    n = check_int(n_organs, "n_organs", 0)
     if n > _MAX_LABEL:
         raise ValueError(f"n_organs must be <= {_MAX_LABEL} (uint8 labels), got {n}")
     return n
@@ -299,6 +292,54 @@ def _paint_organs(rng: np.random.Generator, label: np.ndarray, n_organs: int,
 
 
 # ----------------------------------------------------------------------------
+# the image of a slice or a volume, from its geometry
+# ----------------------------------------------------------------------------
+# A slice and a volume are drawn alike: tissue intensities, then the body (soft tissue, a fat
+# layer and a bright ring), the spine and the organs, then partial volume, texture and noise.
+# Only the geometry (2-D outlines or their drift along z) differs.
+
+def _tissue_intensities(rng: np.random.Generator) -> Tuple[float, float, float, float]:
+    """Soft tissue, fat, the body's ring and the spine (HU)."""
+    soft = rng.uniform(10.0, 50.0)
+    fat_hu = rng.uniform(-120.0, -80.0)
+    ring_hu = rng.uniform(150.0, 300.0)
+    spine_hu = rng.uniform(400.0, 700.0)
+    return soft, fat_hu, ring_hu, spine_hu
+
+
+def _paint(image: np.ndarray, labels: np.ndarray, body: np.ndarray, q_body: np.ndarray,
+           fat: float, inner_q: float, soft: float, fat_hu: float, ring_hu: float,
+           spine: np.ndarray, spine_hu: Any, organ_hu: np.ndarray) -> None:
+    """The piecewise-constant image, in place: air, the body's layers, the spine (``spine_hu``
+    broadcast over ``image``) and the organs of ``labels``."""
+    image.fill(_AIR)
+    image[body] = soft
+    image[body & (q_body >= 1.0 - fat)] = fat_hu
+    image[(q_body >= inner_q) & (q_body < 1.0 - fat)] = ring_hu
+    image[spine] = np.broadcast_to(spine_hu, image.shape)[spine]
+    if organ_hu.size:
+        lut = np.concatenate([[0.0], organ_hu]).astype(np.float32)
+        organ = labels > 0
+        image[organ] = lut[labels[organ]]
+
+
+def _finish(image: np.ndarray, body: np.ndarray, rng: np.random.Generator, texture: bool,
+            noise: float, fields: Sequence[Tuple[Tuple[int, ...], float]]) -> np.ndarray:
+    """Partial volume (an in-plane blur), a smooth texture inside the body (the sum of
+    ``_smooth_field(rng, shape, cells, amplitude)`` over ``fields``) and Gaussian noise."""
+    out = _blur_inplane(image)
+    if texture:
+        field = None
+        for cells, amplitude in fields:
+            f = _smooth_field(rng, out.shape, cells, amplitude)
+            field = f if field is None else field + f
+        out += np.where(body, field, np.float32(0.0))
+    if noise > 0:
+        out += rng.standard_normal(out.shape, dtype=np.float32) * np.float32(noise)
+    return out
+
+
+# ----------------------------------------------------------------------------
 # 2D slices
 # ----------------------------------------------------------------------------
 
@@ -329,11 +370,7 @@ def _slice_into(image: np.ndarray, labels: np.ndarray, ss: np.random.SeedSequenc
     s_ax = rng.uniform(0.10, 0.14) * inx
     s_coeffs = _fourier_coeffs(rng, 0.05)
 
-    # Intensities.
-    soft = rng.uniform(10.0, 50.0)
-    fat_hu = rng.uniform(-120.0, -80.0)
-    ring_hu = rng.uniform(150.0, 300.0)
-    spine_hu = rng.uniform(400.0, 700.0)
+    soft, fat_hu, ring_hu, spine_hu = _tissue_intensities(rng)
     organ_hu = _organ_intensities(rng, n_organs, soft)
 
     q_body = _blob_q(yy, xx, cy, cx, bx, by, b_angle, b_coeffs)
@@ -363,25 +400,11 @@ def _slice_into(image: np.ndarray, labels: np.ndarray, ss: np.random.SeedSequenc
 
     _paint_organs(rng, labels, n_organs, sample, max(1, int(2e-4 * h * w)))
 
-    # Piecewise-constant image.
-    image.fill(_AIR)
-    image[body] = soft
-    image[body & (q_body >= 1.0 - fat)] = fat_hu
-    image[(q_body >= inner_q) & (q_body < 1.0 - fat)] = ring_hu
-    image[sbox][body[sbox] & (q_spine < 1.0)] = spine_hu
-    if n_organs:
-        lut = np.concatenate([[0.0], organ_hu]).astype(np.float32)
-        organ = labels > 0
-        image[organ] = lut[labels[organ]]
-
-    # Partial volume, texture, noise.
-    image[...] = _blur_inplane(image)
-    if texture:
-        field = (_smooth_field(rng, (h, w), (5, 5), 6.0)
-                 + _smooth_field(rng, (h, w), (14, 14), 3.0))
-        image += np.where(body, field, np.float32(0.0))
-    if noise > 0:
-        image += rng.standard_normal((h, w), dtype=np.float32) * np.float32(noise)
+    spine = np.zeros((h, w), dtype=bool)
+    spine[sbox] = body[sbox] & (q_spine < 1.0)
+    _paint(image, labels, body, q_body, fat, inner_q, soft, fat_hu, ring_hu, spine, spine_hu,
+           organ_hu)
+    image[...] = _finish(image, body, rng, texture, noise, [((5, 5), 6.0), ((14, 14), 3.0)])
 
 
 def phantom_slice(height: int = 256, width: int = 256, *, n_organs: int = 5,
@@ -429,8 +452,8 @@ def phantom_slice(height: int = 256, width: int = 256, *, n_organs: int = 5,
     >>> sorted(set(lab.ravel().tolist()))
     [0, 1, 2, 3]
     """
-    height = _check_int("height", height, 1)
-    width = _check_int("width", width, 1)
+    height = check_int(height, "height", 1)
+    width = check_int(width, "width", 1)
     n_organs = _check_n_organs(n_organs)
     noise = _check_noise(noise)
     ss = _seed_sequence(seed)
@@ -486,9 +509,9 @@ def phantom_batch(batch: int, height: int = 256, width: int = 256, *,
     unknown = set(kwargs) - {"noise", "texture"}
     if unknown:
         raise TypeError(f"phantom_batch() got unexpected keyword argument(s) {sorted(unknown)}")
-    batch = _check_int("batch", batch, 0)
-    height = _check_int("height", height, 1)
-    width = _check_int("width", width, 1)
+    batch = check_int(batch, "batch", 0)
+    height = check_int(height, "height", 1)
+    width = check_int(width, "width", 1)
     n_organs = _check_n_organs(n_organs)
     noise = _check_noise(kwargs.get("noise", 20.0))
     texture = bool(kwargs.get("texture", True))
@@ -564,9 +587,9 @@ def phantom_volume(depth: int = 32, height: int = 128, width: int = 128, *,
     >>> int(lab.max()) <= 3
     True
     """
-    depth = _check_int("depth", depth, 1)
-    height = _check_int("height", height, 1)
-    width = _check_int("width", width, 1)
+    depth = check_int(depth, "depth", 1)
+    height = check_int(height, "height", 1)
+    width = check_int(width, "width", 1)
     n_organs = _check_n_organs(n_organs)
     noise = _check_noise(noise)
     rng = np.random.default_rng(_seed_sequence(seed))
@@ -607,10 +630,7 @@ def phantom_volume(depth: int = 32, height: int = 128, width: int = 128, *,
     vert_phase = rng.uniform(0.0, 1.0)
     disc = ((zn / vert_period + vert_phase) % 1.0) < 0.2
 
-    soft = rng.uniform(10.0, 50.0)
-    fat_hu = rng.uniform(-120.0, -80.0)
-    ring_hu = rng.uniform(150.0, 300.0)
-    spine_hu = rng.uniform(400.0, 700.0)
+    soft, fat_hu, ring_hu, spine_hu = _tissue_intensities(rng)
     disc_hu = rng.uniform(60.0, 100.0)
     organ_hu = _organ_intensities(rng, n_organs, soft)
     if consistent_classes:
@@ -667,26 +687,13 @@ def phantom_volume(depth: int = 32, height: int = 128, width: int = 128, *,
 
     _paint_organs(rng, labels, n_organs, sample, max(1, int(2e-4 * d * h * w)))
 
-    volume = np.full((d, h, w), _AIR, dtype=np.float32)
-    volume[body] = soft
-    volume[body & (q_body >= 1.0 - fat)] = fat_hu
-    volume[(q_body >= inner_q) & (q_body < 1.0 - fat)] = ring_hu
+    volume = np.empty((d, h, w), dtype=np.float32)
     spine_z = np.where(disc, disc_hu, spine_hu).astype(np.float32)[:, None, None]
-    spine = body & (q_spine < 1.0)
-    volume[spine] = np.broadcast_to(spine_z, spine.shape)[spine]
-    if n_organs:
-        lut = np.concatenate([[0.0], organ_hu]).astype(np.float32)
-        organ = labels > 0
-        volume[organ] = lut[labels[organ]]
-
-    volume = _blur_inplane(volume)
-    if texture:
-        kz = max(2, min(5, d))
-        field = (_smooth_field(rng, (d, h, w), (kz, 5, 5), 6.0)
-                 + _smooth_field(rng, (d, h, w), (max(2, min(10, d)), 14, 14), 3.0))
-        volume += np.where(body, field, np.float32(0.0))
-    if noise > 0:
-        volume += rng.standard_normal((d, h, w), dtype=np.float32) * np.float32(noise)
+    _paint(volume, labels, body, q_body, fat, inner_q, soft, fat_hu, ring_hu,
+           body & (q_spine < 1.0), spine_z, organ_hu)
+    kz = max(2, min(5, d))
+    volume = _finish(volume, body, rng, texture, noise,
+                     [((kz, 5, 5), 6.0), ((max(2, min(10, d)), 14, 14), 3.0)])
     return volume, labels
 
 
@@ -794,14 +801,14 @@ def write_msd(root: Union[str, os.PathLike], n_volumes: int = 4,
     """
     import nibabel as nib
 
-    n_volumes = _check_int("n_volumes", n_volumes, 1)
+    n_volumes = check_int(n_volumes, "n_volumes", 1)
     try:
         shape_t = tuple(shape)
     except TypeError:
         raise ValueError(f"shape must be a sequence of 3 positive integers, got {shape!r}") from None
     if len(shape_t) != 3:
         raise ValueError(f"shape must be a sequence of 3 positive integers, got {shape!r}")
-    depth, height, width = (_check_int(f"shape[{i}]", s, 1) for i, s in enumerate(shape_t))
+    depth, height, width = (check_int(s, f"shape[{i}]", 1) for i, s in enumerate(shape_t))
     n_organs = _check_n_organs(n_organs)
     parent = _seed_sequence(seed)
     if not isinstance(modality, str) or not modality:

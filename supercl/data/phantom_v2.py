@@ -133,6 +133,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from scipy import ndimage
 
+from supercl._validate import check_int
+
 __all__ = ["phantom_v2_volume", "phantom_v2_slice", "CLASS_NAMES", "MAX_ORGANS",
            "normalise_modality"]
 
@@ -225,14 +227,6 @@ _ORGANS = (
 # ----------------------------------------------------------------------------
 # argument validation
 # ----------------------------------------------------------------------------
-
-def _check_size(name: str, value: Any) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be a positive integer, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value}")
-    return int(value)
-
 
 def _check_n_organs(n_organs: Any) -> int:
     if isinstance(n_organs, (bool, np.bool_)) or not isinstance(n_organs, numbers.Integral):
@@ -742,9 +736,9 @@ def phantom_v2_volume(depth: int = 24, height: int = 128, width: int = 128, *,
     >>> bool(mr.min() >= 0)
     True
     """
-    depth = _check_size("depth", depth)
-    height = _check_size("height", height)
-    width = _check_size("width", width)
+    depth = check_int(depth, "depth", 1)
+    height = check_int(height, "height", 1)
+    width = check_int(width, "width", 1)
     n_organs = _check_n_organs(n_organs)
     mod = normalise_modality(modality)
     spacing_t = _check_spacing(spacing)
@@ -775,8 +769,8 @@ def phantom_v2_slice(height: int = 128, width: int = 128, *, position: float = 0
     >>> image.shape, sorted(set(labels.ravel().tolist()))
     ((96, 112), [0, 1, 2, 3, 4, 5])
     """
-    height = _check_size("height", height)
-    width = _check_size("width", width)
+    height = check_int(height, "height", 1)
+    width = check_int(width, "width", 1)
     if isinstance(position, (bool, np.bool_)) or not isinstance(position, numbers.Real):
         raise TypeError(f"position must be a real number in [0, 1], got {position!r}")
     if not 0.0 <= float(position) <= 1.0:

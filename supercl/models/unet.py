@@ -1,6 +1,6 @@
 """The 2D U-Net of SuperCL, its encoder, and the projection head.
 
-Reference configuration (DESIGN.md section 1): 4 down-samplings, channels 32 -> 512 (base 32,
+Reference configuration (the SuperCL paper's U-Net): 4 down-samplings, channels 32 -> 512 (base 32,
 doubled at every level), two 3x3 convolution + batch norm + ReLU blocks per level, max-pool
 down, transposed-convolution up, skip connections by concatenation.
 
@@ -26,6 +26,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from supercl._validate import check_int
+
 __all__ = ["UNetEncoder", "UNetDecoder", "UNet", "ProjectionHead", "SuperCLModel"]
 
 
@@ -38,14 +40,6 @@ def _block(c_in: int, c_out: int) -> nn.Sequential:
         nn.BatchNorm2d(c_out),
         nn.ReLU(inplace=True),
     )
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 class UNetEncoder(nn.Module):
@@ -76,9 +70,9 @@ class UNetEncoder(nn.Module):
 
     def __init__(self, in_channels: int = 1, base_channels: int = 32, depth: int = 4):
         super().__init__()
-        _check_int("in_channels", in_channels, 1)
-        _check_int("base_channels", base_channels, 1)
-        _check_int("depth", depth, 1)
+        check_int(in_channels, "in_channels", 1)
+        check_int(base_channels, "base_channels", 1)
+        check_int(depth, "depth", 1)
         self.in_channels = in_channels
         self.out_channels = [base_channels * 2**i for i in range(depth + 1)]
         self.reduction = 2**depth
@@ -113,7 +107,7 @@ class UNetDecoder(nn.Module):
 
     def __init__(self, channels: list[int], num_classes: int):
         super().__init__()
-        _check_int("num_classes", num_classes, 1)
+        check_int(num_classes, "num_classes", 1)
         self.ups = nn.ModuleList()
         self.blocks = nn.ModuleList()
         for deep, skip in zip(channels[:0:-1], channels[-2::-1]):

@@ -3,13 +3,13 @@ choice and the compiled extension.  Internal; the public functions live in the o
 
 from __future__ import annotations
 
-import math
-import numbers
 import os
 from typing import Any
 
 import numpy as np
 import torch
+
+from supercl._validate import check_bool, check_float, check_int  # noqa: F401 (re-exported)
 
 BACKENDS = ("cpu", "cuda")
 # One vocabulary for every op, in ``backend=`` and in SUPERCL_BACKEND: "cpu" and "cuda" name
@@ -42,34 +42,6 @@ def to_output(result: torch.Tensor, as_numpy: bool) -> Any:
     return result.numpy() if as_numpy else result
 
 
-def check_int(value: Any, name: str, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    value = int(value)
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def check_float(value: Any, name: str, positive: bool = False, nonnegative: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if positive and value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-    if nonnegative and value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return value
-
-
-def check_bool(value: Any, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return bool(value)
-
-
 def _named_backend(backend: str | None, names: dict[str, str]) -> str | None:
     """``backend`` (else ``SUPERCL_BACKEND``) mapped onto an op family's implementation names
     by ``names``; None when neither is set. Any of :data:`BACKEND_NAMES` is accepted."""
@@ -96,7 +68,7 @@ def resolve_backend(op: str, backend: str | None, device: torch.device) -> str:
     if backend is None:
         backend = "cuda" if device.type == "cuda" else "cpu"
     if backend == "cuda":
-        from . import _cuda
+        from supercl.kernels.cuda import launch as _cuda
 
         _cuda.require(op)
     return backend

@@ -93,7 +93,7 @@ def slic_3d(images, n_segments, compactness, max_num_iter, spacing, mask, enforc
     first_label = max(start_label, 1) if mask_t is not None else start_label
     mask_u8 = None if mask_t is None else mask_t.to(torch.uint8).contiguous()
     if chosen == "cuda":
-        from . import _cuda
+        from supercl.kernels.cuda import launch as _cuda
 
         result = _cuda.slic_3d(normalized.contiguous(), mask_u8, grid, params, max_num_iter,
                                enforce_connectivity, min_size, first_label)

@@ -109,9 +109,117 @@ def connected_components(
         return _connected_components_3d(labels, connectivity, background, return_num, backend)
     if spatial_dims != 2 or isinstance(spatial_dims, bool):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
-    return _connected_components(
-        labels, connectivity, background, return_num, backend, gpu_form=False
-    )
+    x, as_numpy = as_tensor(labels, "labels")
+    if x.dtype.is_floating_point or x.dtype.is_complex:
+        raise TypeError(f"labels must have an integer or bool dtype, got {x.dtype}")
+    if x.ndim not in (2, 3):
+        raise ValueError(f"labels must have shape (H, W) or (B, H, W), got {tuple(x.shape)}")
+    single = x.ndim == 2
+    if single:
+        x = x.unsqueeze(0)
+    batch, height, width = x.shape
+    if batch == 0:
+        raise ValueError("labels is an empty batch (B = 0)")
+    if height == 0 or width == 0:
+        raise ValueError(f"labels has an empty image of shape ({height}, {width})")
+    if height * width > _INT32_MAX:
+        raise ValueError(
+            f"labels images have {height * width} pixels; at most 2**31 - 1 per image are supported"
+        )
+    if connectivity not in (1, 2) or isinstance(connectivity, bool):
+        raise ValueError(f"connectivity must be 1 or 2, got {connectivity!r}")
+    if background is None:
+        background = 0
+    background = check_int(background, "background")
+    if not isinstance(return_num, bool):
+        raise TypeError(f"return_num must be a bool, got {type(return_num).__name__}")
+
+    chosen = resolve_backend("connected_components", backend, x.device)
+    kernel_input, has_background, bg = _kernel_input(x, background)
+    result, num = _connected_components_op(kernel_input, connectivity, has_background, bg, chosen)
+    if single:
+        result, num = result[0], num[0]
+    result = to_output(result, as_numpy)
+    if return_num:
+        return result, to_output(num, as_numpy)
+    return result
+
+
+# ---- the custom op (torch.compile sees one opaque node of known output shapes) -------------
+
+
+@torch.library.custom_op("supercl::connected_components", mutates_args=())
+def _connected_components_op(x: torch.Tensor, connectivity: int, has_background: bool,
+                             background: int, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels (B, H, W) int32 and counts (B,) int64 of a validated (B, H, W) uint8, int32 or
+    int64 tensor (any strides) on ``backend`` ("cpu" or "cuda"), on the input's device."""
+    if backend == "cuda":
+        from supercl.kernels.cuda import launch as _cuda
+
+        result, num = _cuda.connected_components(x.to(cuda_device(x.device)), connectivity,
+                                                 has_background, background)
+    else:
+        out, counts = extension().connected_components(
+            x.cpu().numpy(), connectivity, has_background, background, num_threads())
+        result, num = torch.from_numpy(out), torch.from_numpy(counts)
+    return result.to(x.device), num.to(x.device)
+
+
+@_connected_components_op.register_fake
+def _(x, connectivity, has_background, background, backend):
+    batch, height, width = x.shape
+    return (x.new_empty((batch, height, width), dtype=torch.int32),
+            x.new_empty((batch,), dtype=torch.int64))
+
+
+def _kernel_input(x: torch.Tensor, background: int) -> tuple[torch.Tensor, bool, int]:
+    """The tensor in a dtype the kernels take, whether a background exists, and its value.
+
+    bool is viewed as uint8; other narrow ints are widened to int32, uint32 to int64; uint64
+    is viewed as int64 after checking its range. A background value that the input's dtype
+    cannot hold matches no pixel, so it is dropped rather than wrapped around.
+    """
+    if x.dtype == torch.bool:
+        info_min, info_max = 0, 1
+        x = x.view(torch.uint8)
+    else:
+        info = torch.iinfo(x.dtype)
+        info_min, info_max = info.min, info.max
+    has_background = info_min <= background <= info_max
+    if x.dtype in _NATIVE:
+        pass
+    elif x.dtype in (torch.int8, torch.int16, torch.uint16):
+        x = x.to(torch.int32)
+    elif x.dtype == torch.uint32:
+        x = x.to(torch.int64)
+    elif x.dtype == torch.uint64:
+        x = x.view(torch.int64)  # same bits; values of 2**63 and above turn negative
+        if torch.compiler.is_compiling():  # no host synchronisation in a compiled graph
+            torch._assert_async((x >= 0).all(), "supercl: labels holds uint64 values above "
+                                                "2**63 - 1, which are not supported")
+        elif bool((x < 0).any()):
+            raise ValueError("labels holds uint64 values above 2**63 - 1, which are not supported")
+    else:  # pragma: no cover - every integer dtype is listed above
+        raise TypeError(f"labels has an unsupported dtype {x.dtype}")
+    if not has_background:
+        background = 0
+    return x, has_background, background
+
+
+def connected_components_reference(
+    labels: np.ndarray, connectivity: int = 2, background=None, spatial_dims: int = 2
+):
+    """The oracle: ``skimage.measure.label`` applied to each image of a (B, H, W) array, or
+    each volume of a (B, D, H, W) array with ``spatial_dims=3`` (scikit-image is a test/bench
+    dependency, imported here on use)."""
+    from skimage.measure import label
+
+    labels = np.asarray(labels)
+    if labels.ndim == spatial_dims:
+        return label(labels, background=background, connectivity=connectivity).astype(np.int32)
+    return np.stack(
+        [label(im, background=background, connectivity=connectivity) for im in labels]
+    ).astype(np.int32)
 
 
 def _connected_components_3d(labels, connectivity, background, return_num, backend):
@@ -152,7 +260,7 @@ def _connected_components_3d(labels, connectivity, background, return_num, backe
     chosen = resolve_backend("connected_components", backend, x.device)
     kernel_input, has_background, bg = _kernel_input(x, background)
     if chosen == "cuda":
-        from . import _cuda
+        from supercl.kernels.cuda import launch as _cuda
 
         result, num = _cuda.connected_components_3d(
             kernel_input.to(cuda_device(x.device)), connectivity, has_background, bg
@@ -171,101 +279,3 @@ def _connected_components_3d(labels, connectivity, background, return_num, backe
     if return_num:
         return result, to_output(num, as_numpy)
     return result
-
-
-def _connected_components(labels, connectivity, background, return_num, backend, *, gpu_form):
-    """:func:`connected_components`; ``gpu_form=True`` makes the CPU backend run the CUDA
-    backend's sequence of passes (init, merge, compress, flags, scan, gather) serially, so that
-    the tests can check that form on the CPU."""
-    x, as_numpy = as_tensor(labels, "labels")
-    if x.dtype.is_floating_point or x.dtype.is_complex:
-        raise TypeError(f"labels must have an integer or bool dtype, got {x.dtype}")
-    if x.ndim not in (2, 3):
-        raise ValueError(f"labels must have shape (H, W) or (B, H, W), got {tuple(x.shape)}")
-    single = x.ndim == 2
-    if single:
-        x = x.unsqueeze(0)
-    batch, height, width = x.shape
-    if batch == 0:
-        raise ValueError("labels is an empty batch (B = 0)")
-    if height == 0 or width == 0:
-        raise ValueError(f"labels has an empty image of shape ({height}, {width})")
-    if height * width > _INT32_MAX:
-        raise ValueError(
-            f"labels images have {height * width} pixels; at most 2**31 - 1 per image are supported"
-        )
-    if connectivity not in (1, 2) or isinstance(connectivity, bool):
-        raise ValueError(f"connectivity must be 1 or 2, got {connectivity!r}")
-    if background is None:
-        background = 0
-    background = check_int(background, "background")
-    if not isinstance(return_num, bool):
-        raise TypeError(f"return_num must be a bool, got {type(return_num).__name__}")
-
-    chosen = resolve_backend("connected_components", backend, x.device)
-    kernel_input, has_background, bg = _kernel_input(x, background)
-    if chosen == "cuda":
-        from . import _cuda
-
-        result, num = _cuda.connected_components(
-            kernel_input.to(cuda_device(x.device)), connectivity, has_background, bg
-        )
-    else:
-        out, counts = extension().connected_components(
-            kernel_input.cpu().numpy(), connectivity, has_background, bg, num_threads(), gpu_form
-        )
-        result, num = torch.from_numpy(out), torch.from_numpy(counts)
-    result, num = result.to(x.device), num.to(x.device)
-    if single:
-        result, num = result[0], num[0]
-    result = to_output(result, as_numpy)
-    if return_num:
-        return result, to_output(num, as_numpy)
-    return result
-
-
-def _kernel_input(x: torch.Tensor, background: int) -> tuple[torch.Tensor, bool, int]:
-    """The tensor in a dtype the kernels take, whether a background exists, and its value.
-
-    bool is viewed as uint8; other narrow ints are widened to int32, uint32 to int64; uint64
-    is viewed as int64 after checking its range. A background value that the input's dtype
-    cannot hold matches no pixel, so it is dropped rather than wrapped around.
-    """
-    if x.dtype == torch.bool:
-        info_min, info_max = 0, 1
-        x = x.view(torch.uint8)
-    else:
-        info = torch.iinfo(x.dtype)
-        info_min, info_max = info.min, info.max
-    has_background = info_min <= background <= info_max
-    if x.dtype in _NATIVE:
-        pass
-    elif x.dtype in (torch.int8, torch.int16, torch.uint16):
-        x = x.to(torch.int32)
-    elif x.dtype == torch.uint32:
-        x = x.to(torch.int64)
-    elif x.dtype == torch.uint64:
-        x = x.view(torch.int64)  # same bits; values of 2**63 and above turn negative
-        if bool((x < 0).any()):
-            raise ValueError("labels holds uint64 values above 2**63 - 1, which are not supported")
-    else:  # pragma: no cover - every integer dtype is listed above
-        raise TypeError(f"labels has an unsupported dtype {x.dtype}")
-    if not has_background:
-        background = 0
-    return x, has_background, background
-
-
-def connected_components_reference(
-    labels: np.ndarray, connectivity: int = 2, background=None, spatial_dims: int = 2
-):
-    """The oracle: ``skimage.measure.label`` applied to each image of a (B, H, W) array, or
-    each volume of a (B, D, H, W) array with ``spatial_dims=3`` (scikit-image is a test/bench
-    dependency, imported here on use)."""
-    from skimage.measure import label
-
-    labels = np.asarray(labels)
-    if labels.ndim == spatial_dims:
-        return label(labels, background=background, connectivity=connectivity).astype(np.int32)
-    return np.stack(
-        [label(im, background=background, connectivity=connectivity) for im in labels]
-    ).astype(np.int32)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -169,18 +169,6 @@ def slic(
                        backend)
     if spatial_dims != 2 or isinstance(spatial_dims, bool):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
-    return _slic(
-        images, n_segments, compactness, max_num_iter, spacing, mask, enforce_connectivity,
-        min_size_factor, max_size_factor, start_label, backend, gpu_form=False,
-    )
-
-
-def _slic(
-    images, n_segments, compactness, max_num_iter, spacing, mask, enforce_connectivity,
-    min_size_factor, max_size_factor, start_label, backend, *, gpu_form: bool,
-):
-    """:func:`slic`; ``gpu_form=True`` makes the CPU backend assign and accumulate pixel by
-    pixel, the way the CUDA backend does, so that the tests can check that form on the CPU."""
     x, as_numpy = as_tensor(images, "images")
     if x.dtype == torch.bool or x.dtype.is_complex:
         raise TypeError(f"images must have a real float or integer dtype, got {x.dtype}")
@@ -214,43 +202,61 @@ def _slic(
     mask_t = _check_mask(mask, single, batch, height, width, x.device)
 
     chosen = resolve_backend("slic", backend, x.device)
-    device = cuda_device(x.device) if chosen == "cuda" else torch.device("cpu")
+    result = _slic_op(x, mask_t, n_segments, compactness, max_num_iter, spacing_y, spacing_x,
+                      enforce_connectivity, min_size_factor, start_label, chosen)
+    if single:
+        result = result[0]
+    return to_output(result, as_numpy)
 
+
+# ---- the custom op (torch.compile sees one opaque node of known output shape) --------------
+
+
+@torch.library.custom_op("supercl::slic", mutates_args=())
+def _slic_op(images: torch.Tensor, mask: Optional[torch.Tensor], n_segments: int,
+             compactness: float, max_num_iter: int, spacing_y: float, spacing_x: float,
+             enforce_connectivity: bool, min_size_factor: float, start_label: int,
+             backend: str) -> torch.Tensor:
+    """SLIC of validated (B, C, H, W) ``images`` with an optional (B, H, W) bool ``mask`` on
+    ``backend`` ("cpu" or "cuda"); (B, H, W) int32 on the images' device."""
+    device = cuda_device(images.device) if backend == "cuda" else torch.device("cpu")
+    has_mask = mask is not None
+    if has_mask:
+        mask = mask.to(device)
     # Rescaling in float64 on the computing device; every step is exactly rounded, so both
     # backends see the same float32 input. For float input on the CPU, in C++ (the same
     # operations, one pass per image): in torch it cost 184 ms of a 32 x 512^2 call on one
     # thread, as much as a third of the whole op. Otherwise in torch, one image at a time on
     # the CPU (the float64 temporaries stay in cache), the whole batch at once on a GPU (one
     # sync for the check).
-    if mask_t is not None:
-        mask_t = mask_t.to(device)
-    if device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
-        normalized = _rescale_cpu(x, mask_t, mask is not None)
+    if device.type == "cpu" and images.dtype in (torch.float32, torch.float64):
+        normalized = _rescale_cpu(images, mask, has_mask)
     else:
-        normalized = _rescale_batch(x, mask_t, mask is not None, device)
-
+        normalized = _rescale_batch(images, mask, has_mask, device)
+    batch, _, height, width = images.shape
     grid, params, min_size = _plan(
-        mask_t, batch, height, width, n_segments, compactness, spacing_y, spacing_x,
+        mask, batch, height, width, n_segments, compactness, spacing_y, spacing_x,
         min_size_factor,
     )
-    first_label = max(start_label, 1) if mask_t is not None else start_label
-    if chosen == "cuda":
-        from . import _cuda
+    first_label = max(start_label, 1) if has_mask else start_label
+    mask_u8 = None if mask is None else mask.to(torch.uint8).contiguous()
+    if backend == "cuda":
+        from supercl.kernels.cuda import launch as _cuda
 
-        result = _cuda.slic(
-            normalized.contiguous(), None if mask_t is None else mask_t.to(torch.uint8).contiguous(),
-            grid, params, max_num_iter, enforce_connectivity, min_size, first_label,
-        )
+        result = _cuda.slic(normalized.contiguous(), mask_u8, grid, params, max_num_iter,
+                            enforce_connectivity, min_size, first_label)
     else:
-        mask_np = None if mask_t is None else mask_t.to(torch.uint8).numpy()
         result = torch.from_numpy(extension().slic(
-            normalized.numpy(), mask_np, grid, params, max_num_iter, enforce_connectivity,
-            min_size, first_label, num_threads(), gpu_form,
-        ))
-    result = result.to(x.device)
-    if single:
-        result = result[0]
-    return to_output(result, as_numpy)
+            normalized.numpy(), None if mask_u8 is None else mask_u8.numpy(), grid, params,
+            max_num_iter, enforce_connectivity, min_size, first_label, num_threads()))
+    return result.to(images.device)
+
+
+@_slic_op.register_fake
+def _(images, mask, n_segments, compactness, max_num_iter, spacing_y, spacing_x,
+      enforce_connectivity, min_size_factor, start_label, backend):
+    batch, _, height, width = images.shape
+    return images.new_empty((batch, height, width), dtype=torch.int32)
 
 
 def _check_spacing(spacing) -> tuple[float, float]:
@@ -388,21 +394,27 @@ def _plan(mask, batch, height, width, n_segments, compactness, spacing_y, spacin
 
 def _bounding_boxes(mask, batch, height, width):
     """(y0, x0, h, w, area) of each image's mask (the whole image without one); None for an
-    empty mask."""
+    empty mask. Computed where the mask is; only the (B, 5) boxes come to the host."""
     if mask is None:
         return [(0, 0, height, width, height * width)] * batch
+    rows_any, cols_any = mask.any(2), mask.any(1)  # (B, H), (B, W)
+
+    def first_last(hits: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.arange(n, device=hits.device)
+        first = torch.where(hits, index, n).amin(1)
+        last = torch.where(hits, index, -1).amax(1)
+        return first, last
+
+    y0, y1 = first_last(rows_any, height)
+    x0, x1 = first_last(cols_any, width)
+    area = mask.flatten(1).sum(1)
     boxes = []
-    m = mask.cpu()
-    rows_any, cols_any = m.any(2), m.any(1)
-    areas = m.flatten(1).sum(1).tolist()
-    for b in range(batch):
-        rows = torch.nonzero(rows_any[b]).flatten()
-        cols = torch.nonzero(cols_any[b]).flatten()
-        if rows.numel() == 0:
+    # the one device-to-host copy
+    for top, bottom, left, right, a in torch.stack([y0, y1, x0, x1, area]).T.tolist():
+        if a == 0:
             boxes.append(None)
             continue
-        y0, y1, x0, x1 = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
-        boxes.append((y0, x0, y1 - y0 + 1, x1 - x0 + 1, int(areas[b])))
+        boxes.append((top, left, bottom - top + 1, right - left + 1, a))
     return boxes
 
 

@@ -106,7 +106,8 @@ def supcon_loss(
     Examples
     --------
     >>> import torch
-    >>> from supercl.ops import supcon_loss, supcon_loss_reference
+    >>> from supercl.ops import supcon_loss
+    >>> from supercl.testing import supcon_loss_reference
     >>> g = torch.Generator().manual_seed(0)
     >>> z = torch.randn(10, 8, generator=g)
     >>> y = torch.tensor([0, 0, 1, 1, 1, 2, 2, 0, 1, 2])

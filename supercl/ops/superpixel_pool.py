@@ -1,7 +1,7 @@
 """Superpixel pooling: the mean of a feature map over each superpixel, the paint-back, both
 fused (SuperCL's ASP), and the down-sampling of superpixel maps to the feature resolution.
 
-Layers (STYLE.md): Triton kernels and their launchers in ``kernels/triton/superpixel_pool.py``
+Layers: Triton kernels and their launchers in ``kernels/triton/superpixel_pool.py``
 and a torch implementation here -> ``torch.library`` custom ops with fake (meta) kernels and
 autograd -> the public functions, which validate their input once and call the custom ops.
 The custom ops are visible to ``torch.compile`` (no graph break) and to autograd:
@@ -19,7 +19,7 @@ oracle and the benchmarks' baseline.
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -264,7 +264,10 @@ def superpixel_mean_map(
     _check_segments(segments, features, "features")
     if not isinstance(normalize, str) or normalize not in _NORMALIZE:
         raise ValueError(f"normalize must be one of {_NORMALIZE}, got {normalize!r}")
-    num_segments = _resolve_num_segments(segments, num_segments)
+    # The output's shape does not depend on K: without num_segments the op finds it itself
+    # (max id + 1, one host synchronisation, inside the op), which torch.compile need not see.
+    if num_segments is not None:
+        num_segments = _resolve_num_segments(segments, num_segments)
     deterministic = check_bool(deterministic, "deterministic")
     chosen = resolve_triton_backend("superpixel_mean_map", backend, features.device)
     return to_output(_mean_map_op(features, segments, normalize, num_segments, deterministic,
@@ -531,7 +534,9 @@ _segment_sum_op.register_autograd(_segment_sum_backward, setup_context=_segment_
 
 @torch.library.custom_op("supercl::superpixel_mean_map", mutates_args=())
 def _mean_map_op(features: torch.Tensor, segments: torch.Tensor, normalize: str,
-                 num_segments: int, deterministic: bool, backend: str) -> torch.Tensor:
+                 num_segments: Optional[int], deterministic: bool, backend: str) -> torch.Tensor:
+    if num_segments is None:
+        num_segments = _resolve_num_segments(segments, None)
     sums, counts = _segment_sum(features, segments, num_segments, deterministic, backend)
     if normalize == "area":
         values = sums / float(features.shape[2] * features.shape[3])

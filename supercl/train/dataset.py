@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from supercl._validate import check_choice, check_float, check_int, check_setting
 from supercl.data.nifti import (DatasetInfo, SliceSet, check_pairs, load_slices, scan_dataset,
                                 split_cases, write_split)
 
@@ -30,6 +31,32 @@ class DataConfig:
     test_fraction: float = 0.2
     split_seed: int = 0
     label_seed: int | None = None  # which pool volumes are labeled, apart from split_seed
+
+    def __post_init__(self):
+        check_setting(self, "window", _check_window)
+        check_setting(self, "patch_size", check_int, 1)
+        check_setting(self, "resize", check_choice, ("pad", "resize", "crop"))
+        check_setting(self, "label_fraction", _check_fraction, False)
+        check_setting(self, "val_fraction", _check_fraction, True)
+        check_setting(self, "test_fraction", _check_fraction, True)
+        check_setting(self, "split_seed", check_int, 0)
+        if self.label_seed is not None:
+            check_setting(self, "label_seed", check_int, 0)
+
+
+def _check_window(value, name: str) -> None:
+    if not (isinstance(value, (tuple, list)) and len(value) == 2):
+        raise ValueError(f"{name} must be (LOW, HIGH), got {value!r}")
+    low, high = (check_float(v, name) for v in value)
+    if not low < high:
+        raise ValueError(f"{name} LOW HIGH needs LOW < HIGH, got {value!r}")
+
+
+def _check_fraction(value, name: str, zero: bool) -> None:
+    """A fraction in (0, 1], or in [0, 1) with ``zero``."""
+    value = check_float(value, name)
+    if not (0 <= value < 1 if zero else 0 < value <= 1):
+        raise ValueError(f"{name} must be in {'[0, 1)' if zero else '(0, 1]'}, got {value:g}")
 
 
 def resolve_data(data: str | None, out: Path, main: bool = True) -> Path:

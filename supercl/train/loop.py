@@ -1,5 +1,12 @@
-"""What pre-training and fine-tuning share: device choice, seeded batching, the cosine
-schedule, interruption handling, non-finite loss detection and the run folder's logs."""
+"""The one training loop of supercl, and what it needs: device choice, seeded batching, the
+cosine schedule, interruption handling, non-finite loss detection and the run folder's logs.
+
+:class:`TrainingLoop` owns everything that pre-training and fine-tuning have in common: the
+checks before a run writes anything, the resume of an interrupted run, epochs and steps, AMP
+and the gradient scaler, the finite check, checkpoints and signals, ``metrics.jsonl`` and the
+progress bars. A kind of run supplies a :class:`Task`: its model and optimizer, its step (the
+forward pass and the loss terms) and its evaluation after each epoch.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +19,18 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from supercl._validate import (SettingError, check_bool, check_choice, check_float, check_int,
+                               check_setting)
+
 from .dataset import DataConfig
 
-__all__ = ["RunConfig", "NonFiniteLossError", "resolve_device", "check_device", "amp_dtype",
-           "check_config", "check_resume", "RESUMABLE", "epoch_batches", "total_steps",
+__all__ = ["TrainingLoop", "Task", "RunConfig", "NonFiniteLossError", "resolve_device", "check_device", "amp_dtype",
+           "check_resume", "RESUMABLE", "epoch_batches", "total_steps",
            "optimizer_step", "cosine_lambda", "host_values", "check_finite", "StopFlag", "RunLog",
            "write_json", "json_text", "strict_json"]
 
@@ -41,6 +51,27 @@ class RunConfig(DataConfig):
     progress: bool = True
     tensorboard: bool = False
     figures: bool = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_setting(self, "base_channels", check_int, 1)
+        check_setting(self, "depth", check_int, 1)
+        check_setting(self, "amp", check_choice, ("auto", "off", "bf16", "fp16"))
+        check_setting(self, "seed", check_int)
+        for name in ("threads", "checkpoint_every", "max_steps"):
+            check_setting(self, name, check_int, 0)
+        for name in ("resume", "progress", "tensorboard", "figures"):
+            check_setting(self, name, check_bool)
+        if self.patch_size % 2**self.depth:
+            raise SettingError("patch_size", f"must be a multiple of 2**depth = {2**self.depth}, "
+                                             f"got {self.patch_size}")
+
+    def _check_schedule(self) -> None:
+        """The settings every kind of run has, under its own defaults."""
+        check_setting(self, "epochs", check_int, 1)
+        check_setting(self, "batch_size", check_int, 1)
+        check_setting(self, "lr", check_float, positive=True)
+        check_setting(self, "weight_decay", check_float, nonnegative=True)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -83,20 +114,6 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     if amp == "off" or (amp == "auto" and device.type != "cuda"):
         return None
     return torch.float16 if amp == "fp16" else torch.bfloat16
-
-
-def check_config(cfg) -> None:
-    for name in ("epochs", "batch_size", "patch_size", "base_channels", "depth", "n_segments",
-                 "slic_iters"):
-        value = getattr(cfg, name, 1)
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    for name in ("lr", "compactness"):
-        if not getattr(cfg, name, 1.0) > 0:
-            raise ValueError(f"{name} must be > 0, got {getattr(cfg, name)!r}")
-    if cfg.patch_size % 2**cfg.depth:
-        raise ValueError(f"patch_size must be a multiple of 2**depth = {2**cfg.depth}, "
-                         f"got {cfg.patch_size}")
 
 
 #: Settings that may differ between a run and its ``--resume``: how long it runs, where and
@@ -347,3 +364,232 @@ class Throughput:
     def add(self, n: int) -> float:
         self.count += n
         return self.count / max(time.perf_counter() - self.start, 1e-9)
+
+
+@dataclass
+class Task:
+    """What a kind of run (pre-training, fine-tuning) gives :class:`TrainingLoop`.
+
+    ``step(indices, global_step)`` runs the forward pass of one batch (``indices`` into the
+    training set of ``n_items`` slices, under :meth:`TrainingLoop.autocast` where it wants
+    mixed precision) and returns 0-d tensors: ``"loss"`` (backpropagated), the other ``terms``
+    and the ``logged`` values, and optionally ``"note"``, a text that explains a non-finite
+    loss. ``terms`` must be finite (the run stops otherwise) and are shown while training;
+    all of them and ``logged`` are averaged per epoch in ``metrics.jsonl``.
+    ``evaluate(epoch)`` (1-based, after each epoch) returns further fields of the epoch's
+    record; ``state()`` further entries of the checkpoint; ``describe(record)`` the line
+    printed after each epoch.
+    """
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    n_items: int
+    step: Callable[[torch.Tensor, int], dict[str, Any]]
+    terms: tuple[str, ...]
+    describe: Callable[[dict], str]
+    logged: tuple[str, ...] = ()
+    evaluate: Callable[[int], dict] | None = None
+    state: Callable[[], dict] = dict
+    warmup_steps: int = 0
+
+
+class TrainingLoop:
+    """One run: its checks, its folder, its checkpoints and its epochs.
+
+    Construct it first: it checks the settings, the device and the checkpoint to resume
+    (and that checkpoint's settings) before anything is written, joins the process group of
+    a distributed run (``distributed=True``) and makes the run folder. Then build the data
+    and the model, and call :meth:`run` with a :class:`Task`.
+
+    Writes ``config.json`` (:meth:`write_config`), ``metrics.jsonl`` (one record per epoch:
+    ``epoch``, ``global_step``, the epoch means of the task's values, its evaluation, ``lr``,
+    ``slices_per_s``) and ``checkpoint.pt`` (after every epoch, every ``checkpoint_every``
+    steps and on SIGINT/SIGTERM).
+    """
+
+    def __init__(self, cfg: RunConfig, kind: str, what: str, *, distributed: bool = False):
+        from . import distributed as dist_mod
+        from .checkpoint import open_run
+
+        if not distributed and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ValueError(f"{what} runs in one process; launch `supercl {kind}` without "
+                             "torchrun (only `pretrain` is distributed)")
+        self.cfg, self.kind, self.what = cfg, kind, what
+        self.device = resolve_device(cfg.device)
+        self.amp = amp_dtype(cfg.amp, self.device)
+        self.out = Path(cfg.out)
+        self.checkpoint = self.out / "checkpoint.pt"
+        self.resumed = open_run(self.checkpoint, kind, cfg.resume)  # every process checks
+        if self.resumed is not None:
+            check_resume(cfg, self.resumed.get("config", {}), self.checkpoint,
+                         done_epochs=self.resumed["epoch"])
+        self.dist = dist_mod.setup(cfg.device) if distributed else dist_mod.DistInfo()
+        self.main = self.dist.main
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        if self.device.type == "cuda" and self.dist.world_size > 1:
+            self.device = torch.device("cuda", self.dist.local_rank)
+        self.epoch = self.step = self.global_step = 0
+        self.sums: dict[str, float] = {}
+        self.stop = StopFlag()
+
+    @property
+    def previous(self) -> tuple[Path, dict] | None:
+        """``(checkpoint, split)`` of the run being resumed, None for a new run."""
+        return None if self.resumed is None else (self.checkpoint, self.resumed["split"])
+
+    def write_config(self, **extra) -> None:
+        if self.main:
+            write_json(self.out / "config.json", asdict(self.cfg) | extra
+                       | {"device": str(self.device)})
+
+    def autocast(self):
+        """The step's mixed-precision context (``--amp``): bf16 or fp16 autocast, or none."""
+        return torch.autocast(self.device.type, dtype=self.amp or torch.float32,
+                              enabled=self.amp is not None)
+
+    def save(self) -> None:
+        """Write ``checkpoint.pt``: everything to continue the run where it is now."""
+        from .checkpoint import rng_state, save_atomic, training_state
+
+        rngs = _gather_objects(rng_state())
+        if not self.main:
+            return
+        task = self.task
+        save_atomic({"kind": self.kind, "config": asdict(self.cfg),
+                     **training_state(task.model, task.optimizer, self.scheduler, self.scaler),
+                     "rng": rngs, "epoch": self.epoch, "step": self.step,
+                     "global_step": self.global_step, "history": self.log.records,
+                     "sums": self.sums, **task.state()}, self.checkpoint)
+
+    def end_step(self) -> None:
+        """After every optimizer step: the periodic checkpoint (``--checkpoint-every``)."""
+        every = self.cfg.checkpoint_every
+        if every and self.global_step % every == 0:
+            self.save()
+
+    def run(self, task: Task) -> dict:
+        """Train ``task`` until its epochs or ``max_steps`` are done, or a signal stops it.
+        Returns ``{"status": "finished" | "interrupted", "out", "epochs", "global_step",
+        "history"}``; raises :class:`NonFiniteLossError` for a NaN or inf term."""
+        from tqdm import tqdm
+
+        from .checkpoint import restore_training, set_rng_state
+
+        cfg, dist, main = self.cfg, self.dist, self.main
+        self.task = task
+        rank, world = dist.rank, dist.world_size
+        steps_per_epoch = len(epoch_batches(task.n_items, cfg.batch_size, cfg.seed, 0, rank, world))
+        total = total_steps(cfg.epochs, steps_per_epoch, cfg.max_steps)
+        optimizer = task.optimizer
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, cosine_lambda(total, task.warmup_steps))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
+        history: list[dict] = []
+        if self.resumed is not None:
+            ckpt = self.resumed
+            self.epoch, self.step, self.global_step, history, self.sums = restore_training(
+                ckpt, task.model, optimizer, self.scheduler, self.scaler)
+            states = ckpt["rng"]
+            states = [states] if isinstance(states, dict) else states  # one-process runs of 0.1
+            if len(states) != world:
+                raise ValueError(f"{self.checkpoint} was written by {len(states)} processes; "
+                                 f"resume it with the same number, not {world}")
+            set_rng_state(states[rank])
+            if main:
+                print(f"resuming {self.out} at epoch {self.epoch + 1}, step {self.step} "
+                      f"(global step {self.global_step})")
+        self.log = RunLog(self.out, history, cfg.tensorboard, enabled=main)
+        values_of = task.terms + task.logged
+        status = "finished"
+        with self.stop.installed():
+            while self.epoch < cfg.epochs and self.global_step < total:
+                batches = epoch_batches(task.n_items, cfg.batch_size, cfg.seed, self.epoch, rank,
+                                        world)
+                if self.step == 0:
+                    self.sums = {k: 0.0 for k in values_of} | {"steps": 0, "seconds": 0.0,
+                                                               "slices": 0}
+                bar = tqdm(total=len(batches), initial=self.step,
+                           desc=f"{self.kind} {self.epoch + 1}/{cfg.epochs}",
+                           disable=not (main and cfg.progress), unit="step", leave=False)
+                speed = Throughput()
+                task.model.train()
+                while self.step < len(batches) and self.global_step < total:
+                    started = time.perf_counter()
+                    idx = batches[self.step]
+                    optimizer.zero_grad(set_to_none=True)
+                    terms = task.step(idx, self.global_step)
+                    note = terms.pop("note", "")
+                    everything = host_values(terms, values_of)  # one device-to-host copy
+                    values = {k: everything[k] for k in task.terms}
+                    self._check_finite(values, note)
+                    optimizer_step(optimizer, self.scaler, terms["loss"])
+                    self.scheduler.step()
+                    self.step += 1
+                    self.global_step += 1
+                    for k, v in everything.items():
+                        self.sums[k] += v
+                    self.sums["steps"] += 1
+                    self.sums["slices"] += len(idx) * world
+                    self.sums["seconds"] += time.perf_counter() - started
+                    rate = speed.add(len(idx) * world)
+                    bar.update(1)
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()}
+                                    | {"slices/s": f"{rate:.1f}"})
+                    self.end_step()
+                    if self.stop.requested:
+                        break
+                bar.close()
+                if self.stop.requested and self.step < len(batches) and self.global_step < total:
+                    self.save()
+                    status = "interrupted"
+                    if main:
+                        print(f"{self.stop.reason}: checkpoint written to {self.checkpoint} "
+                              f"(epoch {self.epoch + 1}, step {self.step}); continue with the "
+                              "same command and --resume", file=sys.stderr)
+                    break
+                n = max(self.sums["steps"], 1)
+                record = {"epoch": self.epoch + 1, "global_step": self.global_step}
+                record |= {k: self.sums[k] / n for k in values_of}
+                if task.evaluate is not None:
+                    record |= task.evaluate(self.epoch + 1)
+                record |= {"lr": optimizer.param_groups[0]["lr"],
+                           "slices_per_s": self.sums["slices"] / max(self.sums["seconds"], 1e-9)}
+                self.log.append(record)
+                self.epoch, self.step = self.epoch + 1, 0
+                self.save()
+                if main:
+                    print(f"{self.kind} epoch {self.epoch}/{cfg.epochs}: {task.describe(record)}",
+                          flush=True)
+                if self.stop.requested:
+                    status = "interrupted"
+                    break
+        self.log.close()
+        return {"status": status, "out": str(self.out), "epochs": self.epoch,
+                "global_step": self.global_step, "history": self.log.records}
+
+    def _check_finite(self, values: dict[str, float], note: str) -> None:
+        from . import distributed as dist_mod
+
+        elsewhere = False
+        if dist_mod.is_distributed():  # every process must stop together
+            flag = torch.tensor([float(not all(map(math.isfinite, values.values())))],
+                                device=self.device)
+            torch.distributed.all_reduce(flag)
+            elsewhere = bool(flag.item())
+        check_finite(values, what=self.what, epoch=self.epoch, step=self.step,
+                     global_step=self.global_step, checkpoint=self.checkpoint,
+                     elsewhere=elsewhere, note=note)
+
+
+def _gather_objects(obj) -> list:
+    """``obj`` of every process, in rank order (``[obj]`` in a one-process run)."""
+    from . import distributed as dist_mod
+
+    if not dist_mod.is_distributed():
+        return [obj]
+    parts = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(parts, obj)
+    return parts

@@ -12,26 +12,21 @@ optimizer step. The encoder alone is saved for fine-tuning (``encoder.pt``).
 
 from __future__ import annotations
 
-import math
-import sys
-import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 
+from supercl._validate import check_choice, check_float, check_int, check_setting
 from supercl.losses import LossConfig, SuperCLLoss
 from supercl.models import SuperCLModel, UNetEncoder
+from supercl.data.nifti import slice_names
 from supercl.ops import slic
+from supercl.viz import plot_superpixels
 
 from . import distributed
-from .checkpoint import (open_run, restore_training, rng_state, save_atomic, set_rng_state,
-                         training_state)
+from .checkpoint import save_atomic
 from .dataset import prepare_split, slices_of
-from .finetune import slice_names
-from .loop import (RunConfig, RunLog, StopFlag, Throughput, amp_dtype, check_config,
-                   check_finite, check_resume, cosine_lambda, epoch_batches, host_values,
-                   optimizer_step, resolve_device, total_steps, write_json)
+from .loop import RunConfig, Task, TrainingLoop
 from .views import SuperCLViews, ViewConfig
 
 __all__ = ["PretrainConfig", "pretrain", "RECIPES", "recipe_config", "resolve_ilcp_level",
@@ -70,6 +65,21 @@ class PretrainConfig(RunConfig):
     recipe: str = "default"
     loss: LossConfig = field(default_factory=LossConfig)
     views: ViewConfig = field(default_factory=ViewConfig)
+
+    def __post_init__(self):
+        super().__post_init__()
+        self._check_schedule()
+        check_setting(self, "optimizer", check_choice, ("sgd", "adamw"))
+        check_setting(self, "momentum", check_float, nonnegative=True)
+        check_setting(self, "warmup_steps", check_int, 0)
+        check_setting(self, "embed_dim", check_int, 1)
+        check_setting(self, "n_segments", check_int, 1)
+        check_setting(self, "compactness", check_float, positive=True)
+        check_setting(self, "slic_iters", check_int, 1)
+        if not isinstance(self.loss, LossConfig) or not isinstance(self.views, ViewConfig):
+            raise TypeError("loss must be a LossConfig and views a ViewConfig")
+        check_setting(self, "recipe", check_choice, tuple(RECIPES))
+        check_setting(self, "ilcp_level", lambda value, name: resolve_ilcp_level(self))
 
 
 #: Settings of each recipe that differ from the dataclass defaults. "reference" reproduces the
@@ -160,19 +170,7 @@ def _optimizer(cfg, params):
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {cfg.optimizer!r}")
-
-
-def after_step(global_step: int) -> None:
-    """Called after every optimizer step (a hook for tests; does nothing)."""
-
-
-def _gather_objects(obj):
-    if not distributed.is_distributed():
-        return [obj]
-    parts = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(parts, obj)
-    return parts
+    raise AssertionError(cfg.optimizer)  # PretrainConfig checked it
 
 
 def pretrain(cfg: PretrainConfig) -> dict:
@@ -186,33 +184,10 @@ def pretrain(cfg: PretrainConfig) -> dict:
     Raises :class:`~supercl.train.loop.NonFiniteLossError` when a loss is NaN or inf (the
     last good checkpoint stays), ``ValueError`` for bad settings.
     """
-    # Everything is checked before anything is written: settings, device, the checkpoint to
-    # resume and its settings.
-    check_config(cfg)
-    if cfg.recipe not in RECIPES:
-        raise ValueError(f"recipe must be one of {sorted(RECIPES)}, got {cfg.recipe!r}")
-    level = resolve_ilcp_level(cfg)
-    device = resolve_device(cfg.device)
-    dtype = amp_dtype(cfg.amp, device)
-    out = Path(cfg.out)
-    ckpt_path = out / "checkpoint.pt"
-    ckpt = open_run(ckpt_path, "pretrain", cfg.resume)  # every process checks: none waits
-    if ckpt is not None:
-        check_resume(cfg, ckpt.get("config", {}), ckpt_path, done_epochs=ckpt["epoch"])
-    dist = distributed.setup(cfg.device)
-    main = dist.main
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    if device.type == "cuda" and dist.world_size > 1:
-        device = torch.device("cuda", dist.local_rank)
-
-    info, split = prepare_split(cfg, out, main, pretrain_only=True,
-                                previous=None if ckpt is None else (ckpt_path, ckpt["split"]))
-    if main:
-        write_json(out / "config.json", asdict(cfg) | {"world_size": dist.world_size,
-                                                     "device": str(device)})
+    loop = TrainingLoop(cfg, "pretrain", "pre-training", distributed=True)
+    dist, main, device, out = loop.dist, loop.main, loop.device, loop.out
+    info, split = prepare_split(cfg, out, main, pretrain_only=True, previous=loop.previous)
+    loop.write_config(world_size=dist.world_size)
     slices = slices_of(info, split["pretrain"], cfg, require_labels=False,
                        progress=main and cfg.progress)
     images, positions = slices.images, slices.positions
@@ -230,129 +205,42 @@ def pretrain(cfg: PretrainConfig) -> dict:
     torch.manual_seed(cfg.seed + 7919 * dist.rank)  # different views on every process
     views = SuperCLViews(cfg.views)
     loss_fn = SuperCLLoss(cfg.loss, gather=distributed.gather_with_grad)
+    level = resolve_ilcp_level(cfg)
     if main:
-        print(f"ILCP at encoder level {level} of {cfg.depth} "
-              f"({cfg.patch_size >> level}x{cfg.patch_size >> level} pixels, "
-              f"{(cfg.patch_size >> level) ** 2 / cfg.n_segments:.1f} per superpixel)")
-    optimizer = _optimizer(cfg, model.parameters())
-    steps_per_epoch = len(epoch_batches(len(slices), cfg.batch_size, cfg.seed, 0, dist.rank,
-                                        dist.world_size))
-    total = total_steps(cfg.epochs, steps_per_epoch, cfg.max_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lambda(total, cfg.warmup_steps))
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+        side = cfg.patch_size >> level
+        print(f"ILCP at encoder level {level} of {cfg.depth} ({side}x{side} pixels, "
+              f"{side * side / cfg.n_segments:.1f} per superpixel)")
 
-    epoch, step, global_step, history, sums = 0, 0, 0, [], {}
-    if ckpt is not None:
-        epoch, step, global_step, history, sums = restore_training(ckpt, model, optimizer,
-                                                                   scheduler, scaler)
-        states = ckpt["rng"]
-        if len(states) != dist.world_size:
-            raise ValueError(f"{ckpt_path} was written by {len(states)} processes; resume it "
-                             f"with the same number, not {dist.world_size}")
-        set_rng_state(states[dist.rank])
-        if main:
-            print(f"resuming {out} at epoch {epoch + 1}, step {step} (global step {global_step})")
-    log = RunLog(out, history, cfg.tensorboard, enabled=main)
+    def step(idx: torch.Tensor, global_step: int) -> dict:
+        x = images[idx].to(device, non_blocking=True)
+        pos = positions[idx].to(device, non_blocking=True)
+        first = main and cfg.figures and global_step == 0
+        return _train_step(net, views, loss_fn, x, pos, cfg, loop.autocast, level,
+                           figure=out if first else None,
+                           captions=[names[j] for j in idx.tolist()] if first else None)
 
-    def save(epoch_: int, step_: int) -> None:
-        rngs = _gather_objects(rng_state())
-        if not main:
-            return
-        save_atomic({"kind": "pretrain", "config": asdict(cfg),
-                     **training_state(model, optimizer, scheduler, scaler), "rng": rngs,
-                     "epoch": epoch_, "step": step_, "global_step": global_step,
-                     "history": log.records, "sums": sums, "split": split}, ckpt_path)
+    def describe(record: dict) -> str:
+        return ("  ".join(f"{k} {record[k]:.4f}" for k in TERMS)
+                + f"  {record['slices_per_s']:.1f} slices/s")
 
-    from tqdm import tqdm
-
-    stop = StopFlag()
-    status = "finished"
-    with stop.installed():
-        while epoch < cfg.epochs and global_step < total:
-            batches = epoch_batches(len(slices), cfg.batch_size, cfg.seed, epoch, dist.rank,
-                                    dist.world_size)
-            if step == 0:
-                sums = {k: 0.0 for k in TERMS + DIAGNOSTICS} | {"steps": 0, "seconds": 0.0,
-                                                                "slices": 0}
-            bar = tqdm(total=len(batches), initial=step, desc=f"pretrain {epoch + 1}/{cfg.epochs}",
-                       disable=not (main and cfg.progress), unit="step", leave=False)
-            speed = Throughput()
-            while step < len(batches) and global_step < total:
-                started = time.perf_counter()
-                idx = batches[step]
-                x = images[idx].to(device, non_blocking=True)
-                pos = positions[idx].to(device, non_blocking=True)
-                first = main and cfg.figures and global_step == 0
-                terms = _train_step(net, views, loss_fn, optimizer, scaler, x, pos, cfg, dtype,
-                                    level, first=first, out=out,
-                                    captions=[names[j] for j in idx.tolist()] if first else None)
-                note = terms.pop("note", "")
-                everything = host_values(terms, TERMS + DIAGNOSTICS)  # one device-host copy
-                values = {k: everything[k] for k in TERMS}
-                elsewhere = False
-                if distributed.is_distributed():  # every process must stop together
-                    flag = torch.tensor([float(not all(map(math.isfinite, values.values())))],
-                                        device=device)
-                    torch.distributed.all_reduce(flag)
-                    elsewhere = bool(flag.item())
-                check_finite(values, what="pre-training", epoch=epoch, step=step,
-                             global_step=global_step, checkpoint=ckpt_path, elsewhere=elsewhere,
-                             note=note)
-                optimizer_step(optimizer, scaler, terms["loss"])
-                scheduler.step()
-                step += 1
-                global_step += 1
-                for k, v in everything.items():
-                    sums[k] += v
-                sums["steps"] += 1
-                sums["slices"] += x.shape[0] * dist.world_size
-                sums["seconds"] += time.perf_counter() - started
-                rate = speed.add(x.shape[0] * dist.world_size)
-                bar.update(1)
-                bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()} | {"slices/s": f"{rate:.1f}"})
-                after_step(global_step)
-                if cfg.checkpoint_every and global_step % cfg.checkpoint_every == 0:
-                    save(epoch, step)
-                if stop.requested:
-                    break
-            bar.close()
-            if stop.requested and step < len(batches) and global_step < total:
-                save(epoch, step)
-                status = "interrupted"
-                if main:
-                    print(f"{stop.reason}: checkpoint written to {ckpt_path} (epoch {epoch + 1}, "
-                          f"step {step}); continue with the same command and --resume",
-                          file=sys.stderr)
-                break
-            n = max(sums["steps"], 1)
-            record = {"epoch": epoch + 1, "global_step": global_step}
-            record |= {k: sums[k] / n for k in TERMS + DIAGNOSTICS}
-            record |= {"lr": optimizer.param_groups[0]["lr"],
-                       "slices_per_s": sums["slices"] / max(sums["seconds"], 1e-9)}
-            log.append(record)
-            epoch, step = epoch + 1, 0
-            save(epoch, step)
-            if main:
-                print(f"pretrain epoch {epoch}/{cfg.epochs}: "
-                      + "  ".join(f"{k} {record[k]:.4f}" for k in TERMS)
-                      + f"  {record['slices_per_s']:.1f} slices/s", flush=True)
-            if stop.requested:
-                status = "interrupted"
-                break
-    log.close()
-    if main and cfg.figures and log.records:
-        _loss_figure(log.records, out)
-    if main and status == "finished":
+    summary = loop.run(Task(model=model, optimizer=_optimizer(cfg, model.parameters()),
+                            n_items=len(slices), step=step, terms=TERMS, logged=DIAGNOSTICS,
+                            describe=describe, state=lambda: {"split": split},
+                            warmup_steps=cfg.warmup_steps))
+    if main and cfg.figures and summary["history"]:
+        _loss_figure(summary["history"], out)
+    if main and summary["status"] == "finished":
         save_atomic({"kind": "encoder", "config": asdict(cfg), "encoder": model.encoder.state_dict(),
                      "split": split}, out / "encoder.pt")
         print(f"pre-training done: encoder weights in {out / 'encoder.pt'}")
     distributed.teardown()
-    return {"status": status, "out": str(out), "epochs": epoch, "global_step": global_step,
-            "history": log.records}
+    return summary
 
 
-def _train_step(net, views, loss_fn, optimizer, scaler, x, pos, cfg, dtype, level, first=False,
-                out=None, captions=None):
+def _train_step(net, views, loss_fn, x, pos, cfg, autocast, level, figure=None, captions=None):
+    """The forward pass of one pre-training step: the views, SLIC on v1 (and v2 with
+    ``asp_segments="own"``), the network on the 4B views, the objective with ILCP at encoder
+    ``level``. ``figure``: the run folder, to draw the superpixels there."""
     batch = x.shape[0]
     v1, v2, v3, v4 = views(x)
     own = cfg.loss.asp_segments == "own"
@@ -360,11 +248,11 @@ def _train_step(net, views, loss_fn, optimizer, scaler, x, pos, cfg, dtype, leve
         segments = slic((torch.cat([v1, v2]) if own else v1)[:, 0], n_segments=cfg.n_segments,
                         compactness=cfg.compactness, max_num_iter=cfg.slic_iters)
     segments, segments2 = (segments[:batch], segments[batch:]) if own else (segments, None)
-    if first:
-        _superpixel_figure(v1, segments, out, captions)
-    optimizer.zero_grad(set_to_none=True)
+    if figure is not None:
+        plot_superpixels(v1[:, 0].float(), segments, captions, figure / "superpixels.png",
+                         title="SLIC superpixels of the first pre-training batch (view v1)")
     bottleneck = level == cfg.depth
-    with torch.autocast(x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+    with autocast():
         if bottleneck:
             f, e = net(torch.cat([v1, v2, v3, v4]))
             g = f
@@ -381,26 +269,6 @@ def _train_step(net, views, loss_fn, optimizer, scaler, x, pos, cfg, dtype, leve
     return loss_fn(f[:batch], f[batch:2 * batch], e[2 * batch:3 * batch], e[3 * batch:],
                    segments.long(), pos if cfg.loss.use_positions else None, diagnostics=True,
                    segments2=None if segments2 is None else segments2.long(), **ilcp)
-
-
-def _superpixel_figure(v1, segments, out, captions) -> None:
-    import numpy as np
-
-    from supercl.viz import BOUNDARY, overlay, plot_image_grid
-
-    from .finetune import _up, _zoom
-
-    shown = min(v1.shape[0], 8)
-    tiles = []
-    for b in range(shown):
-        img = v1[b, 0].float().cpu().numpy()
-        lo, hi = np.percentile(img, [1, 99])
-        grey = (np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
-        k = _zoom(grey.shape)
-        tiles.append(overlay(_up(grey, k), _up(segments[b].cpu().numpy(), k), colour=BOUNDARY))
-    titles = [f"{captions[b]}: {int(segments[b].max()) + 1} superpixels" for b in range(shown)]
-    plot_image_grid(tiles, titles, out / "superpixels.png", columns=4,
-                    title="SLIC superpixels of the first pre-training batch (view v1)")
 
 
 def _loss_figure(records, out) -> None:

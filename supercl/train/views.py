@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from supercl._validate import check_choice, check_float, check_setting
+
 __all__ = ["ViewConfig", "SuperCLViews"]
 
 
@@ -92,6 +94,22 @@ class ReferenceElastic(nn.Module):
         grid = torch.stack([gx, gy], dim=-1).to(x.dtype)
         return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border",
                                                align_corners=True)
+
+    def __post_init__(self):
+        for name in ("brightness", "contrast", "blur_sigma", "scale"):
+            check_setting(self, name, _check_range)
+        for name in ("blur_p", "flip_p", "elastic_p"):
+            check_setting(self, name, check_float, nonnegative=True, maximum=1.0)
+        check_setting(self, "rotation", check_float, nonnegative=True)
+        check_setting(self, "recipe", check_choice, ("default", "reference"))
+
+
+def _check_range(value, name: str) -> None:
+    if not (isinstance(value, (tuple, list)) and len(value) == 2):
+        raise ValueError(f"{name} must be a (low, high) pair, got {value!r}")
+    low, high = (check_float(v, name) for v in value)
+    if low > high:
+        raise ValueError(f"{name} must have low <= high, got {value!r}")
 
 
 class SuperCLViews(nn.Module):

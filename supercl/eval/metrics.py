@@ -23,6 +23,23 @@ percentiles instead, which can be larger.
 
 Class maps are integer arrays (numpy or torch, any shape) with values in
 ``[0, num_classes)``; 0 is background and is never scored.
+
+**Why not MONAI or torchmetrics.** Both were weighed (MONAI's ``DiceMetric`` and
+``HausdorffDistanceMetric``, torchmetrics' segmentation metrics); this module keeps its own
+code because neither computes what the project reports:
+
+* the SuperCL reference metric accumulates intersections and sizes over the whole test set
+  before dividing; MONAI and torchmetrics average per-image (or per-batch) scores;
+* their empty-mask rules differ from the reference's (above): MONAI either ignores false
+  positives on an absent organ or scores two empty masks 1;
+* MONAI's HD95 is the larger of the two directed 95th percentiles, not medpy's pooled
+  percentile that this project follows, and is computed on the whole array; here it is exact (scipy's Euclidean distance
+  transform with the voxel spacing, on the masks' bounding box).
+
+The counting is a few numpy sums over CPU arrays that evaluation has already, so GPU
+support would not change its speed. The tests check DSC/JC against MONAI's rule and HD95
+against a brute-force reference (all pairwise surface distances, ``scipy.spatial``) that
+shares no code with this module.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""CUDA backend of the image ops: the kernels of ``supercl.kernels`` (``kernels/cuda/*.cu``)
-compiled at first use by NVRTC through CuPy, launched on torch's current stream.
+"""CUDA backend of the image ops: the kernels beside this file (``kernels/cuda/*.cu``, installed
+as ``supercl.kernels.cuda``) compiled at first use by NVRTC through CuPy, launched on torch's
+current stream. The public ops (``supercl.ops.slic``, ``supercl.ops.connected_components``)
+validate their input and call :func:`slic` and :func:`connected_components` here.
 
 - Compilation: ``cupy.RawModule`` with the package's shared headers on the include path,
   memoised per kernel file and device (and keyed on the headers' digest in CuPy's disk

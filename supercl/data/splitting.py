@@ -1,0 +1,199 @@
+"""Splitting a dataset by volume, with nested label fractions, and writing the split as
+JSON. Part of :mod:`supercl.data.nifti`."""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import pathlib
+import tempfile
+from typing import Any, Dict, Mapping, Optional
+
+import numpy as np
+
+from .scanning import DatasetInfo, PathLike
+
+__all__ = ["split_cases", "write_split"]
+
+# ----------------------------------------------------------------------------
+# splits
+# ----------------------------------------------------------------------------
+
+def _check_fraction(name: str, value: Any, *, zero_ok: bool, one_ok: bool) -> float:
+    ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    v = float(value) if ok else float("nan")
+    if not (math.isfinite(v) and (v >= 0 if zero_ok else v > 0) and (v <= 1 if one_ok else v < 1)):
+        interval = ("[0" if zero_ok else "(0") + ", 1" + ("]" if one_ok else ")")
+        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
+    return v
+
+
+def split_cases(info: DatasetInfo, *, label_fraction: float = 0.1, val_fraction: float = 0.2,
+                test_fraction: float = 0.2, seed: int = 0,
+                label_seed: Optional[int] = None) -> Dict[str, Any]:
+    """Split a dataset by volume into pre-training, fine-tuning, validation and test.
+
+    The labeled cases are shuffled with ``numpy.random.default_rng(seed)``;
+    the first ``max(1, round(test_fraction * n))`` are the test set, the next
+    ``max(1, round(val_fraction * n))`` the validation set, the rest is the
+    labeled training pool. The fine-tuning set is the first
+    ``max(1, round(label_fraction * n_pool))`` of a second seeded permutation
+    of the pool, so with one seed (and the same val/test fractions) the
+    10 % set is contained in the 25 % set, which is contained in the 100 %
+    set. The pre-training set is the whole pool (its labels unused) plus every
+    unlabeled case. Validation and test volumes appear in neither.
+    (``round`` is Python's, rounding halves to even.)
+
+    Parameters
+    ----------
+    info : DatasetInfo
+        From :func:`scan_dataset`; needs at least 3 labeled cases.
+    label_fraction : float
+        Share of the labeled training pool used for fine-tuning, in (0, 1].
+    val_fraction, test_fraction : float
+        Shares of the labeled cases held out, in [0, 1) (at least one volume
+        each).
+    seed : int
+        Non-negative seed.
+    label_seed : int, optional
+        Seed of the second permutation alone (which pool volumes are labeled), so that
+        several label draws share one test, validation and pre-training set (``supercl
+        ablate``'s split seeds). None: the permutation continues ``seed``'s generator.
+
+    Returns
+    -------
+    dict
+        ``"pretrain"``, ``"finetune"``, ``"val"``, ``"test"``: sorted lists
+        of case names; ``"label_fraction"`` (float) and ``"seed"`` (int).
+
+    Raises
+    ------
+    ValueError
+        A fraction out of range, a bad seed, or fewer than 3 labeled cases /
+        fractions leaving no training volume (the message gives the numbers).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from supercl.data import scan_dataset, write_msd
+    >>> info = scan_dataset(write_msd(tempfile.mkdtemp() + "/msd", n_volumes=10,
+    ...                               shape=(2, 8, 8), n_organs=1))
+    >>> split = split_cases(info, label_fraction=0.25, seed=0)
+    >>> [len(split[k]) for k in ("pretrain", "finetune", "val", "test")]
+    [6, 2, 2, 2]
+    >>> set(split["finetune"]) <= set(split["pretrain"])
+    True
+    >>> set(split["test"]) & set(split["pretrain"] + split["val"])
+    set()
+    """
+    lf = _check_fraction("label_fraction", label_fraction, zero_ok=False, one_ok=True)
+    vf = _check_fraction("val_fraction", val_fraction, zero_ok=True, one_ok=False)
+    tf = _check_fraction("test_fraction", test_fraction, zero_ok=True, one_ok=False)
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = int(seed)
+
+    labeled = [c.name for c in info.cases if c.label is not None]
+    unlabeled = [c.name for c in info.cases if c.label is None]
+    n = len(labeled)
+    n_test = max(1, round(tf * n))
+    n_val = max(1, round(vf * n))
+    if n < 3 or n_test + n_val >= n:
+        hint = ""
+        if info.layout == "folder" and n == 0:
+            hint = ("; the images of a plain folder are unlabeled unless the label maps are "
+                    "given: pass --labels DIR (labels= in scan_dataset), a folder of label "
+                    "maps named like the images")
+        raise ValueError(
+            f"split_cases: {info.root} has {n} labeled volumes; test_fraction={tf:g} "
+            f"({n_test} test) and val_fraction={vf:g} ({n_val} val) leave "
+            f"{max(0, n - n_test - n_val)} training volumes (need at least 1, so at least 3 "
+            f"labeled volumes){hint}")
+    rng = np.random.default_rng(seed)
+    order = [labeled[i] for i in rng.permutation(n)]
+    test = order[:n_test]
+    val = order[n_test:n_test + n_val]
+    pool = order[n_test + n_val:]
+    if label_seed is not None:
+        if isinstance(label_seed, (bool, np.bool_)) or not isinstance(label_seed, numbers.Integral) \
+                or label_seed < 0:
+            raise ValueError(f"label_seed must be a non-negative integer or None, got {label_seed!r}")
+        rng = np.random.default_rng([int(label_seed), 1])
+    pool_order = [pool[i] for i in rng.permutation(len(pool))]
+    finetune = pool_order[:max(1, round(lf * len(pool)))]
+    return {
+        "pretrain": sorted(pool + unlabeled),
+        "finetune": sorted(finetune),
+        "val": sorted(val),
+        "test": sorted(test),
+        "label_fraction": lf,
+        "seed": seed,
+        **({} if label_seed is None else {"label_seed": int(label_seed)}),
+    }
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, (np.ndarray, tuple, set, frozenset)):
+        return sorted(obj) if isinstance(obj, (set, frozenset)) else list(obj)
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise TypeError(f"object of type {type(obj).__name__} is not JSON serializable")
+
+
+def write_split(split: Mapping[str, Any], path: PathLike) -> pathlib.Path:
+    """Write a split (from :func:`split_cases`) as JSON, atomically.
+
+    The JSON is written to a temporary file next to ``path`` and moved over
+    it with :func:`os.replace`, so a reader never sees a partial file. Parent
+    folders are created.
+
+    Parameters
+    ----------
+    split : mapping
+        JSON-serialisable (numpy scalars and arrays are converted).
+    path : str or os.PathLike
+        Destination file.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Examples
+    --------
+    >>> import json, tempfile
+    >>> p = write_split({"val": ["a"], "seed": 0}, tempfile.mkdtemp() + "/split.json")
+    >>> json.loads(p.read_text())
+    {'val': ['a'], 'seed': 0}
+    """
+    path = pathlib.Path(path)
+    if not isinstance(split, Mapping):
+        raise ValueError(f"{path}: split must be a mapping, got {type(split).__name__}")
+    try:
+        text = json.dumps(dict(split), indent=2, default=_json_default) + "\n"
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: split is not JSON-serialisable ({err})") from err
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        mask = os.umask(0o022)  # mkstemp makes 0600: follow the umask like every other file
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
