@@ -48,6 +48,7 @@ gpu-check:
 # A regular (non-editable) install, so that the tests run against what users get: the built
 # extension and the package data, imported from site-packages.
 $(VENV)/.installed: $(SOURCES)
+	rm -rf build  # setuptools reuses build/lib: a module deleted from the tree would ship again
 ifeq ($(HAS_GPU),1)
 	test -x $(BIN)/python || $(PYTHON) -m venv --system-site-packages $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet torch

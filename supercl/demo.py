@@ -176,7 +176,7 @@ def run_demo(args: argparse.Namespace) -> int:
                   seed=args.seed, overwrite=True, phantom=args.phantom)
     timings = {}
     t = time.perf_counter()
-    print(f"\n[1/{len(jobs) + 1}] SuperCL pre-training")
+    print(f"\n[1/{len(jobs) + 1}] SuperCL pre-training", flush=True)
     pre = pretrain(replace(pre_cfg, resume=(out / "pretrain" / "checkpoint.pt").is_file()))
     timings["pretrain_s"] = time.perf_counter() - t
     if pre["status"] != "finished":
@@ -186,7 +186,7 @@ def run_demo(args: argparse.Namespace) -> int:
     for step, (name, fraction, pretrained) in enumerate(jobs, 2):
         t = time.perf_counter()
         print(f"\n[{step}/{len(jobs) + 1}] fine-tuning on {100 * fraction:g} % of the labeled "
-              "volumes, " + ("from scratch" if pretrained is None else "from the SuperCL encoder"))
+              "volumes, " + ("from scratch" if pretrained is None else "from the SuperCL encoder"), flush=True)
         runs[name] = finetune(replace(ft_cfgs[name],
                                       resume=(out / name / "checkpoint.pt").is_file()))
         if runs[name]["status"] != "finished":

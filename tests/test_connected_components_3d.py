@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from supercl.ops import connected_components, connected_components_reference
+from supercl.ops import connected_components
+from supercl.testing import connected_components_reference
 
 cc3d = pytest.importorskip("cc3d")
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from supercl.data.phantom import phantom_volume
-from supercl.ops import connected_components, slic, slic_reference
+from supercl.ops import connected_components, slic
+from supercl.testing import slic_reference
 
 skimage_segmentation = pytest.importorskip("skimage.segmentation")
 ndimage = pytest.importorskip("scipy.ndimage")

@@ -360,8 +360,11 @@ def test_demo_end_to_end_on_a_tiny_configuration(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| **mean** |" in result.stdout and "report.md" in result.stdout
     results = json.loads((out / "results.json").read_text())
+    dataset = json.loads((out / "phantom" / "dataset.json").read_text())
+    names = {dataset["labels"][str(i)] for i in range(1, 6)}  # phantom v2, the default
+    assert "liver" in names
     for run_name in ("scratch", "supercl"):
-        assert set(results[run_name]["dsc"]) == {f"organ{i}" for i in range(1, 6)}
+        assert set(results[run_name]["dsc"]) == names
         assert (out / run_name / "evaluation.json").is_file()
     report = (out / "report.md").read_text()
     for figure in ("dsc.png", "pretrain/superpixels.png", "pretrain/loss_curves.png",
@@ -388,7 +391,7 @@ def test_pretrain_and_finetune_on_cuda(msd, tmp_path):
 
 @pytest.mark.slow
 def test_demo_on_phantom_v2(tmp_path):
-    """--phantom v2: the demo writes the v2 phantom (organ names from its classes) and runs the
+    """--phantom v2 (the default): the demo writes the v2 phantom (organ names from its classes) and runs the
     whole job on it; the setting is recorded, so continuing with v1 is refused."""
     out = tmp_path / "demo"
     args = [sys.executable, "-m", "supercl", "demo", "--out", str(out), "--volumes", "7",
@@ -403,7 +406,8 @@ def test_demo_on_phantom_v2(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert set(results["supercl"]["dsc"]) == set(names) and "liver" in names
     assert json.loads((out / "demo.json").read_text())["settings"]["phantom"] == "v2"
-    again = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    again = subprocess.run(args + ["--phantom", "v1"], capture_output=True, text=True,
+                           timeout=600, cwd=tmp_path)
     assert again.returncode != 0 and "--phantom v2 -> v1" in again.stderr
 
 

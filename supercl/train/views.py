@@ -47,6 +47,14 @@ class ViewConfig:
     #: are then unused), see :class:`SuperCLViews`.
     recipe: str = "default"
 
+    def __post_init__(self):
+        for name in ("brightness", "contrast", "blur_sigma", "scale"):
+            check_setting(self, name, _check_range)
+        for name in ("blur_p", "flip_p", "elastic_p"):
+            check_setting(self, name, check_float, nonnegative=True, maximum=1.0)
+        check_setting(self, "rotation", check_float, nonnegative=True)
+        check_setting(self, "recipe", check_choice, ("default", "reference"))
+
 
 #: The published code's views, in pixels of a 512 x 512 slice: Gaussian blur always on with
 #: sigma U(1, 3) (photometric pair, with the default brightness and contrast); mirroring on both
@@ -95,13 +103,6 @@ class ReferenceElastic(nn.Module):
         return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border",
                                                align_corners=True)
 
-    def __post_init__(self):
-        for name in ("brightness", "contrast", "blur_sigma", "scale"):
-            check_setting(self, name, _check_range)
-        for name in ("blur_p", "flip_p", "elastic_p"):
-            check_setting(self, name, check_float, nonnegative=True, maximum=1.0)
-        check_setting(self, "rotation", check_float, nonnegative=True)
-        check_setting(self, "recipe", check_choice, ("default", "reference"))
 
 
 def _check_range(value, name: str) -> None:
