@@ -155,12 +155,19 @@ def connected_components(
                 scalar(background), p)
         _launch(module, f"cc_merge_{suffix}", n, *common, np.int32(connectivity),
                 np.int32(has_background), scalar(background), p)
-        _launch(module, "cc_compress", n, p, _i64(batch), _i64(hw))
-        _launch(module, "cc_root_flag_kernel", n, p, _i64(batch), _i64(hw), f)
-        # The inclusive prefix sum of the root flags, per image, on the same stream.
-        rank = flags.view(batch, hw).cumsum(1, dtype=torch.int32)
-        _launch(module, "cc_gather_kernel", n, p, _cp(rank), _i64(batch), _i64(hw), o)
-    return out, rank[:, -1].to(torch.int64)
+        return out, _number_roots(module, p, flags, f, o, batch, hw)
+
+
+def _number_roots(module, p, flags: torch.Tensor, f, o, batch: int, size: int) -> torch.Tensor:
+    """The tail of both CCLs, over each image's (or volume's) flat forest ``p`` of ``size``
+    nodes: compress to the roots, flag them, number them by an inclusive prefix sum per image
+    (on the current stream) and gather the numbers into ``o``. Returns the (B,) int64 counts."""
+    n = batch * size
+    _launch(module, "cc_compress", n, p, _i64(batch), _i64(size))
+    _launch(module, "cc_root_flag_kernel", n, p, _i64(batch), _i64(size), f)
+    rank = flags.view(batch, size).cumsum(1, dtype=torch.int32)
+    _launch(module, "cc_gather_kernel", n, p, _cp(rank), _i64(batch), _i64(size), o)
+    return rank[:, -1].to(torch.int64)
 
 
 def connected_components_3d(
@@ -188,11 +195,7 @@ def connected_components_3d(
                 scalar(background), p)
         _launch(module3, f"cc3_merge_{suffix}", n, *common, np.int32(connectivity),
                 np.int32(has_background), scalar(background), p)
-        _launch(module, "cc_compress", n, p, _i64(batch), _i64(n_vol))
-        _launch(module, "cc_root_flag_kernel", n, p, _i64(batch), _i64(n_vol), f)
-        rank = flags.view(batch, n_vol).cumsum(1, dtype=torch.int32)
-        _launch(module, "cc_gather_kernel", n, p, _cp(rank), _i64(batch), _i64(n_vol), o)
-    return out, rank[:, -1].to(torch.int64)
+        return out, _number_roots(module, p, flags, f, o, batch, n_vol)
 
 
 def slic(

@@ -23,6 +23,7 @@ from ._common import (
     resolve_backend,
     to_output,
 )
+from .slic import _check_mask, _rescale_batch, _rescale_cpu, regular_grid
 
 # Float coordinates are exact below 2**24 (csrc/include/supercl/slic.h).
 _MAX_SIDE = 2**24
@@ -33,8 +34,6 @@ _SCALE_SQ = float(2**32)
 def slic_3d(images, n_segments, compactness, max_num_iter, spacing, mask, enforce_connectivity,
             min_size_factor, max_size_factor, start_label, backend):
     """:func:`supercl.ops.slic` with ``spatial_dims=3`` (see its docstring)."""
-    from .slic import _rescale_batch, _rescale_cpu
-
     x, as_numpy = as_tensor(images, "images")
     if x.dtype == torch.bool or x.dtype.is_complex:
         raise TypeError(f"images must have a real float or integer dtype, got {x.dtype}")
@@ -71,7 +70,7 @@ def slic_3d(images, n_segments, compactness, max_num_iter, spacing, mask, enforc
     min_size_factor = check_float(min_size_factor, "min_size_factor", nonnegative=True)
     check_float(max_size_factor, "max_size_factor", positive=True)
     start_label = check_int(start_label, "start_label", minimum=0)
-    mask_t = _check_mask(mask, single, batch, depth, height, width)
+    mask_t = _check_mask(mask, single, batch, (depth, height, width))
 
     chosen = resolve_backend("slic", backend, x.device)
     device = cuda_device(x.device) if chosen == "cuda" else torch.device("cpu")
@@ -126,41 +125,6 @@ def _check_spacing(spacing) -> tuple[float, float, float]:
     return values[0], values[1], values[2]
 
 
-def _check_mask(mask, single, batch, depth, height, width) -> torch.Tensor | None:
-    if mask is None:
-        return None
-    m, _ = as_tensor(mask, "mask")
-    if m.dtype.is_floating_point or m.dtype.is_complex:
-        raise TypeError(f"mask must have a bool (or integer 0/1) dtype, got {m.dtype}")
-    volume = (depth, height, width)
-    expected = volume if single else (batch,) + volume
-    if tuple(m.shape) != expected and not (single and tuple(m.shape) == (1,) + volume):
-        raise ValueError(f"mask must have shape {expected} like images, got {tuple(m.shape)}")
-    return (m != 0).reshape(batch, depth, height, width)
-
-
-def regular_grid_3d(shape: tuple[int, int, int], n_points: int) -> tuple[list[int], list[int]]:
-    """Starts and steps of the initial centres along (z, y, x): ``skimage.util.regular_grid``
-    for ``shape``, as scikit-image's SLIC calls it."""
-    shape_a = np.array(shape)
-    unsort = np.argsort(np.argsort(shape_a, kind="stable"), kind="stable")
-    dims = np.sort(shape_a, kind="stable")
-    size = float(np.prod(shape_a))
-    if size <= n_points:
-        return [0, 0, 0], [1, 1, 1]
-    steps = np.full(3, (size / n_points) ** (1.0 / 3), dtype=np.float64)
-    if (dims < steps).any():
-        for dim in range(3):
-            steps[dim] = dims[dim]
-            rest = float(np.prod(dims[dim + 1 :]))
-            steps[dim + 1 :] = (rest / n_points) ** (1.0 / (3 - dim - 1))
-            if (dims >= steps).all():
-                break
-    starts = (steps // 2).astype(int)[unsort]
-    steps = np.round(steps).astype(int)[unsort]
-    return [int(v) for v in starts], [int(v) for v in steps]
-
-
 def _plan(mask, batch, depth, height, width, n_segments, compactness, spacing, min_size_factor):
     """Per volume: the grid {z0, y0, x0, nz, ny, nx, sz, sy, sx}, the distance scalars
     {spz^2/S^2, spy^2/S^2, spx^2/S^2, colour weight, 2S} and the minimum piece size."""
@@ -176,7 +140,7 @@ def _plan(mask, batch, depth, height, width, n_segments, compactness, spacing, m
         origin, size, volume = box
         # Over a mask's bounding box, as many centres as make ~n_segments inside the mask.
         n = n_segments if mask is None else max(1, round(n_segments * math.prod(size) / volume))
-        starts, steps = regular_grid_3d(size, n)
+        starts, steps = regular_grid(size, n)
         counts = [-(-(s - a) // st) for s, a, st in zip(size, starts, steps)]
         grid[b] = [o + a for o, a in zip(origin, starts)] + counts + steps
         step = float(max(max(steps), 1))

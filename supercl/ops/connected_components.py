@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -105,38 +106,47 @@ def connected_components(
     >>> connected_components(v, connectivity=2, spatial_dims=3, return_num=True)[1]
     tensor(3)
     """
-    if spatial_dims == 3:
-        return _connected_components_3d(labels, connectivity, background, return_num, backend)
-    if spatial_dims != 2 or isinstance(spatial_dims, bool):
+    if spatial_dims not in (2, 3) or isinstance(spatial_dims, bool):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
+    volumes = spatial_dims == 3
     x, as_numpy = as_tensor(labels, "labels")
     if x.dtype.is_floating_point or x.dtype.is_complex:
         raise TypeError(f"labels must have an integer or bool dtype, got {x.dtype}")
-    if x.ndim not in (2, 3):
-        raise ValueError(f"labels must have shape (H, W) or (B, H, W), got {tuple(x.shape)}")
-    single = x.ndim == 2
+    if x.ndim not in (spatial_dims, spatial_dims + 1):
+        shapes = ("(D, H, W) or (B, D, H, W) with spatial_dims=3" if volumes
+                  else "(H, W) or (B, H, W)")
+        raise ValueError(f"labels must have shape {shapes}, got {tuple(x.shape)}")
+    single = x.ndim == spatial_dims
     if single:
         x = x.unsqueeze(0)
-    batch, height, width = x.shape
+    batch, *spatial = x.shape
+    what, unit = ("volume", "voxels") if volumes else ("image", "pixels")
     if batch == 0:
         raise ValueError("labels is an empty batch (B = 0)")
-    if height == 0 or width == 0:
-        raise ValueError(f"labels has an empty image of shape ({height}, {width})")
-    if height * width > _INT32_MAX:
-        raise ValueError(
-            f"labels images have {height * width} pixels; at most 2**31 - 1 per image are supported"
-        )
-    if connectivity not in (1, 2) or isinstance(connectivity, bool):
-        raise ValueError(f"connectivity must be 1 or 2, got {connectivity!r}")
-    if background is None:
-        background = 0
-    background = check_int(background, "background")
+    if 0 in spatial:
+        raise ValueError(f"labels has an empty {what} of shape {tuple(spatial)}")
+    if math.prod(spatial) > _INT32_MAX:
+        raise ValueError(f"labels {what}s have {math.prod(spatial)} {unit}; at most 2**31 - 1 "
+                         f"per {what} are supported")
+    allowed = (1, 2, 3) if volumes else (1, 2)
+    if connectivity not in allowed or isinstance(connectivity, bool):
+        raise ValueError("connectivity must be " + ("1, 2 or 3 with spatial_dims=3" if volumes
+                                                    else "1 or 2") + f", got {connectivity!r}")
+    background = check_int(0 if background is None else background, "background")
     if not isinstance(return_num, bool):
         raise TypeError(f"return_num must be a bool, got {type(return_num).__name__}")
 
+    # skimage.measure.label swaps a trailing size-1 axis to the front before labeling (its
+    # reshape_array), so it numbers a (D, H, 1) volume in the raster order of (1, H, D): the
+    # same view here (the kernels take strides), transposed back afterwards.
+    swapped = volumes and spatial[2] == 1 and spatial[0] > 1 and spatial[1] > 1
+    if swapped:
+        x = x.transpose(1, 3)
     chosen = resolve_backend("connected_components", backend, x.device)
     kernel_input, has_background, bg = _kernel_input(x, background)
     result, num = _connected_components_op(kernel_input, connectivity, has_background, bg, chosen)
+    if swapped:
+        result = result.transpose(1, 3).contiguous()
     if single:
         result, num = result[0], num[0]
     result = to_output(result, as_numpy)
@@ -151,25 +161,27 @@ def connected_components(
 @torch.library.custom_op("supercl::connected_components", mutates_args=())
 def _connected_components_op(x: torch.Tensor, connectivity: int, has_background: bool,
                              background: int, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Labels (B, H, W) int32 and counts (B,) int64 of a validated (B, H, W) uint8, int32 or
-    int64 tensor (any strides) on ``backend`` ("cpu" or "cuda"), on the input's device."""
+    """Labels int32 of the shape of ``x`` and counts (B,) int64 of a validated (B, H, W) or
+    (B, D, H, W) uint8, int32 or int64 tensor (any strides) on ``backend`` ("cpu" or
+    "cuda"), on the input's device."""
+    volumes = x.dim() == 4
     if backend == "cuda":
         from supercl.kernels.cuda import launch as _cuda
 
-        result, num = _cuda.connected_components(x.to(cuda_device(x.device)), connectivity,
-                                                 has_background, background)
+        launch = _cuda.connected_components_3d if volumes else _cuda.connected_components
+        result, num = launch(x.to(cuda_device(x.device)), connectivity, has_background,
+                             background)
     else:
-        out, counts = extension().connected_components(
-            x.cpu().numpy(), connectivity, has_background, background, num_threads())
+        cpu = extension().connected_components_3d if volumes else extension().connected_components
+        out, counts = cpu(x.cpu().numpy(), connectivity, has_background, background,
+                          num_threads())
         result, num = torch.from_numpy(out), torch.from_numpy(counts)
     return result.to(x.device), num.to(x.device)
 
 
 @_connected_components_op.register_fake
 def _(x, connectivity, has_background, background, backend):
-    batch, height, width = x.shape
-    return (x.new_empty((batch, height, width), dtype=torch.int32),
-            x.new_empty((batch,), dtype=torch.int64))
+    return (x.new_empty(x.shape, dtype=torch.int32), x.new_empty((x.shape[0],), dtype=torch.int64))
 
 
 def _kernel_input(x: torch.Tensor, background: int) -> tuple[torch.Tensor, bool, int]:
@@ -220,62 +232,3 @@ def connected_components_reference(
     return np.stack(
         [label(im, background=background, connectivity=connectivity) for im in labels]
     ).astype(np.int32)
-
-
-def _connected_components_3d(labels, connectivity, background, return_num, backend):
-    """:func:`connected_components` with ``spatial_dims=3``."""
-    x, as_numpy = as_tensor(labels, "labels")
-    if x.dtype.is_floating_point or x.dtype.is_complex:
-        raise TypeError(f"labels must have an integer or bool dtype, got {x.dtype}")
-    if x.ndim not in (3, 4):
-        raise ValueError(
-            f"labels must have shape (D, H, W) or (B, D, H, W) with spatial_dims=3, got "
-            f"{tuple(x.shape)}"
-        )
-    single = x.ndim == 3
-    if single:
-        x = x.unsqueeze(0)
-    batch, depth, height, width = x.shape
-    if batch == 0:
-        raise ValueError("labels is an empty batch (B = 0)")
-    if depth == 0 or height == 0 or width == 0:
-        raise ValueError(f"labels has an empty volume of shape ({depth}, {height}, {width})")
-    if depth * height * width > _INT32_MAX:
-        raise ValueError(
-            f"labels volumes have {depth * height * width} voxels; at most 2**31 - 1 per volume "
-            "are supported"
-        )
-    if connectivity not in (1, 2, 3) or isinstance(connectivity, bool):
-        raise ValueError(f"connectivity must be 1, 2 or 3 with spatial_dims=3, got {connectivity!r}")
-    background = check_int(0 if background is None else background, "background")
-    if not isinstance(return_num, bool):
-        raise TypeError(f"return_num must be a bool, got {type(return_num).__name__}")
-
-    # skimage.measure.label swaps a trailing size-1 axis to the front before labeling (its
-    # reshape_array), so it numbers a (D, H, 1) volume in the raster order of (1, H, D): the
-    # same view here (the kernels take strides), transposed back afterwards.
-    swapped = width == 1 and depth > 1 and height > 1
-    if swapped:
-        x = x.transpose(1, 3)
-    chosen = resolve_backend("connected_components", backend, x.device)
-    kernel_input, has_background, bg = _kernel_input(x, background)
-    if chosen == "cuda":
-        from supercl.kernels.cuda import launch as _cuda
-
-        result, num = _cuda.connected_components_3d(
-            kernel_input.to(cuda_device(x.device)), connectivity, has_background, bg
-        )
-    else:
-        out, counts = extension().connected_components_3d(
-            kernel_input.cpu().numpy(), connectivity, has_background, bg, num_threads()
-        )
-        result, num = torch.from_numpy(out), torch.from_numpy(counts)
-    result, num = result.to(x.device), num.to(x.device)
-    if swapped:
-        result = result.transpose(1, 3).contiguous()
-    if single:
-        result, num = result[0], num[0]
-    result = to_output(result, as_numpy)
-    if return_num:
-        return result, to_output(num, as_numpy)
-    return result

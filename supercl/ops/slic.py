@@ -199,7 +199,7 @@ def slic(
     min_size_factor = check_float(min_size_factor, "min_size_factor", nonnegative=True)
     check_float(max_size_factor, "max_size_factor", positive=True)
     start_label = check_int(start_label, "start_label", minimum=0)
-    mask_t = _check_mask(mask, single, batch, height, width, x.device)
+    mask_t = _check_mask(mask, single, batch, (height, width))
 
     chosen = resolve_backend("slic", backend, x.device)
     result = _slic_op(x, mask_t, n_segments, compactness, max_num_iter, spacing_y, spacing_x,
@@ -273,16 +273,18 @@ def _check_spacing(spacing) -> tuple[float, float]:
     return values[0], values[1]
 
 
-def _check_mask(mask, single, batch, height, width, device) -> torch.Tensor | None:
+def _check_mask(mask, single, batch, spatial) -> torch.Tensor | None:
+    """``mask`` as a (B, *spatial) bool tensor, for images or volumes of shape ``spatial``."""
     if mask is None:
         return None
     m, _ = as_tensor(mask, "mask")
     if m.dtype.is_floating_point or m.dtype.is_complex:
         raise TypeError(f"mask must have a bool (or integer 0/1) dtype, got {m.dtype}")
-    expected = (height, width) if single else (batch, height, width)
-    if tuple(m.shape) != expected and not (single and tuple(m.shape) == (1, height, width)):
+    spatial = tuple(spatial)
+    expected = spatial if single else (batch,) + spatial
+    if tuple(m.shape) != expected and not (single and tuple(m.shape) == (1,) + spatial):
         raise ValueError(f"mask must have shape {expected} like images, got {tuple(m.shape)}")
-    return (m != 0).reshape(batch, height, width)
+    return (m != 0).reshape((batch,) + spatial)
 
 
 def _non_finite(has_mask: bool) -> ValueError:
@@ -338,12 +340,19 @@ def _rescale(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
 def _regular_grid(height: int, width: int, n_points: int) -> tuple[int, int, int, int]:
     """Start and step of the initial centres along y and x: ``skimage.util.regular_grid`` for
     the shape (1, height, width) that scikit-image's 2D SLIC uses."""
-    shape = np.array([1, height, width])
-    unsort = np.argsort(np.argsort(shape, kind="stable"), kind="stable")
-    dims = np.sort(shape, kind="stable")
-    size = float(np.prod(shape))
+    (_, start_y, start_x), (_, step_y, step_x) = regular_grid((1, height, width), n_points)
+    return start_y, step_y, start_x, step_x
+
+
+def regular_grid(shape: tuple[int, int, int], n_points: int) -> tuple[list[int], list[int]]:
+    """Starts and steps of the initial centres along the three axes of ``shape``:
+    ``skimage.util.regular_grid`` as scikit-image's SLIC calls it (2D images as (1, H, W))."""
+    shape_a = np.array(shape)
+    unsort = np.argsort(np.argsort(shape_a, kind="stable"), kind="stable")
+    dims = np.sort(shape_a, kind="stable")
+    size = float(np.prod(shape_a))
     if size <= n_points:
-        return 0, 1, 0, 1
+        return [0, 0, 0], [1, 1, 1]
     steps = np.full(3, (size / n_points) ** (1.0 / 3), dtype=np.float64)
     if (dims < steps).any():
         for dim in range(3):
@@ -354,7 +363,7 @@ def _regular_grid(height: int, width: int, n_points: int) -> tuple[int, int, int
                 break
     starts = (steps // 2).astype(int)[unsort]
     steps = np.round(steps).astype(int)[unsort]
-    return int(starts[1]), int(steps[1]), int(starts[2]), int(steps[2])
+    return [int(v) for v in starts], [int(v) for v in steps]
 
 
 def _plan(mask, batch, height, width, n_segments, compactness, spacing_y, spacing_x, min_size_factor):

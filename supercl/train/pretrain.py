@@ -258,7 +258,10 @@ def _train_step(net, views, loss_fn, x, pos, cfg, autocast, level, figure=None, 
             g = f
         else:
             f, e, g = net(torch.cat([v1, v2, v3, v4]), level)
-    if not bool(torch.isfinite(f).all() & torch.isfinite(e).all() & torch.isfinite(g).all()):
+    finite = torch.isfinite(f).all() & torch.isfinite(e).all()
+    if g is not f:
+        finite &= torch.isfinite(g).all()
+    if not bool(finite):
         # The weights have diverged. The ops refuse non-finite features with a message that
         # knows nothing of the run; report it as a non-finite loss, with its step and epoch.
         nan = torch.full((), float("nan"), device=x.device)
