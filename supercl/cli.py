@@ -117,6 +117,10 @@ def _run_options(p: argparse.ArgumentParser, out: str, epochs: int, batch: int, 
     g.add_argument("--max-steps", type=int, default=0,
                    help="stop after this many optimizer steps; the schedule spans them "
                    "(default: 0 = all epochs)")
+    g.add_argument("--crop-size", type=int, default=0, metavar="C",
+                   help="train on random C x C crops of the --patch-size slices, which keeps "
+                   "small structures at their native size (fine-tuning validates and tests on "
+                   "whole slices) (default: 0 = whole slices)")
     g.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its checkpoint.pt")
     g.add_argument("--no-progress", dest="progress", action="store_false",
@@ -170,6 +174,11 @@ def _pretrain_options(p: argparse.ArgumentParser) -> None:
                    help="L_inter's positives: the components of the k-NN graph with the "
                    "view-pair edges, or those of the k-NN graph plus the partner view without "
                    "merging (pair_edge, the reference) (default: components)")
+    g.add_argument("--inter-graph", choices=("images", "views"), default=None,
+                   help="nodes of IGCP's k-NN graph: the images (the mean of each image's two "
+                   "ASP vectors; every edge joins two images, as in WCL), or the 2B views (the "
+                   "reference, where a view's nearest neighbour is mostly its own partner) "
+                   "(default: images; reference: views)")
     g.add_argument("--knn-k", type=int, default=1, help="neighbours of IGCP's k-NN graph (default: 1)")
     g.add_argument("--pcl-threshold", type=float, default=0.1,
                    help="PCL: slices closer than this in relative position are positives "
@@ -197,6 +206,15 @@ def _finetune_options(p: argparse.ArgumentParser) -> None:
                    help="no flip/rotation/scale augmentation of the labeled slices")
     g.add_argument("--no-evaluate", dest="evaluate", action="store_false",
                    help="do not evaluate the best model on the test volumes at the end")
+    g.add_argument("--oversample-foreground", type=float, default=0.0, metavar="P",
+                   help="replace each slice of a batch with probability P by a foreground draw "
+                   "(a class uniformly, then one of its pixels; the crop is centred on it), as "
+                   "nnU-Net does (default: 0)")
+    g.add_argument("--val-every", type=int, default=1, metavar="N",
+                   help="validate every N epochs and after the last (default: 1)")
+    g.add_argument("--patience", type=int, default=0, metavar="N",
+                   help="stop when N validations in a row found no better validation DSC "
+                   "(default: 0 = train every epoch)")
 
 
 def _fill(cls, args: argparse.Namespace, **overrides):
@@ -212,7 +230,8 @@ def _fill(cls, args: argparse.Namespace, **overrides):
 
 #: The options of each part of a pre-training config, as LossConfig / ViewConfig fields.
 _LOSS_OPTIONS = ("l_ins", "l_intra", "l_inter", "temperature", "base_temperature",
-                 "pixel_stride", "asp_normalize", "asp_segments", "inter_positives", "knn_k",
+                 "pixel_stride", "asp_normalize", "asp_segments", "inter_positives",
+                 "inter_graph", "knn_k",
                  "pcl_threshold", "use_positions", "pcl_relation")
 
 

@@ -12,10 +12,18 @@
   are pixels of the same superpixel in either view. All pixels by default;
   ``pixel_stride=16`` keeps every 16th as the reference code does.
 - :func:`igcp_loss` (L_inter): ASP (:func:`~supercl.ops.superpixel_mean_map` of the
-  channel-averaged bottleneck) of v1 and v2, flattened to one vector per view; weak labels
-  are the connected components of the cosine 1-NN graph over those 2B vectors
-  (:func:`~supercl.ops.knn_weak_labels`, both views of an image always together);
-  :func:`~supercl.ops.supcon_loss` on the instance embeddings of v3 and v4 with those labels.
+  channel-averaged bottleneck) of v1 and v2, flattened to one vector per view. The weak
+  labels are the connected components of a cosine 1-NN graph
+  (:func:`~supercl.ops.knn_weak_labels`, self excluded, made undirected). Its nodes
+  (``LossConfig.inter_graph``) are by default the B *images*, each the mean of its two
+  views' ASP vectors, as in WCL, whose graph joins the images of one view: every edge then
+  joins two different images, and each component's label goes to both views of its images.
+  The mean rather than v1's vector, because v1 and v2 are photometric twins of one crop that
+  share one SLIC map: the mean averages out the photometric draw and privileges neither
+  view. ``inter_graph="views"`` is the reference code's graph over the 2B views, where each
+  view's nearest neighbour is mostly its own partner (78-98 % measured), so that L_inter
+  becomes SimCLR. :func:`~supercl.ops.supcon_loss` on the instance embeddings of v3 and v4
+  with those labels.
 - :func:`instance_loss` (L_ins): PCL on the embeddings of v3 and v4 when the slices'
   relative positions are known, SimCLR NT-Xent otherwise; both through ``supcon_loss``.
 
@@ -55,7 +63,7 @@ from supercl.ops import downsample_segments, knn_weak_labels, superpixel_mean_ma
 
 __all__ = ["LossConfig", "ilcp_loss", "igcp_loss", "instance_loss", "position_labels",
            "SuperCLLoss", "supcon_masked", "ilcp_positives_per_anchor", "pcl_positives_per_anchor",
-           "weak_label_shares"]
+           "weak_label_quality"]
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
@@ -136,7 +144,7 @@ def asp_vectors(f: torch.Tensor, segments_small: torch.Tensor, normalize: str = 
 def igcp_loss(f1: torch.Tensor, f2: torch.Tensor, segments: torch.Tensor, e3: torch.Tensor,
               e4: torch.Tensor, *, temperature: float = 0.1, asp_normalize: str = "mean",
               k: int = 1, gather: Callable[[torch.Tensor], torch.Tensor] = _identity,
-              backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              backend: str | None = None, graph: str = "images") -> tuple[torch.Tensor, torch.Tensor]:
     """L_inter: weak labels from the superpixel-averaged bottlenecks of v1, v2, contrast of
     the instance embeddings of v3, v4.
 
@@ -147,6 +155,10 @@ def igcp_loss(f1: torch.Tensor, f2: torch.Tensor, segments: torch.Tensor, e3: to
     e3, e4 : (B, D) instance embeddings of v3, v4.
     asp_normalize : "mean" (default) or "area" (the reference code's division by h*w).
     k : neighbours of the k-NN graph (reference 1).
+    graph : "images" (default): the graph's nodes are the B images (the mean of each image's
+        two ASP vectors), so every edge joins two different images, as in WCL; "views": the
+        2B views with the view-pair edges, as in the reference code (where each view's nearest
+        neighbour is mostly its own partner).
     gather : all-gather across processes (identity when not distributed).
 
     Returns
@@ -155,32 +167,36 @@ def igcp_loss(f1: torch.Tensor, f2: torch.Tensor, segments: torch.Tensor, e3: to
     the rows ``[v1 of every image, v2 of every image]``.
     """
     loss, weak, _ = _igcp(f1, f2, segments, e3, e4, temperature, asp_normalize, k, gather,
-                          backend)
+                          backend, graph=graph)
     return loss, weak
 
 
 INTER_POSITIVES = ("components", "pair_edge")
+INTER_GRAPHS = ("images", "views")
 
 
 def _igcp(f1, f2, segments, e3, e4, temperature, asp_normalize, k, gather, backend,
-          segments2=None, positives="components", base_temperature=None):
+          segments2=None, positives="components", base_temperature=None, graph="images"):
     """igcp_loss, also returning the gathered ASP vectors (for the diagnostics).
 
     ``segments2``: v2's own superpixels for its ASP (default: v1's, the views being
     pixel-aligned). ``positives``: "components", the components of the k-NN graph with the
     view-pair edges (a labelling); "pair_edge", the components of the k-NN graph alone, and
     each view's partner view positive too, without merging the two components (not a
-    labelling: a dense 2B x 2B mask, which is small)."""
+    labelling: a dense 2B x 2B mask, which is small). ``graph``: "images" or "views" (see
+    :func:`igcp_loss`); the third value returned is the graph's nodes."""
     _check_maps(f1, f2, segments)
     if e3.shape != e4.shape or e3.dim() != 2 or e3.shape[0] != f1.shape[0]:
         raise ValueError(f"e3 and e4 must both be (B, D) with B = {f1.shape[0]}, got "
                          f"{tuple(e3.shape)} and {tuple(e4.shape)}")
     if positives not in INTER_POSITIVES:
         raise ValueError(f"positives must be one of {INTER_POSITIVES}, got {positives!r}")
+    if graph not in INTER_GRAPHS:
+        raise ValueError(f"graph must be one of {INTER_GRAPHS}, got {graph!r}")
     small = _at(segments, f1.shape[-2:])
     small2 = small if segments2 is None else _at(segments2, f1.shape[-2:])
     asp, weak = _weak_labels(f1, f2, small, asp_normalize, k, gather, small2,
-                             pair_views=positives == "components")
+                             pair_views=positives == "components", graph=graph)
     z = torch.cat([gather(e3), gather(e4)])
     if positives == "components":
         return supcon_loss(z, weak, temperature, base_temperature, backend=backend), weak, asp
@@ -218,15 +234,26 @@ def supcon_masked(z: torch.Tensor, positive: torch.Tensor, temperature: float = 
 
 
 @torch.no_grad()  # the weak labels are targets: no gradient through ASP
-def _weak_labels(f1, f2, small, asp_normalize, k, gather, small2=None, pair_views=True):
-    """The gathered ASP vectors of v1 then v2, (2 * global B, h*w), and their k-NN components
-    (with the view-pair edges when ``pair_views``). ``small2``: v2's superpixels (default
-    v1's)."""
+def _weak_labels(f1, f2, small, asp_normalize, k, gather, small2=None, pair_views=True,
+                 graph="views"):
+    """The k-NN graph's nodes and the weak labels of the 2 * global B views (rows: v1 of every
+    image, then v2). ``small2``: v2's superpixels (default v1's).
+
+    - ``graph="images"``: one node per image, the mean of its two views' ASP vectors
+      ((global B, h*w)); the components of their k-NN graph (self excluded) label both views.
+    - ``graph="views"``: one node per view ((2 * global B, h*w)), the reference code's graph,
+      with the view-pair edges when ``pair_views``.
+    """
     small2 = small if small2 is None else small2
     asp = asp_vectors(torch.cat([f1, f2]).float(), torch.cat([small, small2]), asp_normalize)
     n = f1.shape[0]
-    asp = torch.cat([gather(asp[:n]), gather(asp[n:])])
-    return asp, knn_weak_labels(asp, k=min(k, asp.shape[0] - 1) or 1, pair_views=pair_views)
+    v1, v2 = gather(asp[:n]), gather(asp[n:])
+    if graph == "images":
+        nodes = 0.5 * (v1 + v2)
+        weak = knn_weak_labels(nodes, k=min(k, nodes.shape[0] - 1) or 1)
+        return nodes, torch.cat([weak, weak])
+    nodes = torch.cat([v1, v2])
+    return nodes, knn_weak_labels(nodes, k=min(k, nodes.shape[0] - 1) or 1, pair_views=pair_views)
 
 
 def position_labels(positions: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
@@ -311,27 +338,69 @@ def pcl_positives_per_anchor(positions: torch.Tensor, threshold: float = 0.1,
     return (related.sum(1) - 1).to(torch.float64).mean()
 
 
-def weak_label_shares(asp: torch.Tensor, weak: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two shares that say whether L_inter is more than SimCLR, for the 2B ASP vectors (rows:
-    v1 of every image, then v2) and their weak labels:
+@torch.no_grad()
+def weak_label_quality(nodes: torch.Tensor, weak: torch.Tensor, k: int = 1,
+                       positions: torch.Tensor | None = None, organs: torch.Tensor | None = None,
+                       threshold: float = 0.1) -> dict[str, torch.Tensor]:
+    """Whether L_inter's k-NN graph joins slices that belong together, for B images.
 
-    - ``multi_member``: the share of weak-label components with more than 2 members (the two
-      views of one image always share a component);
-    - ``partner_only``: the share of views whose cosine nearest neighbour (self excluded,
-      ties to the smaller index) is the other view of the same image -- where that holds
-      for every view, the weak labels are one image each and L_inter is SimCLR.
+    ``nodes``: the graph's nodes as :func:`igcp_loss` builds them, (B, d) for the image graph
+    or (2B, d) for the view graph (v1 of every image, then v2); ``weak``: the (2B,) weak
+    labels; ``positions``: (B,) relative slice positions; ``organs``: (B, K) bool, the classes
+    each slice shows (from label maps that pre-training does not otherwise use). Edges are
+    the graph's own: every node to its ``k`` nearest others (cosine, ties to the smaller
+    index). Returns 0-d float64 tensors (NaN where undefined):
 
-    Returns two 0-d float64 tensors.
+    - ``inter_partner_edge_share``: edges that join the two views of one image (0 for the
+      image graph; where it is 1, L_inter is SimCLR);
+    - ``inter_images_per_component``: distinct images per weak-label component;
+    - ``inter_edge_position_agreement``: among edges between different images, the share
+      whose slices' positions differ by less than ``threshold``, and
+      ``inter_edge_position_chance``, that share over all pairs of different images;
+    - ``inter_edge_organ_agreement``: the mean Jaccard index of the organ sets of the slices
+      an edge joins (1 for two empty sets), and ``inter_edge_organ_chance`` over all pairs.
     """
     from supercl.ops.graph_components import _knn  # the graph's own neighbours and ties
 
-    n = asp.shape[0]
-    sizes = torch.bincount(weak.to(torch.int64))
-    sizes = sizes[sizes > 0]
-    multi = (sizes > 2).to(torch.float64).mean()
-    nearest = _knn(asp, 1)[:, 0]
-    partner = (torch.arange(n, device=asp.device) + n // 2) % n
-    return multi, (nearest == partner).to(torch.float64).mean()
+    b = weak.shape[0] // 2
+    n = nodes.shape[0]
+    nan = torch.tensor(math.nan, dtype=torch.float64, device=nodes.device)
+    out = {}
+    image = torch.arange(n, device=nodes.device) % b
+    if n > 1:
+        nbr = _knn(nodes, min(k, n - 1))
+        src, dst = image[:, None].expand_as(nbr).reshape(-1), image[nbr].reshape(-1)
+    else:
+        src = dst = image[:0]
+    cross = src != dst
+    out["inter_partner_edge_share"] = ((~cross).to(torch.float64).mean() if src.numel() else nan)
+    views_image = torch.arange(2 * b, device=weak.device) % b
+    members = torch.stack([weak.to(torch.int64), views_image], 1).unique(dim=0)  # (component, image)
+    out["inter_images_per_component"] = torch.tensor(
+        members.shape[0] / max(members[:, 0].unique().numel(), 1), dtype=torch.float64,
+        device=nodes.device)
+    src, dst = src[cross], dst[cross]
+    pairs = ~torch.eye(b, dtype=torch.bool, device=nodes.device)
+
+    def agreement(value, key):
+        edges = value[src, dst].to(torch.float64).mean() if src.numel() else nan
+        chance = value[pairs].to(torch.float64).mean() if b > 1 else nan
+        out[f"inter_edge_{key}_agreement"], out[f"inter_edge_{key}_chance"] = edges, chance
+
+    if positions is not None:
+        p = positions.to(nodes.device, torch.float64)
+        agreement((p[:, None] - p[None, :]).abs() < threshold, "position")
+    else:
+        out["inter_edge_position_agreement"] = out["inter_edge_position_chance"] = nan
+    if organs is not None:
+        o = organs.to(nodes.device, torch.float64)
+        inter = o @ o.T
+        union = o.sum(1)[:, None] + o.sum(1)[None, :] - inter
+        agreement(torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(inter)),
+                  "organ")
+    else:
+        out["inter_edge_organ_agreement"] = out["inter_edge_organ_chance"] = nan
+    return out
 
 
 @dataclass
@@ -358,6 +427,9 @@ class LossConfig:
     #: "pair_edge": the k-NN graph's components plus each view's partner, not merged (the
     #: reference code's relation).
     inter_positives: str = "components"
+    #: The nodes of L_inter's k-NN graph: "images" (one per image, as in WCL: every edge joins
+    #: two images) or "views" (the reference code's 2B views).
+    inter_graph: str = "images"
 
     def __post_init__(self):
         for name in ("l_ins", "l_intra", "l_inter"):
@@ -373,6 +445,7 @@ class LossConfig:
             check_setting(self, "base_temperature", check_float, positive=True)
         check_setting(self, "asp_segments", check_choice, ("shared", "own"))
         check_setting(self, "inter_positives", check_choice, INTER_POSITIVES)
+        check_setting(self, "inter_graph", check_choice, INTER_GRAPHS)
 
 
 class SuperCLLoss(torch.nn.Module):
@@ -381,10 +454,10 @@ class SuperCLLoss(torch.nn.Module):
     ``forward(f1, f2, e3, e4, segments, positions=None, diagnostics=False)`` -> dict with
     ``loss`` (weighted sum, differentiable), ``l_ins``, ``l_intra``, ``l_inter`` (0-d tensors)
     and ``weak_labels`` ((2 * global B,) int64); with ``diagnostics``, also
-    ``ilcp_pos_per_anchor``, ``pcl_pos_per_anchor`` (NaN without positions),
-    ``inter_multi_member_share`` and ``inter_partner_only_share`` (0-d float64, no gradient;
-    see :func:`ilcp_positives_per_anchor`, :func:`pcl_positives_per_anchor`,
-    :func:`weak_label_shares`).
+    ``ilcp_pos_per_anchor``, ``pcl_pos_per_anchor`` (NaN without positions) and the
+    weak-label quality of :func:`weak_label_quality` (``inter_*``; the organ agreement needs
+    ``organs``) (0-d float64, no gradient; see :func:`ilcp_positives_per_anchor`,
+    :func:`pcl_positives_per_anchor`).
     """
 
     def __init__(self, config: LossConfig | None = None,
@@ -396,10 +469,11 @@ class SuperCLLoss(torch.nn.Module):
         self.backend = backend
 
     def forward(self, f1, f2, e3, e4, segments, positions=None, diagnostics: bool = False, *,
-                segments2=None, g1=None, g2=None) -> dict[str, torch.Tensor]:
+                segments2=None, g1=None, g2=None, organs=None) -> dict[str, torch.Tensor]:
         """``segments2``: v2's own SLIC map (B, H, W), needed when ``asp_segments="own"``;
         ``g1, g2``: the feature maps of v1, v2 that ILCP contrasts (default: f1, f2, the
-        bottleneck), e.g. a higher-resolution encoder level."""
+        bottleneck), e.g. a higher-resolution encoder level; ``organs``: (B, K) bool, the
+        classes each slice shows, for the diagnostics only."""
         c = self.config
         t, bt = c.temperature, c.base_temperature
         # The contrastive terms are computed in float32 whatever the autocast dtype: the
@@ -425,7 +499,7 @@ class SuperCLLoss(torch.nn.Module):
         if c.l_inter:
             terms["l_inter"], weak, asp = _igcp(f1, f2, small, e3, e4, t, c.asp_normalize,
                                                 c.knn_k, self.gather, self.backend, segments2,
-                                                c.inter_positives, bt)
+                                                c.inter_positives, bt, c.inter_graph)
         else:
             terms["l_inter"], weak, asp = zero, None, None
         terms["l_ins"] = (instance_loss(e3, e4, positions if c.use_positions else None,
@@ -437,22 +511,24 @@ class SuperCLLoss(torch.nn.Module):
         terms["weak_labels"] = weak
         if diagnostics:
             terms.update(self._diagnostics(f1, f2, small, ilcp_segments, positions, weak, asp,
-                                           segments2))
+                                           segments2, organs))
         return terms
 
     @torch.no_grad()
     def _diagnostics(self, f1, f2, segments, ilcp_segments, positions, weak, asp,
-                     segments2=None) -> dict[str, torch.Tensor]:
+                     segments2=None, organs=None) -> dict[str, torch.Tensor]:
         c = self.config
         out = {"ilcp_pos_per_anchor": ilcp_positives_per_anchor(ilcp_segments, c.pixel_stride)}
         nan = torch.tensor(math.nan, dtype=torch.float64, device=f1.device)
+        gathered = self.gather(positions.to(f1.device)) if positions is not None else None
         out["pcl_pos_per_anchor"] = (
-            pcl_positives_per_anchor(self.gather(positions.to(f1.device)), c.pcl_threshold,
-                                     c.pcl_relation)
-            if positions is not None and c.use_positions else nan)
+            pcl_positives_per_anchor(gathered, c.pcl_threshold, c.pcl_relation)
+            if gathered is not None and c.use_positions else nan)
         if asp is None:  # L_inter is off: the weak labels it would use
             asp, weak = _weak_labels(f1, f2, segments, c.asp_normalize, c.knn_k, self.gather,
-                                     segments2, pair_views=c.inter_positives == "components")
-        multi, partner = weak_label_shares(asp, weak)
-        out["inter_multi_member_share"], out["inter_partner_only_share"] = multi, partner
+                                     segments2, pair_views=c.inter_positives == "components",
+                                     graph=c.inter_graph)
+        if organs is not None:
+            organs = self.gather(organs.to(f1.device, torch.float32)) > 0.5
+        out.update(weak_label_quality(asp, weak, c.knn_k, gathered, organs, c.pcl_threshold))
         return out

@@ -553,22 +553,29 @@ def plot_diagnostics(records: list[dict], path: str | Path, *, title: str = "") 
 
     Left panel: ``ilcp_pos_per_anchor`` and ``pcl_pos_per_anchor``, the mean number of
     positives of an anchor, with a dashed line at 1 (only the same location or slice in the
-    other view). Right panel, in %: ``inter_multi_member_share`` (weak-label components with
-    more than 2 members) and ``inter_partner_only_share`` (views whose nearest neighbour is
-    their own partner: L_inter is then SimCLR). Missing or non-finite values are skipped.
+    other view). Right panel, in %, the quality of L_inter's weak-label graph
+    (:func:`supercl.losses.weak_label_quality`): ``inter_edge_position_agreement`` (edges
+    between slices less than 0.1 apart in relative position) and
+    ``inter_edge_organ_agreement`` (Jaccard index of the joined slices' organ sets), each with
+    its chance level dashed in the same colour, and ``inter_partner_edge_share`` (edges that
+    join a view to its own partner: where it is 100 %, L_inter is SimCLR). Missing or
+    non-finite values are skipped.
 
     Raises ValueError when no record has a numeric diagnostic or an epoch.
 
     >>> import os, tempfile
     >>> rows = [{"epoch": e, "ilcp_pos_per_anchor": 1.8, "pcl_pos_per_anchor": 4.0,
-    ...          "inter_multi_member_share": 0.3 / e, "inter_partner_only_share": 1 - 0.3 / e}
+    ...          "inter_edge_position_agreement": 0.3 * e, "inter_edge_position_chance": 0.2}
     ...         for e in (1, 2, 3)]
     >>> plot_diagnostics(rows, os.path.join(tempfile.mkdtemp(), "d.png")).suffix
     '.png'
     """
     panels = [("positives per anchor", ("ilcp_pos_per_anchor", "pcl_pos_per_anchor"), 1.0),
-              ("share of the batch (%)", ("inter_multi_member_share",
-                                          "inter_partner_only_share"), 100.0)]
+              ("weak-label graph edges (%)", ("inter_edge_position_agreement",
+                                              "inter_edge_position_chance",
+                                              "inter_edge_organ_agreement",
+                                              "inter_edge_organ_chance",
+                                              "inter_partner_edge_share"), 100.0)]
     series = {}
     for _, keys, scale in panels:
         for k in keys:
@@ -582,12 +589,17 @@ def plot_diagnostics(records: list[dict], path: str | Path, *, title: str = "") 
     fig = _new_figure(11.0, 4.8)
     axes = fig.subplots(1, 2, squeeze=False)[0]
     # orange, blue, bluish green, vermillion: distinct for colour-blind readers, none pale
-    colours = [tuple(c / 255 for c in PALETTE[i]) for i in (0, 4, 2, 5)]
-    for i, (ax, (label, keys, scale)) in enumerate(zip(axes, panels)):
-        for j, k in enumerate(keys):
+    colour = {k: tuple(c / 255 for c in PALETTE[i]) for k, i in (
+        ("ilcp_pos_per_anchor", 0), ("pcl_pos_per_anchor", 4), ("inter_edge_position", 2),
+        ("inter_edge_organ", 5), ("inter_partner_edge_share", 0))}
+    for ax, (label, keys, scale) in zip(axes, panels):
+        for k in keys:
             if k in series:
-                ax.plot(*series[k], marker="o", markersize=3, linewidth=1.5, label=k,
-                        color=colours[2 * i + j])
+                chance = k.endswith("_chance")
+                stem = k.rsplit("_", 1)[0] if k.startswith("inter_edge") else k
+                ax.plot(*series[k], marker=None if chance else "o", markersize=3,
+                        linewidth=1.5, label=k, color=colour[stem],
+                        linestyle="--" if chance else "-")
         if scale == 1.0:
             ax.axhline(1.0, color="0.4", linestyle="--", linewidth=1,
                        label="1 = only the other view")

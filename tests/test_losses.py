@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from supercl.losses import (LossConfig, SuperCLLoss, igcp_loss, ilcp_loss,
                             ilcp_positives_per_anchor, instance_loss, pcl_positives_per_anchor,
-                            position_labels, weak_label_shares)
+                            position_labels, weak_label_quality)
+from supercl.losses import _weak_labels, asp_vectors
 from supercl.models import SuperCLModel, UNetEncoder
 from supercl.testing import knn_weak_labels_reference
 
@@ -93,16 +94,21 @@ def asp_reference(f, seg):
     return out.flatten(1)
 
 
+@pytest.mark.parametrize("graph", ["images", "views"])
 @pytest.mark.parametrize("batch", [1, 3, 5])
-def test_igcp_matches_references(batch):
+def test_igcp_matches_references(batch, graph):
     g = torch.Generator().manual_seed(batch)
     f1, f2 = torch.randn(batch, 6, 4, 4, generator=g), torch.randn(batch, 6, 4, 4, generator=g)
     e3, e4 = torch.randn(batch, 7, generator=g), torch.randn(batch, 7, generator=g)
     seg = torch.randint(0, 5, (batch, 8, 8), generator=g)
-    got, weak = igcp_loss(f1, f2, seg, e3, e4, temperature=0.3)
+    got, weak = igcp_loss(f1, f2, seg, e3, e4, temperature=0.3, graph=graph)
     small = seg[:, ::2, ::2]
-    asp = torch.cat([asp_reference(f1, small), asp_reference(f2, small)])
-    want_weak = knn_weak_labels_reference(asp.numpy(), k=1, pair_views=True)
+    a1, a2 = asp_reference(f1, small), asp_reference(f2, small)
+    if graph == "views":
+        want_weak = knn_weak_labels_reference(torch.cat([a1, a2]).numpy(), k=1, pair_views=True)
+    else:  # one node per image, the mean of its views; its label goes to both views
+        per_image = knn_weak_labels_reference((0.5 * (a1 + a2)).numpy(), k=1)
+        want_weak = np.concatenate([per_image, per_image])
     np.testing.assert_array_equal(weak.numpy(), want_weak)
     # both views of an image always share a weak label
     assert torch.equal(weak[:batch], weak[batch:])
@@ -115,7 +121,7 @@ def test_igcp_area_normalisation_changes_only_the_weak_labels_input():
     f1, f2 = torch.randn(4, 3, 2, 2, generator=g), torch.randn(4, 3, 2, 2, generator=g)
     e3, e4 = torch.randn(4, 5, generator=g), torch.randn(4, 5, generator=g)
     seg = torch.randint(0, 3, (4, 4, 4), generator=g)
-    _, weak = igcp_loss(f1, f2, seg, e3, e4, asp_normalize="area")
+    _, weak = igcp_loss(f1, f2, seg, e3, e4, asp_normalize="area", graph="views")
     small = seg[:, ::2, ::2]
     counts = torch.stack([torch.bincount(s.flatten(), minlength=3)[s] for s in small]).flatten(1)
     asp = torch.cat([asp_reference(f1, small) * counts / 4, asp_reference(f2, small) * counts / 4])
@@ -246,20 +252,73 @@ def test_pcl_positives_per_anchor_matches_a_count():
     assert pcl_positives_per_anchor(torch.tensor([0.0, 0.5, 1.0]), 0.1).item() == 1.0
 
 
-def test_weak_label_shares():
-    # 3 images; each view's nearest neighbour is its partner view: L_inter is SimCLR
-    asp = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.1],
-                        [1.0, 0.05], [0.05, 1.0], [-1.0, 0.12]])
-    weak = torch.tensor([0, 1, 2, 0, 1, 2])
-    multi, partner = weak_label_shares(asp, weak)
-    assert multi.item() == 0.0 and partner.item() == 1.0
-    # images 0 and 1 alike (angles 0, 0.0997, 0.03, 0.197): one component of 4, one of 2;
-    # nearest neighbours 0->3, 1->3, 2->5, 3->0, 4->1, 5->2: all partners but view 1's
-    asp2 = torch.tensor([[1.0, 0.0], [1.0, 0.1], [-1.0, 0.0],
-                         [1.0, 0.03], [1.0, 0.2], [-1.0, 0.01]])
-    multi, partner = weak_label_shares(asp2, torch.tensor([0, 0, 1, 0, 0, 1]))
-    assert multi.item() == 0.5
-    assert partner.item() == pytest.approx(5 / 6)
+def _quality_oracle(nodes, b, k, positions, organs, threshold=0.1):
+    """weak_label_quality by loops over the k-NN edges (numpy oracle for the neighbours)."""
+    import numpy as np
+
+    x = nodes.double().numpy()
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    sim = x @ x.T
+    np.fill_diagonal(sim, -np.inf)
+    nbr = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+    edges = [(i % b, int(j) % b) for i in range(len(x)) for j in nbr[i]]
+    cross = [(a, c) for a, c in edges if a != c]
+    jac = lambda a, c: (len(organs[a] & organs[c]) / len(organs[a] | organs[c])
+                        if organs[a] | organs[c] else 1.0)
+    pairs = [(a, c) for a in range(b) for c in range(b) if a != c]
+    return {"inter_partner_edge_share": 1 - len(cross) / len(edges),
+            "inter_edge_position_agreement":
+                np.mean([abs(positions[a] - positions[c]) < threshold for a, c in cross]),
+            "inter_edge_position_chance":
+                np.mean([abs(positions[a] - positions[c]) < threshold for a, c in pairs]),
+            "inter_edge_organ_agreement": np.mean([jac(a, c) for a, c in cross]),
+            "inter_edge_organ_chance": np.mean([jac(a, c) for a, c in pairs])}
+
+
+@pytest.mark.parametrize("graph", ["images", "views"])
+@pytest.mark.parametrize("k", [1, 2])
+def test_weak_label_quality_against_loops(graph, k):
+    torch.manual_seed(k)
+    b = 7
+    f1 = torch.randn(b, 3, 4, 4)
+    f2 = f1 + 0.05 * torch.randn_like(f1)
+    seg = blocks(b, 4, 4, 2)
+    nodes, weak = _weak_labels(f1, f2, seg, "mean", k, lambda t: t, graph=graph)
+    assert nodes.shape == (b if graph == "images" else 2 * b, 16) and weak.shape == (2 * b,)
+    positions = torch.tensor([0.0, 0.05, 0.3, 0.33, 0.6, 0.95, 1.0])
+    present = torch.rand(b, 4) > 0.5
+    present[0] = False  # an empty organ set
+    got = weak_label_quality(nodes, weak, k, positions, present)
+    want = _quality_oracle(nodes, b, k, positions.tolist(),
+                           [set(torch.nonzero(r).flatten().tolist()) for r in present])
+    for key, value in want.items():
+        assert got[key].item() == pytest.approx(value, nan_ok=True), key
+    members = {(int(w), i % b) for i, w in enumerate(weak)}
+    comps = {c for c, _ in members}
+    assert got["inter_images_per_component"].item() == pytest.approx(len(members) / len(comps))
+    missing = weak_label_quality(nodes, weak, k)
+    assert math.isnan(missing["inter_edge_position_agreement"].item())
+    assert math.isnan(missing["inter_edge_organ_chance"].item())
+
+
+def test_image_graph_joins_different_images_and_labels_both_views():
+    torch.manual_seed(0)
+    b = 9
+    f1 = torch.randn(b, 4, 4, 4)
+    f2 = f1 + 0.01 * torch.randn_like(f1)  # photometric twins: the view graph pairs them
+    seg = blocks(b, 4, 4, 2)
+    nodes, weak = _weak_labels(f1, f2, seg, "mean", 1, lambda t: t, graph="images")
+    v = asp_vectors(torch.cat([f1, f2]), torch.cat([seg, seg]))
+    torch.testing.assert_close(nodes, 0.5 * (v[:b] + v[b:]))
+    want = knn_weak_labels_reference(nodes)
+    assert weak[:b].tolist() == want.tolist() and weak[b:].tolist() == want.tolist()
+    assert weak_label_quality(nodes, weak)["inter_partner_edge_share"].item() == 0.0
+    # the reference graph over the 2B views: every view's nearest neighbour is its partner
+    vnodes, vweak = _weak_labels(f1, f2, seg, "mean", 1, lambda t: t, graph="views")
+    assert weak_label_quality(vnodes, vweak)["inter_partner_edge_share"].item() == 1.0
+    assert vweak[:b].tolist() == vweak[b:].tolist() == list(range(b))
+    with pytest.raises(ValueError, match="inter_graph"):
+        LossConfig(inter_graph="pixels")
 
 
 def test_objective_reports_its_diagnostics():
@@ -273,8 +332,15 @@ def test_objective_reports_its_diagnostics():
     assert terms["ilcp_pos_per_anchor"].item() == 7.0
     assert terms["pcl_pos_per_anchor"].item() == pytest.approx(
         pcl_positives_per_anchor(torch.tensor([0.0, 0.05, 0.5, 0.9])).item())
-    for key in ("inter_multi_member_share", "inter_partner_only_share"):
+    for key in ("inter_partner_edge_share", "inter_edge_position_agreement",
+                "inter_edge_position_chance"):
         assert 0.0 <= terms[key].item() <= 1.0 and not terms[key].requires_grad
+    assert terms["inter_partner_edge_share"].item() == 0.0  # the default graph is over images
+    assert math.isnan(terms["inter_edge_organ_agreement"].item())  # no organs given
+    organs = torch.tensor([[True, False], [True, True], [False, False], [False, True]])
+    with_organs = SuperCLLoss(LossConfig())(f, f + 0.01, e[:4], e[4:], seg, positions,
+                                            diagnostics=True, organs=organs)
+    assert 0.0 <= with_organs["inter_edge_organ_chance"].item() <= 1.0
     plain = SuperCLLoss(LossConfig())(f, f + 0.01, e[:4], e[4:], seg, positions)
     assert "ilcp_pos_per_anchor" not in plain
     torch.testing.assert_close(plain["loss"], terms["loss"])

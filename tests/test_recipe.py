@@ -109,8 +109,9 @@ def _inputs(seed=0, B=3, C=5, h=8, w=8, H=32, W=32, D=6):
 def test_reference_recipe_losses_match_dense_oracles():
     c = recipe_config("reference").loss
     assert (c.pixel_stride, c.asp_normalize, c.asp_segments, c.pcl_relation,
-            c.base_temperature, c.inter_positives) == (16, "area", "own", "threshold", 0.07,
-                                                        "pair_edge")
+            c.base_temperature, c.inter_positives, c.inter_graph) == (
+        16, "area", "own", "threshold", 0.07, "pair_edge", "views")
+    assert recipe_config("default").loss.inter_graph == "images"
     f1, f2, e3, e4, seg1, seg2, pos = _inputs()
     ours = SuperCLLoss(c, backend="torch")(f1, f2, e3, e4, seg1, pos, segments2=seg2)
     want = oracle_terms(f1, f2, e3, e4, seg1.numpy(), seg2.numpy(), pos, c)

@@ -67,8 +67,12 @@ def test_two_step_pretrain_and_finetune_through_the_cli(msd, tmp_path):
         assert term in records[0] and records[0][term] == records[0][term]  # logged, not NaN
     # the diagnostics: positives per anchor >= 1 (the other view), shares in [0, 1]
     assert records[0]["ilcp_pos_per_anchor"] >= 1.0 and records[0]["pcl_pos_per_anchor"] >= 1.0
-    for share in ("inter_multi_member_share", "inter_partner_only_share"):
+    for share in ("inter_partner_edge_share", "inter_edge_position_agreement",
+                  "inter_edge_position_chance", "inter_edge_organ_agreement",
+                  "inter_edge_organ_chance"):
         assert 0.0 <= records[0][share] <= 1.0, share
+    assert records[0]["inter_partner_edge_share"] == 0.0  # the image graph
+    assert records[0]["inter_images_per_component"] >= 2.0  # 1-NN: every image has a neighbour
     config = json.loads((pre / "config.json").read_text())
     assert config["patch_size"] == 32 and config["loss"]["l_inter"] == 0.5
     split = json.loads((pre / "split.json").read_text())
@@ -444,3 +448,42 @@ def test_every_setting_is_checked_once_by_its_config():
     assert PretrainConfig(patch_size=64, depth=4).patch_size == 64
     with pytest.raises(SystemExit):  # reported by the subcommand's parser, with its usage
         main(["pretrain", "--temperature", "0"])
+
+
+def test_finetune_crops_oversamples_and_stops_early(msd, tmp_path, monkeypatch):
+    import importlib
+
+    ft_mod = importlib.import_module("supercl.train.finetune")
+
+    seen = []
+    real = ft_mod.crop_batch
+
+    def spy(x, size, generator, y=None, centers=None):
+        out = real(x, size, generator, y, centers)
+        seen.append((out[0].shape, None if centers is None else (centers[:, 0] >= 0).sum().item()))
+        return out
+
+    monkeypatch.setattr(ft_mod, "crop_batch", spy)
+    # validation DSC never improves after the first validation: patience 2 ends the run
+    scores = iter([0.5] + [0.1] * 100)
+    monkeypatch.setattr(ft_mod, "_validate",
+                        lambda *a: {"mean_dsc": next(scores), "mean_jc": 0.0})
+    out = tmp_path / "ft"
+    assert run(finetune_args(msd, out, "--epochs", "20", "--crop-size", "16",
+                             "--oversample-foreground", "1", "--patience", "2",
+                             "--val-every", "2", "--no-evaluate")) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    validated = [r["epoch"] for r in records if "val_dsc" in r]
+    assert validated == [2, 4, 6] and records[-1]["epoch"] == 6  # stopped, not 20 epochs
+    assert all(shape[-2:] == (16, 16) for shape, _ in seen)
+    assert all(n == shape[0] for shape, n in seen)  # p = 1: every item a foreground draw
+    best = torch.load(out / "best.pt", map_location="cpu", weights_only=False)
+    assert best["epoch"] == 2
+
+
+def test_crop_size_is_checked(msd, tmp_path, capsys):
+    for bad in ("14", "64"):  # not a multiple of 2**depth = 4; larger than the patch (32)
+        with pytest.raises(SystemExit) as exit_:
+            run(finetune_args(msd, tmp_path / "c", "--crop-size", bad))
+        assert exit_.value.code == 2 and "crop" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()

@@ -286,7 +286,8 @@ def test_plot_diagnostics(tmp_path):
     from supercl.viz import plot_diagnostics
 
     rows = [{"epoch": e, "ilcp_pos_per_anchor": 1.8, "pcl_pos_per_anchor": None,
-             "inter_multi_member_share": 0.3 / e, "inter_partner_only_share": 1 - 0.3 / e}
+             "inter_edge_position_agreement": 0.3 * e / 3, "inter_edge_position_chance": 0.2,
+             "inter_partner_edge_share": 0.0}
             for e in (1, 2, 3)]
     path = plot_diagnostics(rows, tmp_path / "sub" / "d.png", title="t")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

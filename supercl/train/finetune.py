@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from supercl._validate import check_bool, check_float, check_setting
+from supercl._validate import SettingError, check_bool, check_float, check_int, check_setting
 from supercl.eval.evaluate import evaluate, predict
 from supercl.eval.metrics import SegmentationMetrics
 from supercl.models import UNet
@@ -24,6 +24,7 @@ from supercl.models import UNet
 from .checkpoint import save_atomic
 from .dataset import prepare_split, slices_of
 from .loop import RunConfig, Task, TrainingLoop
+from .sampling import ForegroundSampler, crop_batch, step_generator
 
 __all__ = ["FinetuneConfig", "finetune", "dice_loss"]
 
@@ -41,11 +42,24 @@ class FinetuneConfig(RunConfig):
     dice_weight: float = 1.0
     augment: bool = True
     evaluate: bool = True
+    #: The share of each batch replaced by foreground draws (:class:`~.sampling.ForegroundSampler`,
+    #: nnU-Net's oversampling; 0: none).
+    oversample_foreground: float = 0.0
+    #: Validate every ``val_every`` epochs (and after the last one).
+    val_every: int = 1
+    #: Stop when the validation DSC has not improved for ``patience`` validations (0: never).
+    patience: int = 0
 
     def __post_init__(self):
         super().__post_init__()
         self._check_schedule()
         check_setting(self, "dice_weight", check_float, nonnegative=True)
+        check_setting(self, "oversample_foreground", check_float, nonnegative=True)
+        if self.oversample_foreground > 1:
+            raise SettingError("oversample_foreground",
+                               f"must be in [0, 1], got {self.oversample_foreground:g}")
+        check_setting(self, "val_every", check_int, 1)
+        check_setting(self, "patience", check_int, 0)
         check_setting(self, "augment", check_bool)
         check_setting(self, "evaluate", check_bool)
 
@@ -138,10 +152,17 @@ def finetune(cfg: FinetuneConfig) -> dict:
               f"validating on {len(split['val'])}; encoder "
               + (f"from {source}" if source else "from scratch"))
     augment = _JointAugment() if cfg.augment else None
+    sampler = ForegroundSampler(train.labels) if cfg.oversample_foreground else None
 
     def step(idx: torch.Tensor, global_step: int) -> dict:
-        x = train.images[idx].to(device)
-        y = train.labels[idx].to(device)
+        g = step_generator(cfg.seed, global_step)
+        centers = None
+        if sampler is not None:
+            idx, centers = sampler.draw(idx, g, cfg.oversample_foreground)
+        x, y = train.images[idx], train.labels[idx]
+        if cfg.crop_size:
+            x, y = crop_batch(x, cfg.crop_size, g, y, centers)
+        x, y = x.to(device), y.to(device)
         if augment is not None:
             x, y = augment(x, y)
         with loop.autocast():
@@ -152,9 +173,13 @@ def finetune(cfg: FinetuneConfig) -> dict:
 
     def evaluate_epoch(epoch: int) -> dict:
         nonlocal best
+        if epoch % cfg.val_every and epoch < cfg.epochs:
+            return {}
         scores = _validate(model, val, num_classes, info.class_names, device)
+        best["validations"] = best.get("validations", 0) + 1
         if scores["mean_dsc"] > best["val_dsc"]:
-            best = {"val_dsc": scores["mean_dsc"], "epoch": epoch}
+            best |= {"val_dsc": scores["mean_dsc"], "epoch": epoch,
+                     "validation": best["validations"]}
             save_atomic({"kind": "model", "model": model.state_dict(), "config": asdict(cfg),
                          "num_classes": num_classes, "class_names": info.class_names,
                          "epoch": epoch, "val_dsc": scores["mean_dsc"], "split": split},
@@ -162,12 +187,19 @@ def finetune(cfg: FinetuneConfig) -> dict:
         return {"val_dsc": scores["mean_dsc"], "val_jc": scores["mean_jc"]}
 
     def describe(record: dict) -> str:
-        return (f"loss {record['loss']:.4f} val DSC {100 * record['val_dsc']:.2f} (best "
-                f"{100 * best['val_dsc']:.2f} at epoch {best['epoch']})")
+        if "val_dsc" not in record:
+            return f"loss {record['loss']:.4f}"
+        return (f"loss {record['loss']:.4f} val DSC {100 * record['val_dsc']:.2f} % (best "
+                f"{100 * best['val_dsc']:.2f} % at epoch {best['epoch']})")
+
+    def should_stop() -> bool:
+        return bool(cfg.patience) and (best.get("validations", 0) - best.get("validation", 0)
+                                       >= cfg.patience)
 
     summary = loop.run(Task(
         model=model, optimizer=optimizer, n_items=len(train), step=step,
         terms=("loss", "ce", "dice"), describe=describe, evaluate=evaluate_epoch,
+        should_stop=should_stop,
         state=lambda: {"best": best, "split": split, "num_classes": num_classes,
                        "class_names": info.class_names}))
     if cfg.figures and summary["history"]:  # drawn once at the end: ~0.3 s, more than an epoch
@@ -175,7 +207,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
 
         plot_loss_curves(summary["history"], out / "loss_curves.png",
                          keys=["loss", "ce", "dice", "val_dsc"], title="fine-tuning")
-    summary = {k: summary[k] for k in ("status", "out", "epochs", "global_step")} | {
+    summary = {k: summary[k] for k in ("status", "out", "epochs", "global_step", "stopped_early",
+                                       "planned_steps")} | {
         "best": best, "history": summary["history"]}
     if summary["status"] == "finished" and cfg.evaluate:
         summary["evaluation"] = evaluate(out / "best.pt", cfg, out=out, info=info, split=split,

@@ -47,6 +47,10 @@ class RunConfig(DataConfig):
     threads: int = 0
     checkpoint_every: int = 0
     max_steps: int = 0
+    #: Train on random crop_size x crop_size crops of the patch_size slices (0: whole slices).
+    #: Keeps the native resolution, where small structures exist, at the cost of a
+    #: down-scaled slice.
+    crop_size: int = 0
     resume: bool = False
     progress: bool = True
     tensorboard: bool = False
@@ -58,13 +62,17 @@ class RunConfig(DataConfig):
         check_setting(self, "depth", check_int, 1)
         check_setting(self, "amp", check_choice, ("auto", "off", "bf16", "fp16"))
         check_setting(self, "seed", check_int)
-        for name in ("threads", "checkpoint_every", "max_steps"):
+        for name in ("threads", "checkpoint_every", "max_steps", "crop_size"):
             check_setting(self, name, check_int, 0)
         for name in ("resume", "progress", "tensorboard", "figures"):
             check_setting(self, name, check_bool)
         if self.patch_size % 2**self.depth:
             raise SettingError("patch_size", f"must be a multiple of 2**depth = {2**self.depth}, "
                                              f"got {self.patch_size}")
+        if self.crop_size and (self.crop_size > self.patch_size or self.crop_size % 2**self.depth):
+            raise SettingError("crop_size", f"must be 0 or a multiple of 2**depth = "
+                                            f"{2**self.depth} no larger than patch_size = "
+                                            f"{self.patch_size}, got {self.crop_size}")
 
     def _check_schedule(self) -> None:
         """The settings every kind of run has, under its own defaults."""
@@ -391,6 +399,9 @@ class Task:
     evaluate: Callable[[int], dict] | None = None
     state: Callable[[], dict] = dict
     warmup_steps: int = 0
+    #: Called after each epoch's evaluation and checkpoint (and once before the first epoch of
+    #: a resumed run): True ends the run there as finished (early stopping).
+    should_stop: Callable[[], bool] | None = None
 
 
 class TrainingLoop:
@@ -504,8 +515,9 @@ class TrainingLoop:
         self.log = RunLog(self.out, history, cfg.tensorboard, enabled=main)
         values_of = task.terms + task.logged
         status = "finished"
+        stopped_early = task.should_stop is not None and task.should_stop()
         with self.stop.installed():
-            while self.epoch < cfg.epochs and self.global_step < total:
+            while self.epoch < cfg.epochs and self.global_step < total and not stopped_early:
                 batches = epoch_batches(task.n_items, cfg.batch_size, cfg.seed, self.epoch, rank,
                                         world)
                 if self.step == 0:
@@ -566,9 +578,13 @@ class TrainingLoop:
                 if self.stop.requested:
                     status = "interrupted"
                     break
+                stopped_early = task.should_stop is not None and task.should_stop()
+                if stopped_early and main:
+                    print(f"{self.kind}: stopped early after epoch {self.epoch}", flush=True)
         self.log.close()
         return {"status": status, "out": str(self.out), "epochs": self.epoch,
-                "global_step": self.global_step, "history": self.log.records}
+                "global_step": self.global_step, "history": self.log.records,
+                "stopped_early": bool(stopped_early), "planned_steps": total}
 
     def _check_finite(self, values: dict[str, float], note: str) -> None:
         from . import distributed as dist_mod

@@ -27,6 +27,7 @@ from . import distributed
 from .checkpoint import save_atomic
 from .dataset import prepare_split, slices_of
 from .loop import RunConfig, Task, TrainingLoop
+from .sampling import crop_batch, step_generator
 from .views import SuperCLViews, ViewConfig
 
 __all__ = ["PretrainConfig", "pretrain", "RECIPES", "recipe_config", "resolve_ilcp_level",
@@ -35,8 +36,10 @@ __all__ = ["PretrainConfig", "pretrain", "RECIPES", "recipe_config", "resolve_il
 TERMS = ("loss", "l_ins", "l_intra", "l_inter")
 # Logged with the terms every epoch (SuperCLLoss(..., diagnostics=True)): whether each term has
 # something to learn from. pcl_pos_per_anchor is NaN (null in metrics.jsonl) without positions.
-DIAGNOSTICS = ("ilcp_pos_per_anchor", "pcl_pos_per_anchor", "inter_multi_member_share",
-               "inter_partner_only_share")
+DIAGNOSTICS = ("ilcp_pos_per_anchor", "pcl_pos_per_anchor", "inter_partner_edge_share",
+               "inter_images_per_component", "inter_edge_position_agreement",
+               "inter_edge_position_chance", "inter_edge_organ_agreement",
+               "inter_edge_organ_chance")
 
 
 @dataclass
@@ -101,7 +104,7 @@ RECIPES = {
         "n_segments": 100, "ilcp_level": -1,
         "loss": {"pixel_stride": 16, "asp_normalize": "area", "asp_segments": "own",
                  "pcl_relation": "threshold", "base_temperature": 0.07,
-                 "inter_positives": "pair_edge"},
+                 "inter_positives": "pair_edge", "inter_graph": "views"},
         "views": {"recipe": "reference"},
     },
 }
@@ -139,8 +142,9 @@ def resolve_ilcp_level(cfg) -> int:
     """The encoder level ILCP contrasts, as a non-negative index (``depth`` = bottleneck).
 
     ``cfg.ilcp_level`` when set; otherwise the deepest level l at which a superpixel covers at
-    least :data:`ILCP_MIN_PIXELS` feature pixels on average, ``(patch_size / 2**l)**2 /
-    n_segments >= 4``. A superpixel of m pixels gives each of its 2m pixel embeddings (two
+    least :data:`ILCP_MIN_PIXELS` feature pixels on average, ``(side / 2**l)**2 /
+    n_segments >= 4``, with ``side`` the side of the encoder's input (``crop_size``, else
+    ``patch_size``). A superpixel of m pixels gives each of its 2m pixel embeddings (two
     views) 2m - 1 positives, so m >= 4 means at least 7 on average, and ILCP contrasts
     regions rather than only matching each location across the views. At the reference scale
     (512 x 512, 100 superpixels) the rule picks the bottleneck (1024 pixels, 10.2 per
@@ -153,6 +157,7 @@ def resolve_ilcp_level(cfg) -> int:
     4
     """
     depth = cfg.depth
+    side = getattr(cfg, "crop_size", 0) or cfg.patch_size  # the side of what the encoder sees
     if cfg.ilcp_level is not None:
         level = cfg.ilcp_level
         if isinstance(level, bool) or not isinstance(level, int) or not -depth - 1 <= level <= depth:
@@ -160,7 +165,7 @@ def resolve_ilcp_level(cfg) -> int:
                              f"got {level!r}")
         return level % (depth + 1)
     for level in range(depth, -1, -1):
-        if (cfg.patch_size / 2**level) ** 2 / cfg.n_segments >= ILCP_MIN_PIXELS:
+        if (side / 2**level) ** 2 / cfg.n_segments >= ILCP_MIN_PIXELS:
             return level
     return 0
 
@@ -207,15 +212,25 @@ def pretrain(cfg: PretrainConfig) -> dict:
     loss_fn = SuperCLLoss(cfg.loss, gather=distributed.gather_with_grad)
     level = resolve_ilcp_level(cfg)
     if main:
-        side = cfg.patch_size >> level
+        side = (cfg.crop_size or cfg.patch_size) >> level
         print(f"ILCP at encoder level {level} of {cfg.depth} ({side}x{side} pixels, "
               f"{side * side / cfg.n_segments:.1f} per superpixel)")
 
+    # Label maps, where the pool has them (the phantom), only for the weak-label diagnostics:
+    # which classes each slice shows.
+    labels = slices.labels if slices.labels is not None and bool((slices.labels >= 0).all()) else None
+    classes = range(1, max(info.class_names) + 1)
+
     def step(idx: torch.Tensor, global_step: int) -> dict:
-        x = images[idx].to(device, non_blocking=True)
+        x, y = images[idx], None if labels is None else labels[idx]
+        if cfg.crop_size:
+            x, y = crop_batch(x, cfg.crop_size, step_generator(cfg.seed + 7919 * dist.rank,
+                                                               global_step), y)
+        organs = None if y is None else torch.stack([(y == c).flatten(1).any(1) for c in classes], 1)
+        x = x.to(device, non_blocking=True)
         pos = positions[idx].to(device, non_blocking=True)
         first = main and cfg.figures and global_step == 0
-        return _train_step(net, views, loss_fn, x, pos, cfg, loop.autocast, level,
+        return _train_step(net, views, loss_fn, x, pos, cfg, loop.autocast, level, organs,
                            figure=out if first else None,
                            captions=[names[j] for j in idx.tolist()] if first else None)
 
@@ -237,10 +252,12 @@ def pretrain(cfg: PretrainConfig) -> dict:
     return summary
 
 
-def _train_step(net, views, loss_fn, x, pos, cfg, autocast, level, figure=None, captions=None):
+def _train_step(net, views, loss_fn, x, pos, cfg, autocast, level, organs=None, figure=None,
+                captions=None):
     """The forward pass of one pre-training step: the views, SLIC on v1 (and v2 with
     ``asp_segments="own"``), the network on the 4B views, the objective with ILCP at encoder
-    ``level``. ``figure``: the run folder, to draw the superpixels there."""
+    ``level``. ``organs``: (B, K) bool classes per slice, for the diagnostics; ``figure``: the
+    run folder, to draw the superpixels there."""
     batch = x.shape[0]
     v1, v2, v3, v4 = views(x)
     own = cfg.loss.asp_segments == "own"
@@ -270,8 +287,9 @@ def _train_step(net, views, loss_fn, x, pos, cfg, autocast, level, figure=None, 
                     "non-finite, so the weights diverged at an earlier step"}
     ilcp = {} if bottleneck else {"g1": g[:batch], "g2": g[batch:2 * batch]}
     return loss_fn(f[:batch], f[batch:2 * batch], e[2 * batch:3 * batch], e[3 * batch:],
-                   segments.long(), pos if cfg.loss.use_positions else None, diagnostics=True,
-                   segments2=None if segments2 is None else segments2.long(), **ilcp)
+                   segments.long(), pos, diagnostics=True,
+                   segments2=None if segments2 is None else segments2.long(), organs=organs,
+                   **ilcp)
 
 
 def _loss_figure(records, out) -> None:
