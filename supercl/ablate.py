@@ -5,17 +5,31 @@ Every arm is pre-trained with several pre-training seeds and fine-tuned on sever
 seeds, so that every arm pairs up with scratch run for run.
 
 - **Arms** (:data:`ARMS`): ``scratch``; ``pcl`` (L_ins alone); ``pcl_ilcp`` (L_ins + L_intra);
-  ``pcl_igcp`` (L_ins + L_inter); ``supercl`` (all three, supercl's views) and
-  ``supercl_refviews`` (all three, the reference code's views).
-- **Seeds.** The test and validation volumes are fixed by ``split_seed`` 0; a split seed s
-  draws which pool volumes are labeled (``label_seed`` s), so the pre-training set (the
+  ``pcl_igcp`` (L_ins + L_inter); ``supercl`` (all three, supercl's views, IGCP's graph over
+  images); ``supercl_viewgraph`` (the same with the reference code's graph over the 2B views)
+  and ``supercl_refviews`` (all three, the reference code's views). By default
+  (:data:`DEFAULT_ARMS`) scratch, pcl and supercl: SuperCL minus PCL-only, the superpixel
+  terms' own share, is the primary contrast; SuperCL minus scratch the second.
+- **Seeds.** The test and validation volumes are fixed by ``split_seed`` 0; label draw s
+  picks which pool volumes are labeled (the s-th label seed whose labeled set differs from
+  every earlier draw's, :func:`label_seeds`), so the pre-training set (the
   pool, labels unused) is the same for every draw and one pre-training serves all of them.
   Pre-training seed p seeds the pre-training run and the fine-tuning run (weights, batches,
   augmentation); scratch with seed p is initialised as the pre-trained arms' decoders are.
+- **Fine-tuning protocol** (default scale): slices at their native 128 x 128, trained on
+  64 x 64 crops with half of every batch drawn on foreground (a class uniformly, then one of
+  its pixels, as nnU-Net oversamples), validated on whole slices every ~100 steps, stopped
+  after 4 validations without a better validation DSC or at 1000 steps (the cosine
+  schedule's span). Pre-training sees 64 x 64 crops of the same slices, so both stages work
+  at one scale.
 - **Selection and test.** Each fine-tuning run keeps the epoch with the best validation DSC;
-  the test volumes are scored once, at its end, with that model.
+  the test volumes are scored once, at its end, with that model. The endpoint, fixed in
+  advance, is the mean test DSC over all foreground classes.
 - **Statistics** (:mod:`supercl.eval.stats`): mean test DSC with its 95 % Student-t interval
-  per arm and fraction, and the paired difference to scratch with its interval and p-value.
+  per arm and fraction, the run-to-run SD, the paired differences to scratch and to PCL alone
+  (same pre-training seed, label draw and test volumes) with intervals and p-values, the
+  share of runs whose selected epoch lies in the last 10 % of the schedule (not converged if
+  high) and the share that early stopping ended.
 
 Writes ``OUT/results.json`` (every run and the summary), ``OUT/report.md`` with the tables and
 ``OUT/ablation.png``. The runs live in ``OUT/runs``; an interrupted ablation continues when
@@ -49,21 +63,31 @@ ARMS = {
     "pcl_ilcp": {"loss": {"l_inter": 0.0}},
     "pcl_igcp": {"loss": {"l_intra": 0.0}},
     "supercl": {},
+    "supercl_viewgraph": {"loss": {"inter_graph": "views"}},
     "supercl_refviews": {"views": {"recipe": "reference"}},
 }
+
+#: The arms run when --arms is not given: scratch, PCL alone and SuperCL, so that SuperCL
+#: minus PCL-only (the superpixel terms' own share, the primary contrast) and SuperCL minus
+#: scratch both come from one default run within the hour on 2 cores.
+DEFAULT_ARMS = ("scratch", "pcl", "supercl")
 
 #: The two sizes. ``phantom``: write_msd's arguments; ``pretrain``: recipe_config's.
 SCALES = {
     "default": {
         "phantom": dict(n_volumes=30, shape=(24, 128, 128), n_organs=5),
-        "data": dict(patch_size=64),
+        # Slices at their native 128 x 128 (resized to 64 the aorta covers 5 pixels and the
+        # gallbladder 13), trained on 64 x 64 crops; validation and test see whole slices.
+        "data": dict(patch_size=128, crop_size=64),
         "model": dict(base_channels=16),
         "recipe": "default",
         "pretrain": dict(epochs=8, batch_size=16, optimizer="adamw", lr=1e-3, weight_decay=1e-4,
                          n_segments=25),
-        # A fixed number of optimizer steps at every label fraction (25 epochs of 12 steps at
-        # 10 %), so that arms and fractions get the same fine-tuning budget.
-        "finetune": dict(steps=300, batch_size=4, lr=3e-3),
+        # Fine-tuning to convergence: validation every val_steps optimizer steps, stop after
+        # `patience` validations without a better validation DSC, at most `steps` steps (the
+        # span of the cosine schedule); half of every batch is foreground draws (nnU-Net).
+        "finetune": dict(steps=1000, batch_size=4, lr=3e-3, val_steps=100, patience=4,
+                         oversample_foreground=0.5),
     },
     "reference": {
         "phantom": dict(n_volumes=40, shape=(48, 256, 256), n_organs=5),
@@ -71,7 +95,8 @@ SCALES = {
         "model": dict(base_channels=32),
         "recipe": "reference",
         "pretrain": dict(epochs=100, batch_size=16, n_segments=100),
-        "finetune": dict(steps=3000, batch_size=8, lr=1e-3),
+        "finetune": dict(steps=3000, batch_size=8, lr=1e-3, val_steps=100, patience=10,
+                         oversample_foreground=0.33),
     },
 }
 
@@ -89,14 +114,15 @@ def add_ablate_options(p: argparse.ArgumentParser) -> None:
                    "mni152: background / grey / white matter of the MNI152 T1 (needs nilearn) "
                    "(default: phantom-v2)")
     p.add_argument("--arms", nargs="+", choices=list(ARMS), default=None, metavar="ARM",
-                   help="arms to run, of " + ", ".join(ARMS) + " (default: all; scratch and "
-                   "supercl with --dataset mni152); scratch is always run")
-    p.add_argument("--label-fractions", type=float, nargs="+", default=[0.1, 0.25], metavar="F",
-                   help="label fractions (default: 0.1 0.25)")
+                   help="arms to run, of " + ", ".join(ARMS) + " (default: "
+                   + " ".join(DEFAULT_ARMS) + "; scratch and supercl with --dataset mni152); "
+                   "scratch is always run")
+    p.add_argument("--label-fractions", type=float, nargs="+", default=[0.1], metavar="F",
+                   help="label fractions (default: 0.1)")
     p.add_argument("--pretrain-seeds", type=int, default=3, metavar="N",
                    help="pre-training seeds 0..N-1 (default: 3)")
-    p.add_argument("--split-seeds", type=int, default=3, metavar="N",
-                   help="label draws 0..N-1 per fraction (default: 3)")
+    p.add_argument("--split-seeds", type=int, default=5, metavar="N",
+                   help="label draws 0..N-1 per fraction (default: 5)")
     p.add_argument("--workers", type=int, default=0,
                    help="runs in parallel, each with cores / workers threads (default: 0 = "
                    "one per 2 CPU cores, at least 2 on a CPU; 1 on a GPU)")
@@ -112,7 +138,7 @@ def _settings(args) -> dict:
 
 
 def _arms(args) -> list[str]:
-    arms = args.arms or (list(_MNI_ARMS) if args.dataset == "mni152" else list(ARMS))
+    arms = args.arms or list(_MNI_ARMS if args.dataset == "mni152" else DEFAULT_ARMS)
     return ["scratch"] + [a for a in arms if a != "scratch"]
 
 
@@ -134,32 +160,60 @@ def _jobs(args, out: Path, data: Path, modality: str | None) -> list[dict]:
                          "config": cfg})
     ft = scale["finetune"]
     for fraction in args.label_fractions:
+        seeds = label_seeds(data, modality, fraction, args.split_seeds)
         for p in range(args.pretrain_seeds):
             for s in range(args.split_seeds):
                 for arm in _arms(args):
                     name = f"ft-{arm}-{100 * fraction:g}pct-p{p}-s{s}"
                     cfg = dict(common, out=str(out / "runs" / name), label_fraction=fraction,
-                               label_seed=s, seed=p, batch_size=ft["batch_size"], lr=ft["lr"],
+                               label_seed=seeds[s], seed=p, batch_size=ft["batch_size"],
+                               lr=ft["lr"],
                                pretrained=None if ARMS[arm] is None
                                else str(out / "runs" / f"pre-{arm}-p{p}"),
-                               epochs=None, steps=ft["steps"])
+                               epochs=None, steps=ft["steps"], val_steps=ft["val_steps"],
+                               patience=ft["patience"],
+                               oversample_foreground=ft["oversample_foreground"])
                     jobs.append({"kind": "finetune", "name": name, "arm": arm, "seed": p,
                                  "split_seed": s, "label_fraction": fraction, "config": cfg,
                                  "after": None if ARMS[arm] is None else f"pre-{arm}-p{p}"})
     return jobs
 
 
-def _finetune_epochs(cfg: dict) -> int:
-    """Epochs that give at least ``steps`` optimizer steps on this run's labeled slices (the
-    schedule then spans exactly ``steps`` through max_steps)."""
+def label_seeds(data: Path, modality: str | None, fraction: float, n: int) -> list[int]:
+    """The first ``n`` label seeds (0, 1, ...) whose draws of labeled pool volumes at
+    ``fraction`` are all different sets, so that n label draws are n distinct experiments
+    (split seed 0 fixes the test and validation volumes). Raises ``ValueError`` when the pool
+    has fewer than ``n`` distinct sets of that size."""
+    from supercl.data import scan_dataset, split_cases
+
+    info = scan_dataset(data, modality=modality)
+    seen, seeds = set(), []
+    for seed in range(1000 * n):
+        drawn = tuple(split_cases(info, label_fraction=fraction, seed=0, label_seed=seed)["finetune"])
+        if drawn not in seen:
+            seen.add(drawn)
+            seeds.append(seed)
+            if len(seeds) == n:
+                return seeds
+    raise ValueError(f"--split-seeds {n}: the pool has only {len(seen)} distinct labeled sets "
+                     f"at {100 * fraction:g} % labels; use fewer label draws or more volumes")
+
+
+def _finetune_schedule(cfg: dict) -> tuple[int, int, list[str]]:
+    """``(epochs, val_every, labeled volumes)``: the epochs that give at least ``steps``
+    optimizer steps on this run's labeled slices (the schedule then spans exactly ``steps``
+    through max_steps), validation every ``val_steps`` steps rounded to whole epochs, and
+    the names of the labeled volumes of this draw."""
     from supercl.train.dataset import prepare_split, slices_of
     from supercl.train import FinetuneConfig
 
-    probe = FinetuneConfig(**{k: v for k, v in cfg.items() if k not in ("steps", "epochs")})
+    keys = ("steps", "epochs", "val_steps")
+    probe = FinetuneConfig(**{k: v for k, v in cfg.items() if k not in keys})
     info, split = prepare_split(probe, Path(cfg["out"]), main=False)
     n = len(slices_of(info, split["finetune"], probe, require_labels=True, progress=False))
     per_epoch = max(1, n // cfg["batch_size"])
-    return math.ceil(cfg["steps"] / per_epoch)
+    return (math.ceil(cfg["steps"] / per_epoch), max(1, round(cfg["val_steps"] / per_epoch)),
+            sorted(split["finetune"]))
 
 
 def _record_path(job: dict) -> Path:
@@ -190,8 +244,9 @@ def _run_job(job: dict, threads: int) -> dict:
             last = summary["history"][-1]
             record = {"final": last, "history": summary["history"]}
         else:
-            steps = cfg.pop("steps")
-            cfg["epochs"] = _finetune_epochs(dict(cfg, steps=steps))
+            steps, val_steps = cfg.pop("steps"), cfg.pop("val_steps")
+            cfg["epochs"], cfg["val_every"], labeled = _finetune_schedule(
+                dict(cfg, steps=steps, val_steps=val_steps))
             summary = finetune(FinetuneConfig(**cfg, max_steps=steps, resume=resume,
                                               figures=False))
             if summary["status"] != "finished":
@@ -200,7 +255,8 @@ def _run_job(job: dict, threads: int) -> dict:
             record = {"test_mean_dsc": ev["mean_dsc"], "test_dsc": ev["dsc"],
                       "test_mean_jc": ev["mean_jc"], "val_dsc": summary["best"]["val_dsc"],
                       "best_epoch": summary["best"]["epoch"], "epochs": cfg["epochs"],
-                      "steps": summary["global_step"]}
+                      "steps": summary["global_step"], "planned_steps": summary["planned_steps"],
+                      "stopped_early": summary["stopped_early"], "labeled": labeled}
     record = {k: job[k] for k in ("kind", "name", "arm", "seed", "split_seed", "label_fraction")
               if k in job} | record | {"status": "finished",
                                        "seconds": time.perf_counter() - started}
@@ -378,7 +434,7 @@ def summarize(records: list[dict], args) -> dict:
     from supercl.eval import mean_ci, paired_difference
 
     runs = [r for r in records if r["kind"] == "finetune"]
-    summary = {}
+    summary, draws = {}, {}
     for fraction in args.label_fractions:
         key = f"{100 * fraction:g}%"
         base = {(r["seed"], r["split_seed"]): r["test_mean_dsc"] for r in runs
@@ -389,19 +445,49 @@ def summarize(records: list[dict], args) -> dict:
                     if r["arm"] == arm and r["label_fraction"] == fraction}
             pairs = sorted(mine)
             values = [100 * mine[k] for k in pairs]
+            mine_runs = [r for r in runs if r["arm"] == arm and r["label_fraction"] == fraction]
             entry = {"test_dsc": mean_ci(values), "runs": values,
-                     "val_dsc": mean_ci([100 * r["val_dsc"] for r in runs
-                                         if r["arm"] == arm and r["label_fraction"] == fraction])}
+                     "sd": _sd(values),
+                     "val_dsc": mean_ci([100 * r["val_dsc"] for r in mine_runs]),
+                     # converged? the share of runs whose selected epoch lies in the last 10 %
+                     # of the planned schedule, and of runs that early stopping ended
+                     "selected_in_last_10pct": _share([r["best_epoch"] > 0.9 * r["epochs"]
+                                                       for r in mine_runs]),
+                     "stopped_early": _share([r.get("stopped_early") for r in mine_runs]),
+                     "mean_steps": _mean([r["steps"] for r in mine_runs]),
+                     "per_class": {c: _mean([100 * r["test_dsc"][c] for r in mine_runs
+                                             if r["test_dsc"].get(c) is not None])
+                                   for c in (mine_runs[0]["test_dsc"] if mine_runs else {})}}
             if arm != "scratch":
                 entry["vs_scratch"] = paired_difference(values, [100 * base[k] for k in pairs])
+            if arm not in ("scratch", "pcl") and "pcl" in _arms(args):
+                # the superpixel terms' own share: the same runs with PCL alone
+                pcl = {(r["seed"], r["split_seed"]): r["test_mean_dsc"] for r in runs
+                       if r["arm"] == "pcl" and r["label_fraction"] == fraction}
+                entry["vs_pcl"] = paired_difference(values, [100 * pcl[k] for k in pairs])
             summary[key][arm] = entry
+        labeled = {tuple(r["labeled"]) for r in runs if r["label_fraction"] == fraction
+                   and r["arm"] == "scratch" and r.get("labeled")}
+        draws[key] = {"split_seeds": args.split_seeds, "distinct_labeled_sets": len(labeled)}
     diagnostics = {}
     for arm in _arms(args):
         finals = [r["final"] for r in records if r["kind"] == "pretrain" and r["arm"] == arm]
         if finals:
             diagnostics[arm] = {k: _mean([f.get(k) for f in finals]) for k in finals[0]
                                 if k not in ("epoch", "global_step", "lr")}
-    return {"summary": summary, "pretrain_final": diagnostics, "runs": records}
+    return {"summary": summary, "draws": draws, "pretrain_final": diagnostics, "runs": records}
+
+
+def _sd(values):
+    if len(values) < 2:
+        return None
+    m = sum(values) / len(values)
+    return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+
+
+def _share(flags):
+    flags = [bool(f) for f in flags if f is not None]
+    return sum(flags) / len(flags) if flags else None
 
 
 def _mean(values):
@@ -420,23 +506,45 @@ def _report(results: dict, out: Path) -> str:
 
     s = results["settings"]
     lines = []
+    def diff(d):
+        return f"{d['mean']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]" if d else ""
+
+    def p(d):
+        return f"{d['p_value']:.3f}" if d and d["p_value"] == d["p_value"] else ""
+
+    def num(v, fmt="{:.2f}"):
+        return "" if v is None else fmt.format(v)
+
     for fraction, arms in results["summary"].items():
+        draws = results.get("draws", {}).get(fraction, {})
         n = next(iter(arms.values()))["test_dsc"]["n"]
-        lines += [f"**{fraction} labels** (test mean DSC over {n} runs, 95 % CI)", "",
-                  "| arm | test DSC | minus scratch (paired) | p | val DSC |",
-                  "|---|---:|---:|---:|---:|"]
+        lines += [f"**{fraction} labels** (test mean DSC in % over {n} runs, 95 % CI; "
+                  f"{draws.get('distinct_labeled_sets', '?')} distinct labeled sets from "
+                  f"{draws.get('split_seeds', '?')} label draws)", "",
+                  "| arm | test DSC | SD | minus scratch (paired) | p | minus pcl (paired) | p "
+                  "| val DSC | selected in last 10 % | stopped early | steps |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for arm, e in arms.items():
-            d = e.get("vs_scratch")
-            lines.append(f"| {arm} | {_fmt(e['test_dsc'])} | "
-                         + (f"{d['mean']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]"
-                            if d else "") + " | "
-                         + (f"{d['p_value']:.3f}" if d and d["p_value"] == d["p_value"] else "")
-                         + f" | {e['val_dsc']['mean']:.2f} |")
+            d, q = e.get("vs_scratch"), e.get("vs_pcl")
+            lines.append(f"| {arm} | {_fmt(e['test_dsc'])} | {num(e.get('sd'))} | {diff(d)} | "
+                         f"{p(d)} | {diff(q)} | {p(q)} | {e['val_dsc']['mean']:.2f} | "
+                         f"{num(e.get('selected_in_last_10pct'), '{:.0%}')} | "
+                         f"{num(e.get('stopped_early'), '{:.0%}')} | "
+                         f"{num(e.get('mean_steps'), '{:.0f}')} |")
+        classes = next(iter(arms.values())).get("per_class", {})
+        if classes:
+            lines += ["", "Per class (mean test DSC in % over the runs)", "",
+                      "| arm | " + " | ".join(classes) + " |", "|---|" + "---:|" * len(classes)]
+            for arm, e in arms.items():
+                lines.append(f"| {arm} | " + " | ".join(num(e["per_class"].get(c))
+                                                       for c in classes) + " |")
         lines.append("")
     table = "\n".join(lines)
     diag = results["pretrain_final"]
     keys = ("loss", "l_ins", "l_intra", "l_inter", "ilcp_pos_per_anchor", "pcl_pos_per_anchor",
-            "inter_multi_member_share", "inter_partner_only_share")
+            "inter_partner_edge_share", "inter_images_per_component",
+            "inter_edge_position_agreement", "inter_edge_position_chance",
+            "inter_edge_organ_agreement", "inter_edge_organ_chance")
     dlines = ["| arm | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
     for arm, d in diag.items():
         dlines.append(f"| {arm} | " + " | ".join("" if d.get(k) is None else f"{d[k]:.3f}"

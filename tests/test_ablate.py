@@ -23,16 +23,20 @@ def test_summary_statistics_match_scipy():
     from scipy import stats
 
     rng = np.random.default_rng(0)
-    args = _args(arms=["scratch", "supercl"], pretrain_seeds=3, split_seeds=3)
+    args = _args(arms=["scratch", "pcl", "supercl"], pretrain_seeds=3, split_seeds=3)
     records = []
-    for arm, shift in (("scratch", 0.0), ("supercl", 0.04)):
+    for arm, shift in (("scratch", 0.0), ("pcl", 0.02), ("supercl", 0.04)):
         for p in range(3):
             for s in range(3):
+                dsc = 0.5 + 0.01 * p - 0.02 * s + shift + 0.01 * rng.standard_normal()
                 records.append({"kind": "finetune", "arm": arm, "seed": p, "split_seed": s,
-                                "label_fraction": 0.1, "val_dsc": 0.5,
-                                "test_mean_dsc": 0.5 + 0.01 * p - 0.02 * s + shift
-                                + 0.01 * rng.standard_normal()})
-    out = ablate.summarize(records, args)["summary"]["10%"]
+                                "label_fraction": 0.1, "val_dsc": 0.5, "test_mean_dsc": dsc,
+                                "test_dsc": {"a": dsc, "b": None}, "best_epoch": 10 - s,
+                                "epochs": 10, "steps": 100, "stopped_early": s == 2,
+                                "labeled": [f"case{s}"]})
+    summary = ablate.summarize(records, args)
+    out = summary["summary"]["10%"]
+    assert summary["draws"]["10%"] == {"split_seeds": 3, "distinct_labeled_sets": 3}
     a = np.array([r["test_mean_dsc"] for r in records if r["arm"] == "supercl"]) * 100
     b = np.array([r["test_mean_dsc"] for r in records if r["arm"] == "scratch"]) * 100
     ci = stats.ttest_1samp(a - b, 0).confidence_interval(0.95)
@@ -43,6 +47,15 @@ def test_summary_statistics_match_scipy():
     assert d["p_value"] == pytest.approx(stats.ttest_rel(a, b).pvalue)
     assert out["scratch"]["test_dsc"]["mean"] == pytest.approx(b.mean())
     assert "vs_scratch" not in out["scratch"]
+    c = np.array([r["test_mean_dsc"] for r in records if r["arm"] == "pcl"]) * 100
+    assert out["supercl"]["vs_pcl"]["mean"] == pytest.approx((a - c).mean())
+    assert out["supercl"]["vs_pcl"]["p_value"] == pytest.approx(stats.ttest_rel(a, c).pvalue)
+    assert "vs_pcl" not in out["pcl"] and "vs_pcl" not in out["scratch"]
+    assert out["supercl"]["sd"] == pytest.approx(a.std(ddof=1))
+    # best epochs 10, 9, 8 of 10: only 10 is in the last 10 %; split seed 2 stopped early
+    assert out["supercl"]["selected_in_last_10pct"] == pytest.approx(1 / 3)
+    assert out["supercl"]["stopped_early"] == pytest.approx(1 / 3)
+    assert out["supercl"]["per_class"]["a"] == pytest.approx(a.mean())
 
 
 def test_bad_options_are_refused(tmp_path):
@@ -72,7 +85,8 @@ def test_tiny_ablation_end_to_end(tmp_path, monkeypatch):
             "data": dict(patch_size=32), "model": dict(base_channels=4, depth=2),
             "recipe": "default",
             "pretrain": dict(epochs=1, batch_size=4, optimizer="adamw", lr=1e-3, n_segments=9),
-            "finetune": dict(steps=3, batch_size=2, lr=1e-3)}
+            "finetune": dict(steps=3, batch_size=2, lr=1e-3, val_steps=2, patience=1,
+                             oversample_foreground=0.5)}
     monkeypatch.setitem(ablate.SCALES, "default", tiny)
     out = tmp_path / "abl"
     args = _args(out=str(out), arms=["scratch", "pcl", "supercl"])
