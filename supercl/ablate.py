@@ -67,6 +67,10 @@ ARMS = {
     "supercl_refviews": {"views": {"recipe": "reference"}},
 }
 
+#: The paired contrasts besides scratch: each arm of a set minus the same runs of the key arm.
+_VERSUS = {"pcl": ("pcl_ilcp", "pcl_igcp", "supercl", "supercl_viewgraph", "supercl_refviews"),
+           "supercl": ("supercl_viewgraph", "supercl_refviews")}
+
 #: The arms run when --arms is not given: scratch, PCL alone and SuperCL, so that SuperCL
 #: minus PCL-only (the superpixel terms' own share, the primary contrast) and SuperCL minus
 #: scratch both come from one default run within the hour on 2 cores.
@@ -460,11 +464,13 @@ def summarize(records: list[dict], args) -> dict:
                                    for c in (mine_runs[0]["test_dsc"] if mine_runs else {})}}
             if arm != "scratch":
                 entry["vs_scratch"] = paired_difference(values, [100 * base[k] for k in pairs])
-            if arm not in ("scratch", "pcl") and "pcl" in _arms(args):
-                # the superpixel terms' own share: the same runs with PCL alone
-                pcl = {(r["seed"], r["split_seed"]): r["test_mean_dsc"] for r in runs
-                       if r["arm"] == "pcl" and r["label_fraction"] == fraction}
-                entry["vs_pcl"] = paired_difference(values, [100 * pcl[k] for k in pairs])
+            for other in ("pcl", "supercl"):
+                # PCL: the superpixel terms' own share; supercl: what the variants change
+                if other in _arms(args) and arm in _VERSUS[other]:
+                    theirs = {(r["seed"], r["split_seed"]): r["test_mean_dsc"] for r in runs
+                              if r["arm"] == other and r["label_fraction"] == fraction}
+                    entry[f"vs_{other}"] = paired_difference(values,
+                                                             [100 * theirs[k] for k in pairs])
             summary[key][arm] = entry
         labeled = {tuple(r["labeled"]) for r in runs if r["label_fraction"] == fraction
                    and r["arm"] == "scratch" and r.get("labeled")}
@@ -524,13 +530,19 @@ def _report(results: dict, out: Path) -> str:
                   "| arm | test DSC | SD | minus scratch (paired) | p | minus pcl (paired) | p "
                   "| val DSC | selected in last 10 % | stopped early | steps |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        versus = []
         for arm, e in arms.items():
             d, q = e.get("vs_scratch"), e.get("vs_pcl")
+            if "vs_supercl" in e:
+                versus.append(f"| {arm} minus supercl | {diff(e['vs_supercl'])} | "
+                              f"{p(e['vs_supercl'])} |")
             lines.append(f"| {arm} | {_fmt(e['test_dsc'])} | {num(e.get('sd'))} | {diff(d)} | "
                          f"{p(d)} | {diff(q)} | {p(q)} | {e['val_dsc']['mean']:.2f} | "
                          f"{num(e.get('selected_in_last_10pct'), '{:.0%}')} | "
                          f"{num(e.get('stopped_early'), '{:.0%}')} | "
                          f"{num(e.get('mean_steps'), '{:.0f}')} |")
+        if versus:
+            lines += ["", "| contrast (paired) | difference | p |", "|---|---:|---:|", *versus]
         classes = next(iter(arms.values())).get("per_class", {})
         if classes:
             lines += ["", "Per class (mean test DSC in % over the runs)", "",

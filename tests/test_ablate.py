@@ -51,6 +51,7 @@ def test_summary_statistics_match_scipy():
     assert out["supercl"]["vs_pcl"]["mean"] == pytest.approx((a - c).mean())
     assert out["supercl"]["vs_pcl"]["p_value"] == pytest.approx(stats.ttest_rel(a, c).pvalue)
     assert "vs_pcl" not in out["pcl"] and "vs_pcl" not in out["scratch"]
+    assert "vs_supercl" not in out["supercl"]  # only its variants are compared with it
     assert out["supercl"]["sd"] == pytest.approx(a.std(ddof=1))
     # best epochs 10, 9, 8 of 10: only 10 is in the last 10 %; split seed 2 stopped early
     assert out["supercl"]["selected_in_last_10pct"] == pytest.approx(1 / 3)
@@ -120,3 +121,25 @@ def test_tiny_ablation_end_to_end(tmp_path, monkeypatch):
     assert ablate.run_ablate(_args(out=str(out), arms=["scratch", "supercl"], pretrain_seeds=1,
                                    split_seeds=1, overwrite=True)) == 0
     assert not (out / "runs" / "pre-pcl-p0").exists()
+
+
+def test_variants_are_paired_with_supercl_and_reported(tmp_path):
+    args = _args(arms=["scratch", "supercl", "supercl_viewgraph"], pretrain_seeds=1,
+                 split_seeds=3)
+    records = [{"kind": "finetune", "arm": arm, "seed": 0, "split_seed": s,
+                "label_fraction": 0.1, "val_dsc": 0.5, "test_mean_dsc": 0.5 + shift + 0.01 * s * s,
+                "test_dsc": {"a": 0.5}, "best_epoch": 5, "epochs": 10, "steps": 50,
+                "stopped_early": True, "labeled": [f"c{s}"]}
+               for arm, shift in (("scratch", 0.0), ("supercl", 0.03), ("supercl_viewgraph", 0.01))
+               for s in range(3)]
+    results = ablate.summarize(records, args)
+    versus = results["summary"]["10%"]["supercl_viewgraph"]["vs_supercl"]
+    assert versus["mean"] == pytest.approx(-2.0) and versus["n"] == 3
+    assert "vs_pcl" not in results["summary"]["10%"]["supercl_viewgraph"]  # no pcl arm here
+    results |= {"settings": {"scale": "default", "pretrain_seeds": 1, "split_seeds": 3,
+                             "workers": 1, "threads": 1, "device": "cpu"},
+                "dataset": "test", "seconds": 60.0, "command": None}
+    table = ablate._report(results, tmp_path)
+    assert "| supercl_viewgraph minus supercl | -2.00 [" in table
+    assert "3 distinct labeled sets from 3 label draws" in table
+    assert (tmp_path / "report.md").is_file()
