@@ -283,9 +283,9 @@ def _report(out: Path, table: str, results: dict, args) -> None:
         "- Superpixels (SLIC on the first pre-training batch, view v1): "
         "![superpixels](pretrain/superpixels.png)",
         "- Pre-training loss terms: ![pre-training losses](pretrain/loss_curves.png)",
-        "- What the terms learn from (ILCP and PCL positives per anchor, share of weak-label "
-        "components with more than 2 members, share of views whose nearest neighbour is their "
-        "own partner): ![diagnostics](pretrain/diagnostics.png)",
+        "- What the terms learn from (ILCP and PCL positives per anchor; L_inter's weak-label "
+        "graph: edges joining slices close in position or sharing organs, against chance): "
+        "![diagnostics](pretrain/diagnostics.png)",
     ]
     for run in runs:
         lines.append(f"- `{run}`: fine-tuning curves ![{run} curves]({run}/loss_curves.png), test "
