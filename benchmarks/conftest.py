@@ -193,7 +193,7 @@ def _flat_ct(size: int) -> tuple[np.ndarray, np.ndarray]:
 def flat_ct():
     """``flat_ct(size) -> (images float32 (32, S, S) in [0, 1], organ_labels)``: the phantom
     batch through the trainer's CT window (-200..300 HU, scaled to [0, 1]), so that the air
-    around the body (about 2/5 of a slice) is exactly 0 and the brightest bone exactly 1 --
+    around the body (more than half of a slice) is exactly 0 and the brightest bone exactly 1 --
     large flat plateaus, as a windowed CT slice has."""
     return _flat_ct
 
