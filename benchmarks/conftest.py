@@ -5,7 +5,11 @@
 - ``phantom``: the same inputs for every provider -- a fixed-seed batch of CT-like phantom
   slices per size, generated once per session.
 - ``measure``: times one provider with ``benchmark.pedantic`` and fills ``extra_info`` with
-  throughput computed from the median.
+  throughput computed from the median (and, with ``peers=``, the speedups over the peers
+  measured in the same run, with ``target=`` whether a target ratio was met).
+- ``real_mri`` and ``flat_ct`` (issue 19): 8 axial slices of the MNI152 T1 template shipped in
+  nilearn's wheel, and the phantom batch through the trainer's CT window (flat plateaus).
+  ``SUPERCL_BENCH_2D_DOWNSCALE=f`` divides their sides by ``f`` (quick correctness runs).
 """
 
 from __future__ import annotations
@@ -28,6 +32,13 @@ from supercl.data import phantom_batch
 BATCH = 32  # slices per call, as in one SuperCL training batch
 SEED = 0
 HAS_CUDA = torch.cuda.is_available()
+# SUPERCL_BENCH_2D_DOWNSCALE=f divides the sides of the issue-19 2-D inputs (real_mri,
+# flat_ct) by f, for a quick correctness run (`--benchmark-disable`); the ids and groups then
+# carry the smaller sizes. The phantom cases keep their sizes.
+DOWNSCALE_2D = int(os.environ.get("SUPERCL_BENCH_2D_DOWNSCALE", "1"))
+MRI_SLICES = 8  # axial slices of the MNI152 template, evenly spaced through the brain
+# The trainer's default CT window (supercl.data.loading.load_case): clipped, scaled to [0, 1].
+CT_WINDOW = (-200.0, 300.0)
 
 
 def _version(module: str, dist: str | None = None) -> str:
@@ -127,34 +138,124 @@ def phantom():
     return _phantom
 
 
+@functools.lru_cache(maxsize=None)
+def _mri_volume_slices() -> tuple[np.ndarray, np.ndarray]:
+    """MRI_SLICES axial slices (Z, Y, X order, as the trainer reads NIfTI) of the MNI152 T1
+    template in nilearn's wheel, evenly spaced through the slices that hold brain (the two
+    outermost of MRI_SLICES + 2 left out), and their grey/white-matter labels."""
+    from supercl.data.mni152 import mni152_task
+
+    t1, labels, _, (z0, z1) = mni152_task()
+    zs = np.linspace(z0, z1 - 1, MRI_SLICES + 2).round().astype(int)[1:-1]
+    return (np.ascontiguousarray(t1[:, :, zs].transpose(2, 1, 0)),
+            np.ascontiguousarray(labels[:, :, zs].transpose(2, 1, 0)))
+
+
+@functools.lru_cache(maxsize=None)
+def _real_mri(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    from supercl.data.loading import _to_patch
+
+    t1, labels = _mri_volume_slices()
+    # the trainer's resize="pad": resampled (bilinear, antialiased) to fit (H, W) with the
+    # aspect ratio kept, the short side padded with the background (exactly 0 in this template)
+    images, labels = _to_patch(t1, labels, shape, "pad")
+    lo = images.min(axis=(1, 2), keepdims=True)
+    hi = images.max(axis=(1, 2), keepdims=True)
+    images = ((images - lo) / (hi - lo)).astype(np.float32)  # each slice to [0, 1]
+    labels = labels.astype(np.uint8)
+    images.setflags(write=False)
+    labels.setflags(write=False)
+    return images, labels
+
+
+@pytest.fixture(scope="session")
+def real_mri():
+    """``real_mri((H, W)) -> (images float32 (8, H, W) in [0, 1], labels uint8 (8, H, W))``:
+    8 axial slices of the MNI152 2009a T1 template (nilearn's wheel, nothing downloaded; the
+    template is brain-extracted, so more than half of each slice is exactly 0) brought to
+    (H, W) as the trainer does, each scaled to [0, 1]; labels 0 background, 1 grey matter,
+    2 white matter. Skips without nilearn."""
+    pytest.importorskip("nilearn", reason="the real-MRI cases need nilearn's MNI152 template "
+                                          "(pip install -e '.[bench]')")
+    return _real_mri
+
+
+@functools.lru_cache(maxsize=None)
+def _flat_ct(size: int) -> tuple[np.ndarray, np.ndarray]:
+    images, organs = _phantom(size)
+    lo, hi = CT_WINDOW
+    x = ((np.clip(images, lo, hi) - lo) / (hi - lo)).astype(np.float32)
+    x.setflags(write=False)
+    return x, organs
+
+
+@pytest.fixture(scope="session")
+def flat_ct():
+    """``flat_ct(size) -> (images float32 (32, S, S) in [0, 1], organ_labels)``: the phantom
+    batch through the trainer's CT window (-200..300 HU, scaled to [0, 1]), so that the air
+    around the body (more than half of a slice) is exactly 0 and the brightest bone exactly 1 --
+    large flat plateaus, as a windowed CT slice has."""
+    return _flat_ct
+
+
+# group -> provider -> (median, extra_info, peers): the speedups of a row over its peers in
+# the same run (``measure(..., peers=...)``), filled in whichever of the two ran last.
+_MEDIANS: dict[str, dict[str, tuple[float, dict, tuple]]] = {}
+
+
+def _record_speedups(group: str, provider: str, median: float, info: dict, peers: tuple,
+                     ) -> None:
+    rows = _MEDIANS.setdefault(group, {})
+    rows[provider] = (median, info, tuple(peers))
+    for own_median, own_info, own_peers in rows.values():
+        for peer in own_peers:
+            if peer in rows:
+                own_info[f"speedup_vs_{peer}"] = rows[peer][0] / own_median
+        target = own_info.get("target")
+        if target and f"speedup_vs_{target['peer']}" in own_info:
+            own_info["target_met"] = own_info[f"speedup_vs_{target['peer']}"] >= target["speedup"]
+
+
 @pytest.fixture
 def measure(benchmark):
     """``measure(fn, provider=..., size=..., rounds=..., threads=..., group=..., **extra)``
-    (``shape=(D, H, W)`` for volumes: slices/s and pixels/s then count axial slices and voxels).
+    (``size=(H, W)`` for non-square slices; ``shape=(D, H, W)`` for volumes: slices/s and
+    pixels/s then count axial slices and voxels).
 
     Runs ``fn`` once as warm-up and ``rounds`` timed rounds of one call each, then records
     provider, size, batch, threads and the throughput of the median round in ``extra_info``
     (plus peak GPU memory with ``cuda=True``; ``fn`` must then synchronise itself). The
     caller checks correctness before, outside the timed region.
+
+    ``peers=("cc3d", ...)``: record ``speedup_vs_<peer>`` (peer median / this median) for each
+    peer that runs in the same group and session, whichever runs first. ``target={"peer":
+    "cc3d", "speedup": 1.25}``: recorded as is, plus ``target_met`` once that peer has run.
+    With ``--benchmark-disable`` (a quick correctness run) ``fn`` runs once, untimed, and
+    nothing is recorded.
     """
 
-    def run(fn, *, provider: str, size: int, rounds: int, threads: int | None, group: str,
-            batch: int = BATCH, cuda: bool = False, shape: tuple | None = None, **extra):
+    def run(fn, *, provider: str, size, rounds: int, threads: int | None, group: str,
+            batch: int = BATCH, cuda: bool = False, shape: tuple | None = None,
+            peers: tuple = (), **extra):
         benchmark.group = group
         if cuda:  # fn synchronises itself; peak memory over warm-up and timed rounds
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         result = benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=1)
+        if benchmark.disabled:  # --benchmark-disable: fn ran once, there is nothing to record
+            return result
         median = benchmark.stats.stats.median
         if cuda:
             extra["peak_gpu_memory_bytes"] = torch.cuda.max_memory_allocated()
         # shape=(D, H, W): a batch of volumes; slices are the D axial slices of each, pixels
         # its voxels.
-        slices, pixels = (batch, batch * size * size) if shape is None else (
+        # size=(H, W): a batch of non-square slices.
+        hw = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+        slices, pixels = (batch, batch * math.prod(hw)) if shape is None else (
             batch * shape[0], batch * math.prod(shape))
         benchmark.extra_info.update(
             provider=provider,
-            size=f"{size}x{size}" if shape is None else "x".join(map(str, shape)),
+            size="x".join(map(str, hw if shape is None else shape)),
             batch=batch,
             threads=threads,
             median_s=median,
@@ -164,6 +265,7 @@ def measure(benchmark):
             load_1min=round(os.getloadavg()[0], 2),
             **extra,
         )
+        _record_speedups(group, provider, median, benchmark.extra_info, peers)
         return result
 
     return run

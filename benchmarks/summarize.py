@@ -12,6 +12,9 @@ learning-side ops (supcon_loss, superpixel_pool) get a generic table: median tim
 throughput and peak-memory figures they record, and time and memory relative to the dense /
 index_add baseline.
 Speedup = baseline median / provider median (> 1: faster than the baseline).
+
+Rows that carry a target (``extra_info["target"]``, the issue-19 cases) get a "target" column
+in their table, and all of them are listed again in a closing "Targets" table.
 """
 
 from __future__ import annotations
@@ -24,11 +27,17 @@ from collections import defaultdict
 # Baseline provider per op, and extra comparison columns per (op, input kind).
 BASELINE = {"slic": "skimage", "connected_components": "cc3d", "connected_components_3d": "cc3d"}
 EXTRA_COLUMNS = {("connected_components", "binary"): ["scipy"],
-                 ("connected_components_3d", "binary"): ["scipy"]}
+                 ("connected_components_3d", "binary"): ["scipy"],
+                 ("connected_components_3d", "noisy_binary"): ["scipy"]}
 # Columns for the other peers of the CPU targets, so that every ratio (1 thread and all
 # threads) is read off one run; shown only where that peer ran in the group.
 PEER_COLUMNS = {
     ("slic", "images"): ["opencv"],
+    ("slic", "real_mri"): ["opencv"],
+    ("slic", "flat_ct"): ["opencv"],
+    ("connected_components", "real_mri_superpixels"): ["skimage"],
+    ("connected_components_3d", "noisy_binary"): ["skimage"],
+    ("connected_components_3d", "real_mri_supervoxels"): ["skimage"],
     ("connected_components", "binary"): ["skimage"],
     ("connected_components", "superpixels"): ["skimage"],
     ("connected_components_3d", "binary"): ["skimage"],
@@ -76,6 +85,19 @@ def _fmt(value: float, digits: int = 3) -> str:
 
 def _ratio(baseline: float | None, median: float) -> str:
     return "n/a" if baseline is None else f"{baseline / median:.2f}x"
+
+
+def _target(info: dict, medians: dict[str, float], median: float) -> str:
+    """'>= 12x skimage: met (12.3x)' for a row with a target, '' otherwise."""
+    target = info.get("target")
+    if not target:
+        return ""
+    text = f">= {target['speedup']:g}x {target['peer']}"
+    peer = medians.get(target["peer"])
+    if peer is None:
+        return text + ": peer not run"
+    ratio = peer / median
+    return text + f": {'met' if ratio >= target['speedup'] else 'missed'} ({ratio:.2f}x)"
 
 
 def header(data: dict) -> list[str]:
@@ -134,12 +156,15 @@ def tables(data: dict) -> list[str]:
             cps = info0["components_per_slice"]
             title += (f", {_fmt(cps, 2)} components" if op.endswith("_3d")  # one volume
                       else f", {_fmt(cps, 2)} components per slice (mean)")
-        if "labels_first_slice" in info0 and op == "slic":
+        if op == "slic" and ("labels_first_slice" in info0 or "labels_per_slice" in info0):
             title += f", {info0.get('n_segments', '?')} segments requested"
         lines += ["", f"## {title}", ""]
         cols = ["provider", "threads", "median ms / batch", "slices/s", "Mpixels/s", "rounds",
                 "load"]
         cols += [f"vs {c}" for c in compare]
+        with_target = any(b.get("extra_info", {}).get("target") for b in benches)
+        if with_target:
+            cols.append("target")
         lines.append("| " + " | ".join(cols) + " |")
         lines.append("|" + "|".join(["---"] + ["---:"] * (len(cols) - 1)) + "|")
         for bench in sorted(benches, key=lambda b: _provider_key(_provider(b))):
@@ -157,8 +182,28 @@ def tables(data: dict) -> list[str]:
                 f"{info['load_1min']:.1f}" if "load_1min" in info else "?",
             ]
             row += [_ratio(medians.get(c), median) for c in compare]
+            if with_target:
+                row.append(_target(info, medians, median))
             lines.append("| " + " | ".join(row) + " |")
     return lines
+
+
+def target_table(data: dict) -> list[str]:
+    """Every row with a target (the issue-19 cases), in one closing table."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for bench in data.get("benchmarks", []):
+        groups[bench.get("group") or bench["name"]].append(bench)
+    rows = []
+    for group in sorted(groups, key=_group_key):
+        medians = {_provider(b): b["stats"]["median"] for b in groups[group]}
+        for bench in groups[group]:
+            text = _target(bench.get("extra_info", {}), medians, bench["stats"]["median"])
+            if text:
+                rows.append(f"| {group} | {_provider(bench)} | {text} |")
+    if not rows:
+        return []
+    return ["", "## Targets", "", "| group | provider | target: result (measured ratio) |",
+            "|---|---|---|", *rows]
 
 
 # Learning-side ops: baseline provider by name prefix, and the metrics shown when present.
@@ -199,7 +244,7 @@ def generic_table(group: str, op: str, benches: list[dict]) -> list[str]:
 
 
 def summarize(data: dict) -> str:
-    return "\n".join(header(data) + tables(data)) + "\n"
+    return "\n".join(header(data) + tables(data) + target_table(data)) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,11 @@ fixed-seed phantom batch:
   is foreground) -- the multi-label case SuperCL runs after SLIC;
 - ``binary``: ``organ_labels > 0``, the classic binary case every peer supports.
 
+Issue 19 adds ``real_mri_superpixels`` at 512x512: supercl's SLIC labels (~100 per slice,
+numbered from 1) of the 8 MNI152 T1 slices of the ``real_mri`` fixture, with the one-thread
+target of 1.25x cc3d (``SUPERCL_BENCH_2D_DOWNSCALE=f`` divides the sides, for quick
+correctness runs).
+
 All use 8-connectivity. Correctness is checked before timing, outside the timed region. See
 benchmarks/README.md for the method.
 """
@@ -68,20 +73,37 @@ CASES = [
                  id=f"{kind}-{size}x{size}-{provider}")
     for kind in KINDS for size in SIZES for provider in PROVIDERS
 ]
+# Issue 19: SLIC maps of real MRI slices, CPU providers only (scipy is skipped with its reason:
+# it cannot label a multi-label map).
+DOWNSCALE_2D = int(os.environ.get("SUPERCL_BENCH_2D_DOWNSCALE", "1"))
+REAL_SIZE = 512 // DOWNSCALE_2D
+REAL_PROVIDERS = ["supercl-cpu-1thread", "supercl-cpu-allthreads", "cc3d", "scipy", "skimage"]
+CASES += [
+    pytest.param("real_mri_superpixels", REAL_SIZE, provider,
+                 marks=_marks("real_mri_superpixels", provider),
+                 id=f"real_mri_superpixels-{REAL_SIZE}x{REAL_SIZE}-{provider}")
+    for provider in REAL_PROVIDERS
+]
+# The issue-19 target: supercl on one thread against cc3d in the same run.
+TARGETS = {"real_mri_superpixels": {"peer": "cc3d", "speedup": 1.25}}
 
 
 @pytest.fixture(scope="module")
-def cc_input(phantom):
+def cc_input(request, phantom):
     """``cc_input(kind, size) -> (map, reference)``: the (32, S, S) map of that kind and its
     scikit-image labels (the oracle), both built once per module, outside any timing."""
     cache: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def get(kind: str, size: int) -> tuple[np.ndarray, np.ndarray]:
         if (kind, size) not in cache:
-            images, organs = phantom(size)
-            if kind == "superpixels":
+            if kind == "real_mri_superpixels":
+                images, _ = request.getfixturevalue("real_mri")((size, size))
+                x = slic(images, n_segments=100, compactness=0.1, start_label=1)
+            elif kind == "superpixels":
+                images, organs = phantom(size)
                 x = slic(images, n_segments=100, compactness=0.1, start_label=1)
             else:
+                _, organs = phantom(size)
                 x = np.asarray(organs) > 0
             x.setflags(write=False)
             cache[kind, size] = x, _skimage(x)
@@ -129,15 +151,17 @@ def _counts(labels: np.ndarray) -> list[int]:
 def test_bench_connected_components(request, measure, cc_input, torch_threads, kind, size, provider):
     x, reference = cc_input(kind, size)
     common = dict(provider=provider, size=size, group=f"connected_components-{kind}-{size}x{size}",
-                  input=kind, connectivity=8,
+                  input=kind, connectivity=8, batch=len(x),
                   components_per_slice=float(np.mean(_counts(reference))))
 
     if provider.startswith("supercl-cpu"):
         n = 1 if provider == "supercl-cpu-1thread" else os.cpu_count()
+        target = TARGETS.get(kind) if n == 1 else None
         with torch_threads(n):
             got = _supercl(x[:N_CHECKED])
             np.testing.assert_array_equal(got, reference[:N_CHECKED])
-            measure(lambda: _supercl(x), rounds=ROUNDS, threads=n, **common)
+            measure(lambda: _supercl(x), rounds=ROUNDS, threads=n,
+                    peers=("cc3d", "scipy", "skimage"), target=target, **common)
 
     elif provider == "cc3d":
         xw = np.array(x)  # cc3d's Cython signature refuses read-only buffers; copy untimed

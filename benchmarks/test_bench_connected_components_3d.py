@@ -8,6 +8,14 @@ Two kinds, from the fixed-seed phantom CT volume generator:
 - ``supervoxels``: supercl's 3-D SLIC labels of a 128 x 256 x 256 phantom volume (~2000
   supervoxels, every voxel foreground), the multi-label case after supervoxel SLIC.
 
+Issue 19 adds two CPU-only kinds:
+
+- ``noisy_binary``: Gaussian-smoothed white noise (sigma 1 voxel, fixed seed) of 128 x 192 x
+  192 thresholded at its 90th percentile -- thousands of small components, the hard
+  case for a union-find labeller; target on one thread: 1.0x cc3d;
+- ``real_mri_supervoxels``: supercl's 3-D SLIC labels (2000 supervoxels, numbered from 1) of
+  the MNI152 T1 template in nilearn's wheel, 189 x 233 x 197 in (Z, Y, X) order.
+
 All use 26-connectivity (``connectivity=3``). cc3d 4.x has no thread option (it is
 single-threaded), so its one row serves as the peer of both supercl rows. Correctness is
 checked before timing, outside the timed region: supercl pixel for pixel against
@@ -32,19 +40,28 @@ HAS_CUPY = importlib.util.find_spec("cupy") is not None
 # SUPERCL_BENCH_3D_DOWNSCALE=f divides every side by f (see test_bench_slic_3d.py).
 DOWNSCALE = int(os.environ.get("SUPERCL_BENCH_3D_DOWNSCALE", "1"))
 SHAPES = {"binary": tuple(s // DOWNSCALE for s in (256, 256, 256)),
-          "supervoxels": tuple(s // DOWNSCALE for s in (128, 256, 256))}
+          "supervoxels": tuple(s // DOWNSCALE for s in (128, 256, 256)),
+          # issue 19
+          "noisy_binary": tuple(s // DOWNSCALE for s in (128, 192, 192)),
+          # the MNI152 T1 (X, Y, Z) = (197, 233, 189) as (Z, Y, X), every DOWNSCALE-th voxel
+          "real_mri_supervoxels": tuple(-(-s // DOWNSCALE) for s in (189, 233, 197))}
+NEW_KINDS = {"noisy_binary", "real_mri_supervoxels"}  # CPU providers only
+NOISE_SIGMA = 1.0  # voxels
+NOISE_FOREGROUND = 0.10  # share of voxels above the threshold (a quantile of the field)
+# The issue-19 target: supercl on one thread against cc3d in the same run.
+TARGETS = {"noisy_binary": {"peer": "cc3d", "speedup": 1.0}}
 # Measured here (2 cores): supercl 10-40 ms, cc3d 20-60 ms, scipy 0.1-0.5 s and scikit-image
 # 0.2-1 s a round; 5 rounds of each keep the file under a minute.
 ROUNDS = 5
 STRUCTURE_26 = np.ones((3, 3, 3), dtype=bool)
-PROVIDERS = ["supercl-cpu-1thread", "supercl-cpu-allthreads", "cc3d", "scipy", "skimage",
-             "supercl-cuda", "cupyx"]
+CPU_PROVIDERS = ["supercl-cpu-1thread", "supercl-cpu-allthreads", "cc3d", "scipy", "skimage"]
+PROVIDERS = CPU_PROVIDERS + ["supercl-cuda", "cupyx"]
 BINARY_ONLY = {"scipy", "cupyx"}  # every nonzero value is one foreground for them
 
 
 def _marks(kind: str, provider: str) -> list:
     marks = []
-    if kind != "binary" and provider in BINARY_ONLY:
+    if not kind.endswith("binary") and provider in BINARY_ONLY:
         marks.append(pytest.mark.skip(
             reason=f"{provider} labels all nonzero values as one foreground; it cannot label a "
                    "multi-label supervoxel map"))
@@ -60,7 +77,7 @@ def _marks(kind: str, provider: str) -> list:
 CASES = [
     pytest.param(kind, provider, marks=_marks(kind, provider),
                  id=f"{kind}-{'x'.join(map(str, SHAPES[kind]))}-{provider}")
-    for kind in SHAPES for provider in PROVIDERS
+    for kind in SHAPES for provider in (CPU_PROVIDERS if kind in NEW_KINDS else PROVIDERS)
 ]
 
 
@@ -70,10 +87,25 @@ def volume_input(kind: str) -> tuple[np.ndarray, np.ndarray]:
     from skimage.measure import label
 
     shape = SHAPES[kind]
-    image, organs = phantom_volume(*shape, seed=0)
+    if kind == "noisy_binary":
+        from scipy import ndimage
+
+        noise = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+        field = ndimage.gaussian_filter(noise, NOISE_SIGMA)
+        x = field > np.quantile(field, 1.0 - NOISE_FOREGROUND)
+    elif kind == "real_mri_supervoxels":
+        pytest.importorskip("nilearn", reason="needs nilearn's MNI152 template")
+        from supercl.data.mni152 import mni152_task
+
+        t1 = mni152_task()[0].transpose(2, 1, 0)[::DOWNSCALE, ::DOWNSCALE, ::DOWNSCALE]
+        assert t1.shape == shape, (t1.shape, shape)
+        x = np.asarray(slic(np.ascontiguousarray(t1), n_segments=max(1, 2000 // DOWNSCALE**3),
+                            compactness=0.1, start_label=1, spatial_dims=3))
+    else:
+        image, organs = phantom_volume(*shape, seed=0)
     if kind == "binary":
         x = organs > 0
-    else:
+    elif kind == "supervoxels":
         x = np.asarray(slic(image, n_segments=2000 // DOWNSCALE**3, compactness=0.1,
                             start_label=1, spatial_dims=3))
     x.setflags(write=False)
@@ -96,9 +128,11 @@ def test_bench_connected_components_3d(request, measure, torch_threads, kind, pr
 
     if provider.startswith("supercl-cpu"):
         n = 1 if provider == "supercl-cpu-1thread" else os.cpu_count()
+        target = TARGETS.get(kind) if n == 1 else None
         with torch_threads(n):
             np.testing.assert_array_equal(_supercl(x), reference)
-            measure(lambda: _supercl(x), rounds=ROUNDS, threads=n, **common)
+            measure(lambda: _supercl(x), rounds=ROUNDS, threads=n,
+                    peers=("cc3d", "scipy", "skimage"), target=target, **common)
 
     elif provider == "cc3d":
         import cc3d

@@ -191,3 +191,122 @@ def test_bench_slic_gpu(request, measure, size, n_segments, batch, masked):
     measure(run, provider="supercl-cuda", size=size, rounds=10, threads=None, cuda=True,
             group=group, batch=batch, n_segments=n_segments, masked=masked,
             compactness=COMPACTNESS, max_num_iter=MAX_NUM_ITER)
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 19: real and hard inputs, one thread against the peers of the same run.
+#
+# - real_mri: 8 axial slices of the MNI152 T1 template (nilearn's wheel) brought to (H, W) as
+#   the trainer does (resize="pad"), each scaled to [0, 1]; more than half of every slice is
+#   the exactly-0 background of the brain-extracted template.
+# - flat_ct: the 32 phantom slices through the trainer's CT window (-200..300 HU -> [0, 1]):
+#   the air around the body is exactly 0, the brightest bone exactly 1.
+#
+# Both are given to every provider as the same float32 array in [0, 1]; supercl and
+# scikit-image rescale each image to [0, 1] again (a no-op here), so compactness 0.1 is the
+# same problem for both. Correctness before timing: on every slice supercl's superpixel count
+# is within 25 % of scikit-image's, and over the batch its boundary recall (2 px) and
+# undersegmentation error against the ground-truth labels (grey/white matter; organs) are
+# within 0.02 of scikit-image's (recorded in extra_info).
+# SUPERCL_BENCH_2D_DOWNSCALE=f divides every side by f (quick correctness runs only).
+# ---------------------------------------------------------------------------------------------
+DOWNSCALE_2D = int(os.environ.get("SUPERCL_BENCH_2D_DOWNSCALE", "1"))
+HARD_CASES = [("real_mri", (256, 256)), ("real_mri", (512, 512)), ("real_mri", (384, 320)),
+              ("flat_ct", (256, 256)), ("flat_ct", (512, 512))]
+HARD_CASES = [(kind, (h // DOWNSCALE_2D, w // DOWNSCALE_2D)) for kind, (h, w) in HARD_CASES]
+HARD_PROVIDERS = ["supercl-cpu-1thread", "supercl-cpu-allthreads", "skimage", "opencv"]
+# The issue-19 targets (supercl on one thread against scikit-image in the same run); none
+# was set for flat_ct, whose rows show the ratio only.
+HARD_TARGETS = {"real_mri": {"peer": "skimage", "speedup": 12.0}}
+QUALITY_TOLERANCE = 0.02
+
+
+def _quality_2d(labels: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """(boundary recall within 2 px, undersegmentation error) of (B, H, W) superpixels
+    against (B, H, W) ground-truth labels, over the whole batch."""
+    from scipy import ndimage
+
+    def edges(a):
+        e = np.zeros(a.shape, dtype=bool)
+        e[:, :-1] |= a[:, :-1] != a[:, 1:]
+        e[:, :, :-1] |= a[:, :, :-1] != a[:, :, 1:]
+        return e
+
+    gt = edges(truth)
+    near = ndimage.binary_dilation(edges(labels), structure=np.ones((1, 5, 5), dtype=bool))
+    recall = float((gt & near).sum() / max(gt.sum(), 1))
+    # superpixels numbered per slice: make them unique over the batch
+    s = (labels.astype(np.int64) + np.arange(len(labels))[:, None, None] * (labels.max() + 1))
+    s, t = s.ravel(), truth.ravel().astype(np.int64)
+    pairs, overlap = np.unique(s * (t.max() + 1) + t, return_counts=True)
+    size = np.bincount(s)[pairs // (t.max() + 1)]
+    ue = float(np.minimum(overlap, size - overlap).sum() / s.size)
+    return recall, ue
+
+
+_HARD_REFERENCE: dict[tuple, tuple] = {}
+
+
+def _hard_reference(kind: str, images: np.ndarray, truth: np.ndarray) -> tuple:
+    """scikit-image's per-slice counts and its quality on this input (computed once)."""
+    key = (kind, images.shape)
+    if key not in _HARD_REFERENCE:
+        labels = _skimage_slic(images)
+        _HARD_REFERENCE[key] = ([len(np.unique(s)) for s in labels],
+                                *_quality_2d(labels, truth))
+    return _HARD_REFERENCE[key]
+
+
+def _check_hard(kind: str, labels: np.ndarray, images: np.ndarray, truth: np.ndarray) -> dict:
+    assert labels.shape == images.shape and labels.dtype == np.int32
+    want, recall_ref, ue_ref = _hard_reference(kind, images, truth)
+    got = [len(np.unique(s)) for s in labels]
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert abs(g - w) <= COUNT_TOLERANCE * w, (
+            f"slice {i}: supercl made {g} superpixels, scikit-image {w}")
+    recall, ue = _quality_2d(labels, truth)
+    assert recall >= recall_ref - QUALITY_TOLERANCE and ue <= ue_ref + QUALITY_TOLERANCE, (
+        f"boundary recall {recall:.3f} (scikit-image {recall_ref:.3f}), undersegmentation "
+        f"error {ue:.3f} (scikit-image {ue_ref:.3f})")
+    return dict(labels_per_slice=float(np.mean(got)),
+                skimage_labels_per_slice=float(np.mean(want)), boundary_recall=recall,
+                skimage_boundary_recall=recall_ref, undersegmentation_error=ue,
+                skimage_undersegmentation_error=ue_ref)
+
+
+@pytest.mark.parametrize("provider", HARD_PROVIDERS)
+@pytest.mark.parametrize("kind, shape", HARD_CASES,
+                         ids=[f"{k}-{h}x{w}" for k, (h, w) in HARD_CASES])
+def test_bench_slic_hard(request, measure, torch_threads, kind, shape, provider):
+    images, truth = request.getfixturevalue(kind)(shape if kind == "real_mri" else shape[0])
+    h, w = shape
+    common = dict(provider=provider, size=shape, batch=len(images),
+                  group=f"slic-{kind}-{h}x{w}", input=kind, n_segments=N_SEGMENTS,
+                  compactness=COMPACTNESS, max_num_iter=MAX_NUM_ITER)
+
+    if provider.startswith("supercl-cpu"):
+        n = 1 if provider == "supercl-cpu-1thread" else os.cpu_count()
+        target = HARD_TARGETS.get(kind) if n == 1 else None
+        with torch_threads(n):
+            extra = _check_hard(kind, _supercl_slic(images), images, truth)
+            measure(lambda: _supercl_slic(images), rounds=ROUNDS["fast"], threads=n,
+                    peers=("skimage", "opencv"), target=target, **common, **extra)
+
+    elif provider == "skimage":
+        want, recall, ue = _hard_reference(kind, images, truth)
+        measure(lambda: _skimage_slic(images), rounds=ROUNDS["skimage"], threads=1, **common,
+                labels_per_slice=float(np.mean(want)), boundary_recall=recall,
+                undersegmentation_error=ue)
+
+    elif provider == "opencv":
+        import cv2
+
+        labels = _opencv_slic(images[:1])
+        assert labels.shape == (1, h, w)
+        measure(lambda: _opencv_slic(images), rounds=ROUNDS["fast"],
+                threads=cv2.getNumThreads(), **common,
+                labels_first_slice=len(np.unique(labels[0])), ruler=OPENCV_RULER,
+                region_size=round(math.sqrt(h * w / N_SEGMENTS)))
+
+    else:  # pragma: no cover
+        raise AssertionError(f"unknown provider {provider}")
