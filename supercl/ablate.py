@@ -131,6 +131,13 @@ def add_ablate_options(p: argparse.ArgumentParser) -> None:
                    help="runs in parallel, each with cores / workers threads (default: 0 = "
                    "one per 2 CPU cores, at least 2 on a CPU; 1 on a GPU)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--finetune-steps", type=int, default=None, metavar="N",
+                   help="the fine-tuning step budget, the span of its cosine schedule (default: "
+                   "the scale's, 1000 for default)")
+    p.add_argument("--reuse-pretraining", default=None, metavar="DIR",
+                   help="copy the finished pre-training runs of the ablation in DIR (same "
+                   "--scale and --dataset) instead of running them again, e.g. to study the "
+                   "fine-tuning protocol (default: none)")
     p.add_argument("--overwrite", action="store_true",
                    help="remove an earlier ablation in --out and start again (default: "
                    "continue it when the settings match)")
@@ -138,7 +145,26 @@ def add_ablate_options(p: argparse.ArgumentParser) -> None:
 
 def _settings(args) -> dict:
     keys = ("scale", "dataset", "arms", "label_fractions", "pretrain_seeds", "split_seeds")
-    return {k: getattr(args, k) for k in keys}
+    settings = {k: getattr(args, k) for k in keys}
+    if getattr(args, "finetune_steps", None):  # only when given: older ablations still match
+        settings["finetune_steps"] = args.finetune_steps
+    return settings
+
+
+def _reuse_pretraining(args, jobs: list[dict], out: Path) -> list[str]:
+    """Copy the finished pre-training runs of the ablation in ``args.reuse_pretraining`` that
+    this one would run with the same settings (same scale and dataset, so the same data and
+    pre-training configs) into ``out/runs``; returns their names."""
+    src = Path(args.reuse_pretraining)
+    reused = []
+    for job in jobs:
+        if job["kind"] != "pretrain":
+            continue
+        there, here = src / "runs" / job["name"], Path(job["config"]["out"])
+        if (there / "ablate_record.json").is_file() and not here.exists():
+            shutil.copytree(there, here)
+            reused.append(job["name"])
+    return reused
 
 
 def _arms(args) -> list[str]:
@@ -162,7 +188,9 @@ def _jobs(args, out: Path, data: Path, modality: str | None) -> list[dict]:
                        recipe=scale["recipe"], **overrides)
             jobs.append({"kind": "pretrain", "name": f"pre-{arm}-p{p}", "arm": arm, "seed": p,
                          "config": cfg})
-    ft = scale["finetune"]
+    ft = dict(scale["finetune"])
+    if getattr(args, "finetune_steps", None):
+        ft["steps"] = args.finetune_steps
     for fraction in args.label_fractions:
         seeds = label_seeds(data, modality, fraction, args.split_seeds)
         for p in range(args.pretrain_seeds):
@@ -307,6 +335,20 @@ def _check_args(args) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
     if args.workers < 0:
         raise ValueError("--workers must be >= 0")
+    if getattr(args, "finetune_steps", None) is not None and args.finetune_steps < 1:
+        raise ValueError("--finetune-steps must be >= 1")
+    if getattr(args, "reuse_pretraining", None):
+        from supercl.train.loop import strict_json
+
+        src = Path(args.reuse_pretraining)
+        record = src / "ablate.json"
+        if not record.is_file():
+            raise ValueError(f"--reuse-pretraining {src}: no ablate.json there")
+        before = strict_json(record.read_text())["settings"]
+        for key in ("scale", "dataset"):
+            if before.get(key) != getattr(args, key):
+                raise ValueError(f"--reuse-pretraining {src}: its --{key} is {before.get(key)}, "
+                                 f"not {getattr(args, key)}")
 
 
 def _workers(args, device) -> tuple[int, int]:
@@ -346,6 +388,10 @@ def run_ablate(args) -> int:
                                          "command": None if argv is None else ["supercl", *argv]})
     data, modality, describe = _dataset(args, out)
     jobs = _jobs(args, out, data, modality)
+    if getattr(args, "reuse_pretraining", None):
+        reused = _reuse_pretraining(args, jobs, out)
+        print(f"reusing {len(reused)} pre-training runs of {args.reuse_pretraining}: "
+              f"{', '.join(reused) or 'none'}", flush=True)
     workers, threads = _workers(args, device)
     done = {}
     for job in jobs:

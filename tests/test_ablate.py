@@ -15,7 +15,8 @@ from supercl import ablate
 def _args(**kw):
     base = dict(out=None, scale="default", dataset="phantom-v2", arms=None,
                 label_fractions=[0.1], pretrain_seeds=2, split_seeds=2, workers=1,
-                device="cpu", overwrite=False, argv=None)
+                device="cpu", overwrite=False, argv=None, finetune_steps=None,
+                reuse_pretraining=None)
     return argparse.Namespace(**(base | kw))
 
 
@@ -63,7 +64,8 @@ def test_bad_options_are_refused(tmp_path):
     for bad, match in ((dict(label_fractions=[0.0]), "label-fractions"),
                        (dict(label_fractions=[0.1, 0.1]), "duplicates"),
                        (dict(pretrain_seeds=0), "pretrain-seeds"),
-                       (dict(workers=-1), "workers")):
+                       (dict(workers=-1), "workers"),
+                       (dict(finetune_steps=0), "finetune-steps")):
         with pytest.raises(ValueError, match=match):
             ablate.run_ablate(_args(out=str(tmp_path / "x"), **bad))
     assert not (tmp_path / "x").exists()
@@ -121,6 +123,23 @@ def test_tiny_ablation_end_to_end(tmp_path, monkeypatch):
     assert ablate.run_ablate(_args(out=str(out), arms=["scratch", "supercl"], pretrain_seeds=1,
                                    split_seeds=1, overwrite=True)) == 0
     assert not (out / "runs" / "pre-pcl-p0").exists()
+    # a second ablation reuses those pre-training runs and fine-tunes with another budget
+    out2 = tmp_path / "abl2"
+    assert ablate.run_ablate(_args(out=str(out2), arms=["scratch", "supercl"], pretrain_seeds=1,
+                                   split_seeds=1, finetune_steps=2,
+                                   reuse_pretraining=str(out))) == 0
+    first = json.loads((out / "runs" / "pre-supercl-p0" / "ablate_record.json").read_text())
+    reused = json.loads((out2 / "runs" / "pre-supercl-p0" / "ablate_record.json").read_text())
+    assert reused == first  # copied, not run again
+    second = json.loads((out2 / "results.json").read_text())
+    assert all(r["steps"] == 2 for r in second["runs"] if r["kind"] == "finetune")
+    assert second["settings"]["finetune_steps"] == 2
+    with pytest.raises(ValueError, match="reuse-pretraining.*no ablate.json"):
+        ablate.run_ablate(_args(out=str(tmp_path / "abl3"), reuse_pretraining=str(tmp_path)))
+    with pytest.raises(ValueError, match="reuse-pretraining.*dataset"):
+        ablate.run_ablate(_args(out=str(tmp_path / "abl3"), reuse_pretraining=str(out),
+                                dataset="mni152"))
+    assert not (tmp_path / "abl3").exists()
 
 
 def test_variants_are_paired_with_supercl_and_reported(tmp_path):
