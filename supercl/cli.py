@@ -503,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_demo)
 
     p = parser.commands["ablate"] = sub.add_parser(
-                       "ablate", help="seeded ablations of SuperCL's terms, with 95 % CIs",
+                       "ablate", help="seeded ablations of SuperCL's terms, with 95%% CIs",
                        description="Pre-trains each arm (scratch, PCL, PCL + ILCP, PCL + IGCP, "
                        "SuperCL with supercl's and with the reference views) with several "
                        "seeds, fine-tunes each on several label draws per label fraction, "

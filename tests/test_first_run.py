@@ -286,14 +286,27 @@ def test_validation_errors_show_the_subcommands_usage(capsys):
     assert "finite" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["superpixels", "pretrain", "finetune", "evaluate", "demo"])
+@pytest.mark.parametrize("command", ["superpixels", "pretrain", "finetune", "evaluate", "demo",
+                                     "ablate"])
 def test_help_has_no_doubled_percent_signs(command, capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_:
         main([command, "--help"])
+    assert exit_.value.code == 0
     text = capsys.readouterr().out
     assert "%%" not in text
     if command == "demo":
         assert "10% of the labeled volumes" in " ".join(text.split())
+
+
+def test_top_level_help_lists_every_subcommand(capsys):
+    # issue 19, item 1: a bare "95 %" in a subcommand's one-line help crashed `supercl --help`
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "%%" not in text and "95% CIs" in text
+    for command in build_parser().commands:
+        assert command in text
 
 
 # ---- 12, 13: data problems found early ----------------------------------------------------------------
