@@ -464,3 +464,101 @@ def test_triton_is_an_extra_and_the_cpu_path_works_without_it(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                             text=True, timeout=300, env=env)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+# ---- issue 19, items 2 and 3: every volume of the split is checked before anything is written ---
+
+
+def _copy_msd(msd, data):
+    for sub in ("imagesTr", "labelsTr"):
+        (data / sub).mkdir(parents=True)
+        for path in (msd / sub).iterdir():
+            (data / sub / path.name).write_bytes(path.read_bytes())
+    (data / "dataset.json").write_bytes((msd / "dataset.json").read_bytes())
+    return data
+
+
+def _test_volume(data):
+    """The first test volume of the default split of ``data`` (the one fine-tuning reads only
+    after training)."""
+    from supercl.data.nifti import split_cases
+
+    return split_cases(scan_dataset(data), label_fraction=0.1, val_fraction=0.2,
+                       test_fraction=0.2, seed=0)["test"][0]
+
+
+def _with_2d_volume(msd, tmp_path):
+    data = _copy_msd(msd, tmp_path / "flat")
+    name = _test_volume(data)
+    for sub in ("imagesTr", "labelsTr"):
+        path = data / sub / f"{name}.nii.gz"
+        img = nib.load(str(path))
+        nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:, :, 2], img.affine), str(path))
+    return data, name
+
+
+def _with_undeclared_label(msd, tmp_path):
+    data = _copy_msd(msd, tmp_path / "undeclared")
+    name = _test_volume(data)
+    path = data / "labelsTr" / f"{name}.nii.gz"
+    img = nib.load(str(path))
+    lab = np.asarray(img.dataobj).copy()
+    lab[0, 0, 0] = 7  # dataset.json declares 0, 1, 2
+    nib.save(nib.Nifti1Image(lab, img.affine), str(path))
+    return data, name
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune"])
+def test_a_2d_volume_in_the_split_stops_the_run_before_anything_is_written(command, msd,
+                                                                            tmp_path, capsys):
+    data, name = _with_2d_volume(msd, tmp_path)
+    out = tmp_path / "run"
+    args = pretrain_args(data, out) if command == "pretrain" else \
+        ["finetune", "--data", data, "--out", out, *TINY, "--epochs", "1"]
+    assert run(args) == 2
+    captured = capsys.readouterr()
+    assert f"{name}.nii.gz" in captured.err and "not 3-D" in captured.err
+    assert "epoch" not in captured.out  # stopped before training
+    assert not out.exists()
+
+
+def test_an_undeclared_label_value_stops_finetuning_before_training(msd, tmp_path, capsys):
+    data, name = _with_undeclared_label(msd, tmp_path)
+    out = tmp_path / "ft"
+    assert run(["finetune", "--data", data, "--out", out, *TINY, "--epochs", "1"]) == 2
+    captured = capsys.readouterr()
+    assert f"{name}.nii.gz" in captured.err and "[7]" in captured.err
+    assert "not declared in dataset.json" in captured.err
+    assert "epoch" not in captured.out
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def pretrained(msd, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pre") / "pre"
+    assert run(pretrain_args(msd, out, "--max-steps", "1", "--no-figures")) == 0
+    return out
+
+
+@pytest.mark.parametrize("failure", ["missing --pretrained", "other --base-channels",
+                                     "missing --pretrained, phantom"])
+def test_a_run_that_fails_before_training_leaves_no_new_files(failure, msd, pretrained, tmp_path,
+                                                              capsys):
+    data = [] if "phantom" in failure else ["--data", msd]
+    tiny = list(TINY)
+    source = tmp_path / "nowhere"
+    if failure == "other --base-channels":
+        source = pretrained
+        tiny[tiny.index("--base-channels") + 1] = "8"
+    args = ["finetune", *data, *tiny, "--pretrained", source, "--epochs", "1"]
+    out = tmp_path / "new"
+    assert run([*args, "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert "--pretrained" in err or "--base-channels" in err
+    assert not out.exists()
+    # a folder that exists keeps exactly what it held
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    assert run([*args, "--out", kept]) == 2
+    assert snapshot(kept) == {Path("notes.txt"): b"mine"}

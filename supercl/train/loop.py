@@ -397,11 +397,13 @@ class TrainingLoop:
     """One run: its checks, its folder, its checkpoints and its epochs.
 
     Construct it first: it checks the settings, the device and the checkpoint to resume
-    (and that checkpoint's settings) before anything is written, joins the process group of
-    a distributed run (``distributed=True``) and makes the run folder. Then build the data
-    and the model, and call :meth:`run` with a :class:`Task`.
+    (and that checkpoint's settings) and joins the process group of a distributed run
+    (``distributed=True``); it writes nothing. Then check and load the data and build the
+    model; once everything that can be checked has passed, :meth:`write_run_files` makes the
+    run folder (a run that fails before then leaves no file behind); then call :meth:`run`
+    with a :class:`Task`.
 
-    Writes ``config.json`` (:meth:`write_config`), ``metrics.jsonl`` (one record per epoch:
+    Writes ``split.json`` and ``config.json`` (:meth:`write_run_files`), ``metrics.jsonl` (one record per epoch:
     ``epoch``, ``global_step``, the epoch means of the task's values, its evaluation, ``lr``,
     ``slices_per_s``) and ``checkpoint.pt`` (after every epoch, every ``checkpoint_every``
     steps and on SIGINT/SIGTERM).
@@ -425,8 +427,6 @@ class TrainingLoop:
                          done_epochs=self.resumed["epoch"])
         self.dist = dist_mod.setup(cfg.device) if distributed else dist_mod.DistInfo()
         self.main = self.dist.main
-        if self.main:
-            self.out.mkdir(parents=True, exist_ok=True)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         if self.device.type == "cuda" and self.dist.world_size > 1:
@@ -440,8 +440,15 @@ class TrainingLoop:
         """``(checkpoint, split)`` of the run being resumed, None for a new run."""
         return None if self.resumed is None else (self.checkpoint, self.resumed["split"])
 
-    def write_config(self, **extra) -> None:
+    def write_run_files(self, split: dict, **extra) -> None:
+        """The run's first files, once the data and the model have passed every check: the
+        run folder, ``split.json`` (``split``) and ``config.json`` (the settings, ``extra``
+        and the device)."""
+        from supercl.data.nifti import write_split
+
         if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_split(split, self.out / "split.json")
             write_json(self.out / "config.json", asdict(self.cfg) | extra
                        | {"device": str(self.device)})
 
