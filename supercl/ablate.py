@@ -172,7 +172,7 @@ def _run_job(job: dict, threads: int) -> dict:
     import torch
 
     from supercl.train import FinetuneConfig, finetune, pretrain, recipe_config
-    from supercl.train.loop import write_json
+    from supercl._runtime import write_json
 
     torch.set_num_threads(threads)
     cfg = dict(job["config"])
@@ -210,7 +210,7 @@ def _run_job(job: dict, threads: int) -> dict:
 
 def _prepare(out: Path, args) -> bool:
     """Check ``out`` before anything is written; True when an earlier ablation continues."""
-    from supercl.train.loop import strict_json
+    from supercl._runtime import strict_json
 
     record = out / "ablate.json"
     if args.overwrite:
@@ -265,7 +265,7 @@ def run_ablate(args) -> int:
     import concurrent.futures as cf
     import multiprocessing as mp
 
-    from supercl.train.loop import check_device, resolve_device, write_json
+    from supercl._runtime import check_device, resolve_device, write_json
 
     _check_args(args)
     check_device(args.device)

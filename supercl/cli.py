@@ -362,7 +362,7 @@ def _superpixels(args) -> int:
     from supercl.data.nifti import load_case, scan_dataset
     from supercl.ops import slic
     from supercl.train.dataset import DataConfig, resolve_data
-    from supercl.train.loop import resolve_device
+    from supercl._runtime import resolve_device
     from supercl.viz import BOUNDARY, grey_levels, overlay, plot_image_grid
 
     data = _fill(DataConfig, args)  # checks the data options
@@ -523,7 +523,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = argv  # the command line, recorded by the demo in results.json
     from supercl._validate import SettingError
-    from supercl.train.loop import NonFiniteLossError, check_device
+    from supercl._runtime import check_device
+    from supercl.train.loop import NonFiniteLossError
 
     if hasattr(args, "device"):  # once, up front, before any folder is made: one line
         try:

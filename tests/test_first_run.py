@@ -247,7 +247,7 @@ def test_every_json_file_of_a_run_is_strict_json_with_null_for_undefined_scores(
 
 
 def test_json_text_writes_null_for_nan_and_infinity(tmp_path):
-    from supercl.train.loop import json_text, write_json
+    from supercl._runtime import json_text, write_json
 
     obj = {"a": float("nan"), "b": [1.0, float("inf")], "c": np.float32("nan"),
            "d": torch.tensor([1.5, float("-inf")])}

@@ -1,10 +1,10 @@
-"""Fine-tuning (scoring on the test volumes is :mod:`supercl.eval`).
+"""Fine-tuning (scoring on the test volumes is :mod:`supercl.train.evaluate`).
 
 Fine-tuning trains the whole U-Net on the labeled fine-tuning volumes of the split, its
 encoder initialised from a pre-training run (only the encoder is transferred) or from
 scratch, with cross-entropy + soft Dice and Adam on a cosine schedule. After every epoch it
 scores the validation volumes; the best epoch by mean foreground DSC is kept as
-``best.pt``. The test volumes are used only by :func:`~supercl.eval.evaluate`.
+``best.pt``. The test volumes are used only by :func:`~supercl.train.evaluate`.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ import torch
 import torch.nn.functional as F
 
 from supercl._validate import check_bool, check_float, check_setting
-from supercl.eval.evaluate import evaluate, predict
 from supercl.eval.metrics import SegmentationMetrics
+from supercl.eval.predict import predict
 from supercl.models import UNet, UNetEncoder
 
 from .checkpoint import save_atomic
 from .dataset import prepare_split, slices_of
+from .evaluate import evaluate
 from .loop import RunConfig, Task, TrainingLoop
 
 __all__ = ["FinetuneConfig", "finetune", "dice_loss"]

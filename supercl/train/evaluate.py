@@ -1,44 +1,30 @@
-"""Scoring a fine-tuned model on the test volumes of its split: :func:`evaluate` (the
-``supercl evaluate`` command and the end of ``supercl finetune``) and :func:`predict`.
+"""Scoring a fine-tuned run on the test volumes of its split: :func:`evaluate` (the
+``supercl evaluate`` command and the end of ``supercl finetune``).
 
-The trainer's modules (the split, the slices, checkpoints) are imported inside
-:func:`evaluate`: :mod:`supercl.train` uses this module, not the other way round, at import
-time.
+It lives with the trainer because it needs the trainer's data side (the split, the slices)
+and its checkpoints; the metrics and :func:`~supercl.eval.predict` it uses are in
+:mod:`supercl.eval`, below.
 """
 
 from __future__ import annotations
 
 from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import torch
-
+from supercl._runtime import resolve_device, write_json
+from supercl.data.nifti import slice_names, slice_spacing
+from supercl.eval.metrics import SegmentationMetrics, summarize_volumes, volume_metrics
+from supercl.eval.predict import predict
 from supercl.models import UNet
+from supercl.viz import plot_dsc_bars, plot_predictions
 
-from .metrics import SegmentationMetrics, summarize_volumes, volume_metrics
+from .checkpoint import load_checkpoint
+from .dataset import DataConfig, prepare_split, slices_of
 
-if TYPE_CHECKING:
-    from supercl.train.dataset import DataConfig
-
-__all__ = ["evaluate", "predict"]
-
-
-@torch.no_grad()
-def predict(model: UNet, images: torch.Tensor, batch_size: int = 32,
-            device: torch.device | None = None) -> torch.Tensor:
-    """Argmax class maps of (N, 1, P, P) slices -> (N, P, P) int64 on the CPU, in eval mode."""
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out = [model(images[i:i + batch_size].to(device)).argmax(1).cpu()
-           for i in range(0, images.shape[0], batch_size)]
-    model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, *images.shape[2:], dtype=torch.long)
+__all__ = ["evaluate"]
 
 
-
-def evaluate(checkpoint: str | Path, cfg: "DataConfig", *, out: str | Path | None = None,
+def evaluate(checkpoint: str | Path, cfg: DataConfig, *, out: str | Path | None = None,
              info=None, split=None, device: str = "auto", figures: bool = True,
              progress: bool = True) -> dict:
     """Score a fine-tuned model (``best.pt`` or ``checkpoint.pt``) on the test volumes.
@@ -51,12 +37,6 @@ def evaluate(checkpoint: str | Path, cfg: "DataConfig", *, out: str | Path | Non
     Writes ``evaluation.json``,
     ``predictions.png`` (ground truth and prediction side by side) and ``dsc.png`` to ``out``.
     """
-    from supercl.train.checkpoint import load_checkpoint
-    from supercl.train.dataset import DataConfig, prepare_split, slices_of
-    from supercl.train.loop import resolve_device, write_json
-    from supercl.data.nifti import slice_names, slice_spacing
-    from supercl.viz import plot_dsc_bars, plot_predictions
-
     dev = resolve_device(device)
     ckpt = load_checkpoint(checkpoint)
     out = Path(out) if out is not None else Path(checkpoint).parent
