@@ -16,6 +16,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from supercl._validate import check_spacing
+
 from ._common import (
     as_tensor,
     check_bool,
@@ -198,7 +200,8 @@ def slic(
     n_segments = check_int(n_segments, "n_segments", minimum=1)
     compactness = check_float(compactness, "compactness", positive=True)
     max_num_iter = check_int(max_num_iter, "max_num_iter", minimum=1)
-    spacing_y, spacing_x = _check_spacing(spacing)
+    spacing_y, spacing_x = (1.0, 1.0) if spacing is None else check_spacing(spacing, ndim=2,
+                                                                            axes="(y, x)")
     enforce_connectivity = check_bool(enforce_connectivity, "enforce_connectivity")
     min_size_factor = check_float(min_size_factor, "min_size_factor", nonnegative=True)
     check_float(max_size_factor, "max_size_factor", positive=True)
@@ -261,20 +264,6 @@ def _(images, mask, n_segments, compactness, max_num_iter, spacing_y, spacing_x,
       enforce_connectivity, min_size_factor, start_label, backend):
     batch, _, height, width = images.shape
     return images.new_empty((batch, height, width), dtype=torch.int32)
-
-
-def _check_spacing(spacing) -> tuple[float, float]:
-    if spacing is None:
-        return 1.0, 1.0
-    if isinstance(spacing, (str, bytes)) or not hasattr(spacing, "__len__"):
-        raise TypeError(f"spacing must be a sequence of 2 floats or None, got {type(spacing).__name__}")
-    values = [float(v) for v in (spacing.tolist() if hasattr(spacing, "tolist") else spacing)]
-    if len(values) != 2:
-        raise ValueError(f"spacing must have 2 entries (y, x), got {len(values)}")
-    for v in values:
-        if not math.isfinite(v) or v <= 0:
-            raise ValueError(f"spacing entries must be finite and > 0, got {values}")
-    return values[0], values[1]
 
 
 def _check_mask(mask, single, batch, spatial) -> torch.Tensor | None:
@@ -469,7 +458,8 @@ def _slic_3d(images, n_segments, compactness, max_num_iter, spacing, mask, enfor
     n_segments = check_int(n_segments, "n_segments", minimum=1)
     compactness = check_float(compactness, "compactness", positive=True)
     max_num_iter = check_int(max_num_iter, "max_num_iter", minimum=1)
-    spacing = _check_spacing_3d(spacing)
+    spacing = (1.0, 1.0, 1.0) if spacing is None else check_spacing(spacing, ndim=3,
+                                                                    axes="(dz, dy, dx)")
     enforce_connectivity = check_bool(enforce_connectivity, "enforce_connectivity")
     min_size_factor = check_float(min_size_factor, "min_size_factor", nonnegative=True)
     check_float(max_size_factor, "max_size_factor", positive=True)
@@ -509,24 +499,6 @@ def _slic_3d(images, n_segments, compactness, max_num_iter, spacing, mask, enfor
     if single:
         result = result[0]
     return to_output(result, as_numpy)
-
-
-def _check_spacing_3d(spacing) -> tuple[float, float, float]:
-    if spacing is None:
-        return 1.0, 1.0, 1.0
-    if isinstance(spacing, (str, bytes)) or not hasattr(spacing, "__len__"):
-        raise TypeError(
-            f"spacing must be a sequence of 3 floats (dz, dy, dx) or None, got "
-            f"{type(spacing).__name__}"
-        )
-    values = [float(v) for v in (spacing.tolist() if hasattr(spacing, "tolist") else spacing)]
-    if len(values) != 3:
-        raise ValueError(f"spacing must have 3 entries (dz, dy, dx) with spatial_dims=3, got "
-                         f"{len(values)}")
-    for v in values:
-        if not math.isfinite(v) or v <= 0:
-            raise ValueError(f"spacing entries must be finite and > 0, got {values}")
-    return values[0], values[1], values[2]
 
 
 def _plan_3d(mask, batch, depth, height, width, n_segments, compactness, spacing, min_size_factor):
