@@ -328,8 +328,8 @@ def run_ablate(args) -> int:
                     elapsed = time.perf_counter() - started
                     left = len(todo) + len(running)
                     eta = elapsed / finished_now * left / 60
-                    what = (f"test DSC {100 * record['test_mean_dsc']:.2f} (val "
-                            f"{100 * record['val_dsc']:.2f})" if job["kind"] == "finetune"
+                    what = (f"test DSC {100 * record['test_mean_dsc']:.2f}% (val "
+                            f"{100 * record['val_dsc']:.2f}%)" if job["kind"] == "finetune"
                             else f"loss {record['final']['loss']:.3f}")
                     print(f"[{len(done)}/{len(jobs)}] {job['name']}: {what}, "
                           f"{record['seconds']:.0f} s; about {eta:.0f} min left", flush=True)

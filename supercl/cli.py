@@ -263,25 +263,12 @@ def _evaluate(args) -> int:
     from supercl.train import evaluate
     from supercl.train.dataset import DataConfig
 
-    from supercl.train.checkpoint import load_checkpoint
-
-    path = Path(args.target)
-    checkpoint = path / "best.pt" if path.is_dir() else path
-    out = Path(args.out) if args.out else checkpoint.parent
     # Data options not given (None) take the run's own settings (patch size, window, split),
     # so that `supercl evaluate RUN` scores RUN as it was trained; a given one always counts,
     # even when it equals the usual default.
-    saved = load_checkpoint(checkpoint).get("config", {})
-    values = {}
-    for f in dataclasses.fields(DataConfig):
-        value = getattr(args, f.name)
-        if value is None and f.name in saved:
-            value = saved[f.name]
-        if value is not None:
-            values[f.name] = tuple(value) if isinstance(value, list) else value
-    cfg = DataConfig(**values)
-    evaluate(checkpoint, cfg, out=out, device=args.device, figures=args.figures,
-             progress=args.progress)
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(DataConfig)}
+    evaluate(args.target, given, out=args.out, device=args.device, threads=args.threads,
+             figures=args.figures, progress=args.progress)
     return 0
 
 
@@ -489,6 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where to write evaluation.json and figures (default: the run folder)")
     p.add_argument("--device", default="auto",
                    help="auto, cpu, cuda or cuda:N (default: auto = cuda if available)")
+    p.add_argument("--threads", type=at_least(0), default=0,
+                   help="CPU threads, 0 for torch's default (default: 0)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.add_argument("--no-figures", dest="figures", action="store_false", help="write no PNGs")
     p.set_defaults(run=_evaluate)

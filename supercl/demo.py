@@ -233,7 +233,7 @@ def _pct(x: float) -> str:
 
 
 def _table(runs: dict, classes: list[str]) -> str:
-    head = "| class | " + " | ".join(f"{n} DSC | {n} JC" for n in runs) + " |"
+    head = "| class | " + " | ".join(f"{n} DSC (%) | {n} JC (%)" for n in runs) + " |"
     rule = "|---|" + "---:|---:|" * len(runs)
     rows = [f"| {c} | " + " | ".join(f"{_pct(r['evaluation']['dsc'][c])} | {_pct(r['evaluation']['jc'][c])}"
                                       for r in runs.values()) + " |" for c in classes]

@@ -562,3 +562,120 @@ def test_a_run_that_fails_before_training_leaves_no_new_files(failure, msd, pret
     (kept / "notes.txt").write_text("mine")
     assert run([*args, "--out", kept]) == 2
     assert snapshot(kept) == {Path("notes.txt"): b"mine"}
+
+
+# ---- issue 19, item 4: supercl.train.evaluate takes what the command takes ---------------------
+
+
+def test_evaluate_in_python_takes_a_run_folder_and_its_own_data_settings(finetuned, msd, tmp_path):
+    from supercl.train import evaluate
+
+    result = evaluate(finetuned, out=tmp_path / "py", progress=False, figures=False)
+    assert result["data"]["patch_size"] == 32 and result["data"]["data"] == str(msd)
+    split = strict_json((finetuned / "split.json").read_text())
+    assert result["test_volumes"] == split["test"]
+    assert not (tmp_path / "py" / "phantom").exists()  # the run's data, not the phantom
+    assert strict_json((tmp_path / "py" / "evaluation.json").read_text())["data"]["patch_size"] == 32
+    other = evaluate(finetuned, {"patch_size": 64}, out=tmp_path / "py64", progress=False,
+                     figures=False)
+    assert other["data"]["patch_size"] == 64 and other["data"]["data"] == str(msd)
+    with pytest.raises(TypeError, match="cfg"):
+        evaluate(finetuned, {"patch": 64}, out=tmp_path / "bad", progress=False)
+    with pytest.raises(TypeError, match="cfg"):
+        evaluate(finetuned, "patch_size=64", out=tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_evaluate_scores_a_phantom_run_on_the_phantom_in_its_folder(tmp_path):
+    from supercl.train import evaluate
+
+    run_dir = tmp_path / "ph"
+    assert run(["finetune", "--out", run_dir, *TINY, "--batch-size", "2", "--max-steps", "1",
+                "--epochs", "1", "--no-evaluate", "--no-figures"]) == 0
+    result = evaluate(run_dir, out=tmp_path / "ev", progress=False, figures=False)
+    assert result["data"]["data"] == str(run_dir / "phantom")
+    assert not (tmp_path / "ev" / "phantom").exists()
+
+
+# ---- issue 19, item 5: percent signs and --threads -------------------------------------------------
+
+
+def test_console_scores_are_percent_with_a_sign_and_evaluate_takes_threads(finetuned, msd,
+                                                                            tmp_path, capsys,
+                                                                            monkeypatch):
+    import re
+
+    threads = []
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)
+    assert run(["evaluate", finetuned, "--out", tmp_path / "ev", "--no-progress",
+                "--no-figures", "--threads", "1"]) == 0
+    assert threads == [1]
+    text = capsys.readouterr().out
+    assert re.search(r"test DSC \d+\.\d\d%  JC \d+\.\d\d%", text), text
+    evaluation = strict_json((tmp_path / "ev" / "evaluation.json").read_text())
+    assert 0 <= evaluation["mean_dsc"] <= 1  # fractions in the files
+    assert run(["finetune", "--data", msd, "--out", tmp_path / "ft", *TINY, "--batch-size", "2",
+                "--max-steps", "1", "--epochs", "1", "--no-evaluate", "--no-figures"]) == 0
+    line = next(t for t in capsys.readouterr().out.splitlines() if "epoch 1/1" in t)
+    assert re.search(r"val DSC \d+\.\d\d% \(best \d+\.\d\d% at epoch 1\)", line), line
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    assert "--threads" in capsys.readouterr().out
+
+
+# ---- issue 19, item 6: predictions.png shows every class and names its run ---------------------
+
+
+def test_the_prediction_slices_cover_every_class():
+    from supercl.viz import prediction_slices
+
+    labels = np.zeros((9, 8, 8), np.int64)
+    labels[:6, :6, :6] = 1  # large: liver ...
+    labels[:6, 6:, 6:] = 2  # ... and spleen on the first six slices of volumes 0 and 1
+    labels[7, 0, 0] = 3  # the class where the arms differ: one small slice
+    volume = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    picks = prediction_slices(labels, volume, 4, shown=2)
+    assert 7 in picks and len(picks) == 2
+    assert {int(c) for i in picks for c in np.unique(labels[i])} == {0, 1, 2, 3}
+    # more classes than slices to show: as many slices as the cover needs
+    many = np.zeros((5, 4, 4), np.int64)
+    for i in range(5):
+        many[i, 0, 0] = i + 1
+    assert prediction_slices(many, np.zeros(5), 6, shown=2) == [0, 1, 2, 3, 4]
+    assert prediction_slices(np.zeros((3, 4, 4), np.int64), np.zeros(3), 1, shown=2) == [0, 1]
+
+
+def test_predictions_png_is_titled_with_its_run(finetuned, tmp_path, monkeypatch):
+    import sys
+
+    from supercl import viz
+
+    calls = {}
+    grid = viz.plot_image_grid
+
+    def spy(images, titles, path, **kwargs):
+        calls[Path(path).name] = kwargs.get("title", "")
+        return grid(images, titles, path, **kwargs)
+
+    monkeypatch.setattr(viz, "plot_image_grid", spy)
+    # the module (the package's attribute of that name is the function)
+    module = sys.modules["supercl.train.evaluate"]
+
+    def bars(scores, path, **kwargs):
+        calls[Path(path).name] = (list(scores), kwargs.get("title"))
+        return viz.plot_dsc_bars(scores, path, **kwargs)
+
+    monkeypatch.setattr(module, "plot_dsc_bars", bars)
+    assert run(["evaluate", finetuned, "--out", tmp_path / "elsewhere", "--no-progress"]) == 0
+    assert calls["predictions.png"].startswith(f"{finetuned.name}: ")
+    assert "every class" in calls["predictions.png"]
+    assert calls["dsc.png"] == ([finetuned.name], f"{finetuned.name}: test DSC per class")
+
+
+def test_the_demo_table_says_its_scores_are_percent():
+    from supercl.demo import _table
+
+    evaluation = {"dsc": {"liver": 0.5}, "jc": {"liver": 0.25}, "mean_dsc": 0.5, "mean_jc": 0.25}
+    table = _table({"scratch": {"evaluation": evaluation}}, ["liver"])
+    assert table.splitlines()[0] == "| class | scratch DSC (%) | scratch JC (%) |"
+    assert "| liver | 50.00 | 25.00 |" in table

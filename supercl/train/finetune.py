@@ -167,8 +167,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
         return {"val_dsc": scores["mean_dsc"], "val_jc": scores["mean_jc"]}
 
     def describe(record: dict) -> str:
-        return (f"loss {record['loss']:.4f} val DSC {100 * record['val_dsc']:.2f} (best "
-                f"{100 * best['val_dsc']:.2f} at epoch {best['epoch']})")
+        return (f"loss {record['loss']:.4f} val DSC {100 * record['val_dsc']:.2f}% (best "
+                f"{100 * best['val_dsc']:.2f}% at epoch {best['epoch']})")
 
     summary = loop.run(Task(
         model=model, optimizer=optimizer, n_items=len(train), step=step,
@@ -179,7 +179,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
         from supercl.viz import plot_loss_curves
 
         plot_loss_curves(summary["history"], out / "loss_curves.png",
-                         keys=["loss", "ce", "dice", "val_dsc"], title="fine-tuning")
+                         keys=["loss", "ce", "dice", "val_dsc"],
+                         title=f"fine-tuning {out.resolve().name}")
     summary = {k: summary[k] for k in ("status", "out", "epochs", "global_step")} | {
         "best": best, "history": summary["history"]}
     if summary["status"] == "finished" and cfg.evaluate:
