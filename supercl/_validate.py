@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["SettingError", "check_int", "check_float", "check_bool", "check_choice",
-           "check_setting"]
+           "check_spacing", "check_seed", "check_setting"]
 
 
 class SettingError(ValueError):
@@ -65,6 +65,46 @@ def check_choice(value: Any, name: str, choices: tuple) -> Any:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
     return value
+
+
+def check_spacing(value: Any, name: str = "spacing", ndim: int = 3,
+                  axes: str = "") -> tuple[float, ...]:
+    """``value`` as ``ndim`` voxel or pixel sizes (a sequence, array or tensor of finite
+    numbers > 0), as a tuple of floats. ``axes`` names them in the messages, e.g. "(dz, dy,
+    dx)". ``TypeError`` for something that is not a sequence of real numbers (None included:
+    callers with a default handle None first); ``ValueError`` for another number of entries or
+    an entry that is not finite and > 0."""
+    what = f"{ndim} numbers" + (f" {axes}" if axes else "")
+    values = value.tolist() if hasattr(value, "tolist") else value
+    if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)):
+        try:
+            values = list(values)
+        except TypeError:
+            raise TypeError(f"{name} must be a sequence of {what}, got "
+                            f"{type(value).__name__}") from None
+    if any(isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real) for v in values):
+        raise TypeError(f"{name} must be a sequence of {what}, got {value!r}")
+    if len(values) != ndim:
+        raise ValueError(f"{name} must have {ndim} entries{' ' + axes if axes else ''}, got "
+                         f"{len(values)}")
+    floats = tuple(float(v) for v in values)
+    if not all(math.isfinite(v) and v > 0 for v in floats):
+        raise ValueError(f"{name} entries must be finite and > 0, got {list(floats)}")
+    return floats
+
+
+def check_seed(value: Any, name: str = "seed") -> np.random.SeedSequence:
+    """A non-negative integer seed (or a numpy ``SeedSequence``, returned as it is) as a
+    ``SeedSequence``; ``TypeError`` for anything else (bools and floats included),
+    ``ValueError`` for a negative integer."""
+    if isinstance(value, np.random.SeedSequence):
+        return value
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a non-negative integer or a numpy SeedSequence, got "
+                        f"{value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value}")
+    return np.random.SeedSequence(int(value))
 
 
 def check_setting(config: Any, name: str, check=check_int, *args, **kwargs) -> None:

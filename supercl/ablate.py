@@ -258,7 +258,7 @@ def _run_job(job: dict, threads: int) -> dict:
     import torch
 
     from supercl.train import FinetuneConfig, finetune, pretrain, recipe_config
-    from supercl.train.loop import write_json
+    from supercl._runtime import write_json
 
     torch.set_num_threads(threads)
     cfg = dict(job["config"])
@@ -298,7 +298,7 @@ def _run_job(job: dict, threads: int) -> dict:
 
 def _prepare(out: Path, args) -> bool:
     """Check ``out`` before anything is written; True when an earlier ablation continues."""
-    from supercl.train.loop import strict_json
+    from supercl._runtime import strict_json
 
     record = out / "ablate.json"
     if args.overwrite:
@@ -367,7 +367,7 @@ def run_ablate(args) -> int:
     import concurrent.futures as cf
     import multiprocessing as mp
 
-    from supercl.train.loop import check_device, resolve_device, write_json
+    from supercl._runtime import check_device, resolve_device, write_json
 
     _check_args(args)
     check_device(args.device)
@@ -434,8 +434,8 @@ def run_ablate(args) -> int:
                     elapsed = time.perf_counter() - started
                     left = len(todo) + len(running)
                     eta = elapsed / finished_now * left / 60
-                    what = (f"test DSC {100 * record['test_mean_dsc']:.2f} (val "
-                            f"{100 * record['val_dsc']:.2f})" if job["kind"] == "finetune"
+                    what = (f"test DSC {100 * record['test_mean_dsc']:.2f}% (val "
+                            f"{100 * record['val_dsc']:.2f}%)" if job["kind"] == "finetune"
                             else f"loss {record['final']['loss']:.3f}")
                     print(f"[{len(done)}/{len(jobs)}] {job['name']}: {what}, "
                           f"{record['seconds']:.0f} s; about {eta:.0f} min left", flush=True)

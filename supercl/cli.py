@@ -282,25 +282,12 @@ def _evaluate(args) -> int:
     from supercl.train import evaluate
     from supercl.train.dataset import DataConfig
 
-    from supercl.train.checkpoint import load_checkpoint
-
-    path = Path(args.target)
-    checkpoint = path / "best.pt" if path.is_dir() else path
-    out = Path(args.out) if args.out else checkpoint.parent
     # Data options not given (None) take the run's own settings (patch size, window, split),
     # so that `supercl evaluate RUN` scores RUN as it was trained; a given one always counts,
     # even when it equals the usual default.
-    saved = load_checkpoint(checkpoint).get("config", {})
-    values = {}
-    for f in dataclasses.fields(DataConfig):
-        value = getattr(args, f.name)
-        if value is None and f.name in saved:
-            value = saved[f.name]
-        if value is not None:
-            values[f.name] = tuple(value) if isinstance(value, list) else value
-    cfg = DataConfig(**values)
-    evaluate(checkpoint, cfg, out=out, device=args.device, figures=args.figures,
-             progress=args.progress)
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(DataConfig)}
+    evaluate(args.target, given, out=args.out, device=args.device, threads=args.threads,
+             figures=args.figures, progress=args.progress)
     return 0
 
 
@@ -381,7 +368,7 @@ def _superpixels(args) -> int:
     from supercl.data.nifti import load_case, scan_dataset
     from supercl.ops import slic
     from supercl.train.dataset import DataConfig, resolve_data
-    from supercl.train.loop import resolve_device
+    from supercl._runtime import resolve_device
     from supercl.viz import BOUNDARY, grey_levels, overlay, plot_image_grid
 
     data = _fill(DataConfig, args)  # checks the data options
@@ -508,6 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where to write evaluation.json and figures (default: the run folder)")
     p.add_argument("--device", default="auto",
                    help="auto, cpu, cuda or cuda:N (default: auto = cuda if available)")
+    p.add_argument("--threads", type=at_least(0), default=0,
+                   help="CPU threads, 0 for torch's default (default: 0)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.add_argument("--no-figures", dest="figures", action="store_false", help="write no PNGs")
     p.set_defaults(run=_evaluate)
@@ -522,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_demo)
 
     p = parser.commands["ablate"] = sub.add_parser(
-                       "ablate", help="seeded ablations of SuperCL's terms, with 95 % CIs",
+                       "ablate", help="seeded ablations of SuperCL's terms, with 95%% CIs",
                        description="Pre-trains each arm (scratch, PCL, PCL + ILCP, PCL + IGCP, "
                        "SuperCL with supercl's and with the reference views) with several "
                        "seeds, fine-tunes each on several label draws per label fraction, "
@@ -542,7 +531,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = argv  # the command line, recorded by the demo in results.json
     from supercl._validate import SettingError
-    from supercl.train.loop import NonFiniteLossError, check_device
+    from supercl._runtime import check_device
+    from supercl.train.loop import NonFiniteLossError
 
     if hasattr(args, "device"):  # once, up front, before any folder is made: one line
         try:

@@ -103,7 +103,7 @@ def _demo_files(out: Path) -> list[Path]:
 def _prepare_folder(out: Path, args: argparse.Namespace) -> bool:
     """Decide what to do with ``out`` before anything is written; returns True when an
     interrupted demo is continued."""
-    from supercl.train.loop import strict_json
+    from supercl._runtime import strict_json
 
     files = _demo_files(out)
     if args.overwrite:
@@ -139,7 +139,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from supercl.data import write_msd
     from supercl.losses import LossConfig
     from supercl.train import FinetuneConfig, PretrainConfig, finetune, pretrain
-    from supercl.train.loop import check_device, write_json
+    from supercl._runtime import check_device, write_json
     from supercl.viz import plot_dsc_bars
 
     started = time.perf_counter()
@@ -233,7 +233,7 @@ def _pct(x: float) -> str:
 
 
 def _table(runs: dict, classes: list[str]) -> str:
-    head = "| class | " + " | ".join(f"{n} DSC | {n} JC" for n in runs) + " |"
+    head = "| class | " + " | ".join(f"{n} DSC (%) | {n} JC (%)" for n in runs) + " |"
     rule = "|---|" + "---:|---:|" * len(runs)
     rows = [f"| {c} | " + " | ".join(f"{_pct(r['evaluation']['dsc'][c])} | {_pct(r['evaluation']['jc'][c])}"
                                       for r in runs.values()) + " |" for c in classes]

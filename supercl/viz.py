@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "prediction_slices",
     "write_png",
     "window",
     "grey_levels",
@@ -690,20 +691,17 @@ def plot_superpixels(images: Any, segments: Any, captions: list[str], path: str 
 
 def plot_predictions(images: Any, labels: Any, pred: Any, volume: Any, captions: list[str],
                      num_classes: int, path: str | Path, *,
-                     class_names: Mapping[int, str] | None = None, shown: int = 6) -> Path:
-    """Ground truth and prediction side by side over the test slices with the most foreground
-    (each volume's first, then the next ones): (N, 1, H, W) ``images``, (N, H, W) ``labels``
-    and ``pred``, (N,) ``volume`` index of each slice, a caption per slice."""
+                     class_names: Mapping[int, str] | None = None, shown: int = 6,
+                     run: str | None = None) -> Path:
+    """Ground truth and prediction side by side on test slices that together show every class
+    of the ground truth: (N, 1, H, W) ``images``, (N, H, W) ``labels`` and ``pred``, (N,)
+    ``volume`` index of each slice, a caption per slice. ``run`` names the run in the title.
+
+    The slices are :func:`prediction_slices`: a greedy cover of the classes first (more
+    slices than ``shown`` if the classes need them), then the slices with the most foreground,
+    each volume's first."""
     images, labels, pred = _as_numpy(images), _as_numpy(labels), _as_numpy(pred)
-    volume = _as_numpy(volume)
-    area = (labels > 0).reshape(labels.shape[0], -1).sum(1)
-    order = np.argsort(-area, kind="stable").tolist()
-    seen, firsts, rest = set(), [], []
-    for i in order:
-        v = int(volume[i])
-        (rest if v in seen else firsts).append(i)
-        seen.add(v)
-    picks = sorted((firsts + rest)[:shown])
+    picks = prediction_slices(labels, _as_numpy(volume), num_classes, shown)
     tiles, titles = [], []
     for i in picks:
         grey = grey_levels(images[i, 0])
@@ -715,5 +713,38 @@ def plot_predictions(images: Any, labels: Any, pred: Any, volume: Any, captions:
     legend = {class_names.get(c, f"class {c}"): PALETTE[(c - 1) % len(PALETTE)]
               for c in range(1, num_classes)}
     return plot_image_grid(tiles, titles, path, columns=4, legend=legend,
-                           title="test slices with the most foreground (per volume first): "
+                           title=(f"{run}: " if run else "") + "test slices showing every class: "
                                  "ground truth (left of each pair) and prediction (right)")
+
+
+def prediction_slices(labels: np.ndarray, volume: np.ndarray, num_classes: int,
+                      shown: int = 6) -> list[int]:
+    """Indices (sorted) of the slices :func:`plot_predictions` shows, of (N, H, W) ``labels``
+    with (N,) ``volume`` indices: first a greedy cover of the foreground classes present, each
+    time the slice that shows the most classes not yet shown (ties: the most foreground, then
+    the first), so that a class present in a single small slice is shown too; then, up to
+    ``shown`` slices, those with the most foreground, each volume's first."""
+    n = labels.shape[0]
+    flat = labels.reshape(n, -1)
+    present = np.stack([(flat == c).any(1) for c in range(1, num_classes)], 1) \
+        if num_classes > 1 else np.zeros((n, 0), bool)
+    area = (flat > 0).sum(1)
+    picks: list[int] = []
+    missing = present.any(0)
+    while missing.any():
+        gain = (present & missing).sum(1)
+        best = int(np.lexsort((np.arange(n), -area, -gain))[0])
+        picks.append(best)
+        missing &= ~present[best]
+    order = np.argsort(-area, kind="stable").tolist()
+    seen, firsts, rest = set(), [], []
+    for i in order:
+        v = int(volume[i])
+        (rest if v in seen else firsts).append(i)
+        seen.add(v)
+    for i in firsts + rest:
+        if len(picks) >= shown:
+            break
+        if i not in picks:
+            picks.append(i)
+    return sorted(picks)

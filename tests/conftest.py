@@ -194,9 +194,6 @@ def emulated(monkeypatch, host_kernels):
     )
     monkeypatch.setattr(_cuda, "_torch_stream", lambda device: contextlib.nullcontext())
     monkeypatch.setattr(_cuda, "_cp", lambda tensor: tensor)
-    import supercl.ops._slic_3d  # noqa: F401 - imported on first use; patched below
-
-    for module in ("supercl.ops.slic", "supercl.ops.connected_components",
-                   "supercl.ops._slic_3d"):
+    for module in ("supercl.ops.slic", "supercl.ops.connected_components"):
         monkeypatch.setattr(sys.modules[module], "cuda_device", lambda device: torch.device("cpu"))
     yield launched

@@ -247,7 +247,7 @@ def test_every_json_file_of_a_run_is_strict_json_with_null_for_undefined_scores(
 
 
 def test_json_text_writes_null_for_nan_and_infinity(tmp_path):
-    from supercl.train.loop import json_text, write_json
+    from supercl._runtime import json_text, write_json
 
     obj = {"a": float("nan"), "b": [1.0, float("inf")], "c": np.float32("nan"),
            "d": torch.tensor([1.5, float("-inf")])}
@@ -286,14 +286,27 @@ def test_validation_errors_show_the_subcommands_usage(capsys):
     assert "finite" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["superpixels", "pretrain", "finetune", "evaluate", "demo"])
+@pytest.mark.parametrize("command", ["superpixels", "pretrain", "finetune", "evaluate", "demo",
+                                     "ablate"])
 def test_help_has_no_doubled_percent_signs(command, capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_:
         main([command, "--help"])
+    assert exit_.value.code == 0
     text = capsys.readouterr().out
     assert "%%" not in text
     if command == "demo":
         assert "10% of the labeled volumes" in " ".join(text.split())
+
+
+def test_top_level_help_lists_every_subcommand(capsys):
+    # issue 19, item 1: a bare "95 %" in a subcommand's one-line help crashed `supercl --help`
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "%%" not in text and "95% CIs" in text
+    for command in build_parser().commands:
+        assert command in text
 
 
 # ---- 12, 13: data problems found early ----------------------------------------------------------------
@@ -451,3 +464,218 @@ def test_triton_is_an_extra_and_the_cpu_path_works_without_it(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                             text=True, timeout=300, env=env)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+# ---- issue 19, items 2 and 3: every volume of the split is checked before anything is written ---
+
+
+def _copy_msd(msd, data):
+    for sub in ("imagesTr", "labelsTr"):
+        (data / sub).mkdir(parents=True)
+        for path in (msd / sub).iterdir():
+            (data / sub / path.name).write_bytes(path.read_bytes())
+    (data / "dataset.json").write_bytes((msd / "dataset.json").read_bytes())
+    return data
+
+
+def _test_volume(data):
+    """The first test volume of the default split of ``data`` (the one fine-tuning reads only
+    after training)."""
+    from supercl.data.nifti import split_cases
+
+    return split_cases(scan_dataset(data), label_fraction=0.1, val_fraction=0.2,
+                       test_fraction=0.2, seed=0)["test"][0]
+
+
+def _with_2d_volume(msd, tmp_path):
+    data = _copy_msd(msd, tmp_path / "flat")
+    name = _test_volume(data)
+    for sub in ("imagesTr", "labelsTr"):
+        path = data / sub / f"{name}.nii.gz"
+        img = nib.load(str(path))
+        nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:, :, 2], img.affine), str(path))
+    return data, name
+
+
+def _with_undeclared_label(msd, tmp_path):
+    data = _copy_msd(msd, tmp_path / "undeclared")
+    name = _test_volume(data)
+    path = data / "labelsTr" / f"{name}.nii.gz"
+    img = nib.load(str(path))
+    lab = np.asarray(img.dataobj).copy()
+    lab[0, 0, 0] = 7  # dataset.json declares 0, 1, 2
+    nib.save(nib.Nifti1Image(lab, img.affine), str(path))
+    return data, name
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune"])
+def test_a_2d_volume_in_the_split_stops_the_run_before_anything_is_written(command, msd,
+                                                                            tmp_path, capsys):
+    data, name = _with_2d_volume(msd, tmp_path)
+    out = tmp_path / "run"
+    args = pretrain_args(data, out) if command == "pretrain" else \
+        ["finetune", "--data", data, "--out", out, *TINY, "--epochs", "1"]
+    assert run(args) == 2
+    captured = capsys.readouterr()
+    assert f"{name}.nii.gz" in captured.err and "not 3-D" in captured.err
+    assert "epoch" not in captured.out  # stopped before training
+    assert not out.exists()
+
+
+def test_an_undeclared_label_value_stops_finetuning_before_training(msd, tmp_path, capsys):
+    data, name = _with_undeclared_label(msd, tmp_path)
+    out = tmp_path / "ft"
+    assert run(["finetune", "--data", data, "--out", out, *TINY, "--epochs", "1"]) == 2
+    captured = capsys.readouterr()
+    assert f"{name}.nii.gz" in captured.err and "[7]" in captured.err
+    assert "not declared in dataset.json" in captured.err
+    assert "epoch" not in captured.out
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def pretrained(msd, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pre") / "pre"
+    assert run(pretrain_args(msd, out, "--max-steps", "1", "--no-figures")) == 0
+    return out
+
+
+@pytest.mark.parametrize("failure", ["missing --pretrained", "other --base-channels",
+                                     "missing --pretrained, phantom"])
+def test_a_run_that_fails_before_training_leaves_no_new_files(failure, msd, pretrained, tmp_path,
+                                                              capsys):
+    data = [] if "phantom" in failure else ["--data", msd]
+    tiny = list(TINY)
+    source = tmp_path / "nowhere"
+    if failure == "other --base-channels":
+        source = pretrained
+        tiny[tiny.index("--base-channels") + 1] = "8"
+    args = ["finetune", *data, *tiny, "--pretrained", source, "--epochs", "1"]
+    out = tmp_path / "new"
+    assert run([*args, "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert "--pretrained" in err or "--base-channels" in err
+    assert not out.exists()
+    # a folder that exists keeps exactly what it held
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    assert run([*args, "--out", kept]) == 2
+    assert snapshot(kept) == {Path("notes.txt"): b"mine"}
+
+
+# ---- issue 19, item 4: supercl.train.evaluate takes what the command takes ---------------------
+
+
+def test_evaluate_in_python_takes_a_run_folder_and_its_own_data_settings(finetuned, msd, tmp_path):
+    from supercl.train import evaluate
+
+    result = evaluate(finetuned, out=tmp_path / "py", progress=False, figures=False)
+    assert result["data"]["patch_size"] == 32 and result["data"]["data"] == str(msd)
+    split = strict_json((finetuned / "split.json").read_text())
+    assert result["test_volumes"] == split["test"]
+    assert not (tmp_path / "py" / "phantom").exists()  # the run's data, not the phantom
+    assert strict_json((tmp_path / "py" / "evaluation.json").read_text())["data"]["patch_size"] == 32
+    other = evaluate(finetuned, {"patch_size": 64}, out=tmp_path / "py64", progress=False,
+                     figures=False)
+    assert other["data"]["patch_size"] == 64 and other["data"]["data"] == str(msd)
+    with pytest.raises(TypeError, match="cfg"):
+        evaluate(finetuned, {"patch": 64}, out=tmp_path / "bad", progress=False)
+    with pytest.raises(TypeError, match="cfg"):
+        evaluate(finetuned, "patch_size=64", out=tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_evaluate_scores_a_phantom_run_on_the_phantom_in_its_folder(tmp_path):
+    from supercl.train import evaluate
+
+    run_dir = tmp_path / "ph"
+    assert run(["finetune", "--out", run_dir, *TINY, "--batch-size", "2", "--max-steps", "1",
+                "--epochs", "1", "--no-evaluate", "--no-figures"]) == 0
+    result = evaluate(run_dir, out=tmp_path / "ev", progress=False, figures=False)
+    assert result["data"]["data"] == str(run_dir / "phantom")
+    assert not (tmp_path / "ev" / "phantom").exists()
+
+
+# ---- issue 19, item 5: percent signs and --threads -------------------------------------------------
+
+
+def test_console_scores_are_percent_with_a_sign_and_evaluate_takes_threads(finetuned, msd,
+                                                                            tmp_path, capsys,
+                                                                            monkeypatch):
+    import re
+
+    threads = []
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)
+    assert run(["evaluate", finetuned, "--out", tmp_path / "ev", "--no-progress",
+                "--no-figures", "--threads", "1"]) == 0
+    assert threads == [1]
+    text = capsys.readouterr().out
+    assert re.search(r"test DSC \d+\.\d\d%  JC \d+\.\d\d%", text), text
+    evaluation = strict_json((tmp_path / "ev" / "evaluation.json").read_text())
+    assert 0 <= evaluation["mean_dsc"] <= 1  # fractions in the files
+    assert run(["finetune", "--data", msd, "--out", tmp_path / "ft", *TINY, "--batch-size", "2",
+                "--max-steps", "1", "--epochs", "1", "--no-evaluate", "--no-figures"]) == 0
+    line = next(t for t in capsys.readouterr().out.splitlines() if "epoch 1/1" in t)
+    assert re.search(r"val DSC \d+\.\d\d% \(best \d+\.\d\d% at epoch 1\)", line), line
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    assert "--threads" in capsys.readouterr().out
+
+
+# ---- issue 19, item 6: predictions.png shows every class and names its run ---------------------
+
+
+def test_the_prediction_slices_cover_every_class():
+    from supercl.viz import prediction_slices
+
+    labels = np.zeros((9, 8, 8), np.int64)
+    labels[:6, :6, :6] = 1  # large: liver ...
+    labels[:6, 6:, 6:] = 2  # ... and spleen on the first six slices of volumes 0 and 1
+    labels[7, 0, 0] = 3  # the class where the arms differ: one small slice
+    volume = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    picks = prediction_slices(labels, volume, 4, shown=2)
+    assert 7 in picks and len(picks) == 2
+    assert {int(c) for i in picks for c in np.unique(labels[i])} == {0, 1, 2, 3}
+    # more classes than slices to show: as many slices as the cover needs
+    many = np.zeros((5, 4, 4), np.int64)
+    for i in range(5):
+        many[i, 0, 0] = i + 1
+    assert prediction_slices(many, np.zeros(5), 6, shown=2) == [0, 1, 2, 3, 4]
+    assert prediction_slices(np.zeros((3, 4, 4), np.int64), np.zeros(3), 1, shown=2) == [0, 1]
+
+
+def test_predictions_png_is_titled_with_its_run(finetuned, tmp_path, monkeypatch):
+    import sys
+
+    from supercl import viz
+
+    calls = {}
+    grid = viz.plot_image_grid
+
+    def spy(images, titles, path, **kwargs):
+        calls[Path(path).name] = kwargs.get("title", "")
+        return grid(images, titles, path, **kwargs)
+
+    monkeypatch.setattr(viz, "plot_image_grid", spy)
+    # the module (the package's attribute of that name is the function)
+    module = sys.modules["supercl.train.evaluate"]
+
+    def bars(scores, path, **kwargs):
+        calls[Path(path).name] = (list(scores), kwargs.get("title"))
+        return viz.plot_dsc_bars(scores, path, **kwargs)
+
+    monkeypatch.setattr(module, "plot_dsc_bars", bars)
+    assert run(["evaluate", finetuned, "--out", tmp_path / "elsewhere", "--no-progress"]) == 0
+    assert calls["predictions.png"].startswith(f"{finetuned.name}: ")
+    assert "every class" in calls["predictions.png"]
+    assert calls["dsc.png"] == ([finetuned.name], f"{finetuned.name}: test DSC per class")
+
+
+def test_the_demo_table_says_its_scores_are_percent():
+    from supercl.demo import _table
+
+    evaluation = {"dsc": {"liver": 0.5}, "jc": {"liver": 0.25}, "mean_dsc": 0.5, "mean_jc": 0.25}
+    table = _table({"scratch": {"evaluation": evaluation}}, ["liver"])
+    assert table.splitlines()[0] == "| class | scratch DSC (%) | scratch JC (%) |"
+    assert "| liver | 50.00 | 25.00 |" in table

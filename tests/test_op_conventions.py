@@ -163,3 +163,37 @@ def test_a_step_of_the_four_ops_compiles_into_one_graph():
     for eager, traced in zip(*results):
         torch.testing.assert_close(traced, eager)
     torch._dynamo.reset()
+
+
+# ---- issue 19: the CPU drivers write each helper once -------------------------------------------
+
+
+def _functions(text: str) -> dict[str, str]:
+    """The functions defined at the start of a line of a C++ file: name -> text, from the
+    signature to the closing brace at the start of a line, comments and blank lines dropped."""
+    import re
+
+    lines = [re.sub(r"\s*//.*", "", line) for line in text.splitlines()]
+    head = re.compile(r"^(?:inline\s+|static\s+)*[A-Za-z_][\w:<>,]*[\s*&]+\**(\w+)\s*\(")
+    found, i = {}, 0
+    while i < len(lines):
+        m = head.match(lines[i])
+        if m and not lines[i].rstrip().endswith(";") and not lines[i].startswith("return"):
+            j = i
+            while j < len(lines) and lines[j] != "}":
+                j += 1
+            found[m.group(1)] = "\n".join(line for line in lines[i:j + 1] if line.strip())
+            i = j
+        i += 1
+    return found
+
+
+def test_no_function_of_the_cpu_drivers_is_written_twice():
+    from pathlib import Path
+
+    seen: dict[str, str] = {}
+    for path in sorted((Path(__file__).parents[1] / "csrc" / "cpu").glob("*.cpp")):
+        for name, body in _functions(path.read_text()).items():
+            twin = seen.get(body)
+            assert twin is None, f"{name} of {path.name} is a copy of {twin}"
+            seen[body] = f"{name} of {path.name}"

@@ -214,3 +214,81 @@ def test_docstring_examples_run(module):
 
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """supercl's modules (source tree) -> the supercl modules each imports, at any scope
+    (function-level imports included: they still make a cycle, only a hidden one)."""
+    import ast
+
+    pkg = ROOT / "supercl"
+    modules = {}
+    for path in pkg.rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        modules[name] = path
+
+    def resolve(base: str) -> str | None:
+        while base and base not in modules:
+            base = base.rpartition(".")[0]
+        return base or None
+
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                    mod = f"{base}.{node.module}" if node.module else base
+                else:
+                    mod = node.module or ""
+                targets = [f"{mod}.{a.name}" for a in node.names] + [mod]
+            else:
+                continue
+            for target in targets:
+                if target.startswith("supercl"):
+                    found = resolve(target)
+                    if found and found != name:
+                        edges.add(found)
+        graph[name] = edges
+    return graph
+
+
+def test_the_modules_import_each_other_without_cycles():
+    """Each layer imports only the layers below it (ARCHITECTURE.md): no cycle among the
+    modules, not even through an import inside a function. A package's __init__ importing
+    its own modules is not a cycle; it is left out."""
+    graph = _import_graph()
+    for name, edges in graph.items():  # a module's edge to its own package's __init__
+        graph[name] = {e for e in edges if not name.startswith(e + ".")}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node):
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycle = stack[stack.index(nxt):] + [nxt]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+
+
+def test_scoring_and_the_ops_import_nothing_of_the_trainer():
+    graph = _import_graph()
+    above = ("supercl.train", "supercl.cli", "supercl.demo", "supercl.ablate")
+    for name, edges in graph.items():
+        if name.startswith(("supercl.eval", "supercl.ops", "supercl.data", "supercl.models")):
+            wrong = sorted(e for e in edges if e.startswith(above))
+            assert not wrong, f"{name} imports {wrong}"

@@ -53,6 +53,12 @@ void slic(const float* image, const uint8_t* mask, int64_t batch, int64_t channe
           int64_t max_num_iter, bool enforce_connectivity, const int64_t* min_size,
           int32_t start_label, int32_t* out, int num_threads);
 
+// Without connectivity enforcement: the labels (centre ids, negative for masked pixels) of
+// one image or volume of n pixels and k_count centres renumbered consecutively in centre order
+// from start_label, the centres that own no pixel skipped; masked pixels get 0.  Shared by
+// the 2-D and the 3-D driver (slic.cpp).
+void slic_compact_labels(int32_t* labels, int64_t n, int64_t k_count, int32_t start_label);
+
 // SLIC of a (B, C, D, H, W) contiguous float32 batch of volumes rescaled to [0, 1].  mask:
 // (B, D, H, W) uint8 or nullptr; grid: (B, 9) {z0, y0, x0, nz, ny, nx, sz, sy, sx}; params:
 // (B, 5) Slic3Params; min_size: (B,).  out: (B, D, H, W) int32.

@@ -528,9 +528,11 @@ void enforce_connectivity(int32_t* labels, bool masked, int64_t height, int64_t 
   }
 }
 
+}  // namespace
+
 // Without connectivity enforcement: renumber the centres that own pixels consecutively, in
-// centre order.
-void compact_labels(int32_t* labels, int64_t n, int64_t k_count, int32_t start_label) {
+// centre order (declared in ops.h: the 3-D driver, slic_3d.cpp, uses it too).
+void slic_compact_labels(int32_t* labels, int64_t n, int64_t k_count, int32_t start_label) {
   std::vector<int32_t> rank(k_count, 0);
   for (int64_t i = 0; i < n; ++i)
     if (labels[i] >= 0) rank[labels[i]] = 1;
@@ -540,6 +542,8 @@ void compact_labels(int32_t* labels, int64_t n, int64_t k_count, int32_t start_l
   for (int64_t i = 0; i < n; ++i)
     labels[i] = slic_final_label(labels[i], labels[i] < 0, nullptr, rank.data(), start_label);
 }
+
+namespace {
 
 void slic_image(const float* image, const uint8_t* mask, int64_t channels, int64_t height,
                 int64_t width, const int64_t* grid, const double* params, int64_t max_num_iter,
@@ -615,7 +619,7 @@ void slic_image(const float* image, const uint8_t* mask, int64_t channels, int64
   if (enforce)
     enforce_connectivity(labels, mask != nullptr, height, width, min_size, start_label, threads);
   else
-    compact_labels(labels, hw, k_count, start_label);
+    slic_compact_labels(labels, hw, k_count, start_label);
 }
 
 }  // namespace

@@ -379,19 +379,6 @@ void enforce_connectivity(int32_t* labels, bool masked, int64_t depth, int64_t h
   }
 }
 
-// Without connectivity enforcement: the centres that own voxels, renumbered consecutively in
-// centre order.
-void compact_labels(int32_t* labels, int64_t n, int64_t k_count, int32_t start_label) {
-  std::vector<int32_t> rank(k_count, 0);
-  for (int64_t i = 0; i < n; ++i)
-    if (labels[i] >= 0) rank[labels[i]] = 1;
-  int32_t used = 0;
-  for (int64_t k = 0; k < k_count; ++k)
-    if (rank[k]) rank[k] = ++used;
-  for (int64_t i = 0; i < n; ++i)
-    labels[i] = slic_final_label(labels[i], labels[i] < 0, nullptr, rank.data(), start_label);
-}
-
 void slic_volume(const float* image, const uint8_t* mask, int64_t channels, int64_t depth,
                  int64_t height, int64_t width, const int64_t* grid, const double* params,
                  int64_t max_num_iter, bool enforce, int64_t min_size, int32_t start_label,
@@ -453,7 +440,7 @@ void slic_volume(const float* image, const uint8_t* mask, int64_t channels, int6
     enforce_connectivity(labels, mask != nullptr, depth, height, width, min_size, start_label,
                          threads);
   else
-    compact_labels(labels, n, k_count, start_label);
+    slic_compact_labels(labels, n, k_count, start_label);
 }
 
 }  // namespace

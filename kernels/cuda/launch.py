@@ -283,7 +283,7 @@ def slic_3d(
 ) -> torch.Tensor:
     """SLIC labels (B, D, H, W) int32 of a validated, [0, 1]-rescaled, contiguous
     (B, C, D, H, W) float32 CUDA tensor; grid (B, 9), params (B, 5) and min_size (B,) as
-    planned by supercl.ops._slic_3d.  The 3-D kernels of slic_3d.cu with the 2-D module's
+    planned by supercl.ops.slic (_plan_3d).  The 3-D kernels of slic_3d.cu with the 2-D module's
     shape-agnostic ones (each volume seen as a flat array)."""
     device = image.device
     batch, channels, depth, height, width = image.shape

@@ -42,7 +42,7 @@ from typing import Any, Callable, Sequence, Tuple, Union
 
 import numpy as np
 
-from supercl._validate import check_int
+from supercl._validate import check_int, check_seed, check_spacing
 
 __all__ = ["phantom_slice", "phantom_batch", "phantom_volume", "write_msd"]
 
@@ -82,18 +82,9 @@ def _check_noise(noise: Any) -> float:
     return noise
 
 
-def _seed_sequence(seed: Any) -> np.random.SeedSequence:
-    if isinstance(seed, np.random.SeedSequence):
-        return seed
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(
-            f"seed must be a non-negative integer or a numpy SeedSequence, got {seed!r}")
-    return np.random.SeedSequence(int(seed))
-
-
 def _child_seed(seed: Any, index: int) -> np.random.SeedSequence:
     """Seed of item ``index`` of a batch / dataset drawn with ``seed``."""
-    parent = _seed_sequence(seed)
+    parent = check_seed(seed)
     return np.random.SeedSequence(
         parent.entropy, spawn_key=tuple(parent.spawn_key) + (index,),
         pool_size=parent.pool_size)
@@ -456,7 +447,7 @@ def phantom_slice(height: int = 256, width: int = 256, *, n_organs: int = 5,
     width = check_int(width, "width", 1)
     n_organs = _check_n_organs(n_organs)
     noise = _check_noise(noise)
-    ss = _seed_sequence(seed)
+    ss = check_seed(seed)
     image = np.empty((height, width), dtype=np.float32)
     labels = np.empty((height, width), dtype=np.uint8)
     _slice_into(image, labels, ss, n_organs, noise, bool(texture))
@@ -515,7 +506,7 @@ def phantom_batch(batch: int, height: int = 256, width: int = 256, *,
     n_organs = _check_n_organs(n_organs)
     noise = _check_noise(kwargs.get("noise", 20.0))
     texture = bool(kwargs.get("texture", True))
-    parent = _seed_sequence(seed)
+    parent = check_seed(seed)
     images = np.empty((batch, height, width), dtype=np.float32)
     labels = np.empty((batch, height, width), dtype=np.uint8)
     for i in range(batch):
@@ -592,7 +583,7 @@ def phantom_volume(depth: int = 32, height: int = 128, width: int = 128, *,
     width = check_int(width, "width", 1)
     n_organs = _check_n_organs(n_organs)
     noise = _check_noise(noise)
-    rng = np.random.default_rng(_seed_sequence(seed))
+    rng = np.random.default_rng(check_seed(seed))
     d, h, w = depth, height, width
 
     zn = ((np.arange(d, dtype=np.float32) + 0.5) / d * 2.0 - 1.0)  # slice position in [-1, 1]
@@ -704,16 +695,6 @@ def phantom_volume(depth: int = 32, height: int = 128, width: int = 128, *,
 _CASE_RE = re.compile(r"^phantom_\d+\.nii\.gz$")
 
 
-def _check_spacing(spacing: Any) -> Tuple[float, float, float]:
-    try:
-        vals = tuple(float(s) for s in spacing)
-    except TypeError:
-        raise ValueError(f"spacing must be 3 positive numbers, got {spacing!r}") from None
-    if len(vals) != 3 or not all(math.isfinite(v) and v > 0 for v in vals):
-        raise ValueError(f"spacing must be 3 positive numbers, got {spacing!r}")
-    return vals
-
-
 def write_msd(root: Union[str, os.PathLike], n_volumes: int = 4,
               shape: Sequence[int] = (32, 128, 128), *, n_organs: int = 5,
               seed: SeedLike = 0, modality: str = "CT", overwrite: bool = False,
@@ -810,10 +791,10 @@ def write_msd(root: Union[str, os.PathLike], n_volumes: int = 4,
         raise ValueError(f"shape must be a sequence of 3 positive integers, got {shape!r}")
     depth, height, width = (check_int(s, f"shape[{i}]", 1) for i, s in enumerate(shape_t))
     n_organs = _check_n_organs(n_organs)
-    parent = _seed_sequence(seed)
+    parent = check_seed(seed)
     if not isinstance(modality, str) or not modality:
         raise ValueError(f"modality must be a non-empty string, got {modality!r}")
-    spacing_t = _check_spacing(spacing)
+    spacing_t = check_spacing(spacing, ndim=3)
     if phantom not in ("v1", "v2"):
         raise ValueError(f"phantom must be 'v1' or 'v2', got {phantom!r}")
     if phantom == "v2":

@@ -133,7 +133,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from scipy import ndimage
 
-from supercl._validate import check_int
+from supercl._validate import check_int, check_seed, check_spacing
 
 __all__ = ["phantom_v2_volume", "phantom_v2_slice", "CLASS_NAMES", "MAX_ORGANS",
            "normalise_modality"]
@@ -256,28 +256,6 @@ def normalise_modality(modality: Any) -> str:
         return "MR"
     raise ValueError(f"modality must be 'CT' or 'MR' (or an MR name: MRI, T1, T2), "
                      f"got {modality!r}")
-
-
-def _check_spacing(spacing: Any) -> Tuple[float, float, float]:
-    try:
-        vals = tuple(float(s) for s in spacing)
-    except (TypeError, ValueError):
-        raise TypeError(f"spacing must be 3 positive numbers (dz, dy, dx) in mm, "
-                        f"got {spacing!r}") from None
-    if len(vals) != 3 or not all(math.isfinite(v) and v > 0 for v in vals):
-        raise ValueError(f"spacing must be 3 positive numbers (dz, dy, dx) in mm, got {spacing!r}")
-    return vals
-
-
-def _seed_sequence(seed: Any) -> np.random.SeedSequence:
-    if isinstance(seed, np.random.SeedSequence):
-        return seed
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be a non-negative integer or a numpy SeedSequence, "
-                        f"got {seed!r}")
-    if seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed}")
-    return np.random.SeedSequence(int(seed))
 
 
 def _children(ss: np.random.SeedSequence, n: int) -> List[np.random.SeedSequence]:
@@ -741,8 +719,8 @@ def phantom_v2_volume(depth: int = 24, height: int = 128, width: int = 128, *,
     width = check_int(width, "width", 1)
     n_organs = _check_n_organs(n_organs)
     mod = normalise_modality(modality)
-    spacing_t = _check_spacing(spacing)
-    ss = _seed_sequence(seed)
+    spacing_t = check_spacing(spacing, ndim=3, axes="(dz, dy, dx) in mm")
+    ss = check_seed(seed)
     z = (np.arange(depth) + 0.5) / depth
     return _render(z, 1.0 / depth, height, width, n_organs, ss, mod, spacing_t,
                    bool(noise), bool(bias_field))
@@ -777,8 +755,8 @@ def phantom_v2_slice(height: int = 128, width: int = 128, *, position: float = 0
         raise ValueError(f"position must be in [0, 1], got {position}")
     n_organs = _check_n_organs(n_organs)
     mod = normalise_modality(modality)
-    spacing_t = _check_spacing(spacing)
-    ss = _seed_sequence(seed)
+    spacing_t = check_spacing(spacing, ndim=3, axes="(dz, dy, dx) in mm")
+    ss = check_seed(seed)
     image, labels = _render(np.array([float(position)]), 1.0 / 24.0, height, width, n_organs,
                             ss, mod, spacing_t, bool(noise), bool(bias_field))
     return image[0], labels[0]

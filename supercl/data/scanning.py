@@ -425,26 +425,46 @@ def _header_shape(path: pathlib.Path, kind: str) -> Tuple[int, ...]:
 
 
 def check_pairs(info: "DatasetInfo", names: Optional[Iterable[str]] = None) -> None:
-    """Check that every labeled case (of ``names``, default all) has a label map of its
-    image's shape, reading the NIfTI headers only, so that a mismatch is found when the split
-    is made rather than when the labels are first needed.
+    """Check every case (of ``names``, default all) before a run uses any of them: its image
+    is a 3-D volume (from the header), and a labeled case's label map has the image's shape
+    and only values declared in ``info.class_names`` (dataset.json's labels). The headers are
+    read for every case and the label maps' voxels for the labeled ones, so that a bad volume
+    anywhere in the split (a test volume too) is found when the split is made, before a run
+    writes anything, rather than when the volume is first loaded.
 
     Raises
     ------
     ValueError
-        The message starts with the label file and gives both shapes (x, y, z).
+        The message starts with the offending file: not 3-D, label shape differs from the
+        image's (both shapes, x, y, z), label values not declared, or unreadable.
     FileNotFoundError
         (:class:`DatasetFileNotFoundError`) an image or label file is missing.
     """
     wanted = None if names is None else set(names)
     for case in info.cases:
-        if case.label is None or (wanted is not None and case.name not in wanted):
+        if wanted is not None and case.name not in wanted:
             continue
-        image, label = pathlib.Path(case.image), pathlib.Path(case.label)
-        shape_i, shape_l = _header_shape(image, "image"), _header_shape(label, "label")
+        image = pathlib.Path(case.image)
+        shape_i = _header_shape(image, "image")
+        _check_3d(shape_i, image, "image")
+        if case.label is None:
+            continue
+        label = pathlib.Path(case.label)
+        shape_l = _header_shape(label, "label")
         if shape_i != shape_l:
             raise ValueError(f"{label}: label shape {shape_l} differs from image shape "
                              f"{shape_i} of {image} (x, y, z)")
+        _label_values(_read_array(label, "label"), label, info.class_names)
+
+
+def _check_3d(shape: Tuple[int, ...], path: pathlib.Path, kind: str) -> None:
+    """The checks of :func:`_squeeze3` on a header shape (trailing singletons dropped)."""
+    if len(shape) == 4:
+        raise ValueError(f"{path}: 4-D {kind} with {shape[3]} channels/time points is not "
+                         f"supported; pass one channel (shape {shape})")
+    if len(shape) != 3:
+        raise ValueError(f"{path}: {kind} is not 3-D (shape {shape}); expected a volume "
+                         f"(x, y, z)")
 
 
 def _label_values(arr: np.ndarray, path: pathlib.Path,

@@ -13,6 +13,8 @@ from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
 
+from supercl._validate import check_int
+
 from .scanning import DatasetInfo, PathLike
 
 __all__ = ["split_cases", "write_split"]
@@ -91,9 +93,7 @@ def split_cases(info: DatasetInfo, *, label_fraction: float = 0.1, val_fraction:
     lf = _check_fraction("label_fraction", label_fraction, zero_ok=False, one_ok=True)
     vf = _check_fraction("val_fraction", val_fraction, zero_ok=True, one_ok=False)
     tf = _check_fraction("test_fraction", test_fraction, zero_ok=True, one_ok=False)
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    seed = int(seed)
+    seed = check_int(seed, "seed", minimum=0)
 
     labeled = [c.name for c in info.cases if c.label is not None]
     unlabeled = [c.name for c in info.cases if c.label is None]
@@ -117,10 +117,7 @@ def split_cases(info: DatasetInfo, *, label_fraction: float = 0.1, val_fraction:
     val = order[n_test:n_test + n_val]
     pool = order[n_test + n_val:]
     if label_seed is not None:
-        if isinstance(label_seed, (bool, np.bool_)) or not isinstance(label_seed, numbers.Integral) \
-                or label_seed < 0:
-            raise ValueError(f"label_seed must be a non-negative integer or None, got {label_seed!r}")
-        rng = np.random.default_rng([int(label_seed), 1])
+        rng = np.random.default_rng([check_int(label_seed, "label_seed", minimum=0), 1])
     pool_order = [pool[i] for i in rng.permutation(len(pool))]
     finetune = pool_order[:max(1, round(lf * len(pool)))]
     return {

@@ -49,6 +49,8 @@ from typing import Any
 
 import numpy as np
 
+from supercl._validate import check_spacing
+
 __all__ = [
     "SegmentationMetrics",
     "dice_score",
@@ -387,14 +389,9 @@ def jaccard_score(pred_mask: Any, gt_mask: Any) -> float:
 def _spacing(spacing: Any, ndim: int) -> np.ndarray | None:
     if spacing is None:
         return None
-    s = np.asarray(spacing, dtype=np.float64)
-    if s.ndim == 0:
-        s = np.full(ndim, float(s))
-    if s.shape != (ndim,):
-        raise ValueError(f"spacing must have one entry per axis ({ndim}), got {list(np.atleast_1d(s))}")
-    if not np.all(np.isfinite(s)) or np.any(s <= 0):
-        raise ValueError(f"spacing must be positive and finite, got {s.tolist()}")
-    return s
+    if np.ndim(spacing) == 0 and not isinstance(spacing, (str, bytes)):
+        spacing = [spacing] * ndim  # one number: the same size along every axis
+    return np.asarray(check_spacing(spacing, ndim=ndim), dtype=np.float64)
 
 
 def _surface(mask: np.ndarray) -> np.ndarray:

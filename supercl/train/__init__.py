@@ -6,8 +6,7 @@ Each function takes a config dataclass whose fields are the options of the match
 ``supercl`` subcommand, and writes everything into the run folder ``config.out``.
 """
 
-from supercl.eval import evaluate
-
+from .evaluate import evaluate
 from .finetune import FinetuneConfig, finetune
 from .loop import NonFiniteLossError
 from .pretrain import PretrainConfig, pretrain, recipe_config

@@ -74,9 +74,12 @@ def resolve_data(data: str | None, out: Path, main: bool = True) -> Path:
 
 def prepare_split(cfg: DataConfig, out: Path, main: bool = True,
                   pretrain_only: bool = False,
-                  previous: tuple[Path, dict] | None = None) -> tuple[DatasetInfo, dict]:
-    """Scan the dataset, split it by volume, check every image/label pair of the split (their
-    shapes, from the headers) and write ``out/split.json``.
+                  previous: tuple[Path, dict] | None = None,
+                  write: bool = True) -> tuple[DatasetInfo, dict]:
+    """Scan the dataset, split it by volume, check every volume of the split (3-D images,
+    label maps of the image's shape with declared values: :func:`check_pairs`) and, with
+    ``write``, write ``out/split.json`` (a training run writes it later, with
+    :meth:`~supercl.train.loop.TrainingLoop.write_run_files`).
 
     With ``pretrain_only`` (pre-training), a dataset with fewer than 3 labeled volumes (e.g. a
     folder of unlabeled images) is not an error: every volume goes to pre-training, and the
@@ -107,7 +110,7 @@ def prepare_split(cfg: DataConfig, out: Path, main: bool = True,
             raise ValueError(f"{path}: --resume on a dataset whose split differs from the "
                              f"checkpoint's ({', '.join(changed)} volumes differ): {root} is not "
                              "the data this run was trained on")
-    if main:
+    if main and write:
         write_split(split, out / "split.json")
     return info, split
 

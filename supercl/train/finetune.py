@@ -1,10 +1,10 @@
-"""Fine-tuning (scoring on the test volumes is :mod:`supercl.eval`).
+"""Fine-tuning (scoring on the test volumes is :mod:`supercl.train.evaluate`).
 
 Fine-tuning trains the whole U-Net on the labeled fine-tuning volumes of the split, its
 encoder initialised from a pre-training run (only the encoder is transferred) or from
 scratch, with cross-entropy + soft Dice and Adam on a cosine schedule. After every epoch it
 scores the validation volumes; the best epoch by mean foreground DSC is kept as
-``best.pt``. The test volumes are used only by :func:`~supercl.eval.evaluate`.
+``best.pt``. The test volumes are used only by :func:`~supercl.train.evaluate`.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ import torch
 import torch.nn.functional as F
 
 from supercl._validate import SettingError, check_bool, check_float, check_int, check_setting
-from supercl.eval.evaluate import evaluate, predict
 from supercl.eval.metrics import SegmentationMetrics
-from supercl.models import UNet
+from supercl.eval.predict import predict
+from supercl.models import UNet, UNetEncoder
 
 from .checkpoint import save_atomic
 from .dataset import prepare_split, slices_of
+from .evaluate import evaluate
 from .loop import RunConfig, Task, TrainingLoop
 from .sampling import ForegroundSampler, crop_batch, step_generator
 
@@ -78,9 +79,9 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-5) -> 
     return 1.0 - ((2 * inter + eps) / (denom + eps)).mean()
 
 
-def _load_encoder(path: str, model: UNet) -> tuple[Path, dict]:
-    """Load the encoder of a pre-training run (its folder, ``encoder.pt`` or ``checkpoint.pt``);
-    returns the file and the pre-training split stored with it."""
+def _load_encoder(path: str, encoder: UNetEncoder) -> tuple[Path, dict]:
+    """Load the encoder of a pre-training run (its folder, ``encoder.pt`` or ``checkpoint.pt``)
+    into ``encoder``; returns the file and the pre-training split stored with it."""
     p = Path(path)
     if p.is_dir():
         p = p / "encoder.pt" if (p / "encoder.pt").exists() else p / "checkpoint.pt"
@@ -97,7 +98,7 @@ def _load_encoder(path: str, model: UNet) -> tuple[Path, dict]:
     else:
         raise ValueError(f"{p}: not a supercl pre-training checkpoint")
     try:
-        missing, unexpected = model.encoder.load_state_dict(state, strict=False)
+        missing, unexpected = encoder.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatches
         raise ValueError(f"{p}: the encoder does not match this U-Net; use the --base-channels "
                          f"and --depth of the pre-training run ({str(err).splitlines()[1].strip()})") from err
@@ -130,18 +131,22 @@ def finetune(cfg: FinetuneConfig) -> dict:
     ``cfg.out``; returns a summary dict."""
     loop = TrainingLoop(cfg, "finetune", "fine-tuning")
     device, out = loop.device, loop.out
-    info, split = prepare_split(cfg, out, previous=loop.previous)
-    loop.write_config()
+    source = encoder = None
+    if cfg.pretrained and loop.resumed is None:  # before the data: nothing is written yet
+        encoder = UNetEncoder(1, cfg.base_channels, cfg.depth)
+        source, pretrain_split = _load_encoder(cfg.pretrained, encoder)
+    info, split = prepare_split(cfg, out, previous=loop.previous, write=False)
+    if source is not None:
+        _warn_overlap(source, pretrain_split, split)
     num_classes = max(info.class_names) + 1
     train = slices_of(info, split["finetune"], cfg, require_labels=True, progress=cfg.progress)
     val = slices_of(info, split["val"], cfg, require_labels=True, progress=cfg.progress)
 
     torch.manual_seed(cfg.seed)
     model = UNet(1, cfg.base_channels, num_classes, cfg.depth)
-    source = None
-    if cfg.pretrained and loop.resumed is None:
-        source, pretrain_split = _load_encoder(cfg.pretrained, model)
-        _warn_overlap(source, pretrain_split, split)
+    if encoder is not None:
+        model.encoder.load_state_dict(encoder.state_dict())
+    loop.write_run_files(split)
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     best = {"val_dsc": -1.0, "epoch": 0}
@@ -189,8 +194,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
     def describe(record: dict) -> str:
         if "val_dsc" not in record:
             return f"loss {record['loss']:.4f}"
-        return (f"loss {record['loss']:.4f} val DSC {100 * record['val_dsc']:.2f} % (best "
-                f"{100 * best['val_dsc']:.2f} % at epoch {best['epoch']})")
+        return (f"loss {record['loss']:.4f} val DSC {100 * record['val_dsc']:.2f}% (best "
+                f"{100 * best['val_dsc']:.2f}% at epoch {best['epoch']})")
 
     def should_stop() -> bool:
         return bool(cfg.patience) and (best.get("validations", 0) - best.get("validation", 0)
@@ -206,7 +211,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
         from supercl.viz import plot_loss_curves
 
         plot_loss_curves(summary["history"], out / "loss_curves.png",
-                         keys=["loss", "ce", "dice", "val_dsc"], title="fine-tuning")
+                         keys=["loss", "ce", "dice", "val_dsc"],
+                         title=f"fine-tuning {out.resolve().name}")
     summary = {k: summary[k] for k in ("status", "out", "epochs", "global_step", "stopped_early",
                                        "planned_steps")} | {
         "best": best, "history": summary["history"]}

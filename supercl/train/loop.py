@@ -10,7 +10,6 @@ forward pass and the loss terms) and its evaluation after each epoch.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
@@ -21,18 +20,21 @@ from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
+# check_device and strict_json stay importable from here for code written before they moved
+from supercl._runtime import (check_device, json_text, resolve_device,  # noqa: F401
+                              strict_json, write_json)
 from supercl._validate import (SettingError, check_bool, check_choice, check_float, check_int,
                                check_setting)
 
 from .dataset import DataConfig
 
-__all__ = ["TrainingLoop", "Task", "RunConfig", "NonFiniteLossError", "resolve_device", "check_device", "amp_dtype",
+# resolve_device, check_device, write_json, json_text and strict_json live in supercl._runtime
+# (below both the trainer and the scoring, which use them); imported here for the loop.
+__all__ = ["TrainingLoop", "Task", "RunConfig", "NonFiniteLossError", "amp_dtype",
            "check_resume", "RESUMABLE", "epoch_batches", "total_steps",
-           "optimizer_step", "cosine_lambda", "host_values", "check_finite", "StopFlag", "RunLog",
-           "write_json", "json_text", "strict_json"]
+           "optimizer_step", "cosine_lambda", "host_values", "check_finite", "StopFlag", "RunLog"]
 
 
 @dataclass
@@ -84,35 +86,6 @@ class RunConfig(DataConfig):
 
 class NonFiniteLossError(RuntimeError):
     """A loss became NaN or inf; the run stops and the last good checkpoint is kept."""
-
-
-def check_device(device: Any) -> None:
-    """Raise ``ValueError`` unless ``device`` is "auto", "cpu", "cuda" or "cuda:N" with a GPU
-    N that torch sees. Called before a run writes anything."""
-    resolve_device(device)
-
-
-def resolve_device(device: Any) -> torch.device:
-    """"auto" -> cuda if available else cpu; "cpu", "cuda", "cuda:N". Anything else, and
-    "cuda" without a GPU (or with fewer than N + 1), raises ``ValueError``."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    expected = "expected auto, cpu, cuda or cuda:N"
-    if not isinstance(device, str):
-        raise ValueError(f"device must be a string ({expected}), got {device!r}")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:  # torch's own message is a long list of every device type it knows
-        raise ValueError(f"unknown device {device!r}: {expected}") from None
-    if dev.type not in ("cpu", "cuda") or (dev.type == "cpu" and dev.index not in (None, 0)):
-        raise ValueError(f"unsupported device {device!r}: {expected}")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but torch sees no CUDA GPU")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r} requested but torch sees "
-                             f"{torch.cuda.device_count()} CUDA GPU(s)")
-    return dev
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -280,47 +253,6 @@ class StopFlag:
                 signal.signal(s, h)
 
 
-def write_json(path: Path, obj: Any) -> Path:
-    """Strict JSON (see :func:`json_text`), written atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json_text(obj, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def json_text(obj: Any, indent: int | None = None) -> str:
-    """``obj`` as strict JSON: a float that is not finite (an undefined score such as the HD95
-    of an empty prediction, NaN) becomes ``null``, so ``JSON.parse`` and ``jq`` read every
-    file a run writes. Dataclasses, paths, tensors and numpy values are converted."""
-    return json.dumps(_finite(obj), indent=indent, default=_jsonable, allow_nan=False)
-
-
-def strict_json(text: str) -> Any:
-    """``json.loads`` that refuses ``NaN``, ``Infinity`` and ``-Infinity`` (not JSON)."""
-    def refuse(name):
-        raise ValueError(f"not JSON: {name}")
-    return json.loads(text, parse_constant=refuse)
-
-
-def _finite(x: Any) -> Any:
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    if is_dataclass(x) and not isinstance(x, type):
-        return _finite(asdict(x))
-    if isinstance(x, (np.floating, np.integer, np.bool_, np.ndarray, torch.Tensor)):
-        return _finite(x.tolist() if hasattr(x, "tolist") else x.item())
-    return x
-
-
-def _jsonable(x):
-    return str(x)  # paths, and anything else json cannot write, as text
-
-
 class RunLog:
     """``metrics.jsonl`` (one record per epoch) and, if installed and asked for, TensorBoard.
 
@@ -408,13 +340,15 @@ class TrainingLoop:
     """One run: its checks, its folder, its checkpoints and its epochs.
 
     Construct it first: it checks the settings, the device and the checkpoint to resume
-    (and that checkpoint's settings) before anything is written, joins the process group of
-    a distributed run (``distributed=True``) and makes the run folder. Then build the data
-    and the model, and call :meth:`run` with a :class:`Task`.
+    (and that checkpoint's settings) and joins the process group of a distributed run
+    (``distributed=True``); it writes nothing. Then check and load the data and build the
+    model; once everything that can be checked has passed, :meth:`write_run_files` makes the
+    run folder (a run that fails before then leaves no file behind); then call :meth:`run`
+    with a :class:`Task`.
 
-    Writes ``config.json`` (:meth:`write_config`), ``metrics.jsonl`` (one record per epoch:
-    ``epoch``, ``global_step``, the epoch means of the task's values, its evaluation, ``lr``,
-    ``slices_per_s``) and ``checkpoint.pt`` (after every epoch, every ``checkpoint_every``
+    Writes ``split.json`` and ``config.json`` (:meth:`write_run_files`), ``metrics.jsonl``
+    (one record per epoch: ``epoch``, ``global_step``, the epoch means of the task's values,
+    its evaluation, ``lr``, ``slices_per_s``) and ``checkpoint.pt`` (after every epoch, every ``checkpoint_every``
     steps and on SIGINT/SIGTERM).
     """
 
@@ -436,8 +370,6 @@ class TrainingLoop:
                          done_epochs=self.resumed["epoch"])
         self.dist = dist_mod.setup(cfg.device) if distributed else dist_mod.DistInfo()
         self.main = self.dist.main
-        if self.main:
-            self.out.mkdir(parents=True, exist_ok=True)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         if self.device.type == "cuda" and self.dist.world_size > 1:
@@ -451,8 +383,15 @@ class TrainingLoop:
         """``(checkpoint, split)`` of the run being resumed, None for a new run."""
         return None if self.resumed is None else (self.checkpoint, self.resumed["split"])
 
-    def write_config(self, **extra) -> None:
+    def write_run_files(self, split: dict, **extra) -> None:
+        """The run's first files, once the data and the model have passed every check: the
+        run folder, ``split.json`` (``split``) and ``config.json`` (the settings, ``extra``
+        and the device)."""
+        from supercl.data.nifti import write_split
+
         if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_split(split, self.out / "split.json")
             write_json(self.out / "config.json", asdict(self.cfg) | extra
                        | {"device": str(self.device)})
 

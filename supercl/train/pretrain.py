@@ -191,10 +191,11 @@ def pretrain(cfg: PretrainConfig) -> dict:
     """
     loop = TrainingLoop(cfg, "pretrain", "pre-training", distributed=True)
     dist, main, device, out = loop.dist, loop.main, loop.device, loop.out
-    info, split = prepare_split(cfg, out, main, pretrain_only=True, previous=loop.previous)
-    loop.write_config(world_size=dist.world_size)
+    info, split = prepare_split(cfg, out, main, pretrain_only=True, previous=loop.previous,
+                                write=False)
     slices = slices_of(info, split["pretrain"], cfg, require_labels=False,
                        progress=main and cfg.progress)
+    loop.write_run_files(split, world_size=dist.world_size)
     images, positions = slices.images, slices.positions
     names = slice_names(slices)
     if device.type == "cuda":
