@@ -338,7 +338,7 @@ def _check_args(args) -> None:
     if getattr(args, "finetune_steps", None) is not None and args.finetune_steps < 1:
         raise ValueError("--finetune-steps must be >= 1")
     if getattr(args, "reuse_pretraining", None):
-        from supercl.train.loop import strict_json
+        from supercl._runtime import strict_json
 
         src = Path(args.reuse_pretraining)
         record = src / "ablate.json"
