@@ -65,6 +65,19 @@ def _skimage_slic(images: np.ndarray) -> np.ndarray:
     ])
 
 
+
+def _measure_opencv(measure, images, common) -> None:
+    """OpenCV's SLIC on the batch (its own thread pool), checked on the first slice."""
+    import cv2
+
+    h, w = images.shape[-2:]
+    labels = _opencv_slic(images[:1])
+    assert labels.shape == (1, h, w)
+    measure(lambda: _opencv_slic(images), rounds=ROUNDS["fast"],
+            threads=cv2.getNumThreads(), **common,
+            labels_first_slice=len(np.unique(labels[0])), ruler=OPENCV_RULER,
+            region_size=round(math.sqrt(h * w / N_SEGMENTS)))
+
 def _opencv_slic(images: np.ndarray) -> np.ndarray:
     """OpenCV's SLIC on each slice, after rescaling it to 0..255 uint8 -- inside the timing,
     since supercl and scikit-image rescale inside their calls too."""
@@ -125,14 +138,7 @@ def test_bench_slic(request, measure, phantom, torch_threads, size, provider):
                 **common, labels_first_slice=count)
 
     elif provider == "opencv":
-        import cv2
-
-        labels = _opencv_slic(images[:1])
-        assert labels.shape == (1, size, size)
-        measure(lambda: _opencv_slic(images), rounds=ROUNDS["fast"],
-                threads=cv2.getNumThreads(), **common,
-                labels_first_slice=len(np.unique(labels[0])), ruler=OPENCV_RULER,
-                region_size=round(math.sqrt(size * size / N_SEGMENTS)))
+        _measure_opencv(measure, images, common)
 
     elif provider == "supercl-cuda":
         request.getfixturevalue("cuda_backend")
@@ -299,14 +305,7 @@ def test_bench_slic_hard(request, measure, torch_threads, kind, shape, provider)
                 undersegmentation_error=ue)
 
     elif provider == "opencv":
-        import cv2
-
-        labels = _opencv_slic(images[:1])
-        assert labels.shape == (1, h, w)
-        measure(lambda: _opencv_slic(images), rounds=ROUNDS["fast"],
-                threads=cv2.getNumThreads(), **common,
-                labels_first_slice=len(np.unique(labels[0])), ruler=OPENCV_RULER,
-                region_size=round(math.sqrt(h * w / N_SEGMENTS)))
+        _measure_opencv(measure, images, common)
 
     else:  # pragma: no cover
         raise AssertionError(f"unknown provider {provider}")
