@@ -267,11 +267,12 @@ def _quality_oracle(nodes, b, k, positions, organs, threshold=0.1):
                         if organs[a] | organs[c] else 1.0)
     pairs = [(a, c) for a in range(b) for c in range(b) if a != c]
     return {"inter_partner_edge_share": 1 - len(cross) / len(edges),
-            "inter_edge_position_agreement":
-                np.mean([abs(positions[a] - positions[c]) < threshold for a, c in cross]),
+            "inter_edge_position_agreement":  # NaN without edges between different images
+                np.mean([abs(positions[a] - positions[c]) < threshold for a, c in cross])
+                if cross else math.nan,
             "inter_edge_position_chance":
                 np.mean([abs(positions[a] - positions[c]) < threshold for a, c in pairs]),
-            "inter_edge_organ_agreement": np.mean([jac(a, c) for a, c in cross]),
+            "inter_edge_organ_agreement": np.mean([jac(a, c) for a, c in cross]) if cross else math.nan,
             "inter_edge_organ_chance": np.mean([jac(a, c) for a, c in pairs])}
 
 
