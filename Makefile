@@ -9,6 +9,9 @@
 #
 # make gpu-check: the one-call GPU check (benchmarks/gpu_check.py) with $(GPU_PYTHON), the
 # Python that holds the GPU torch; on a machine without a GPU it says so and exits 0.
+# make gpu-wheels: on a machine with network, download into .whl/ the wheels a GPU image lacks
+# (supercl's runtime dependencies and the benchmark peers, for $(GPU_PY_VERSION) on x86-64
+# Linux, ~45 MB); gpu-check installs them for its children (see benchmarks/README.md).
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -25,7 +28,7 @@ SOURCES := pyproject.toml setup.py MANIFEST.in $(shell find supercl csrc kernels
 DEMO_OUT  ?= runs/demo
 DEMO_ARGS ?=
 
-.PHONY: demo test bench install clean clean-runs distclean gpu-check
+.PHONY: demo test bench install clean clean-runs distclean gpu-check gpu-wheels
 
 # An interrupted demo continues where it stopped; a finished one (results.json) is run again
 # from the start (--overwrite replaces the demo's own files in $(DEMO_OUT), nothing else).
@@ -44,6 +47,16 @@ install: $(VENV)/.installed
 
 gpu-check:
 	$(GPU_PYTHON) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
+
+GPU_PY_VERSION ?= 3.12
+GPU_WHEELS ?= nibabel kornia kornia_rs connected-components-3d bkeccl cucim-cu13 \
+	pytorch-metric-learning nilearn
+GPU_PLATFORMS := $(foreach n,17 24 27 28 31 34 35,--platform manylinux_2_$(n)_x86_64) \
+	--platform manylinux2014_x86_64 --platform manylinux1_x86_64
+
+gpu-wheels:
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --implementation cp \
+	  --python-version $(GPU_PY_VERSION) $(GPU_PLATFORMS) -d .whl $(GPU_WHEELS)
 
 # A regular (non-editable) install, so that the tests run against what users get: the built
 # extension and the package data, imported from site-packages.
@@ -69,4 +82,4 @@ clean-runs:
 	rm -rf runs
 
 distclean: clean clean-runs
-	rm -rf $(VENV)
+	rm -rf $(VENV) .whl

@@ -61,15 +61,34 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_triton)
 
 
+def python_isolated(code: str, *, env: dict | None = None, cwd=None, timeout: int = 300):
+    """Run ``code`` in a fresh ``python -I`` child that imports the same ``supercl`` as this
+    process.
+
+    ``-I`` keeps the checkout (the current folder) and the user's site off ``sys.path``, so the
+    child cannot pick up the sources instead of the build under test. But ``-I`` also ignores
+    ``PYTHONPATH``, which is how a build installed with ``pip install --target`` is found (the
+    GPU check does that): the child then found no supercl at all. So the folder this process
+    imported supercl from is put on the child's path explicitly, when it is not there already
+    (for a regular install in site-packages it is, and nothing changes).
+    Returns the ``subprocess.CompletedProcess`` (text output captured)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import supercl
+
+    root = str(Path(supercl.__file__).resolve().parent.parent)
+    prelude = f"import sys; {root!r} in sys.path or sys.path.insert(0, {root!r})\n"
+    return subprocess.run([sys.executable, "-I", "-c", prelude + code], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=timeout)
+
+
 def triton_compile_for_gpu(code: str) -> None:
     """Run ``code`` -- a script that compiles Triton kernels ahead of time for a GPU target
     and prints "ok" -- in a child without TRITON_INTERPRET (Triton reads it when it is
-    imported). The child runs isolated (``-I``: no current folder on ``sys.path``), so it
-    imports the installed supercl, as this process does, from the checkout too. Skips where this Triton has no
-    ahead-of-time compile API."""
-    import subprocess
-    import sys
-
+    imported), through :func:`python_isolated`: it imports the supercl this process imports.
+    Skips where this Triton has no ahead-of-time compile API."""
     pytest.importorskip("triton")
     try:
         from triton.backends.compiler import GPUTarget  # noqa: F401
@@ -77,8 +96,7 @@ def triton_compile_for_gpu(code: str) -> None:
     except ImportError as exc:  # pragma: no cover - depends on the Triton version
         pytest.skip(f"this Triton has no ahead-of-time compile API: {exc}")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, env=env,
-                         timeout=300)
+    out = python_isolated(code, env=env)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
 
 

@@ -73,8 +73,51 @@ def test_targets_from_benchmark_records(gpu_check):
     assert rows["SLIC 512^2 K=400"]["met"] is True
     share = next(r for name, r in rows.items() if name.startswith("pre-training step"))
     assert share["value"] == pytest.approx(0.2) and share["met"] is True
-    missing = rows["SLIC 256 x 256^2 K=100, masked"]
+    missing = rows["SLIC 256 x 256^2 K=100, masked: share of the unmasked rate"]
     assert missing["value"] is None and missing["met"] is None
+
+
+def test_rate_targets_compare_two_groups_of_one_provider(gpu_check):
+    """The masked SLIC target: its rate as a share of the unmasked rate, from the medians."""
+    data = {"benchmarks": [
+        _record("slic_gpu-256x256-K100-B256", "supercl-cuda", 0.010, slices_per_s=25600.0),
+        _record("slic_gpu-256x256-K100-B256-masked", "supercl-cuda", 0.0125),
+    ]}
+    rows = {row["target"]: row for row in gpu_check._targets(data, "NVIDIA H200")}
+    masked = rows["SLIC 256 x 256^2 K=100, masked: share of the unmasked rate"]
+    assert masked["value"] == pytest.approx(0.8) and masked["met"] is False
+    assert rows["SLIC 256 x 256^2 K=100"]["met"] is True
+
+
+def test_children_get_the_wheels_and_a_share_of_the_cores(gpu_check, tmp_path, monkeypatch):
+    """Wheels carried for what the image lacks land in a folder on the children's PYTHONPATH
+    (after the build under test), and each xdist worker gets cores / workers threads."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    # the smallest valid wheel: one module and its metadata
+    import zipfile
+
+    name = "gpucheckprobe-1.0"
+    with zipfile.ZipFile(wheels / "gpucheckprobe-1.0-py3-none-any.whl", "w") as z:
+        z.writestr("gpucheckprobe.py", "VALUE = 42\n")
+        z.writestr(f"{name}.dist-info/METADATA",
+                   "Metadata-Version: 2.1\nName: gpucheckprobe\nVersion: 1.0\n")
+        z.writestr(f"{name}.dist-info/WHEEL",
+                   "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(f"{name}.dist-info/RECORD", "")
+    target = tmp_path / "site"
+    assert gpu_check._install_wheels(wheels, target) == ["gpucheckprobe-1.0-py3-none-any.whl"]
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(gpu_check.os, "cpu_count", lambda: 16)
+    env = gpu_check._env([tmp_path / "build", target], workers=12)
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(tmp_path / "build"), str(target),
+                                                    "/elsewhere"]
+    assert env["OMP_NUM_THREADS"] == "1" and "TRITON_INTERPRET" not in env
+    assert "OMP_NUM_THREADS" not in gpu_check._env([target])  # one process: torch's default
+    out = subprocess.run([sys.executable, "-c", "import gpucheckprobe; print(gpucheckprobe.VALUE)"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "42", out.stderr
 
 
 def test_committed_results_page_is_what_the_script_renders(tmp_path):

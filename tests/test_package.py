@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import python_isolated
 
 import supercl
 import supercl.kernels
@@ -191,7 +192,7 @@ def test_an_editable_install_imports_the_kernels_like_the_wheel(tmp_path):
     editable = run([python, "-I", "-c", probe], cwd=tmp_path)
     assert editable.returncode == 0, editable.stderr
     assert Path(editable.stdout.strip()) == copy / "kernels" / "__init__.py"
-    wheel = run([sys.executable, "-I", "-c", probe], cwd=tmp_path)  # this environment's install
+    wheel = python_isolated(probe, cwd=tmp_path)  # the supercl this process imports
     assert wheel.returncode == 0, wheel.stderr
 
 
@@ -293,3 +294,12 @@ def test_scoring_and_the_ops_import_nothing_of_the_trainer():
         if name.startswith(("supercl.eval", "supercl.ops", "supercl.data", "supercl.models")):
             wrong = sorted(e for e in edges if e.startswith(above))
             assert not wrong, f"{name} imports {wrong}"
+
+
+def test_isolated_children_import_the_supercl_under_test():
+    """Tests that run code in a fresh ``python -I`` (no current folder, no PYTHONPATH) must
+    import the same supercl as this process: under the GPU check that is a build installed
+    with ``pip install --target`` and found through PYTHONPATH, which ``-I`` alone ignores."""
+    out = python_isolated("import supercl; print(supercl.__file__)")
+    assert out.returncode == 0, out.stderr
+    assert Path(out.stdout.strip()).resolve() == Path(supercl.__file__).resolve()

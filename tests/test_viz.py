@@ -1,12 +1,11 @@
 """supercl.viz: PNG writing (decoded back with matplotlib), overlays on
 hand-made labels, montage layout, and the matplotlib charts of the run folder."""
 
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+from conftest import python_isolated
 from matplotlib.image import imread
 
 from supercl.viz import (
@@ -233,8 +232,7 @@ def test_the_charts_do_not_use_pyplot(tmp_path):
         f"plot_loss_curves([{{'epoch': 1, 'loss': 1.0}}, {{'epoch': 2, 'loss': 0.5}}], {str(tmp_path / 'x.png')!r}); "
         f"plot_dsc_bars({{'a': {{'x': 0.5}}}}, {str(tmp_path / 'y.png')!r}); "
         "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'; print('ok')")
-    result = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
-                            timeout=120)
+    result = python_isolated(code, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
     assert (tmp_path / "x.png").is_file() and (tmp_path / "y.png").is_file()
 
