@@ -162,3 +162,51 @@ def test_variants_are_paired_with_supercl_and_reported(tmp_path):
     assert "| supercl_viewgraph minus supercl | -2.00 [" in table
     assert "3 distinct labeled sets from 3 label draws" in table
     assert (tmp_path / "report.md").is_file()
+
+
+def test_patience_counts_only_once_the_validation_dsc_has_left_zero():
+    from supercl.train.finetune import _patience_exhausted, _record_validation
+
+    def stops(sequence, patience):
+        """The 1-based validation after which the run stops, or None."""
+        best = {"val_dsc": -1.0, "epoch": 0}
+        for i, dsc in enumerate(sequence, 1):
+            _record_validation(best, dsc, epoch=10 * i)
+            if _patience_exhausted(best, patience):
+                return i
+        return None
+
+    # four validations at 0 would have ended the run with patience 3 before it learned anything
+    assert stops([0, 0, 0, 0, 0.2, 0.1, 0.1, 0.1, 0.5], 3) == 8  # 3 after the 0.2, the best
+    assert stops([0, 0, 0, 0, 0, 0, 0, 0], 3) is None  # never left zero: trains to the budget
+    assert stops([0, 0.3, 0.4, 0.1, 0.1], 2) == 5
+    assert stops([0.5, 0.1, 0.1], 2) == 3  # above zero at once: the count starts at once
+    assert stops([float("nan")] * 5 + [0.1] + [0.0] * 3, 3) == 9  # NaN is no DSC above 0
+    assert stops([0, 0.2, 0.1, 0.1, 0.1], 0) is None  # patience 0: never
+    best = {"val_dsc": -1.0, "epoch": 0}
+    assert _record_validation(best, 0.0, 3) and best == {"val_dsc": 0.0, "epoch": 3,
+                                                          "validation": 1, "validations": 1}
+    assert not _record_validation(best, 0.0, 6) and best["validations"] == 2
+
+
+def test_a_real_finetuning_run_at_zero_is_not_stopped_early(tmp_path, monkeypatch):
+    """Through finetune() itself (the validation scores faked): with patience 2, validations
+    at 0, 0, 0 do not stop the run; after 0.2 two worse ones do."""
+    import importlib
+
+    from supercl.data import write_msd
+    from supercl.train import FinetuneConfig, finetune
+
+    ft_mod = importlib.import_module("supercl.train.finetune")
+
+    data = write_msd(tmp_path / "msd", n_volumes=7, shape=(3, 32, 32), n_organs=2, seed=3)
+    scores = iter([0.0, 0.0, 0.0, 0.2, 0.1, 0.1] + [0.0] * 20)
+    monkeypatch.setattr(ft_mod, "_validate", lambda *a: {"mean_dsc": next(scores),
+                                                         "mean_jc": 0.0})
+    summary = finetune(FinetuneConfig(data=str(data), out=str(tmp_path / "ft"), epochs=20,
+                                      patience=2, batch_size=2, patch_size=32, base_channels=4,
+                                      depth=2, progress=False, figures=False, evaluate=False,
+                                      device="cpu", threads=1))
+    validated = [r["epoch"] for r in summary["history"] if "val_dsc" in r]
+    assert validated == [1, 2, 3, 4, 5, 6] and summary["stopped_early"]
+    assert summary["best"]["epoch"] == 4 and summary["best"]["val_dsc"] == 0.2
