@@ -19,8 +19,9 @@ seeds, so that every arm pairs up with scratch run for run.
 - **Fine-tuning protocol** (default scale): slices at their native 128 x 128, trained on
   64 x 64 crops with half of every batch drawn on foreground (a class uniformly, then one of
   its pixels, as nnU-Net oversamples), validated on whole slices every ~100 steps, stopped
-  after 4 validations without a better validation DSC or at 1000 steps (the cosine
-  schedule's span). Pre-training sees 64 x 64 crops of the same slices, so both stages work
+  after 4 validations without a better validation DSC (counted only once the validation
+  DSC has been above 0: a run still at 0 is never stopped early) or at 1000 steps (the
+  cosine schedule's span). Pre-training sees 64 x 64 crops of the same slices, so both stages work
   at one scale.
 - **Selection and test.** Each fine-tuning run keeps the epoch with the best validation DSC;
   the test volumes are scored once, at its end, with that model. The endpoint, fixed in
@@ -51,11 +52,14 @@ and, at each label fraction, labeled 2-3-slice units drawn one per z-stratum of 
 pool, so that every draw spans the test blocks' anatomy (the report states the labeled slices
 per draw: 8 or 9 of the pool's 75 at 10 %).
 
-**On a GPU** (one H200, 16 cores), the default ablation is one command::
+**On a GPU** (one H200, 16 cores), the default ablation is one command (``runs/`` holds
+every run's checkpoints, 2 M parameters with Adam's state, about 1.5 GB in all, so only the
+three result files are brought back)::
 
-    supercl ablate --device cuda --out docs/results/ablate-phantom-v2-h200
+    python -m supercl ablate --device cuda --out runs/ablate-h200 && mkdir -p $OUT/ablate \
+        && cp runs/ablate-h200/{report.md,results.json,ablation.png} $OUT/ablate/
 
-It runs 8 worker processes x 2 threads sharing the GPU (:func:`_workers`; each job gets the
+and the three files go to ``docs/results/ablate-phantom-v2-h200/``. It runs 8 worker processes x 2 threads sharing the GPU (:func:`_workers`; each job gets the
 device the parent resolved, and the workers are spawned, never forked, so none inherits a
 CUDA context). Estimate, not measured (no GPU was at hand): 51 runs, 6 pre-training runs of
 8 epochs x 27 steps = 216 steps (batch 16, 64 x 64 crops) and 45 fine-tuning runs of at most
@@ -66,7 +70,8 @@ loading; the 6 pre-training runs go in parallel first (about 1 min with start-up
 phantom's writing), then 45 fine-tuning runs in waves of 8 (6 waves x 15-30 s, 2-3 min at
 full overlap, up to 5 min if the GPU's time-slicing between processes halves it): about 4-7
 min in all, inside one 10-minute command. If it is killed at the limit, the same command
-continues it (see above).
+continues it (see above) on the same machine while it still holds ``runs/ablate-h200``; a
+fresh machine starts from zero.
 """
 
 from __future__ import annotations
