@@ -59,8 +59,9 @@ three result files are brought back)::
     python -m supercl ablate --device cuda --out runs/ablate-h200 && mkdir -p $OUT/ablate \
         && cp runs/ablate-h200/{report.md,results.json,ablation.png} $OUT/ablate/
 
-and the three files go to ``docs/results/ablate-phantom-v2-h200/``. It runs 8 worker processes x 2 threads sharing the GPU (:func:`_workers`; each job gets the
-device the parent resolved, and the workers are spawned, never forked, so none inherits a
+and the three files go to ``docs/results/ablate-phantom-v2-h200/``. It runs 8 worker
+processes x 2 threads sharing the GPU (:func:`_workers`; each job gets the device the parent
+resolved, and the workers are spawned, never forked, so none inherits a
 CUDA context). Estimate, not measured (no GPU was at hand): 51 runs, 6 pre-training runs of
 8 epochs x 27 steps = 216 steps (batch 16, 64 x 64 crops) and 45 fine-tuning runs of at most
 1000 steps (batch 4, 64 x 64) with 10 validations of 144 slices. On 2 CPU cores these took
