@@ -19,8 +19,9 @@ seeds, so that every arm pairs up with scratch run for run.
 - **Fine-tuning protocol** (default scale): slices at their native 128 x 128, trained on
   64 x 64 crops with half of every batch drawn on foreground (a class uniformly, then one of
   its pixels, as nnU-Net oversamples), validated on whole slices every ~100 steps, stopped
-  after 4 validations without a better validation DSC or at 1000 steps (the cosine
-  schedule's span). Pre-training sees 64 x 64 crops of the same slices, so both stages work
+  after 4 validations without a better validation DSC (counted only once the validation
+  DSC has been above 0: a run still at 0 is never stopped early) or at 1000 steps (the
+  cosine schedule's span). Pre-training sees 64 x 64 crops of the same slices, so both stages work
   at one scale.
 - **Selection and test.** Each fine-tuning run keeps the epoch with the best validation DSC;
   the test volumes are scored once, at its end, with that model. The endpoint, fixed in
@@ -36,10 +37,42 @@ Writes ``OUT/results.json`` (every run and the summary), ``OUT/report.md`` with 
 the same command is run again (finished runs are kept, interrupted ones resume from their
 checkpoints); ``--overwrite`` starts again.
 
-Sizes (``--scale``): ``default`` is sized for a 2-core CPU (well under an hour with two
-workers); ``reference`` uses the reference recipe's pre-training at 256 x 256 and is meant for
-a GPU. ``--dataset mni152`` runs scratch against SuperCL on the MNI152 brain-tissue task
-(:mod:`supercl.data.mni152`; needs nilearn).
+Nothing finished is lost when an ablation is killed: every run writes its record
+(``OUT/runs/NAME/ablate_record.json``, atomically) as it ends, and a run in progress
+checkpoints after every epoch (12 optimizer steps for a default fine-tuning run at 10 %
+labels, one epoch for a pre-training run), so the same command run again skips the finished
+runs and continues the others from their last epoch. ``results.json``, ``report.md`` and
+``ablation.png`` are written when every run is done.
+
+Sizes (``--scale``): ``default`` is sized for a 2-core CPU (52 min with two workers:
+``docs/results/ablate-phantom-v2``); ``reference`` uses the reference recipe's pre-training
+at 256 x 256 and is meant for a GPU. ``--dataset mni152`` runs scratch against SuperCL on the
+MNI152 brain-tissue task (:mod:`supercl.data.mni152`; needs nilearn): held-out whole z-blocks
+and, at each label fraction, labeled 2-3-slice units drawn one per z-stratum of the training
+pool, so that every draw spans the test blocks' anatomy (the report states the labeled slices
+per draw: 8 or 9 of the pool's 75 at 10 %).
+
+**On a GPU** (one H200, 16 cores), the default ablation is one command (``runs/`` holds
+every run's checkpoints, 2 M parameters with Adam's state, about 1.5 GB in all, so only the
+three result files are brought back)::
+
+    python -m supercl ablate --device cuda --out runs/ablate-h200 && mkdir -p $OUT/ablate \
+        && cp runs/ablate-h200/{report.md,results.json,ablation.png} $OUT/ablate/
+
+and the three files go to ``docs/results/ablate-phantom-v2-h200/``. It runs 8 worker
+processes x 2 threads sharing the GPU (:func:`_workers`; each job gets the device the parent
+resolved, and the workers are spawned, never forked, so none inherits a
+CUDA context). Estimate, not measured (no GPU was at hand): 51 runs, 6 pre-training runs of
+8 epochs x 27 steps = 216 steps (batch 16, 64 x 64 crops) and 45 fine-tuning runs of at most
+1000 steps (batch 4, 64 x 64) with 10 validations of 144 slices. On 2 CPU cores these took
+137 s and 118 s per run with one thread. On the H200 a fine-tuning step of this small U-Net
+(base 16) is launch- and Python-bound, about 10-20 ms, so a run takes 15-30 s with its data
+loading; the 6 pre-training runs go in parallel first (about 1 min with start-up and the
+phantom's writing), then 45 fine-tuning runs in waves of 8 (6 waves x 15-30 s, 2-3 min at
+full overlap, up to 5 min if the GPU's time-slicing between processes halves it): about 4-7
+min in all, inside one 10-minute command. If it is killed at the limit, the same command
+continues it (see above) on the same machine while it still holds ``runs/ablate-h200``; a
+fresh machine starts from zero.
 """
 
 from __future__ import annotations
@@ -129,7 +162,10 @@ def add_ablate_options(p: argparse.ArgumentParser) -> None:
                    help="label draws 0..N-1 per fraction (default: 5)")
     p.add_argument("--workers", type=int, default=0,
                    help="runs in parallel, each with cores / workers threads (default: 0 = "
-                   "one per 2 CPU cores, at least 2 on a CPU; 1 on a GPU)")
+                   "one per 2 CPU cores, at least 2, on a CPU; on a GPU min(8, cores / 2) "
+                   "processes sharing the one device, 8 x 2 threads on 16 cores: the small "
+                   "U-Net's steps are launch- and Python-bound, so one process leaves the GPU "
+                   "mostly idle)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--finetune-steps", type=int, default=None, metavar="N",
                    help="the fine-tuning step budget, the span of its cosine schedule (default: "
@@ -143,9 +179,16 @@ def add_ablate_options(p: argparse.ArgumentParser) -> None:
                    "continue it when the settings match)")
 
 
+#: The MNI152 task's slices per case (write_mni152_msd's ``unit``); recorded in the settings
+#: so that an ablation on the older one-case-per-block data is neither continued nor reused.
+_MNI_UNIT = 2
+
+
 def _settings(args) -> dict:
     keys = ("scale", "dataset", "arms", "label_fractions", "pretrain_seeds", "split_seeds")
     settings = {k: getattr(args, k) for k in keys}
+    if args.dataset == "mni152":
+        settings["mni152_unit"] = _MNI_UNIT
     if getattr(args, "finetune_steps", None):  # only when given: older ablations still match
         settings["finetune_steps"] = args.finetune_steps
     return settings
@@ -172,12 +215,14 @@ def _arms(args) -> list[str]:
     return ["scratch"] + [a for a in arms if a != "scratch"]
 
 
-def _jobs(args, out: Path, data: Path, modality: str | None) -> list[dict]:
+def _jobs(args, out: Path, data: Path, modality: str | None,
+          device: str | None = None) -> list[dict]:
     """Every run as a job dict: pre-training jobs, then fine-tuning jobs (``after``: the
-    pre-training they need)."""
+    pre-training they need). ``device``: the one the parent resolved (``args.device`` when
+    None), so that every worker uses the same."""
     scale = SCALES[args.scale]
     common = dict(data=str(data), modality=modality, split_seed=0, progress=False,
-                  device=args.device, **scale["data"], **scale["model"])
+                  device=device or args.device, **scale["data"], **scale["model"])
     jobs = []
     for arm in _arms(args):
         if ARMS[arm] is None:
@@ -231,11 +276,13 @@ def label_seeds(data: Path, modality: str | None, fraction: float, n: int) -> li
                      f"at {100 * fraction:g} % labels; use fewer label draws or more volumes")
 
 
-def _finetune_schedule(cfg: dict) -> tuple[int, int, list[str]]:
-    """``(epochs, val_every, labeled volumes)``: the epochs that give at least ``steps``
-    optimizer steps on this run's labeled slices (the schedule then spans exactly ``steps``
-    through max_steps), validation every ``val_steps`` steps rounded to whole epochs, and
-    the names of the labeled volumes of this draw."""
+def _finetune_schedule(cfg: dict) -> tuple[int, int, list[str], dict]:
+    """``(epochs, val_every, labeled volumes, slices)``: the epochs that give at least
+    ``steps`` optimizer steps on this run's labeled slices (the schedule then spans exactly
+    ``steps`` through max_steps), validation every ``val_steps`` steps rounded to whole
+    epochs, the names of the labeled volumes of this draw, and ``{"labeled_slices": n,
+    "pool_slices": m or None}`` (m: the training pool's slices, known for datasets that
+    declare z-units such as MNI152)."""
     from supercl.train.dataset import prepare_split, slices_of
     from supercl.train import FinetuneConfig
 
@@ -245,7 +292,8 @@ def _finetune_schedule(cfg: dict) -> tuple[int, int, list[str]]:
     n = len(slices_of(info, split["finetune"], probe, require_labels=True, progress=False))
     per_epoch = max(1, n // cfg["batch_size"])
     return (math.ceil(cfg["steps"] / per_epoch), max(1, round(cfg["val_steps"] / per_epoch)),
-            sorted(split["finetune"]))
+            sorted(split["finetune"]), {"labeled_slices": n,
+                                        "pool_slices": split.get("pool_slices")})
 
 
 def _record_path(job: dict) -> Path:
@@ -277,7 +325,7 @@ def _run_job(job: dict, threads: int) -> dict:
             record = {"final": last, "history": summary["history"]}
         else:
             steps, val_steps = cfg.pop("steps"), cfg.pop("val_steps")
-            cfg["epochs"], cfg["val_every"], labeled = _finetune_schedule(
+            cfg["epochs"], cfg["val_every"], labeled, slices = _finetune_schedule(
                 dict(cfg, steps=steps, val_steps=val_steps))
             summary = finetune(FinetuneConfig(**cfg, max_steps=steps, resume=resume,
                                               figures=False))
@@ -288,7 +336,8 @@ def _run_job(job: dict, threads: int) -> dict:
                       "test_mean_jc": ev["mean_jc"], "val_dsc": summary["best"]["val_dsc"],
                       "best_epoch": summary["best"]["epoch"], "epochs": cfg["epochs"],
                       "steps": summary["global_step"], "planned_steps": summary["planned_steps"],
-                      "stopped_early": summary["stopped_early"], "labeled": labeled}
+                      "stopped_early": summary["stopped_early"], "labeled": labeled,
+                      **slices}
     record = {k: job[k] for k in ("kind", "name", "arm", "seed", "split_seed", "label_fraction")
               if k in job} | record | {"status": "finished",
                                        "seconds": time.perf_counter() - started}
@@ -345,18 +394,34 @@ def _check_args(args) -> None:
         if not record.is_file():
             raise ValueError(f"--reuse-pretraining {src}: no ablate.json there")
         before = strict_json(record.read_text())["settings"]
-        for key in ("scale", "dataset"):
-            if before.get(key) != getattr(args, key):
-                raise ValueError(f"--reuse-pretraining {src}: its --{key} is {before.get(key)}, "
-                                 f"not {getattr(args, key)}")
+        now = _settings(args)
+        for key in ("scale", "dataset", "mni152_unit"):
+            if before.get(key) != now.get(key):
+                raise ValueError(f"--reuse-pretraining {src}: its --{key.replace('_', '-')} is "
+                                 f"{before.get(key)}, not {now.get(key)}")
+
+
+def _cores() -> int:
+    """The CPU cores this process may run on (its affinity, e.g. a container's share)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # no sched_getaffinity (macOS, Windows)
+        return os.cpu_count() or 1
 
 
 def _workers(args, device) -> tuple[int, int]:
-    cores = os.cpu_count() or 1
+    """``(worker processes, threads each)``: ``--workers`` if given; else on a CPU one worker
+    per 2 cores (at least 2); on a GPU ``min(8, cores // 2)`` (at least 1) processes sharing
+    the device. A default fine-tuning step on a GPU is some 300 small kernels, bound by
+    their launches and by Python, so one process keeps the GPU mostly idle; several
+    overlap their host work. 8 caps the GPU's time-slicing between processes (one CUDA
+    context each, ~0.5 GB) and gives 2 threads each on 16 cores for the host-side work
+    (SLIC of the views, augmentation, data loading). Threads: cores // workers, at least 1."""
+    cores = _cores()
     if args.workers:
         workers = args.workers
     elif device.type == "cuda":
-        workers = 1
+        workers = max(1, min(8, cores // 2))
     else:
         workers = max(2, cores // 2)
     return workers, max(1, cores // workers)
@@ -387,7 +452,7 @@ def run_ablate(args) -> int:
         write_json(out / "ablate.json", {"settings": _settings(args),
                                          "command": None if argv is None else ["supercl", *argv]})
     data, modality, describe = _dataset(args, out)
-    jobs = _jobs(args, out, data, modality)
+    jobs = _jobs(args, out, data, modality, str(device))
     if getattr(args, "reuse_pretraining", None):
         reused = _reuse_pretraining(args, jobs, out)
         print(f"reusing {len(reused)} pre-training runs of {args.reuse_pretraining}: "
@@ -406,6 +471,8 @@ def run_ablate(args) -> int:
           flush=True)
     started = time.perf_counter()
     finished_now = 0
+    # spawn, never fork: a forked child of a process that touched CUDA cannot use it, and
+    # spawned workers start clean on every platform
     ctx = mp.get_context("spawn")
     with cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
         running = {}
@@ -466,8 +533,10 @@ def _dataset(args, out: Path) -> tuple[Path, str | None, str]:
 
         root = out / "data"
         if not (root / "dataset.json").is_file():
-            write_mni152_msd(root)
-        return root, "MRI", "MNI152 T1, background / grey matter / white matter, z-blocks"
+            write_mni152_msd(root, unit=_MNI_UNIT)
+        return root, "MRI", ("MNI152 T1, background / grey matter / white matter; whole "
+                             "z-blocks held out, labeled 2-3-slice units drawn one per z-stratum "
+                             "of the training pool")
     from supercl.data import write_msd
 
     spec = SCALES[args.scale]["phantom"]
@@ -520,7 +589,12 @@ def summarize(records: list[dict], args) -> dict:
             summary[key][arm] = entry
         labeled = {tuple(r["labeled"]) for r in runs if r["label_fraction"] == fraction
                    and r["arm"] == "scratch" and r.get("labeled")}
-        draws[key] = {"split_seeds": args.split_seeds, "distinct_labeled_sets": len(labeled)}
+        scratch = [r for r in runs if r["label_fraction"] == fraction and r["arm"] == "scratch"]
+        draws[key] = {"split_seeds": args.split_seeds, "distinct_labeled_sets": len(labeled),
+                      "labeled_slices": sorted({r["labeled_slices"] for r in scratch
+                                                if r.get("labeled_slices") is not None}),
+                      "pool_slices": next((r["pool_slices"] for r in scratch
+                                           if r.get("pool_slices")), None)}
     diagnostics = {}
     for arm in _arms(args):
         finals = [r["final"] for r in records if r["kind"] == "pretrain" and r["arm"] == arm]
@@ -545,6 +619,18 @@ def _share(flags):
 def _mean(values):
     values = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
     return sum(values) / len(values) if values else None
+
+
+def _slices(draws: dict) -> str:
+    """'; 8-9 labeled slices per draw of 75 in the pool (10.7-12.0 %)' or ''."""
+    counts, pool = draws.get("labeled_slices") or [], draws.get("pool_slices")
+    if not counts:
+        return ""
+    span = "-".join(str(c) for c in sorted({counts[0], counts[-1]}))
+    if not pool:
+        return f"; {span} labeled slices per draw"
+    shares = "-".join(f"{100 * c / pool:.1f}" for c in sorted({counts[0], counts[-1]}))
+    return f"; {span} labeled slices per draw of {pool} in the pool ({shares} %)"
 
 
 def _fmt(ci: dict) -> str:
@@ -572,7 +658,7 @@ def _report(results: dict, out: Path) -> str:
         n = next(iter(arms.values()))["test_dsc"]["n"]
         lines += [f"**{fraction} labels** (test mean DSC in % over {n} runs, 95 % CI; "
                   f"{draws.get('distinct_labeled_sets', '?')} distinct labeled sets from "
-                  f"{draws.get('split_seeds', '?')} label draws)", "",
+                  f"{draws.get('split_seeds', '?')} label draws{_slices(draws)})", "",
                   "| arm | test DSC | SD | minus scratch (paired) | p | minus pcl (paired) | p "
                   "| val DSC | selected in last 10 % | stopped early | steps |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]

@@ -37,7 +37,8 @@ def test_summary_statistics_match_scipy():
                                 "labeled": [f"case{s}"]})
     summary = ablate.summarize(records, args)
     out = summary["summary"]["10%"]
-    assert summary["draws"]["10%"] == {"split_seeds": 3, "distinct_labeled_sets": 3}
+    assert summary["draws"]["10%"] == {"split_seeds": 3, "distinct_labeled_sets": 3,
+                                       "labeled_slices": [], "pool_slices": None}
     a = np.array([r["test_mean_dsc"] for r in records if r["arm"] == "supercl"]) * 100
     b = np.array([r["test_mean_dsc"] for r in records if r["arm"] == "scratch"]) * 100
     ci = stats.ttest_1samp(a - b, 0).confidence_interval(0.95)
@@ -162,3 +163,93 @@ def test_variants_are_paired_with_supercl_and_reported(tmp_path):
     assert "| supercl_viewgraph minus supercl | -2.00 [" in table
     assert "3 distinct labeled sets from 3 label draws" in table
     assert (tmp_path / "report.md").is_file()
+
+
+def test_patience_counts_only_once_the_validation_dsc_has_left_zero():
+    from supercl.train.finetune import _patience_exhausted, _record_validation
+
+    def stops(sequence, patience):
+        """The 1-based validation after which the run stops, or None."""
+        best = {"val_dsc": -1.0, "epoch": 0}
+        for i, dsc in enumerate(sequence, 1):
+            _record_validation(best, dsc, epoch=10 * i)
+            if _patience_exhausted(best, patience):
+                return i
+        return None
+
+    # four validations at 0 would have ended the run with patience 3 before it learned anything
+    assert stops([0, 0, 0, 0, 0.2, 0.1, 0.1, 0.1, 0.5], 3) == 8  # 3 after the 0.2, the best
+    assert stops([0, 0, 0, 0, 0, 0, 0, 0], 3) is None  # never left zero: trains to the budget
+    assert stops([0, 0.3, 0.4, 0.1, 0.1], 2) == 5
+    assert stops([0.5, 0.1, 0.1], 2) == 3  # above zero at once: the count starts at once
+    assert stops([float("nan")] * 5 + [0.1] + [0.0] * 3, 3) == 9  # NaN is no DSC above 0
+    assert stops([0, 0.2, 0.1, 0.1, 0.1], 0) is None  # patience 0: never
+    best = {"val_dsc": -1.0, "epoch": 0}
+    assert _record_validation(best, 0.0, 3) and best == {"val_dsc": 0.0, "epoch": 3,
+                                                          "validation": 1, "validations": 1}
+    assert not _record_validation(best, 0.0, 6) and best["validations"] == 2
+
+
+def test_a_real_finetuning_run_at_zero_is_not_stopped_early(tmp_path, monkeypatch):
+    """Through finetune() itself (the validation scores faked): with patience 2, validations
+    at 0, 0, 0 do not stop the run; after 0.2 two worse ones do."""
+    import importlib
+
+    from supercl.data import write_msd
+    from supercl.train import FinetuneConfig, finetune
+
+    ft_mod = importlib.import_module("supercl.train.finetune")
+
+    data = write_msd(tmp_path / "msd", n_volumes=7, shape=(3, 32, 32), n_organs=2, seed=3)
+    scores = iter([0.0, 0.0, 0.0, 0.2, 0.1, 0.1] + [0.0] * 20)
+    monkeypatch.setattr(ft_mod, "_validate", lambda *a: {"mean_dsc": next(scores),
+                                                         "mean_jc": 0.0})
+    summary = finetune(FinetuneConfig(data=str(data), out=str(tmp_path / "ft"), epochs=20,
+                                      patience=2, batch_size=2, patch_size=32, base_channels=4,
+                                      depth=2, progress=False, figures=False, evaluate=False,
+                                      device="cpu", threads=1))
+    validated = [r["epoch"] for r in summary["history"] if "val_dsc" in r]
+    assert validated == [1, 2, 3, 4, 5, 6] and summary["stopped_early"]
+    assert summary["best"]["epoch"] == 4 and summary["best"]["val_dsc"] == 0.2
+
+
+def test_workers_share_one_gpu_and_split_the_cores(monkeypatch):
+    import torch
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")  # a device object needs no GPU
+    for cores, on_cuda, on_cpu in ((16, (8, 2), (8, 2)), (2, (1, 2), (2, 1)), (1, (1, 1), (2, 1)),
+                                   (6, (3, 2), (3, 2)), (64, (8, 8), (32, 2))):
+        monkeypatch.setattr(ablate, "_cores", lambda n=cores: n)
+        assert ablate._workers(_args(workers=0), cuda) == on_cuda, cores
+        assert ablate._workers(_args(workers=0), cpu) == on_cpu, cores
+    monkeypatch.setattr(ablate, "_cores", lambda: 16)
+    assert ablate._workers(_args(workers=3), cuda) == (3, 5)  # --workers wins
+    assert ablate._workers(_args(workers=32), cpu) == (32, 1)
+
+
+def test_every_job_gets_the_resolved_device(tmp_path, monkeypatch):
+    monkeypatch.setattr(ablate, "label_seeds", lambda data, modality, fraction, n: list(range(n)))
+    args = _args(out=str(tmp_path), device="auto")
+    jobs = ablate._jobs(args, tmp_path, tmp_path / "data", None, "cuda:0")
+    assert {j["config"]["device"] for j in jobs} == {"cuda:0"}
+    assert len(jobs) == 2 * 2 + 3 * 2 * 2  # pcl, supercl x 2 seeds; 3 arms x 2 x 2 draws
+    assert {j["config"]["device"] for j in ablate._jobs(args, tmp_path, tmp_path, None)} == {"auto"}
+
+
+def test_the_report_states_the_labeled_slices_per_draw(tmp_path):
+    args = _args(arms=["scratch", "supercl"], pretrain_seeds=1, split_seeds=2)
+    records = [{"kind": "finetune", "arm": arm, "seed": 0, "split_seed": s, "label_fraction": 0.1,
+                "val_dsc": 0.5, "test_mean_dsc": 0.5 + 0.01 * s, "test_dsc": {"a": 0.5},
+                "best_epoch": 5, "epochs": 10, "steps": 50, "stopped_early": False,
+                "labeled": [f"c{s}"], "labeled_slices": 8 + s, "pool_slices": 75}
+               for arm in ("scratch", "supercl") for s in range(2)]
+    results = ablate.summarize(records, args)
+    assert results["draws"]["10%"] == {"split_seeds": 2, "distinct_labeled_sets": 2,
+                                       "labeled_slices": [8, 9], "pool_slices": 75}
+    results |= {"settings": {"scale": "default", "pretrain_seeds": 1, "split_seeds": 2,
+                             "workers": 1, "threads": 1, "device": "cpu"},
+                "dataset": "test", "seconds": 60.0, "command": None}
+    table = ablate._report(results, tmp_path)
+    assert "8-9 labeled slices per draw of 75 in the pool (10.7-12.0 %)" in table
+    results["draws"]["10%"] |= {"labeled_slices": [48], "pool_slices": None}
+    assert "2 label draws; 48 labeled slices per draw)" in ablate._report(results, tmp_path)

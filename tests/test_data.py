@@ -617,6 +617,57 @@ def test_split_cases_nested_and_deterministic():
     assert a["test"] != b["test"] or a["val"] != b["val"]
 
 
+def _unit_info(tmp_path, blocks, unit=2, **extra):
+    """An MSD DatasetInfo whose dataset.json declares z-units: ``blocks`` [start, stop) ranges
+    cut into ``unit``-slice cases (the last one of a block takes the remainder)."""
+    units = {}
+    for b0, b1 in blocks:
+        edges = list(range(b0, b1 - unit + 1, unit)) or [b0]
+        for a, b in zip(edges, edges[1:] + [b1]):
+            units[f"u{a:03d}"] = {"block": f"b{b0:03d}", "z": [a, b]}
+    (tmp_path / "dataset.json").write_text(json.dumps({"supercl_units": units, **extra}))
+    cases = tuple(Case(n, f"{tmp_path}/{n}.nii.gz", f"{tmp_path}/l/{n}.nii.gz")
+                  for n in sorted(units))
+    return DatasetInfo(root=tmp_path, cases=cases, modality="MRI", class_names=CLASSES,
+                       layout="msd"), units
+
+
+def test_split_cases_declared_units_hold_out_blocks_and_stratify_over_z(tmp_path):
+    blocks = [(10 * i, 10 * i + 8) for i in range(10)]  # 10 blocks of 8 slices, gaps of 2
+    info, units = _unit_info(tmp_path, blocks)
+    plain = split_cases(fake_info(10), seed=0)  # the same permutation, over the blocks
+    order = {f"lab{i:02d}": f"b{b0:03d}" for i, (b0, _) in enumerate(blocks)}
+    draws = set()
+    for label_seed in range(20):
+        split = split_cases(info, label_fraction=0.25, seed=0, label_seed=label_seed)
+        for key in ("test", "val"):  # whole blocks, the ones a volume split would hold out
+            assert {units[c]["block"] for c in split[key]} == {order[c] for c in plain[key]}
+            assert split[key] == sorted(c for c in units if units[c]["block"] in
+                                        {order[n] for n in plain[key]})
+        pool = sorted(split["pretrain"], key=lambda c: units[c]["z"][0])
+        assert len(pool) == 24 and not set(pool) & set(split["test"] + split["val"])
+        # 25 % of 24 units: 6 strata of 4 consecutive units, one unit drawn in each
+        strata = [pool[i:i + 4] for i in range(0, 24, 4)]
+        assert [len(set(split["finetune"]) & set(s)) for s in strata] == [1] * 6
+        assert split["finetune_slices"] == 12 and split["pool_slices"] == 48
+        draws.add(tuple(split["finetune"]))
+    assert len(draws) > 10  # the label seed moves the draw; test and validation stay
+    whole = split_cases(info, label_fraction=1.0, seed=0, label_seed=3)
+    assert whole["finetune"] == sorted(pool)
+    # without a label seed the draw continues the split seed's generator, deterministically
+    assert split_cases(info, seed=5) == split_cases(info, seed=5)
+
+
+def test_split_cases_declared_units_errors(tmp_path):
+    info, units = _unit_info(tmp_path, [(0, 4), (6, 10)])
+    with pytest.raises(ValueError, match="2 labeled blocks"):
+        split_cases(info)
+    units["u000"]["z"] = [4, 0]
+    (tmp_path / "dataset.json").write_text(json.dumps({"supercl_units": units}))
+    with pytest.raises(ValueError, match="malformed \"supercl_units\""):
+        split_cases(info)
+
+
 def test_split_cases_minimum_sizes():
     split = split_cases(fake_info(3), label_fraction=0.1, val_fraction=0.0, test_fraction=0.01)
     assert len(split["test"]) == 1 and len(split["val"]) == 1

@@ -32,11 +32,18 @@ def test_blocks_are_contiguous_with_gaps():
         mni152._blocks(0, 10, 5, 2)
 
 
+def test_units_tile_a_block():
+    assert mni152._units(8, 21, 2) == [(8, 10), (10, 12), (12, 14), (14, 16), (16, 18), (18, 21)]
+    assert mni152._units(23, 35, 2)[-1] == (33, 35)
+    assert mni152._units(5, 7, 4) == [(5, 7)]  # a unit above the block size: the whole block
+
+
 @pytest.mark.parametrize("kwargs, error, match", [
     (dict(n_blocks=2), ValueError, "n_blocks must be >= 3"),
     (dict(n_blocks=4.0), TypeError, "n_blocks must be an int"),
     (dict(gap=-1), ValueError, "gap must be >= 0"),
     (dict(gap=True), TypeError, "gap must be an int"),
+    (dict(unit=0), ValueError, "unit must be >= 1"),
 ])
 def test_bad_arguments(tmp_path, kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -71,9 +78,10 @@ def test_write_and_read_back_through_the_loader(tmp_path):
 
     root = mni152.write_mni152_msd(tmp_path / "mni", n_blocks=5, gap=3)
     dataset = json.loads((root / "dataset.json").read_text())
-    assert dataset["modality"] == {"0": "MRI"} and dataset["numTraining"] == 5
+    assert dataset["modality"] == {"0": "MRI"}
     info = scan_dataset(root)
-    assert len(info.cases) == 5
+    assert len(info.cases) == dataset["numTraining"] == len(dataset["supercl_units"])
+    assert len({u["block"] for u in dataset["supercl_units"].values()}) == 5
     _, labels, _, (z0, z1) = mni152.mni152_task()
     depth = 0
     for case in info.cases:
@@ -86,9 +94,59 @@ def test_write_and_read_back_through_the_loader(tmp_path):
         np.testing.assert_array_equal(target, labels[:, :, start:stop + 1].transpose(2, 1, 0))
         depth += volume.shape[0]
     assert depth == (z1 - z0) - 3 * 4
+    # the units of a block tile it: 2-slice cases, the last one of a block takes the rest
+    units = dataset["supercl_units"]
+    assert set(units) == {c.name for c in info.cases}
+    for name, unit in units.items():
+        start, stop = unit["z"]
+        assert name == f"mni152_z{start:03d}-{stop - 1:03d}" and stop - start in (2, 3)
     split = split_cases(info, seed=0)
-    assert len(split["test"]) == 1 and len(split["val"]) == 1
+    # held out by block: one test block and one validation block, all their units
+    assert len({units[c]["block"] for c in split["test"]}) == 1
+    assert len({units[c]["block"] for c in split["val"]}) == 1
     with pytest.raises(FileExistsError, match="overwrite"):
         mni152.write_mni152_msd(root)
-    mni152.write_mni152_msd(root, n_blocks=3, overwrite=True)
+    mni152.write_mni152_msd(root, n_blocks=3, unit=1000, overwrite=True)  # one case per block
     assert len(list((root / "imagesTr").glob("*.nii.gz"))) == 3
+
+
+def test_the_default_ablation_draws_are_fair(tmp_path):
+    """The dataset `supercl ablate --dataset mni152` writes: at 10 % labels every label draw
+    spans the test blocks' z range (tolerance 0: lowest labeled slice <= lowest test slice,
+    highest >= highest), takes one unit from each z-stratum of the pool, labels the stated
+    share of slices, overlaps neither validation nor test, and the draws differ."""
+    pytest.importorskip("nilearn")
+    from supercl.ablate import label_seeds
+    from supercl.data import scan_dataset, split_cases
+
+    root = mni152.write_mni152_msd(tmp_path / "mni")
+    units = json.loads((root / "dataset.json").read_text())["supercl_units"]
+    info = scan_dataset(root, modality="MRI")
+
+    def zs(names):
+        return [z for name in names for z in range(*units[name]["z"])]
+
+    seeds = label_seeds(root, "MRI", 0.1, 15)
+    splits = [split_cases(info, label_fraction=0.1, seed=0, label_seed=s) for s in seeds]
+    assert len({tuple(s["finetune"]) for s in splits}) == 15  # distinct draws
+    first = splits[0]
+    # the blocks every MNI152 result so far was tested on (split seed 0)
+    assert sorted({units[c]["block"] for c in first["test"]}) == ["z066-078", "z096-107"]
+    assert sorted({units[c]["block"] for c in first["val"]}) == ["z037-049", "z110-122"]
+    test_z = zs(first["test"])
+    pool = sorted(first["pretrain"], key=lambda c: units[c]["z"][0])
+    assert len(pool) == 36 and first["pool_slices"] == len(zs(pool)) == 75
+    strata = [set(s) for s in np.array_split(np.array(pool, dtype=object), 4)]
+    for split in splits:
+        assert split["test"] == first["test"] and split["val"] == first["val"]
+        assert split["pretrain"] == first["pretrain"]
+        labeled = split["finetune"]
+        assert set(labeled) <= set(pool)
+        assert not set(labeled) & set(split["val"] + split["test"])
+        z = zs(labeled)
+        assert min(z) <= min(test_z) and max(z) >= max(test_z)
+        assert [len(set(labeled) & s) for s in strata] == [1, 1, 1, 1]
+        assert split["finetune_slices"] == len(z) in (8, 9)  # 10.7 % or 12.0 % of 75
+        # no labeled slice is next to a held-out one: the 2-slice gaps between blocks remain
+        held = set(zs(split["val"] + split["test"]))
+        assert not {v + d for v in z for d in (-2, -1, 0, 1, 2)} & held

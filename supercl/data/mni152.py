@@ -8,10 +8,37 @@ Segmentation Decathlon layout that :func:`supercl.data.scan_dataset` reads, so t
 loading path (``--data DIR --modality MRI``) trains and evaluates on it.
 
 There is one volume, and supercl splits by volume. The axial slices that hold brain are cut
-into ``n_blocks`` contiguous z-blocks, each written as its own case; ``gap`` slices between
-neighbouring blocks are left out, so that no training slice is the immediate neighbour of a
-test slice. With the default 10 blocks the usual split (20 % test, 20 % validation) gives 2
-test blocks, 2 validation blocks and a pool of 6, of which 10 % labels is 1 block.
+into ``n_blocks`` contiguous z-blocks; ``gap`` slices between neighbouring blocks are left
+out, so that no training slice is the immediate neighbour of a held-out slice. Each block is
+written as thin cases ("z-units") of ``unit`` slices (the last unit of a block takes the
+remainder), and dataset.json declares them (``"supercl_units"``: each case's block and z
+range), so that :func:`supercl.data.split_cases` splits this dataset in two tiers:
+
+- **held out by block.** The test and validation fractions apply to the blocks (the same
+  seeded permutation as for volumes): with the default 10 blocks and 20 % / 20 %, 2 blocks
+  are tested, 2 validate, the other 6 form the training pool. With split seed 0 the test
+  blocks are z 66-78 and z 96-107 and the validation blocks z 37-49 and z 110-122, the same
+  blocks as when every block was one case;
+- **labeled draw stratified over z.** The pool's units, sorted by z, are cut into
+  ``max(1, round(label_fraction * pool units))`` strata of consecutive units and each label
+  draw picks one unit in each. At 10 % labels the pool's 36 two- or three-slice units (75
+  slices, z 8-151) give 4 strata (z 8-28, 29-63, 81-130 and 131-151 for split seed 0), so
+  every draw labels 4 units, 8 or 9 slices (10.7 % or 12.0 % of the pool's 75 slices; the
+  split states ``finetune_slices`` and ``pool_slices``), one in each stratum, and every draw
+  spans the test blocks' z range 66-107: its lowest labeled slice is at most z 28 and its
+  highest at least z 131 (no tolerance needed), and consecutive labeled slices are at most
+  two strata apart.
+
+Why: with one block per case, 10 % labels was 1 of 6 blocks, and the draw decided the result
+(test DSC 0 % when the bottom block z 8-20, cerebellum and brain stem, was drawn, about 95 %
+for a middle one; SD 35 points over 15 runs). A stratified draw of thin units labels the
+same share of slices but spread over the whole brain.
+
+Costs of thin cases: MRI volumes are z-scored per case, so every case (training, validation
+and test alike) is normalised over its own 2-3 slices; and PCL's relative slice positions
+(``k / (depth - 1)`` within a case) take only the values 0, 0.5 and 1, which carry no anatomy
+(neither did positions within 12-slice blocks, whose z differs from block to block).
+``unit`` larger than a block gives the old one-case-per-block layout.
 
 Nothing is downloaded: the files are read from the installed nilearn package (``pip install
 'supercl[mni]'``); without nilearn, :func:`write_mni152_msd` raises ImportError saying so.
@@ -101,20 +128,32 @@ def _blocks(z0: int, z1: int, n_blocks: int, gap: int) -> list[tuple[int, int]]:
             for i in range(n_blocks)]
 
 
+def _units(start: int, stop: int, unit: int) -> list[tuple[int, int]]:
+    """[start, stop) cut into max(1, (stop - start) // unit) consecutive units of ``unit``
+    slices, the last one taking the remainder."""
+    n = max(1, (stop - start) // unit)
+    edges = [start + unit * i for i in range(n)] + [stop]
+    return list(zip(edges[:-1], edges[1:]))
+
+
 def write_mni152_msd(root: Union[str, os.PathLike], *, n_blocks: int = 10, gap: int = 2,
-                     overwrite: bool = False) -> pathlib.Path:
+                     unit: int = 2, overwrite: bool = False) -> pathlib.Path:
     """Write the MNI152 grey/white-matter task in the MSD layout; returns ``root``.
 
     Creates ``root/dataset.json`` (modality MRI, labels background / gray_matter /
-    white_matter) and one case per z-block, ``imagesTr/mni152_zAAA-BBB.nii.gz`` (float32 T1)
-    and ``labelsTr/mni152_zAAA-BBB.nii.gz`` (uint8), each with the template's affine shifted to
-    the block's first slice. Read the cases with ``supercl ... --data root --modality MRI``.
+    white_matter) and one case per z-unit (``unit`` slices of a z-block, the module
+    docstring), ``imagesTr/mni152_zAAA-BBB.nii.gz`` (float32 T1, slices AAA..BBB) and
+    ``labelsTr/mni152_zAAA-BBB.nii.gz`` (uint8), each with the template's affine shifted to
+    its first slice; dataset.json's ``"supercl_units"`` gives each case's block and
+    ``[start, stop)``. Read the cases with ``supercl ... --data root --modality MRI``.
 
     Parameters
     ----------
     root : folder to create; it must be empty or missing unless ``overwrite``.
     n_blocks : int >= 3, the number of z-blocks (cases).
     gap : int >= 0, axial slices left out between neighbouring blocks.
+    unit : int >= 1, slices per case (a block of b slices makes max(1, b // unit) cases); a
+        value above the block size writes one case per block.
     overwrite : replace the files this function writes in an existing folder.
 
     Raises
@@ -124,7 +163,7 @@ def write_mni152_msd(root: Union[str, os.PathLike], *, n_blocks: int = 10, gap: 
     """
     import nibabel as nib
 
-    for name, value, minimum in (("n_blocks", n_blocks, 3), ("gap", gap, 0)):
+    for name, value, minimum in (("n_blocks", n_blocks, 3), ("gap", gap, 0), ("unit", unit, 1)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise TypeError(f"{name} must be an int, got {type(value).__name__}")
         if value < minimum:
@@ -140,22 +179,26 @@ def write_mni152_msd(root: Union[str, os.PathLike], *, n_blocks: int = 10, gap: 
         for folder in ("imagesTr", "labelsTr"):
             for old in (root / folder).glob("mni152_z*.nii.gz"):
                 old.unlink()
-    training = []
-    for start, stop in blocks:
-        name = f"mni152_z{start:03d}-{stop - 1:03d}.nii.gz"
-        block_affine = affine.copy()
-        block_affine[:3, 3] = affine[:3, :3] @ np.array([0.0, 0.0, start]) + affine[:3, 3]
-        for folder, array in (("imagesTr", t1[:, :, start:stop]),
-                              ("labelsTr", labels[:, :, start:stop])):
-            image = nib.Nifti1Image(np.ascontiguousarray(array), block_affine)
-            image.header.set_xyzt_units("mm")
-            nib.save(image, root / folder / name)
-        training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
+    training, declared = [], {}
+    for block_start, block_stop in blocks:
+        block = f"z{block_start:03d}-{block_stop - 1:03d}"
+        for start, stop in _units(block_start, block_stop, int(unit)):
+            name = f"mni152_z{start:03d}-{stop - 1:03d}.nii.gz"
+            declared[name[:-len(".nii.gz")]] = {"block": block, "z": [start, stop]}
+            block_affine = affine.copy()
+            block_affine[:3, 3] = affine[:3, :3] @ np.array([0.0, 0.0, start]) + affine[:3, 3]
+            for folder, array in (("imagesTr", t1[:, :, start:stop]),
+                                  ("labelsTr", labels[:, :, start:stop])):
+                image = nib.Nifti1Image(np.ascontiguousarray(array), block_affine)
+                image.header.set_xyzt_units("mm")
+                nib.save(image, root / folder / name)
+            training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
     dataset = {
         "name": "MNI152-GM-WM",
         "description": ("ICBM 2009a nonlinear symmetric MNI152 T1 template (1 mm) from nilearn's "
                         "package; labels: argmax of (1 - GM - WM, GM, WM) probability maps; "
-                        f"axial z-blocks {blocks} with {gap}-slice gaps, one case each"),
+                        f"axial z-blocks {blocks} with {gap}-slice gaps, each cut into "
+                        f"cases of {unit} slices (supercl_units)"),
         "reference": "Fonov et al., NeuroImage 2011; Fonov et al., NeuroImage 2009",
         "tensorImageSize": "3D",
         "modality": {"0": "MRI"},
@@ -164,6 +207,8 @@ def write_mni152_msd(root: Union[str, os.PathLike], *, n_blocks: int = 10, gap: 
         "numTest": 0,
         "training": training,
         "test": [],
+        # read by supercl.data.split_cases: hold out whole blocks, draw labels over z
+        "supercl_units": declared,
     }
     (root / "dataset.json").write_text(json.dumps(dataset, indent=2) + "\n")
     return root

@@ -76,6 +76,21 @@ def split_cases(info: DatasetInfo, *, label_fraction: float = 0.1, val_fraction:
         A fraction out of range, a bad seed, or fewer than 3 labeled cases /
         fractions leaving no training volume (the message gives the numbers).
 
+    Notes
+    -----
+    **Declared z-units.** An MSD ``dataset.json`` may declare its cases as thin axial units of
+    larger blocks (:func:`supercl.data.mni152.write_mni152_msd` does): ``"supercl_units":
+    {case: {"block": BLOCK, "z": [start, stop]}}``. Then the test, validation and pool
+    fractions apply to the blocks (the same seeded permutation, over the blocks sorted by
+    name), so held-out anatomy is whole blocks and the gaps between blocks stay between
+    training and held-out slices; and the labeled draw is stratified over z: the pool's units,
+    sorted by ``start``, are cut into ``max(1, round(label_fraction * pool units))``
+    contiguous strata of as equal a number of units as possible (``numpy.array_split``) and
+    ``label_seed``'s generator picks one unit in each, so that every draw spans the pool's z
+    range from its lowest stratum to its highest. The split then also holds
+    ``"finetune_slices"`` and ``"pool_slices"``, so the labeled share of slices is stated
+    exactly. ``label_fraction`` 1 labels the whole pool.
+
     Examples
     --------
     >>> import tempfile
@@ -95,7 +110,10 @@ def split_cases(info: DatasetInfo, *, label_fraction: float = 0.1, val_fraction:
     tf = _check_fraction("test_fraction", test_fraction, zero_ok=True, one_ok=False)
     seed = check_int(seed, "seed", minimum=0)
 
+    units = _declared_units(info)
     labeled = [c.name for c in info.cases if c.label is not None]
+    if units is not None:
+        return _split_units(info, units, labeled, lf, vf, tf, seed, label_seed)
     unlabeled = [c.name for c in info.cases if c.label is None]
     n = len(labeled)
     n_test = max(1, round(tf * n))
@@ -128,6 +146,77 @@ def split_cases(info: DatasetInfo, *, label_fraction: float = 0.1, val_fraction:
         "label_fraction": lf,
         "seed": seed,
         **({} if label_seed is None else {"label_seed": int(label_seed)}),
+    }
+
+
+def _declared_units(info: DatasetInfo) -> Optional[Dict[str, Dict[str, Any]]]:
+    """The ``"supercl_units"`` of an MSD dataset.json (see :func:`split_cases`), checked; None
+    when the dataset declares none."""
+    if getattr(info, "layout", None) != "msd":
+        return None
+    meta_path = pathlib.Path(info.root) / "dataset.json"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # scan_dataset reported a bad dataset.json already; nothing declared here
+    units = meta.get("supercl_units") if isinstance(meta, dict) else None
+    if units is None:
+        return None
+    names = {c.name for c in info.cases}
+    ok = isinstance(units, dict) and set(units) == names and all(
+        isinstance(u, dict) and isinstance(u.get("block"), str) and isinstance(u.get("z"), list)
+        and len(u["z"]) == 2 and all(isinstance(v, int) for v in u["z"]) and u["z"][0] < u["z"][1]
+        for u in units.values())
+    if not ok:
+        raise ValueError(f'{meta_path}: malformed "supercl_units": expected {{case: {{"block": '
+                         f'str, "z": [start, stop]}}}} for exactly the cases of the dataset')
+    return units
+
+
+def _split_units(info, units, labeled, lf, vf, tf, seed, label_seed) -> Dict[str, Any]:
+    """split_cases for declared z-units: held-out blocks, a z-stratified labeled draw."""
+    unlabeled = [c.name for c in info.cases if c.label is None]
+    blocks = sorted({units[name]["block"] for name in labeled})
+    n = len(blocks)
+    n_test = max(1, round(tf * n))
+    n_val = max(1, round(vf * n))
+    if n < 3 or n_test + n_val >= n:
+        raise ValueError(
+            f"split_cases: {info.root} has {n} labeled blocks of z-units; test_fraction={tf:g} "
+            f"({n_test} test) and val_fraction={vf:g} ({n_val} val) leave "
+            f"{max(0, n - n_test - n_val)} training blocks (need at least 1, so at least 3)")
+    rng = np.random.default_rng(seed)
+    order = [blocks[i] for i in rng.permutation(n)]
+    test_blocks, val_blocks = set(order[:n_test]), set(order[n_test:n_test + n_val])
+
+    def start(name):
+        return (units[name]["z"][0], name)
+
+    test = [c for c in labeled if units[c]["block"] in test_blocks]
+    val = [c for c in labeled if units[c]["block"] in val_blocks]
+    pool = sorted((c for c in labeled if units[c]["block"] not in test_blocks | val_blocks),
+                  key=start)
+    if label_seed is not None:
+        rng = np.random.default_rng([check_int(label_seed, "label_seed", minimum=0), 1])
+    n_label = max(1, round(lf * len(pool)))
+    # one unit from each of n_label z-strata of the pool: every draw reaches from the lowest
+    # stratum to the highest, whichever units the seed picks
+    finetune = [str(stratum[rng.integers(len(stratum))])
+                for stratum in np.array_split(np.array(pool, dtype=object), n_label)]
+
+    def slices(names):
+        return sum(units[c]["z"][1] - units[c]["z"][0] for c in names)
+
+    return {
+        "pretrain": sorted(pool + unlabeled),
+        "finetune": sorted(finetune),
+        "val": sorted(val),
+        "test": sorted(test),
+        "label_fraction": lf,
+        "seed": seed,
+        **({} if label_seed is None else {"label_seed": int(label_seed)}),
+        "finetune_slices": slices(finetune),
+        "pool_slices": slices(pool),
     }
 
 

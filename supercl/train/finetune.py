@@ -48,7 +48,10 @@ class FinetuneConfig(RunConfig):
     oversample_foreground: float = 0.0
     #: Validate every ``val_every`` epochs (and after the last one).
     val_every: int = 1
-    #: Stop when the validation DSC has not improved for ``patience`` validations (0: never).
+    #: Stop when the validation DSC has not improved for ``patience`` validations (0: never),
+    #: counting only once the best validation DSC is above 0: a run whose validation DSC has
+    #: not yet left zero (every foreground class missed, as early on a hard task) is never
+    #: stopped early (:func:`_patience_exhausted`).
     patience: int = 0
 
     def __post_init__(self):
@@ -181,10 +184,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
         if epoch % cfg.val_every and epoch < cfg.epochs:
             return {}
         scores = _validate(model, val, num_classes, info.class_names, device)
-        best["validations"] = best.get("validations", 0) + 1
-        if scores["mean_dsc"] > best["val_dsc"]:
-            best |= {"val_dsc": scores["mean_dsc"], "epoch": epoch,
-                     "validation": best["validations"]}
+        if _record_validation(best, scores["mean_dsc"], epoch):
             save_atomic({"kind": "model", "model": model.state_dict(), "config": asdict(cfg),
                          "num_classes": num_classes, "class_names": info.class_names,
                          "epoch": epoch, "val_dsc": scores["mean_dsc"], "split": split},
@@ -198,8 +198,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
                 f"{100 * best['val_dsc']:.2f}% at epoch {best['epoch']})")
 
     def should_stop() -> bool:
-        return bool(cfg.patience) and (best.get("validations", 0) - best.get("validation", 0)
-                                       >= cfg.patience)
+        return _patience_exhausted(best, cfg.patience)
 
     summary = loop.run(Task(
         model=model, optimizer=optimizer, n_items=len(train), step=step,
@@ -221,6 +220,29 @@ def finetune(cfg: FinetuneConfig) -> dict:
                                          device=cfg.device, figures=cfg.figures,
                                          progress=cfg.progress)
     return summary
+
+
+def _record_validation(best: dict, dsc: float, epoch: int) -> bool:
+    """Count one validation in ``best`` (``validations``) and, when ``dsc`` beats the best so
+    far, make it the best (``val_dsc``, ``epoch``, ``validation``: its number); returns
+    whether it did. A NaN DSC (no foreground anywhere) never beats it."""
+    best["validations"] = best.get("validations", 0) + 1
+    if dsc > best["val_dsc"]:
+        best |= {"val_dsc": dsc, "epoch": epoch, "validation": best["validations"]}
+        return True
+    return False
+
+
+def _patience_exhausted(best: dict, patience: int) -> bool:
+    """Early stopping: ``patience`` > 0 validations in a row without a better validation DSC,
+    counted only once the best validation DSC is above 0. A run whose validation DSC has not
+    yet left zero keeps training to its step budget: a U-Net that still predicts only
+    background for the first few hundred steps (on a hard class or a small labeled set) has
+    not converged, and stopping it would score an untrained model (0 % test DSC). Since the
+    first DSC above 0 is a new best, the count starts at it."""
+    if not patience or not best.get("val_dsc", -1.0) > 0:
+        return False
+    return best.get("validations", 0) - best.get("validation", 0) >= patience
 
 
 def _validate(model, val, num_classes, class_names, device) -> dict:
