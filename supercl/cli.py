@@ -213,8 +213,9 @@ def _finetune_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--val-every", type=int, default=1, metavar="N",
                    help="validate every N epochs and after the last (default: 1)")
     g.add_argument("--patience", type=int, default=0, metavar="N",
-                   help="stop when N validations in a row found no better validation DSC "
-                   "(default: 0 = train every epoch)")
+                   help="stop when N validations in a row found no better validation DSC, "
+                   "counted only once the validation DSC has been above 0: a run still at 0 is "
+                   "never stopped early (default: 0 = train every epoch)")
 
 
 def _fill(cls, args: argparse.Namespace, **overrides):
