@@ -44,12 +44,15 @@ SUPERCL_HD void cc3_init_voxel(const T* volume, int64_t sz, int64_t sy, int64_t 
   parent[i] = cc_is_background(v, has_background, background) ? -1 : static_cast<int32_t>(i);
 }
 
-// Step 2 for voxel (z, y, x): union with every earlier neighbour of equal value.
+// Step 2 for voxel (z, y, x): union with every earlier neighbour of equal value.  With a tile
+// shape (td, th, tw) > 0, only with those in another tile of that shape (the border pass of the
+// GPU's block-based labeling, supercl/connected_components_block.h; the pairs inside a tile were
+// closed by the tile pass, which calls this with td = 0 on the tile alone).
 template <typename T, bool kAtomic = true>
 SUPERCL_HD void cc3_merge_voxel(const T* volume, int64_t sz, int64_t sy, int64_t sx,
                                 int64_t height, int64_t width, int64_t z, int64_t y, int64_t x,
                                 int connectivity, bool has_background, T background,
-                                int32_t* parent) {
+                                int32_t* parent, int td = 0, int th = 0, int tw = 0) {
   const T v = volume[z * sz + y * sy + x * sx];
   if (cc_is_background(v, has_background, background)) return;
   const int32_t i = static_cast<int32_t>((z * height + y) * width + x);
@@ -62,6 +65,9 @@ SUPERCL_HD void cc3_merge_voxel(const T* volume, int64_t sz, int64_t sy, int64_t
       for (int dx = -1; dx <= dx_end; ++dx) {
         if (x + dx < 0 || x + dx >= width) continue;
         if (!cc3_is_neighbour(dz, dy, dx, connectivity)) continue;
+        if (td > 0 && (z + dz) / td == z / td && (y + dy) / th == y / th &&
+            (x + dx) / tw == x / tw)
+          continue;
         if (volume[(z + dz) * sz + (y + dy) * sy + (x + dx) * sx] != v) continue;
         cc_union<kAtomic>(parent, i,
                           static_cast<int32_t>(i + (dz * height + dy) * width + dx));
