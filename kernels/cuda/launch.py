@@ -138,6 +138,9 @@ def _i64(v) -> np.int64:
 # they agree): the launcher only needs them to size the grids of the tile kernels.
 _CC_TILE = (32, 64)
 _CC3_TILE = (8, 8, 32)
+# Threads per tile block: 8 blocks of 256 fill an SM's 2048 threads (the header's occupancy
+# arithmetic); the kernels are correct for any value (block-stride loops).
+_TILE_THREADS = 256
 # torch.cumsum runs over at most this many elements at a time: a batch of B * H * W >= 2**31
 # elements is scanned in chunks of whole images, so no scan kernel ever sees a 32-bit overflow.
 _SCAN_LIMIT = 2**30
@@ -152,10 +155,10 @@ def _tile_count(shape: tuple[int, ...], tile: tuple[int, ...]) -> int:
 
 def _launch_tiles(module, name: str, tiles: int, *args) -> None:
     """One block per tile (each block loops over tiles with a grid stride when there are more
-    than _MAX_BLOCKS), _THREADS threads striding over the tile's pixels."""
+    than _MAX_BLOCKS), _TILE_THREADS threads striding over the tile's pixels."""
     if tiles <= 0:
         return
-    module.get_function(name)((min(tiles, _MAX_BLOCKS),), (_THREADS,), args)
+    module.get_function(name)((min(tiles, _MAX_BLOCKS),), (_TILE_THREADS,), args)
 
 
 def _scan_chunks(batch: int, size: int, limit: int | None = None) -> list[tuple[int, int]]:
