@@ -132,6 +132,56 @@ def test_big_batch_index_arithmetic():
     assert launch._scan_chunks(3, 2**31 - 1) == [(0, 1), (1, 2), (2, 3)]  # one image per chunk
 
 
+_TILE_PROBE = r"""
+#include "supercl/connected_components_block.h"
+extern "C" void probe(int64_t tile, int64_t depth, int64_t height, int64_t width, int td, int th,
+                      int tw, int64_t* out) {
+  const supercl::CcTile t = supercl::cc_tile(tile, depth, height, width, td, th, tw);
+  const int64_t values[7] = {t.b, t.z0, t.y0, t.x0, t.d, t.h, t.w};
+  for (int k = 0; k < 7; ++k) out[k] = values[k];
+}
+"""
+
+
+def test_tile_decomposition_of_a_big_batch(tmp_path):
+    """cc_tile (the tile kernels' 64-bit tile -> image, origin, extent map) on the last tiles of
+    a (5000, 768, 768) batch and of 40 volumes of 300 x 512 x 512 (both >= 2**31 elements),
+    compiled for the host, against the same arithmetic in Python."""
+    import ctypes
+    import shutil
+    import subprocess
+
+    import supercl.kernels
+
+    if shutil.which("g++") is None:
+        pytest.skip("needs g++")
+    source, lib = tmp_path / "probe.cpp", tmp_path / "probe.so"
+    source.write_text(_TILE_PROBE)
+    subprocess.run(["g++", "-std=c++17", "-shared", "-fPIC", f"-I{supercl.kernels.include_dir()}",
+                    str(source), "-o", str(lib)], check=True, timeout=300)
+    probe = ctypes.CDLL(str(lib)).probe
+    probe.argtypes = [ctypes.c_int64] * 4 + [ctypes.c_int] * 3 + [ctypes.POINTER(ctypes.c_int64)]
+    from supercl.kernels.cuda import launch
+
+    for shape, tile in [((5000, 1, 768, 768), (1,) + launch._CC_TILE),
+                        ((40, 300, 512, 500), launch._CC3_TILE)]:
+        assert np.prod(shape, dtype=np.int64) >= 2**31
+        batch, *spatial = shape
+        counts = [-(-s // t) for s, t in zip(spatial, tile)]
+        per_image = int(np.prod(counts))
+        total = launch._tile_count((batch, *spatial), tile)
+        assert total == batch * per_image
+        for index in (0, 1, per_image - 1, per_image, total // 2 + 7, total - 2, total - 1):
+            out = (ctypes.c_int64 * 7)()
+            probe(index, *spatial, *tile, out)
+            b, r = divmod(index, per_image)
+            cz, rest = divmod(r, counts[1] * counts[2])
+            cy, cx = divmod(rest, counts[2])
+            origin = [c * t for c, t in zip((cz, cy, cx), tile)]
+            extent = [min(t, s - o) for t, s, o in zip(tile, spatial, origin)]
+            assert list(out) == [b, *origin, *extent], (shape, index)
+
+
 @pytest.mark.parametrize("spatial_dims", [2, 3])
 def test_chunked_scan_numbers_every_image(emulated, monkeypatch, spatial_dims):
     """With a scan limit below one batch the numbering runs in chunks of whole images (the path
