@@ -3,7 +3,7 @@
 // (neighbours, equality, background, union-find) in supercl/connected_components.h.  Compiled at
 // run time by NVRTC through CuPy (kernels/cuda/launch.py), which runs on torch's current stream
 // and without host synchronisation:
-//   cc_tiles -> cc_borders -> cc_roots -> (per-image inclusive cumsum, torch) -> cc_gather_kernel.
+//   cc_tiles -> cc_borders -> cc_roots -> (1-D inclusive cumsums, torch) -> cc_gather_kernel.
 // The tile kernels loop over tiles with a 64-bit grid stride and over a tile's pixels with block
 // strides between __syncthreads(), so they are correct for any grid and block size, including the
 // one block of one thread of the host emulation (tests/cuda_host_shim.h).  Parent indices are
@@ -103,11 +103,16 @@ extern "C" __global__ void cc_roots(int32_t* parent, int64_t batch, int64_t size
   }
 }
 
-// rank: the per-image inclusive prefix sum of the flags; parent: compressed.
+// rank: inclusive prefix sums of the flags over chunks of `step` whole images (1-D scans);
+// parent: compressed.  Writes the labels and, from each image's last pixel, its count.
 extern "C" __global__ void cc_gather_kernel(const int32_t* parent, const int32_t* rank,
-                                            int64_t batch, int64_t size, int32_t* out) {
+                                            int64_t batch, int64_t size, int64_t step,
+                                            int32_t* out, int64_t* counts) {
   SUPERCL_GRID_STRIDE(i, batch * size) {
-    const int64_t base = (i / size) * size;
-    out[i] = cc_gather(parent + base, rank + base, i % size);
+    const int64_t b = i / size, base = b * size;
+    const int32_t offset = cc_rank_offset(rank, b, size, step);
+    const int32_t p = parent[i];
+    out[i] = p < 0 ? 0 : rank[base + p] - offset;
+    if (i - base == size - 1) counts[b] = rank[i] - offset;
   }
 }

@@ -141,8 +141,11 @@ _CC3_TILE = (8, 8, 32)
 # Threads per tile block: 8 blocks of 256 fill an SM's 2048 threads (the header's occupancy
 # arithmetic); the kernels are correct for any value (block-stride loops).
 _TILE_THREADS = 256
-# torch.cumsum runs over at most this many elements at a time: a batch of B * H * W >= 2**31
-# elements is scanned in chunks of whole images, so no scan kernel ever sees a 32-bit overflow.
+# The root flags are numbered by 1-D int32 scans (torch.cumsum over a 1-D tensor is one CUB
+# device scan; over (B, H*W) along dim 1 torch runs one block per row, 32 blocks for 32 images)
+# of at most this many elements: chunks of whole images, so that no running count can reach
+# 2**31 however large the batch.  Each image's numbers are its chunk's running count minus the
+# count at the end of the previous image of the chunk (cc_gather_kernel).
 _SCAN_LIMIT = 2**30
 
 
@@ -161,11 +164,17 @@ def _launch_tiles(module, name: str, tiles: int, *args) -> None:
     module.get_function(name)((min(tiles, _MAX_BLOCKS),), (_TILE_THREADS,), args)
 
 
-def _scan_chunks(batch: int, size: int, limit: int | None = None) -> list[tuple[int, int]]:
-    """Consecutive image ranges [b0, b1) covering the batch, each of at most ``limit`` elements
-    (at least one image each: one image holds < 2**31 elements, checked by the public op)."""
+def _scan_step(size: int, limit: int | None = None) -> int:
+    """Images per scan chunk: as many as fit in ``limit`` (default _SCAN_LIMIT) elements, at
+    least one (one image holds < 2**31 elements, checked by the public op)."""
     limit = _SCAN_LIMIT if limit is None else limit
-    step = max(1, limit // max(size, 1))
+    return max(1, limit // max(size, 1))
+
+
+def _scan_chunks(batch: int, size: int, limit: int | None = None) -> list[tuple[int, int]]:
+    """Consecutive image ranges [b0, b1) covering the batch, _scan_step images each (the last
+    may hold fewer)."""
+    step = _scan_step(size, limit)
     return [(b0, min(b0 + step, batch)) for b0 in range(0, batch, step)]
 
 
@@ -196,18 +205,21 @@ def _number_roots(module, parent: torch.Tensor, out: torch.Tensor, batch: int,
                   size: int) -> torch.Tensor:
     """The tail of both CCLs, over each image's (or volume's) flat forest ``parent`` of ``size``
     nodes whose merges are done: compress to the roots and flag them (into ``out``), number them
-    by an inclusive int32 prefix sum per image (on the current stream, in chunks of whole images
-    under _SCAN_LIMIT elements) and gather the numbers into ``out``. Returns the (B,) int64
-    counts."""
+    by 1-D inclusive int32 prefix sums (on the current stream, in chunks of _scan_step whole
+    images) and gather each image's numbers, less the count of the images before it in its
+    chunk, into ``out``. Returns the (B,) int64 counts, written by the gather."""
     n = batch * size
     p, o = _cp(parent), _cp(out)
     _launch(module, "cc_roots", n, p, _i64(batch), _i64(size), o)
-    flags = out.view(batch, size)
+    flags = out.view(-1)
     rank = torch.empty_like(flags)
     for b0, b1 in _scan_chunks(batch, size):
-        torch.cumsum(flags[b0:b1], 1, dtype=torch.int32, out=rank[b0:b1])
-    _launch(module, "cc_gather_kernel", n, p, _cp(rank), _i64(batch), _i64(size), o)
-    return rank[:, -1].to(torch.int64)
+        torch.cumsum(flags[b0 * size:b1 * size], 0, dtype=torch.int32,
+                     out=rank[b0 * size:b1 * size])
+    counts = torch.empty(batch, dtype=torch.int64, device=out.device)
+    _launch(module, "cc_gather_kernel", n, p, _cp(rank), _i64(batch), _i64(size),
+            _i64(_scan_step(size)), o, _cp(counts))
+    return counts
 
 
 def connected_components_3d(

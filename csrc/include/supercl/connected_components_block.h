@@ -26,8 +26,9 @@
 //   3. roots    roots are final once the border pass has ended: a per-pixel kernel finds each
 //               pixel's root, compresses the path it walked (every node on it gets the root: the
 //               same value whichever thread writes it) and writes the root flag.
-//   4. numbers  the per-image inclusive prefix sum of the flags (torch.cumsum, int32) and a gather
-//               through the compressed parents: scikit-image's numbering, exactly as before.
+//   4. numbers  1-D inclusive prefix sums of the flags (torch.cumsum, int32, over chunks of whole
+//               images, cc_rank_offset) and a gather through the compressed parents that also
+//               writes the counts: scikit-image's numbering, exactly as before.
 // Why the partition is exact: the tile pass computes the closure of the equal-neighbour pairs
 // inside each tile (cc_merge_pixel's decision tree is valid for any rectangle taken as an image),
 // the border pass adds every pair that crosses a tile border (pruned only where the pruned pair's
@@ -181,6 +182,15 @@ SUPERCL_HD int32_t cc_compress_root_flag(int32_t* parent, int64_t i) {
     }
   }
   return root == static_cast<int32_t>(i) ? 1 : 0;
+}
+
+// Step 4 on the GPU: the flags are scanned (inclusive, int32) over chunks of `step` whole images
+// of `size` pixels, flat, so that a chunk's running count stays below 2**31 and each scan is one
+// device-wide scan rather than one block per image.  Image b's numbers are the running counts
+// less this offset: the count at the end of the previous image of its chunk, 0 for a chunk's
+// first image.
+SUPERCL_HD int32_t cc_rank_offset(const int32_t* rank, int64_t b, int64_t size, int64_t step) {
+  return b % step == 0 ? 0 : rank[b * size - 1];
 }
 
 }  // namespace supercl
