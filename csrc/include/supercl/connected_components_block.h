@@ -19,10 +19,11 @@
 //               every pixel points straight at its piece's root, background -1.
 //   2. borders  only the pixels that have an earlier neighbour in another tile (the tile's first
 //               row and column, and its last column for the up-right neighbour of 8-connectivity;
-//               the three faces and two far edges in 3-D) union themselves with those neighbours,
-//               through the global forest with atomicMin.  Roots only ever link to smaller
-//               indices, so the global rule of supercl/connected_components.h holds: every root is
-//               the first pixel of its component in raster order.
+//               its first z, y and x faces and, with diagonal offsets, its last y and x faces in
+//               3-D) union themselves with those neighbours, through the global forest with
+//               atomicMin.  Roots only ever link to smaller indices, so the global rule of
+//               supercl/connected_components.h holds: every root is the first pixel of its
+//               component in raster order.
 //   3. roots    roots are final once the border pass has ended: a per-pixel kernel finds each
 //               pixel's root, compresses the path it walked (every node on it gets the root: the
 //               same value whichever thread writes it) and writes the root flag.
