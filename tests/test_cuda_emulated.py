@@ -60,6 +60,21 @@ def test_connected_components_block_edge_cases(emulated, connectivity, backgroun
             raise AssertionError(f"case {name!r}") from error
 
 
+def test_connected_components_sizes_around_tile_multiples(emulated):
+    """Every image size one below, at and one above a multiple of the 32 x 64 tile (and
+    8 x 8 x 32 in 3-D): the clipped last tiles and their borders."""
+    rng = np.random.default_rng(17)
+    for h in (31, 32, 33, 65):
+        for w in (63, 64, 65, 129):
+            images = (rng.random((1, h, w)) < 0.55).astype(np.uint8)
+            for connectivity in (1, 2):
+                _check_cuda_against_cpu_and_reference(images, connectivity, None, 2)
+    for d, h, w in [(7, 8, 31), (8, 9, 32), (9, 7, 33), (17, 15, 65)]:
+        volumes = (rng.random((1, d, h, w)) < 0.3).astype(np.uint8)
+        for connectivity in (1, 3):
+            _check_cuda_against_cpu_and_reference(volumes, connectivity, None, 3)
+
+
 def test_connected_components_kernels_strided_and_background(emulated):
     rng = np.random.default_rng(5)
     base = torch.from_numpy(rng.integers(0, 4, size=(3, 140, 150)))
