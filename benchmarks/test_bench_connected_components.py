@@ -13,8 +13,11 @@ numbered from 1) of the 8 MNI152 T1 slices of the ``real_mri`` fixture, with the
 target of 1.25x cc3d (``SUPERCL_BENCH_2D_DOWNSCALE=f`` divides the sides, for quick
 correctness runs).
 
-All use 8-connectivity. Correctness is checked before timing, outside the timed region. See
-benchmarks/README.md for the method.
+All use 8-connectivity. Correctness is checked before timing, outside the timed region: supercl
+pixel for pixel against scikit-image, cc3d and scipy by component count, the GPU peers cuCIM
+(``cucim.skimage.measure.label``) and bkeccl (BKE, binary only, one image per call) by
+``same_partition`` on every slice (their numbering may differ). See benchmarks/README.md for the
+method.
 """
 
 from __future__ import annotations
@@ -47,10 +50,13 @@ PROVIDERS = [
     "supercl-cuda",
     "cupyx",
     "cucim",
+    "bkeccl",
 ]
 # scipy.ndimage.label (and cupyx's copy of it) treats every nonzero value as one foreground, so
 # it cannot label a multi-label superpixel map: those providers run on binary masks only.
-BINARY_ONLY = {"scipy", "cupyx"}
+# bkeccl (PyPI; Allegretti et al.'s BKE on CuPy) labels binary masks with 8-connectivity only.
+BINARY_ONLY = {"scipy", "cupyx", "bkeccl"}
+GPU_PEERS = ("cupyx", "cucim", "bkeccl")
 
 
 def _marks(kind: str, provider: str) -> list:
@@ -59,12 +65,16 @@ def _marks(kind: str, provider: str) -> list:
         marks.append(pytest.mark.skip(
             reason=f"{provider} labels all nonzero values as one foreground, so it cannot label "
                    "a multi-label superpixel map; it is benchmarked on binary masks only"))
-    if provider in ("supercl-cuda", "cupyx", "cucim") and not HAS_CUDA:
-        marks.append(pytest.mark.skip(reason="needs a CUDA GPU"))
+    if provider == "supercl-cuda" or provider in GPU_PEERS:
+        marks.append(pytest.mark.cuda)  # benchmarks/gpu_check.py selects GPU rows by marker
+        if not HAS_CUDA:
+            marks.append(pytest.mark.skip(reason="needs a CUDA GPU"))
     if provider == "cupyx" and not HAS_CUPY:
         marks.append(pytest.mark.skip(reason="needs CuPy (pip install 'supercl[cuda12]' or 'supercl[cuda13]')"))
     if provider == "cucim" and importlib.util.find_spec("cucim") is None:
-        marks.append(pytest.mark.skip(reason="needs cuCIM (pip install cucim-cu12)"))
+        marks.append(pytest.mark.skip(reason="needs cuCIM (pip install cucim-cu12 or cucim-cu13)"))
+    if provider == "bkeccl" and importlib.util.find_spec("bkeccl") is None:
+        marks.append(pytest.mark.skip(reason="needs bkeccl (pip install bkeccl)"))
     return marks
 
 
@@ -139,6 +149,18 @@ def _scipy(x):
 
 def _supercl(x):
     return connected_components(x, connectivity=2)
+
+
+def same_partition(a, b) -> bool:
+    """Whether two label maps of one image (or volume) hold the same components, whatever their
+    numbering: the same background, and the pairs (label in a, label in b) of the foreground
+    are a bijection.  For peers whose numbering differs from scikit-image's (bkeccl, cuCIM)."""
+    a, b = np.asarray(a).ravel().astype(np.int64), np.asarray(b).ravel().astype(np.int64)
+    if a.shape != b.shape or not np.array_equal(a == 0, b == 0):
+        return False
+    a, b = a[a != 0], b[b != 0]
+    pairs = np.unique(a * (int(b.max(initial=0)) + 1) + b).size
+    return pairs == np.unique(a).size == np.unique(b).size
 
 
 def _counts(labels: np.ndarray) -> list[int]:
@@ -217,11 +239,26 @@ def test_bench_connected_components(request, measure, cc_input, torch_threads, k
         cupy = pytest.importorskip("cupy")
         cucim_measure = pytest.importorskip("cucim.skimage.measure")
         xd = cupy.asarray(x)
-        got = [cucim_measure.label(xd[b], connectivity=2) for b in range(N_CHECKED)]
-        np.testing.assert_array_equal(np.stack([g.get() for g in got]), reference[:N_CHECKED])
+        for b in range(len(xd)):
+            assert same_partition(cucim_measure.label(xd[b], connectivity=2).get(), reference[b])
 
         def run():  # scikit-image's API: one image per call
             out = [cucim_measure.label(xd[b], connectivity=2) for b in range(len(xd))]
+            cupy.cuda.runtime.deviceSynchronize()
+            return out
+
+        measure(run, rounds=ROUNDS, threads=None, **common)
+
+    elif provider == "bkeccl":
+        cupy = pytest.importorskip("cupy")
+        bkeccl = pytest.importorskip("bkeccl")
+        xd = cupy.asarray(np.asarray(x, dtype=np.uint8))
+        for b in range(len(xd)):
+            labels, count = bkeccl.ccl(xd[b], "bke", "2D")
+            assert same_partition(labels.get(), reference[b]) and int(count) == reference[b].max()
+
+        def run():  # one image per call: bkeccl has no batch
+            out = [bkeccl.ccl(xd[b], "bke", "2D") for b in range(len(xd))]
             cupy.cuda.runtime.deviceSynchronize()
             return out
 

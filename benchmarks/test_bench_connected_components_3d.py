@@ -16,6 +16,11 @@ Issue 19 adds two CPU-only kinds:
 - ``real_mri_supervoxels``: supercl's 3-D SLIC labels (2000 supervoxels, numbered from 1) of
   the MNI152 T1 template in nilearn's wheel, 189 x 233 x 197 in (Z, Y, X) order.
 
+Issue 22 adds the GPU-only ``smoothed_noise`` kind: the ``noisy_binary`` field (sigma 1 voxel,
+90th percentile) at 256^3, many small components, where a per-voxel global union-find loses;
+cupyx is its peer, cuCIM and bkeccl run beside it (checked by ``same_partition``, their
+numbering may differ).
+
 All use 26-connectivity (``connectivity=3``). cc3d 4.x has no thread option (it is
 single-threaded), so its one row serves as the peer of both supercl rows. Correctness is
 checked before timing, outside the timed region: supercl pixel for pixel against
@@ -34,6 +39,7 @@ import torch
 
 from supercl.data.phantom import phantom_volume
 from supercl.ops import connected_components, slic
+from test_bench_connected_components import same_partition
 
 HAS_CUDA = torch.cuda.is_available()
 HAS_CUPY = importlib.util.find_spec("cupy") is not None
@@ -44,8 +50,11 @@ SHAPES = {"binary": tuple(s // DOWNSCALE for s in (256, 256, 256)),
           # issue 19
           "noisy_binary": tuple(s // DOWNSCALE for s in (128, 192, 192)),
           # the MNI152 T1 (X, Y, Z) = (197, 233, 189) as (Z, Y, X), every DOWNSCALE-th voxel
-          "real_mri_supervoxels": tuple(-(-s // DOWNSCALE) for s in (189, 233, 197))}
+          "real_mri_supervoxels": tuple(-(-s // DOWNSCALE) for s in (189, 233, 197)),
+          # issue 22: the GPU's hard case (named so that gpu_check's `not noisy_binary` keeps it)
+          "smoothed_noise": tuple(s // DOWNSCALE for s in (256, 256, 256))}
 NEW_KINDS = {"noisy_binary", "real_mri_supervoxels"}  # CPU providers only
+GPU_KINDS = {"smoothed_noise"}  # GPU providers only (CPU rows would add minutes, no target)
 NOISE_SIGMA = 1.0  # voxels
 NOISE_FOREGROUND = 0.10  # share of voxels above the threshold (a quantile of the field)
 # The issue-19 target: supercl on one thread against cc3d in the same run.
@@ -55,29 +64,42 @@ TARGETS = {"noisy_binary": {"peer": "cc3d", "speedup": 1.0}}
 ROUNDS = 5
 STRUCTURE_26 = np.ones((3, 3, 3), dtype=bool)
 CPU_PROVIDERS = ["supercl-cpu-1thread", "supercl-cpu-allthreads", "cc3d", "scipy", "skimage"]
-PROVIDERS = CPU_PROVIDERS + ["supercl-cuda", "cupyx"]
-BINARY_ONLY = {"scipy", "cupyx"}  # every nonzero value is one foreground for them
+GPU_PROVIDERS = ["supercl-cuda", "cupyx", "cucim", "bkeccl"]
+PROVIDERS = CPU_PROVIDERS + GPU_PROVIDERS
+# Every nonzero value is one foreground for scipy and cupyx; bkeccl labels binary masks with
+# 26-connectivity only.
+BINARY_ONLY = {"scipy", "cupyx", "bkeccl"}
 
 
 def _marks(kind: str, provider: str) -> list:
     marks = []
-    if not kind.endswith("binary") and provider in BINARY_ONLY:
+    if kind not in ("binary", "noisy_binary", "smoothed_noise") and provider in BINARY_ONLY:
         marks.append(pytest.mark.skip(
             reason=f"{provider} labels all nonzero values as one foreground; it cannot label a "
                    "multi-label supervoxel map"))
-    if provider in ("supercl-cuda", "cupyx"):
+    if provider in GPU_PROVIDERS:
         marks.append(pytest.mark.cuda)
         if not HAS_CUDA:
             marks.append(pytest.mark.skip(reason="needs a CUDA GPU"))
-    if provider == "cupyx" and not HAS_CUPY:
+    if provider in ("cupyx", "cucim", "bkeccl") and not HAS_CUPY:
         marks.append(pytest.mark.skip(reason="needs CuPy"))
+    if provider == "cucim" and importlib.util.find_spec("cucim") is None:
+        marks.append(pytest.mark.skip(reason="needs cuCIM (pip install cucim-cu12 or cucim-cu13)"))
+    if provider == "bkeccl" and importlib.util.find_spec("bkeccl") is None:
+        marks.append(pytest.mark.skip(reason="needs bkeccl (pip install bkeccl)"))
     return marks
+
+
+def _providers(kind: str) -> list[str]:
+    if kind in NEW_KINDS:
+        return CPU_PROVIDERS
+    return GPU_PROVIDERS if kind in GPU_KINDS else PROVIDERS
 
 
 CASES = [
     pytest.param(kind, provider, marks=_marks(kind, provider),
                  id=f"{kind}-{'x'.join(map(str, SHAPES[kind]))}-{provider}")
-    for kind in SHAPES for provider in (CPU_PROVIDERS if kind in NEW_KINDS else PROVIDERS)
+    for kind in SHAPES for provider in _providers(kind)
 ]
 
 
@@ -87,7 +109,7 @@ def volume_input(kind: str) -> tuple[np.ndarray, np.ndarray]:
     from skimage.measure import label
 
     shape = SHAPES[kind]
-    if kind == "noisy_binary":
+    if kind in ("noisy_binary", "smoothed_noise"):
         from scipy import ndimage
 
         noise = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
@@ -178,6 +200,33 @@ def test_bench_connected_components_3d(request, measure, torch_threads, kind, pr
 
         def run():
             out = cupy_ndimage.label(xd, structure=sd)
+            cupy.cuda.runtime.deviceSynchronize()
+            return out
+
+        measure(run, rounds=4 * ROUNDS, threads=None, **common)
+
+    elif provider == "cucim":
+        cupy = pytest.importorskip("cupy")
+        cucim_measure = pytest.importorskip("cucim.skimage.measure")
+        xd = cupy.asarray(x)
+        assert same_partition(cucim_measure.label(xd, connectivity=3).get(), reference)
+
+        def run():
+            out = cucim_measure.label(xd, connectivity=3)
+            cupy.cuda.runtime.deviceSynchronize()
+            return out
+
+        measure(run, rounds=4 * ROUNDS, threads=None, **common)
+
+    elif provider == "bkeccl":
+        cupy = pytest.importorskip("cupy")
+        bkeccl = pytest.importorskip("bkeccl")
+        xd = cupy.asarray(np.asarray(x, dtype=np.uint8))
+        labels, n = bkeccl.ccl(xd, "bke", "3D")
+        assert same_partition(labels.get(), reference) and int(n) == count
+
+        def run():
+            out = bkeccl.ccl(xd, "bke", "3D")
             cupy.cuda.runtime.deviceSynchronize()
             return out
 

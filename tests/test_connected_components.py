@@ -340,3 +340,19 @@ def test_output_of_32_mib_and_more(threads):
     assert (labels[0] == labels[0, :, :1]).all()
     labels[0, 0, 0] = 7  # writable
     del labels
+
+
+# ids without "cuda": the check needs no GPU (conftest skips items whose keywords say cuda)
+@pytest.mark.parametrize("backend", ["cpu", "cuda"], ids=["host", "device"])
+def test_images_of_2_31_pixels_or_more_are_refused_before_any_work(backend):
+    """Parent indices are int32 per image: an image (or volume) of 2**31 pixels or more is
+    refused with a ValueError naming ``labels``, before any allocation or backend check (the
+    inputs are stride-0 views of one byte)."""
+    image = torch.zeros(1, dtype=torch.uint8).expand(46341, 46341)  # 2**31 + 2.5e4 pixels
+    with pytest.raises(ValueError, match=r"labels images have 2147488281 pixels; at most 2\*\*31"):
+        connected_components(image, backend=backend)
+    volume = torch.zeros(1, dtype=torch.uint8).expand(2, 1291, 1291, 1291)
+    with pytest.raises(ValueError, match=r"labels volumes have \d+ voxels; at most 2\*\*31"):
+        connected_components(volume, spatial_dims=3, backend=backend)
+    # a batch of 2**31 elements and more whose images are small is accepted (not run here: the
+    # int32 output alone would be 8 GiB; test_cuda.py labels a (5000, 768, 768) batch on a GPU)

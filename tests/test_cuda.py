@@ -14,6 +14,8 @@ from supercl.data import phantom_batch
 from supercl.ops import connected_components, slic
 from supercl.testing import connected_components_reference
 
+import ccl_cases
+
 slic_module = sys.modules["supercl.ops.slic"]
 
 
@@ -76,6 +78,75 @@ def test_connected_components_3d_gpu_equals_cpu_and_skimage(connectivity):
             np.testing.assert_array_equal(gpu.cpu().numpy(), cpu)
             np.testing.assert_array_equal(
                 cpu, connected_components_reference(volumes, connectivity, spatial_dims=3))
+
+
+_DTYPES = (np.uint8, np.int32, np.int64)
+
+
+def _gpu_equals_cpu(images, connectivity, background, spatial_dims, name=""):
+    kwargs = dict(connectivity=connectivity, background=background, spatial_dims=spatial_dims)
+    gpu, num = connected_components(torch.from_numpy(images).cuda(), return_num=True, **kwargs)
+    cpu, cpu_num = connected_components(images, return_num=True, backend="cpu", **kwargs)
+    np.testing.assert_array_equal(gpu.cpu().numpy(), cpu, err_msg=name)
+    np.testing.assert_array_equal(num.cpu().numpy(), cpu_num, err_msg=name)
+
+
+@cuda
+@pytest.mark.parametrize("background", [None, -1])
+@pytest.mark.parametrize("connectivity", [1, 2])
+def test_connected_components_gpu_block_edge_cases(connectivity, background):
+    """The block-based kernels under real concurrency on the edge cases of ccl_cases (tile
+    borders and corners, clipped tiles, snakes, checkerboards): the CPU backend's labels."""
+    for k, (name, images) in enumerate(ccl_cases.cases_2d(seed=connectivity)):
+        dtype = _DTYPES[k % 3] if background is None else np.int32
+        _gpu_equals_cpu(images.astype(dtype), connectivity, background, 2, name)
+
+
+@cuda
+@pytest.mark.parametrize("background", [None, -1])
+@pytest.mark.parametrize("connectivity", [1, 2, 3])
+def test_connected_components_3d_gpu_block_edge_cases(connectivity, background):
+    for k, (name, volumes) in enumerate(ccl_cases.cases_3d(seed=connectivity)):
+        dtype = _DTYPES[k % 3] if background is None else np.int32
+        _gpu_equals_cpu(volumes.astype(dtype), connectivity, background, 3, name)
+
+
+@cuda
+@pytest.mark.parametrize("threads, blocks", [(32, 3), (1024, 65535), (96, 1)])
+def test_connected_components_gpu_any_block_and_grid(monkeypatch, threads, blocks):
+    """The tile kernels stride over a tile's pixels by blockDim and over tiles by gridDim: any
+    block size (a warp, the maximum, not a power of two) and a grid smaller than the tile count
+    give the same labels."""
+    from supercl.kernels.cuda import launch
+
+    monkeypatch.setattr(launch, "_TILE_THREADS", threads)
+    monkeypatch.setattr(launch, "_MAX_BLOCKS", blocks)
+    rng = np.random.default_rng(threads)
+    images = rng.integers(0, 3, size=(3, 130, 300)).astype(np.uint8)
+    volumes = rng.integers(0, 2, size=(2, 20, 30, 70)).astype(np.int64)
+    for connectivity in (1, 2):
+        _gpu_equals_cpu(images, connectivity, None, 2)
+    for connectivity in (1, 3):
+        _gpu_equals_cpu(volumes, connectivity, None, 3)
+
+
+@cuda
+@pytest.mark.slow
+def test_connected_components_gpu_big_batch():
+    """cupy issue 9851: cupyx.scipy.ndimage.label returns zeros for later slices of a
+    (5000, 768, 768) uint8 batch.  2.9e9 pixels (> 2**31) labeled in one call: the first,
+    middle and last slices equal the CPU backend's labels of those slices, and so do their
+    counts.  Needs ~40 GB of GPU memory (input 2.9 GB, int32 parents, output and ranks)."""
+    batch, height, width = 5000, 768, 768
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    images = torch.randint(0, 2, (batch, height, width), dtype=torch.uint8, device="cuda",
+                           generator=generator)
+    labels, num = connected_components(images, return_num=True)
+    for b in (0, batch // 2, batch - 1):
+        image = images[b].cpu().numpy()
+        cpu, cpu_num = connected_components(image, return_num=True, backend="cpu")
+        np.testing.assert_array_equal(labels[b].cpu().numpy(), cpu, err_msg=f"slice {b}")
+        assert int(num[b]) == int(cpu_num) > 0
 
 
 @cuda

@@ -14,54 +14,201 @@ from supercl.data import phantom_batch
 from supercl.ops import connected_components, slic
 from supercl.testing import connected_components_reference
 
+import ccl_cases
+
 # The fixture ``emulated`` (tests/conftest.py) compiles the kernels for the host and routes
 # backend="cuda" through them; it skips without g++.
+
+
+_DTYPES = (np.uint8, np.int32, np.int64)
+
+
+def _check_cuda_against_cpu_and_reference(images, connectivity, background, spatial_dims):
+    """The emulated CUDA path equals scikit-image and the CPU backend, labels and counts."""
+    kwargs = dict(connectivity=connectivity, background=background, spatial_dims=spatial_dims)
+    out, num = connected_components(torch.from_numpy(images), return_num=True, backend="cuda",
+                                    **kwargs)
+    expected = connected_components_reference(images, connectivity, background, spatial_dims)
+    np.testing.assert_array_equal(out.numpy(), expected)
+    np.testing.assert_array_equal(num.numpy(), expected.reshape(len(images), -1).max(1))
+    np.testing.assert_array_equal(out.numpy(), connected_components(images, backend="cpu",
+                                                                    **kwargs))
 
 
 @pytest.mark.parametrize("connectivity", [1, 2])
 def test_connected_components_kernels(emulated, connectivity):
     rng = np.random.default_rng(connectivity)
-    for shape in [(1, 1, 1), (3, 5, 123), (4, 31, 29), (2, 64, 48)]:
-        for dtype in (np.uint8, np.int32, np.int64):
+    for shape in [(1, 1, 1), (3, 5, 123), (4, 31, 29), (2, 64, 48), (2, 70, 150)]:
+        for dtype in _DTYPES:
             images = rng.integers(0, 3, size=shape).astype(dtype)
-            out, num = connected_components(torch.from_numpy(images), connectivity=connectivity,
-                                            return_num=True, backend="cuda")
-            expected = connected_components_reference(images, connectivity)
-            np.testing.assert_array_equal(out.numpy(), expected)
-            np.testing.assert_array_equal(num.numpy(), expected.reshape(len(images), -1).max(1))
-    assert {"cc_merge_u8", "cc_merge_i32", "cc_merge_i64", "cc_gather_kernel"} <= set(emulated)
+            _check_cuda_against_cpu_and_reference(images, connectivity, None, 2)
+    assert {"cc_tiles_u8", "cc_tiles_i32", "cc_tiles_i64", "cc_borders_u8", "cc_borders_i32",
+            "cc_borders_i64", "cc_roots", "cc_gather_kernel"} <= set(emulated)
+
+
+@pytest.mark.parametrize("background", [None, -1])
+@pytest.mark.parametrize("connectivity", [1, 2])
+def test_connected_components_block_edge_cases(emulated, connectivity, background):
+    """Tile borders, corners and clipped tiles (ccl_cases.cases_2d), every dtype, background on
+    (0) and off (-1 matches no value)."""
+    for k, (name, images) in enumerate(ccl_cases.cases_2d(seed=connectivity)):
+        dtype = _DTYPES[k % 3] if background is None else np.int32
+        try:
+            _check_cuda_against_cpu_and_reference(images.astype(dtype), connectivity, background,
+                                                  2)
+        except AssertionError as error:
+            raise AssertionError(f"case {name!r}") from error
+
+
+def test_connected_components_sizes_around_tile_multiples(emulated):
+    """Every image size one below, at and one above a multiple of the 32 x 64 tile (and
+    8 x 8 x 32 in 3-D): the clipped last tiles and their borders."""
+    rng = np.random.default_rng(17)
+    for h in (31, 32, 33, 65):
+        for w in (63, 64, 65, 129):
+            images = (rng.random((1, h, w)) < 0.55).astype(np.uint8)
+            for connectivity in (1, 2):
+                _check_cuda_against_cpu_and_reference(images, connectivity, None, 2)
+    for d, h, w in [(7, 8, 31), (8, 9, 32), (9, 7, 33), (17, 15, 65)]:
+        volumes = (rng.random((1, d, h, w)) < 0.3).astype(np.uint8)
+        for connectivity in (1, 3):
+            _check_cuda_against_cpu_and_reference(volumes, connectivity, None, 3)
 
 
 def test_connected_components_kernels_strided_and_background(emulated):
     rng = np.random.default_rng(5)
-    base = torch.from_numpy(rng.integers(0, 4, size=(3, 40, 50)))
-    view = base.transpose(1, 2)[:, ::2]
-    got = connected_components(view, background=2, backend="cuda")
-    expected = connected_components_reference(view.numpy(), 2, background=2)
-    np.testing.assert_array_equal(got.numpy(), expected)
+    base = torch.from_numpy(rng.integers(0, 4, size=(3, 140, 150)))
+    for view in (base.transpose(1, 2)[:, ::2], base[:, 1::3, 2::2], base[::2, 5:, 7:]):
+        got = connected_components(view, background=2, backend="cuda")
+        expected = connected_components_reference(view.numpy(), 2, background=2)
+        np.testing.assert_array_equal(got.numpy(), expected)
 
 
 @pytest.mark.parametrize("connectivity", [1, 2, 3])
 def test_connected_components_3d_kernels(emulated, connectivity):
     rng = np.random.default_rng(30 + connectivity)
-    for shape in [(1, 1, 1, 1), (2, 3, 5, 23), (1, 9, 7, 11), (2, 4, 6, 1)]:
-        for dtype in (np.uint8, np.int32, np.int64):
+    for shape in [(1, 1, 1, 1), (2, 3, 5, 23), (1, 9, 7, 11), (2, 4, 6, 1), (1, 11, 19, 70)]:
+        for dtype in _DTYPES:
             volumes = rng.integers(0, 3, size=shape).astype(dtype)
-            out, num = connected_components(torch.from_numpy(volumes), connectivity=connectivity,
-                                            return_num=True, backend="cuda", spatial_dims=3)
-            expected = connected_components_reference(volumes, connectivity, spatial_dims=3)
-            np.testing.assert_array_equal(out.numpy(), expected)
-            np.testing.assert_array_equal(num.numpy(), expected.reshape(len(volumes), -1).max(1))
-    assert {"cc3_merge_u8", "cc3_merge_i32", "cc3_merge_i64", "cc_gather_kernel"} <= set(emulated)
+            _check_cuda_against_cpu_and_reference(volumes, connectivity, None, 3)
+    assert {"cc3_tiles_u8", "cc3_tiles_i32", "cc3_tiles_i64", "cc3_borders_u8", "cc3_borders_i32",
+            "cc3_borders_i64", "cc_roots", "cc_gather_kernel"} <= set(emulated)
+
+
+@pytest.mark.parametrize("background", [None, -1])
+@pytest.mark.parametrize("connectivity", [1, 2, 3])
+def test_connected_components_3d_block_edge_cases(emulated, connectivity, background):
+    for k, (name, volumes) in enumerate(ccl_cases.cases_3d(seed=connectivity)):
+        dtype = _DTYPES[k % 3] if background is None else np.int32
+        try:
+            _check_cuda_against_cpu_and_reference(volumes.astype(dtype), connectivity,
+                                                  background, 3)
+        except AssertionError as error:
+            raise AssertionError(f"case {name!r}") from error
 
 
 def test_connected_components_3d_kernels_strided_and_background(emulated):
-    base = torch.from_numpy(np.random.default_rng(6).integers(0, 4, size=(2, 9, 14, 10)))
-    view = base.transpose(1, 3)[:, ::2]
-    got = connected_components(view, connectivity=2, background=3, backend="cuda",
-                               spatial_dims=3)
-    expected = connected_components_reference(view.numpy(), 2, background=3, spatial_dims=3)
-    np.testing.assert_array_equal(got.numpy(), expected)
+    base = torch.from_numpy(np.random.default_rng(6).integers(0, 4, size=(2, 20, 34, 40)))
+    for view in (base.transpose(1, 3)[:, ::2], base[:, 1::2, :, 3:]):
+        got = connected_components(view, connectivity=2, background=3, backend="cuda",
+                                   spatial_dims=3)
+        expected = connected_components_reference(view.numpy(), 2, background=3, spatial_dims=3)
+        np.testing.assert_array_equal(got.numpy(), expected)
+
+
+def test_tile_shapes_agree_with_the_header():
+    """The launcher sizes the tile kernels' grids with its own copy of the tile shapes."""
+    import re
+
+    import supercl.kernels
+    from supercl.kernels.cuda import launch
+
+    header = (supercl.kernels.include_dir() / "supercl" / "connected_components_block.h").read_text()
+    value = {name: int(v) for name, v in re.findall(r"constexpr int (kCc3?Tile\w?) = (\d+);", header)}
+    assert launch._CC_TILE == (value["kCcTileH"], value["kCcTileW"])
+    assert launch._CC3_TILE == (value["kCc3TileD"], value["kCc3TileH"], value["kCc3TileW"])
+
+
+def test_big_batch_index_arithmetic():
+    """A (5000, 768, 768) batch (cupy issue 9851) holds 2.9e9 > 2**31 pixels: the launcher's
+    tile count and scan chunks are exact Python integers, every chunk stays under 2**31
+    elements and the chunks cover the batch.  (The kernels' loops are 64-bit; test_cuda.py
+    labels the real batch on a GPU.)"""
+    from supercl.kernels.cuda import launch
+
+    batch, height, width = 5000, 768, 768
+    assert batch * height * width >= 2**31
+    assert launch._tile_count((batch, height, width), launch._CC_TILE) == batch * 24 * 12
+    assert launch._tile_count((7, 33, 65, 97), launch._CC3_TILE) == 7 * 5 * 9 * 4
+    chunks = launch._scan_chunks(batch, height * width)
+    assert chunks[0][0] == 0 and chunks[-1][1] == batch
+    assert all(b1 == c0 for (_, b1), (c0, _) in zip(chunks, chunks[1:]))
+    assert all(0 < (b1 - b0) * height * width <= 2**30 for b0, b1 in chunks)
+    assert launch._scan_chunks(3, 2**31 - 1) == [(0, 1), (1, 2), (2, 3)]  # one image per chunk
+
+
+_TILE_PROBE = r"""
+#include "supercl/connected_components_block.h"
+extern "C" void probe(int64_t tile, int64_t depth, int64_t height, int64_t width, int td, int th,
+                      int tw, int64_t* out) {
+  const supercl::CcTile t = supercl::cc_tile(tile, depth, height, width, td, th, tw);
+  const int64_t values[7] = {t.b, t.z0, t.y0, t.x0, t.d, t.h, t.w};
+  for (int k = 0; k < 7; ++k) out[k] = values[k];
+}
+"""
+
+
+def test_tile_decomposition_of_a_big_batch(tmp_path):
+    """cc_tile (the tile kernels' 64-bit tile -> image, origin, extent map) on the last tiles of
+    a (5000, 768, 768) batch and of 40 volumes of 300 x 512 x 512 (both >= 2**31 elements),
+    compiled for the host, against the same arithmetic in Python."""
+    import ctypes
+    import shutil
+    import subprocess
+
+    import supercl.kernels
+
+    if shutil.which("g++") is None:
+        pytest.skip("needs g++")
+    source, lib = tmp_path / "probe.cpp", tmp_path / "probe.so"
+    source.write_text(_TILE_PROBE)
+    subprocess.run(["g++", "-std=c++17", "-shared", "-fPIC", f"-I{supercl.kernels.include_dir()}",
+                    str(source), "-o", str(lib)], check=True, timeout=300)
+    probe = ctypes.CDLL(str(lib)).probe
+    probe.argtypes = [ctypes.c_int64] * 4 + [ctypes.c_int] * 3 + [ctypes.POINTER(ctypes.c_int64)]
+    from supercl.kernels.cuda import launch
+
+    for shape, tile in [((5000, 1, 768, 768), (1,) + launch._CC_TILE),
+                        ((40, 300, 512, 500), launch._CC3_TILE)]:
+        assert np.prod(shape, dtype=np.int64) >= 2**31
+        batch, *spatial = shape
+        counts = [-(-s // t) for s, t in zip(spatial, tile)]
+        per_image = int(np.prod(counts))
+        total = launch._tile_count((batch, *spatial), tile)
+        assert total == batch * per_image
+        for index in (0, 1, per_image - 1, per_image, total // 2 + 7, total - 2, total - 1):
+            out = (ctypes.c_int64 * 7)()
+            probe(index, *spatial, *tile, out)
+            b, r = divmod(index, per_image)
+            cz, rest = divmod(r, counts[1] * counts[2])
+            cy, cx = divmod(rest, counts[2])
+            origin = [c * t for c, t in zip((cz, cy, cx), tile)]
+            extent = [min(t, s - o) for t, s, o in zip(tile, spatial, origin)]
+            assert list(out) == [b, *origin, *extent], (shape, index)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_chunked_scan_numbers_every_image(emulated, monkeypatch, spatial_dims):
+    """With a scan limit below one batch the numbering runs in chunks of whole images (the path
+    of batches of 2**31 elements and more): still every image numbered on its own."""
+    from supercl.kernels.cuda import launch
+
+    monkeypatch.setattr(launch, "_SCAN_LIMIT", 2 * 37 * 41 * (5 if spatial_dims == 3 else 1))
+    rng = np.random.default_rng(11)
+    shape = (7, 5, 37, 41) if spatial_dims == 3 else (7, 37, 41)
+    images = rng.integers(0, 3, size=shape).astype(np.uint8)
+    assert len(launch._scan_chunks(7, int(np.prod(shape[1:])))) == 4
+    _check_cuda_against_cpu_and_reference(images, 1, None, spatial_dims)
 
 
 @pytest.mark.parametrize("enforce", [True, False])

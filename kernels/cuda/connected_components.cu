@@ -1,20 +1,15 @@
-// CUDA kernels of connected-component labeling: thin __global__ wrappers over the shared steps
-// in supercl/connected_components.h (init, merge, compress, root flag, gather).  Compiled at
-// run time by NVRTC through CuPy (kernels/cuda/launch.py); the launcher runs, on torch's current
-// stream and without host synchronisation:
-//   init -> merge -> compress -> root_flag -> (per-image inclusive cumsum, torch) -> gather.
-// One thread per pixel of the whole (B, H, W) batch, grid-stride loops, 64-bit indices.
-// Parent indices are local to each image (int32; an image holds < 2^31 pixels).
-//
-// Roofline: the five launches stream the image once and the int32 parent/flag/rank/out maps
-// about ten times (~45 B per pixel with a uint8 image); 32 slices of 512^2 = 8.4 Mpx move
-// ~0.4 GB, ~0.12 ms at an H100's 3.35 TB/s.  Measured on an H200: 1.0 ms, 0.89x
-// cupyx.scipy.ndimage.label on binary masks (benchmarks/results/gpu-h200.md).  The gap is the
-// merge pass: global union-find with atomicMin and pointer chasing through L2.  The design
-// that would close it (not built yet) is block-based: label each tile in shared memory, then
-// merge only the tile borders in global memory (Komura 2015; Allegretti et al. 2019's BUF),
-// keeping the final raster-order renumbering that makes the labels equal scikit-image's.
-#include "supercl/connected_components.h"
+// CUDA kernels of connected-component labeling, block-based: the algorithm, its tile shapes,
+// occupancy and roofline are in supercl/connected_components_block.h; the per-pixel rules
+// (neighbours, equality, background, union-find) in supercl/connected_components.h.  Compiled at
+// run time by NVRTC through CuPy (kernels/cuda/launch.py), which runs on torch's current stream
+// and without host synchronisation:
+//   cc_tiles -> cc_borders -> cc_roots -> (1-D inclusive cumsums, torch) -> cc_gather_kernel.
+// The tile kernels loop over tiles with a 64-bit grid stride and over a tile's pixels with block
+// strides between __syncthreads(), so they are correct for any grid and block size, including the
+// one block of one thread of the host emulation (tests/cuda_host_shim.h).  Parent indices are
+// local to each image (int32; an image holds < 2^31 pixels), all batch-wide indices 64-bit.
+// cc_roots and cc_gather_kernel see each image as a flat forest and serve the 3-D labeling too.
+#include "supercl/connected_components_block.h"
 
 using namespace supercl;
 
@@ -22,49 +17,102 @@ using namespace supercl;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
 
-// image: element strides (sb, sy, sx); parent, rank, out: contiguous (B, H, W).
-#define SUPERCL_CC_KERNELS(T, SUFFIX)                                                            \
-  extern "C" __global__ void cc_init_##SUFFIX(const T* image, int64_t batch, int64_t height,    \
-                                              int64_t width, int64_t sb, int64_t sy,            \
-                                              int64_t sx, int32_t has_background, T background, \
-                                              int32_t* parent) {                                \
-    const int64_t hw = height * width;                                                          \
-    SUPERCL_GRID_STRIDE(i, batch * hw) {                                                        \
-      const int64_t b = i / hw, p = i % hw;                                                     \
-      cc_init_pixel<T>(image + b * sb, sy, sx, width, p / width, p % width,                     \
-                       has_background != 0, background, parent + b * hw);                      \
-    }                                                                                           \
-  }                                                                                             \
-  extern "C" __global__ void cc_merge_##SUFFIX(                                                 \
-      const T* image, int64_t batch, int64_t height, int64_t width, int64_t sb, int64_t sy,    \
-      int64_t sx, int32_t connectivity, int32_t has_background, T background, int32_t* parent) { \
-    const int64_t hw = height * width;                                                          \
-    SUPERCL_GRID_STRIDE(i, batch * hw) {                                                        \
-      const int64_t b = i / hw, p = i % hw;                                                     \
-      cc_merge_pixel<T, true, false>(image + b * sb, sy, sx, width, p / width, p % width,       \
-                                     connectivity, has_background != 0, background,            \
-                                     parent + b * hw);                                          \
-    }                                                                                           \
+// One tile per block iteration: the tile's values and local forest live in shared memory.
+template <typename T>
+__device__ void cc_tiles(const T* image, int64_t batch, int64_t height, int64_t width, int64_t sb,
+                         int64_t sy, int64_t sx, int connectivity, bool has_background,
+                         T background, int32_t* parent) {
+  __shared__ T values[kCcTile];
+  __shared__ int32_t local[kCcTile];
+  const int64_t tiles = batch * cc_ceil_div(height, kCcTileH) * cc_ceil_div(width, kCcTileW);
+  for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    const CcTile t = cc_tile(tile, 1, height, width, 1, kCcTileH, kCcTileW);
+    const T* img = image + t.b * sb;
+    int32_t* par = parent + t.b * height * width;
+    const int n = t.h * t.w;
+    for (int l = threadIdx.x; l < n; l += blockDim.x) {
+      const T v = img[(t.y0 + l / t.w) * sy + (t.x0 + l % t.w) * sx];
+      values[l] = v;
+      local[l] = cc_is_background(v, has_background, background) ? -1 : l;
+    }
+    __syncthreads();
+    // The tile as an image of its own, w wide: the ordinary merge (decision tree, union-find
+    // with atomicMin), on shared memory.
+    for (int l = threadIdx.x; l < n; l += blockDim.x)
+      cc_merge_pixel<T, true, false>(values, t.w, 1, t.w, l / t.w, l % t.w, connectivity,
+                                     has_background, background, local);
+    __syncthreads();
+    for (int l = threadIdx.x; l < n; l += blockDim.x) {
+      const int32_t p = local[l];
+      int32_t g = -1;
+      if (p >= 0) {
+        const int32_t r = cc_find(local, p);
+        g = static_cast<int32_t>((t.y0 + r / t.w) * width + t.x0 + r % t.w);
+      }
+      par[(t.y0 + l / t.w) * width + t.x0 + l % t.w] = g;
+    }
+    __syncthreads();  // the next tile overwrites the shared arrays
+  }
+}
+
+template <typename T>
+__device__ void cc_borders(const T* image, int64_t batch, int64_t height, int64_t width,
+                           int64_t sb, int64_t sy, int64_t sx, int connectivity,
+                           bool has_background, T background, int32_t* parent) {
+  const int64_t tiles = batch * cc_ceil_div(height, kCcTileH) * cc_ceil_div(width, kCcTileW);
+  for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    const CcTile t = cc_tile(tile, 1, height, width, 1, kCcTileH, kCcTileW);
+    const int slots = cc_border_count(t, connectivity);
+    for (int s = threadIdx.x; s < slots; s += blockDim.x) {
+      int ly, lx;
+      cc_border_pixel(t, s, ly, lx);
+      cc_merge_pixel_across<T>(image + t.b * sb, sy, sx, width, t.y0 + ly, t.x0 + lx,
+                               connectivity, has_background, background,
+                               parent + t.b * height * width);
+    }
+  }
+}
+
+// image: element strides (sb, sy, sx); parent: contiguous (B, H, W).
+#define SUPERCL_CC_KERNELS(T, SUFFIX)                                                          \
+  extern "C" __global__ void cc_tiles_##SUFFIX(                                               \
+      const T* image, int64_t batch, int64_t height, int64_t width, int64_t sb, int64_t sy,  \
+      int64_t sx, int32_t connectivity, int32_t has_background, T background,                 \
+      int32_t* parent) {                                                                      \
+    cc_tiles<T>(image, batch, height, width, sb, sy, sx, connectivity, has_background != 0,  \
+                background, parent);                                                          \
+  }                                                                                           \
+  extern "C" __global__ void cc_borders_##SUFFIX(                                             \
+      const T* image, int64_t batch, int64_t height, int64_t width, int64_t sb, int64_t sy,  \
+      int64_t sx, int32_t connectivity, int32_t has_background, T background,                 \
+      int32_t* parent) {                                                                      \
+    cc_borders<T>(image, batch, height, width, sb, sy, sx, connectivity, has_background != 0, \
+                  background, parent);                                                        \
   }
 
 SUPERCL_CC_KERNELS(uint8_t, u8)
 SUPERCL_CC_KERNELS(int32_t, i32)
 SUPERCL_CC_KERNELS(int64_t, i64)
 
-extern "C" __global__ void cc_compress(int32_t* parent, int64_t batch, int64_t hw) {
-  SUPERCL_GRID_STRIDE(i, batch * hw) { cc_compress_pixel(parent + (i / hw) * hw, i % hw); }
+// Compress + root flag, fused (roots are final after the border pass).  flags may be the output
+// buffer: the gather overwrites it.
+extern "C" __global__ void cc_roots(int32_t* parent, int64_t batch, int64_t size,
+                                    int32_t* flags) {
+  SUPERCL_GRID_STRIDE(i, batch * size) {
+    flags[i] = cc_compress_root_flag(parent + (i / size) * size, i % size);
+  }
 }
 
-extern "C" __global__ void cc_root_flag_kernel(const int32_t* parent, int64_t batch, int64_t hw,
-                                               int32_t* flags) {
-  SUPERCL_GRID_STRIDE(i, batch * hw) { flags[i] = cc_root_flag(parent + (i / hw) * hw, i % hw); }
-}
-
-// rank: the per-image inclusive prefix sum of the flags.
+// rank: inclusive prefix sums of the flags over chunks of `step` whole images (1-D scans);
+// parent: compressed.  Writes the labels and, from each image's last pixel, its count.
 extern "C" __global__ void cc_gather_kernel(const int32_t* parent, const int32_t* rank,
-                                            int64_t batch, int64_t hw, int32_t* out) {
-  SUPERCL_GRID_STRIDE(i, batch * hw) {
-    const int64_t base = (i / hw) * hw;
-    out[i] = cc_gather(parent + base, rank + base, i % hw);
+                                            int64_t batch, int64_t size, int64_t step,
+                                            int32_t* out, int64_t* counts) {
+  SUPERCL_GRID_STRIDE(i, batch * size) {
+    const int64_t b = i / size, base = b * size;
+    const int32_t offset = cc_rank_offset(rank, b, size, step);
+    const int32_t p = parent[i];
+    out[i] = p < 0 ? 0 : rank[base + p] - offset;
+    if (i - base == size - 1) counts[b] = rank[i] - offset;
   }
 }

@@ -133,69 +133,117 @@ def _i64(v) -> np.int64:
     return np.int64(v)
 
 
+# Tile shapes of the block-based labeling, mirrored from supercl/connected_components_block.h
+# (kCcTileH x kCcTileW, kCc3TileD x kCc3TileH x kCc3TileW; tests/test_cuda_emulated.py checks that
+# they agree): the launcher only needs them to size the grids of the tile kernels.
+_CC_TILE = (32, 64)
+_CC3_TILE = (8, 8, 32)
+# Threads per tile block: 8 blocks of 256 fill an SM's 2048 threads (the header's occupancy
+# arithmetic); the kernels are correct for any value (block-stride loops).
+_TILE_THREADS = 256
+# The root flags are numbered by 1-D int32 scans (torch.cumsum over a 1-D tensor is one CUB
+# device scan; over (B, H*W) along dim 1 torch runs one block per row, 32 blocks for 32 images)
+# of at most this many elements: chunks of whole images, so that no running count can reach
+# 2**31 however large the batch.  Each image's numbers are its chunk's running count minus the
+# count at the end of the previous image of the chunk (cc_gather_kernel).
+_SCAN_LIMIT = 2**30
+
+
+def _tile_count(shape: tuple[int, ...], tile: tuple[int, ...]) -> int:
+    """The number of tiles of a (B, H, W) or (B, D, H, W) batch cut into ``tile``-shaped tiles
+    (clipped at the far edges): the range of the tile kernels' 64-bit grid-stride loop."""
+    batch, *spatial = shape
+    return batch * math.prod(-(-extent // t) for extent, t in zip(spatial, tile))
+
+
+def _launch_tiles(module, name: str, tiles: int, *args) -> None:
+    """One block per tile (each block loops over tiles with a grid stride when there are more
+    than _MAX_BLOCKS), _TILE_THREADS threads striding over the tile's pixels."""
+    if tiles <= 0:
+        return
+    module.get_function(name)((min(tiles, _MAX_BLOCKS),), (_TILE_THREADS,), args)
+
+
+def _scan_step(size: int, limit: int | None = None) -> int:
+    """Images per scan chunk: as many as fit in ``limit`` (default _SCAN_LIMIT) elements, at
+    least one (one image holds < 2**31 elements, checked by the public op)."""
+    limit = _SCAN_LIMIT if limit is None else limit
+    return max(1, limit // max(size, 1))
+
+
+def _scan_chunks(batch: int, size: int, limit: int | None = None) -> list[tuple[int, int]]:
+    """Consecutive image ranges [b0, b1) covering the batch, _scan_step images each (the last
+    may hold fewer)."""
+    step = _scan_step(size, limit)
+    return [(b0, min(b0 + step, batch)) for b0 in range(0, batch, step)]
+
+
 def connected_components(
     x: torch.Tensor, connectivity: int, has_background: bool, background: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Labels (B, H, W) int32 and counts (B,) int64 of a validated CUDA tensor (B, H, W) of
-    dtype uint8, int32 or int64, any strides."""
+    dtype uint8, int32 or int64, any strides: the block-based labeling of
+    connected_components.cu (tiles in shared memory, then the tile borders), then
+    _number_roots."""
     device = x.device
     batch, height, width = x.shape
-    hw = height * width
-    n = batch * hw
     suffix, scalar = _CC_SUFFIX[x.dtype]
     module = _module("connected_components", device.index)
     parent = torch.empty((batch, height, width), dtype=torch.int32, device=device)
-    flags = torch.empty_like(parent)
     out = torch.empty_like(parent)
     sb, sy, sx = (_i64(s) for s in x.stride())
+    tiles = _tile_count(tuple(x.shape), _CC_TILE)
     with _torch_stream(device):
-        image, p, f, o = _cp(x), _cp(parent), _cp(flags), _cp(out)
-        common = (image, _i64(batch), _i64(height), _i64(width), sb, sy, sx)
-        _launch(module, f"cc_init_{suffix}", n, *common, np.int32(has_background),
-                scalar(background), p)
-        _launch(module, f"cc_merge_{suffix}", n, *common, np.int32(connectivity),
-                np.int32(has_background), scalar(background), p)
-        return out, _number_roots(module, p, flags, f, o, batch, hw)
+        args = (_cp(x), _i64(batch), _i64(height), _i64(width), sb, sy, sx,
+                np.int32(connectivity), np.int32(has_background), scalar(background), _cp(parent))
+        _launch_tiles(module, f"cc_tiles_{suffix}", tiles, *args)
+        _launch_tiles(module, f"cc_borders_{suffix}", tiles, *args)
+        return out, _number_roots(module, parent, out, batch, height * width)
 
 
-def _number_roots(module, p, flags: torch.Tensor, f, o, batch: int, size: int) -> torch.Tensor:
-    """The tail of both CCLs, over each image's (or volume's) flat forest ``p`` of ``size``
-    nodes: compress to the roots, flag them, number them by an inclusive prefix sum per image
-    (on the current stream) and gather the numbers into ``o``. Returns the (B,) int64 counts."""
+def _number_roots(module, parent: torch.Tensor, out: torch.Tensor, batch: int,
+                  size: int) -> torch.Tensor:
+    """The tail of both CCLs, over each image's (or volume's) flat forest ``parent`` of ``size``
+    nodes whose merges are done: compress to the roots and flag them (into ``out``), number them
+    by 1-D inclusive int32 prefix sums (on the current stream, in chunks of _scan_step whole
+    images) and gather each image's numbers, less the count of the images before it in its
+    chunk, into ``out``. Returns the (B,) int64 counts, written by the gather."""
     n = batch * size
-    _launch(module, "cc_compress", n, p, _i64(batch), _i64(size))
-    _launch(module, "cc_root_flag_kernel", n, p, _i64(batch), _i64(size), f)
-    rank = flags.view(batch, size).cumsum(1, dtype=torch.int32)
-    _launch(module, "cc_gather_kernel", n, p, _cp(rank), _i64(batch), _i64(size), o)
-    return rank[:, -1].to(torch.int64)
+    p, o = _cp(parent), _cp(out)
+    _launch(module, "cc_roots", n, p, _i64(batch), _i64(size), o)
+    flags = out.view(-1)
+    rank = torch.empty_like(flags)
+    for b0, b1 in _scan_chunks(batch, size):
+        torch.cumsum(flags[b0 * size:b1 * size], 0, dtype=torch.int32,
+                     out=rank[b0 * size:b1 * size])
+    counts = torch.empty(batch, dtype=torch.int64, device=out.device)
+    _launch(module, "cc_gather_kernel", n, p, _cp(rank), _i64(batch), _i64(size),
+            _i64(_scan_step(size)), o, _cp(counts))
+    return counts
 
 
 def connected_components_3d(
     x: torch.Tensor, connectivity: int, has_background: bool, background: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Labels (B, D, H, W) int32 and counts (B,) int64 of a validated CUDA tensor (B, D, H, W)
-    of dtype uint8, int32 or int64, any strides: the 3-D init and merge of
-    connected_components_3d.cu, then the 2-D module's compress, flags and gather over each
-    volume's flat forest."""
+    of dtype uint8, int32 or int64, any strides: the 3-D tile and border kernels of
+    connected_components_3d.cu, then the 2-D module's roots and gather over each volume's flat
+    forest (_number_roots)."""
     device = x.device
     batch, depth, height, width = x.shape
-    n_vol = depth * height * width
-    n = batch * n_vol
     suffix, scalar = _CC_SUFFIX[x.dtype]
     module3 = _module("connected_components_3d", device.index)
     module = _module("connected_components", device.index)
     parent = torch.empty((batch, depth, height, width), dtype=torch.int32, device=device)
-    flags = torch.empty_like(parent)
     out = torch.empty_like(parent)
     sb, sz, sy, sx = (_i64(s) for s in x.stride())
+    tiles = _tile_count(tuple(x.shape), _CC3_TILE)
     with _torch_stream(device):
-        volume, p, f, o = _cp(x), _cp(parent), _cp(flags), _cp(out)
-        common = (volume, _i64(batch), _i64(depth), _i64(height), _i64(width), sb, sz, sy, sx)
-        _launch(module3, f"cc3_init_{suffix}", n, *common, np.int32(has_background),
-                scalar(background), p)
-        _launch(module3, f"cc3_merge_{suffix}", n, *common, np.int32(connectivity),
-                np.int32(has_background), scalar(background), p)
-        return out, _number_roots(module, p, flags, f, o, batch, n_vol)
+        args = (_cp(x), _i64(batch), _i64(depth), _i64(height), _i64(width), sb, sz, sy, sx,
+                np.int32(connectivity), np.int32(has_background), scalar(background), _cp(parent))
+        _launch_tiles(module3, f"cc3_tiles_{suffix}", tiles, *args)
+        _launch_tiles(module3, f"cc3_borders_{suffix}", tiles, *args)
+        return out, _number_roots(module, parent, out, batch, depth * height * width)
 
 
 def slic(

@@ -30,6 +30,9 @@
 //                numbering of skimage.measure.label and scipy.ndimage.label.
 // The result does not depend on the order in which threads run: the partition is the closure
 // of the unions and the numbering is a function of the partition.
+// The GPU runs these steps tile by tile (supercl/connected_components_block.h): the merge of
+// step 2 on each 32 x 64 tile in shared memory, then only the pairs across tile borders in the
+// global forest, then step 3 fused with step 4a.
 //
 // The host's single-thread path runs the same union-find (cc_find, cc_union, root = smallest
 // index, relabel in raster order) over runs of equal value instead of pixels; see

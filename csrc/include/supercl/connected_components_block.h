@@ -1,0 +1,197 @@
+// supercl/connected_components_block.h -- the per-pixel rules of the GPU's block-based
+// connected-component labeling (kernels/cuda/connected_components.cu and
+// connected_components_3d.cu): tile geometry, the merges across tile borders, and the fused
+// compress + root flag.  The union-find itself (cc_find, cc_union, root = smallest index) and the
+// merges inside a tile (cc_merge_pixel, cc3_merge_voxel) are those of
+// supercl/connected_components.h and connected_components_3d.h, unchanged.
+//
+// Algorithm (Allegretti, Bolelli & Grana, "Optimized Block-Based Algorithms to Label Connected
+// Components on GPUs", IEEE TPDS 2020; Komura 2015), adapted to multi-label maps and to
+// scikit-image's numbering:
+//   1. tiles    one CUDA block per tile of kCcTileH x kCcTileW pixels (kCc3TileD x kCc3TileH x
+//               kCc3TileW voxels in 3-D).  The block copies the tile's values into shared memory
+//               and runs the ordinary union-find on the tile as if it were a whole image, with
+//               shared-memory atomicMin, over tile-local raster indices l = ly * tw + lx (tw the
+//               tile's width, clipped at the image's right edge).  Inside one tile the local
+//               raster order is the global raster order, so a tile-local root -- the smallest
+//               local index of its tree -- is also the smallest global index of that piece.  The
+//               block then writes, for each pixel, the global (per-image) index of its local root:
+//               every pixel points straight at its piece's root, background -1.
+//   2. borders  only the pixels that have an earlier neighbour in another tile (the tile's first
+//               row and column, and its last column for the up-right neighbour of 8-connectivity;
+//               its first z, y and x faces and, with diagonal offsets, its last y and x faces in
+//               3-D) union themselves with those neighbours, through the global forest with
+//               atomicMin.  Roots only ever link to smaller indices, so the global rule of
+//               supercl/connected_components.h holds: every root is the first pixel of its
+//               component in raster order.
+//   3. roots    roots are final once the border pass has ended: a per-pixel kernel finds each
+//               pixel's root, compresses the path it walked (every node on it gets the root: the
+//               same value whichever thread writes it) and writes the root flag.
+//   4. numbers  1-D inclusive prefix sums of the flags (torch.cumsum, int32, over chunks of whole
+//               images, cc_rank_offset) and a gather through the compressed parents that also
+//               writes the counts: scikit-image's numbering, exactly as before.
+// Why the partition is exact: the tile pass computes the closure of the equal-neighbour pairs
+// inside each tile (cc_merge_pixel's decision tree is valid for any rectangle taken as an image),
+// the border pass adds every pair that crosses a tile border (pruned only where the pruned pair's
+// ends are joined through a pair that is always unioned, see cc_merge_pixel_across), and the
+// closure of both is the closure of all pairs.  Thread order changes nothing.
+//
+// Tile shapes.  2-D: 32 x 64 = 2048 pixels; 3-D: 8 x 8 x 32 = 2048 voxels.  Rows of 64 (32)
+// pixels make the global loads and the int32 parent stores full 32-byte sectors; 2048 nodes keep
+// the shared footprint at 2048 * (4 + sizeof(T)) <= 24 KiB per block (int64 maps), so an H200 SM
+// (228 KB shared, 2048 threads) holds 8 blocks of 256 threads: full thread occupancy, 192 KB of
+// shared memory in the worst case, 40 KB for uint8.  Registers (ptxas, sm_90, CUDA 13.0): 31 per
+// thread in the 2-D tile kernel (8 blocks fit the 64 K registers), 40 in the 3-D one (6 blocks,
+// 75 % of the threads).  The border pass sees the pixels with an
+// earlier neighbour across a border: 64 + 2 * 31 = 126 of 2048 (6 %) in 2-D.  In 3-D the crossing
+// pairs per voxel are about 9 / 8 (z faces) + 6 / 8 (y) + 4 / 32 (x) = 2.0 of the 13 earlier
+// offsets with 26-connectivity, against 13 (pruned to ~4 by equality) for the per-voxel kernel.
+//
+// Roofline (uint8 input, int32 output, per pixel): image read once (1 B), parent written by the
+// tile pass (4 B), read and (rarely) written by the roots pass (4 B) plus its flag (4 B), the scan
+// (read 4 B, write 4 B), the gather (parent 4 B, rank 4 B mostly cached, out 4 B): ~33 B per
+// pixel.  32 x 512^2 = 8.4 Mpx is ~0.28 GB, ~70 us at ~4 TB/s (an H200's 4.8 TB/s peak); 256^3 =
+// 16.8 Mvx is ~0.55 GB, ~0.14 ms.  The launches are 5 per call (tiles, borders, roots, scan,
+// gather), ~5 us each of launch latency, so small batches are latency-bound.
+//
+// Why the per-pixel global kernel lost on the noisy 3-D volume (14.1 ms against cupyx's 4.7 ms):
+// thresholded smoothed noise has many small components whose voxels mostly have several equal
+// earlier neighbours: each voxel made up to 13 unions, each a pair of finds through L2 (latency
+// ~250 ns per dependent load) plus an atomicMin, with trees that grow deep while 16.8 M threads
+// link concurrently, and contended atomics on the roots of every blob.  Here those unions happen
+// in shared memory (~30 cycles per access, atomics local to the SM) and only ~2 crossing pairs per
+// voxel, on 47 % of the voxels, go to the global forest.  Unmeasured on a GPU at the time of
+// writing; see benchmarks/test_bench_connected_components_3d.py.
+#pragma once
+
+#include "supercl/common.h"
+#include "supercl/connected_components.h"
+#include "supercl/connected_components_3d.h"
+
+namespace supercl {
+
+// Tile shapes; kernels/cuda/launch.py mirrors them (_CC_TILE, _CC3_TILE) to size its grids, and
+// tests/test_cuda_emulated.py checks that the two agree.
+constexpr int kCcTileH = 32;
+constexpr int kCcTileW = 64;
+constexpr int kCc3TileD = 8;
+constexpr int kCc3TileH = 8;
+constexpr int kCc3TileW = 32;
+constexpr int kCcTile = kCcTileH * kCcTileW;
+constexpr int kCc3Tile = kCc3TileD * kCc3TileH * kCc3TileW;
+
+SUPERCL_HD int64_t cc_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Tile `tile` (0 <= tile < batch * tiles per image, 64-bit) of a (B, D, H, W) batch cut into
+// td x th x tw tiles (td = 1 in 2-D): its image, origin and clipped extent.
+struct CcTile {
+  int64_t b, z0, y0, x0;
+  int d, h, w;
+};
+
+SUPERCL_HD CcTile cc_tile(int64_t tile, int64_t depth, int64_t height, int64_t width, int td,
+                          int th, int tw) {
+  const int64_t nz = cc_ceil_div(depth, td), ny = cc_ceil_div(height, th),
+                nx = cc_ceil_div(width, tw);
+  const int64_t per_image = nz * ny * nx;
+  CcTile t;
+  t.b = tile / per_image;
+  const int64_t r = tile % per_image;
+  t.z0 = r / (ny * nx) * td;
+  t.y0 = r / nx % ny * th;
+  t.x0 = r % nx * tw;
+  t.d = static_cast<int>(depth - t.z0 < td ? depth - t.z0 : td);
+  t.h = static_cast<int>(height - t.y0 < th ? height - t.y0 : th);
+  t.w = static_cast<int>(width - t.x0 < tw ? width - t.x0 : tw);
+  return t;
+}
+
+// Step 2 in 2-D for pixel (y, x) of one image (element strides sy, sx; parent holds the image's
+// global forest): union with each earlier neighbour of equal value that lies in another tile.
+// Pairs inside a tile were closed by the tile pass.  With 8-connectivity, when the up neighbour
+// equals x, the up-left and up-right pairs are skipped: both are joined to up through a pair of
+// row y - 1 (up-left -- up, up -- up-right), which is always unioned (by the tile pass if inside
+// a tile, else by this function's unpruned left pair of the later pixel), and x -- up is unioned
+// (here, or by the tile pass).
+template <typename T>
+SUPERCL_HD void cc_merge_pixel_across(const T* image, int64_t sy, int64_t sx, int64_t width,
+                                      int64_t y, int64_t x, int connectivity,
+                                      bool has_background, T background, int32_t* parent) {
+  const T v = image[y * sy + x * sx];
+  if (cc_is_background(v, has_background, background)) return;
+  const int32_t i = static_cast<int32_t>(y * width + x);
+  const int64_t ty = y / kCcTileH, tx = x / kCcTileW;
+  const auto across = [&](int64_t y2, int64_t x2) {
+    return y2 / kCcTileH != ty || x2 / kCcTileW != tx;
+  };
+  const auto join = [&](int dy, int dx) {
+    cc_union(parent, i, static_cast<int32_t>(i + dy * width + dx));
+  };
+  if (x > 0 && across(y, x - 1) && image[y * sy + (x - 1) * sx] == v) join(0, -1);
+  if (y == 0) return;
+  const bool up = image[(y - 1) * sy + x * sx] == v;
+  if (up && across(y - 1, x)) join(-1, 0);
+  if (connectivity == 1 || up) return;
+  if (x > 0 && across(y - 1, x - 1) && image[(y - 1) * sy + (x - 1) * sx] == v) join(-1, -1);
+  if (x + 1 < width && across(y - 1, x + 1) && image[(y - 1) * sy + (x + 1) * sx] == v)
+    join(-1, 1);
+}
+
+// Which pixels of a 2-D tile have an earlier neighbour in another tile: the first row, the first
+// column, and with 8-connectivity the last column (its up-right neighbour).  The border pass
+// visits cc_border_count slots; slot s is pixel cc_border_pixel(s) of the tile.  A one-column
+// tile lists its column once.
+SUPERCL_HD int cc_border_count(const CcTile& t, int connectivity) {
+  const int columns = (connectivity == 2 && t.w > 1) ? 2 : 1;
+  return t.w + (t.h - 1) * columns;
+}
+
+SUPERCL_HD void cc_border_pixel(const CcTile& t, int s, int& ly, int& lx) {
+  if (s < t.w) {
+    ly = 0;
+    lx = s;
+    return;
+  }
+  s -= t.w;
+  ly = 1 + s % (t.h - 1);
+  lx = s < t.h - 1 ? 0 : t.w - 1;
+}
+
+// Whether voxel (lz, ly, lx) of a 3-D tile can have an earlier neighbour (of `connectivity`) in
+// another tile of the volume: it lies on the tile's first z, y or x face (with a tile before it),
+// or, when diagonal offsets count (connectivity >= 2), on its last y or x face with a tile after.
+SUPERCL_HD bool cc3_on_border(const CcTile& t, int64_t height, int64_t width, int lz, int ly,
+                              int lx, int connectivity) {
+  if ((lz == 0 && t.z0 > 0) || (ly == 0 && t.y0 > 0) || (lx == 0 && t.x0 > 0)) return true;
+  if (connectivity == 1) return false;
+  return (ly == t.h - 1 && t.y0 + t.h < height) || (lx == t.w - 1 && t.x0 + t.w < width);
+}
+
+// Step 3 for pixel i of one image's forest, all merges done: compress i and the path it walked
+// to the root (each node on it gets the root, whichever thread stores it), and return i's root
+// flag (1 where i is the first pixel of its component).  Background (-1) gives 0.
+SUPERCL_HD int32_t cc_compress_root_flag(int32_t* parent, int64_t i) {
+  int32_t p = sc_load(parent + i);
+  if (p < 0) return 0;
+  const int32_t root = cc_find(parent, p);
+  if (p != root) {
+    sc_store(parent + i, root);
+    while (p != root) {  // the nodes between i and the root: tile roots linked by the borders
+      const int32_t next = sc_load(parent + p);
+      if (next != root) sc_store(parent + p, root);
+      p = next;
+    }
+  }
+  return root == static_cast<int32_t>(i) ? 1 : 0;
+}
+
+// Step 4 on the GPU: the flags are scanned (inclusive, int32) over chunks of `step` whole images
+// of `size` pixels, flat, so that a chunk's running count stays below 2**31 and each scan is one
+// device-wide scan rather than one block per image.  Image b's numbers are the running counts
+// less this offset: the count at the end of the previous image of its chunk, 0 for a chunk's
+// first image.
+SUPERCL_HD int32_t cc_rank_offset(const int32_t* rank, int64_t b, int64_t size, int64_t step) {
+  return b % step == 0 ? 0 : rank[b * size - 1];
+}
+
+}  // namespace supercl
