@@ -165,7 +165,10 @@ def _lse_forward_kernel(Z, G, TILES, LSE, N, D, stride_n, stride_d, scale2, boun
             m_i = m_new
     if FIXED_MAX:
         m_i = tl.zeros((BLOCK_M,), dtype=tl.float32) + bound2
-    lse = tl.where(l_i > 0, (m_i + tl.log2(tl.maximum(l_i, 1e-30))) * 0.6931471805599453, _NEG_INF)
+    # log2 of 1 where the sum is empty (no log of 0); no clamp on l: with the fixed maximum a
+    # row's sum may be as small as exp(-80) ~ 2^-115, which is still a normal float32.
+    lse = tl.where(l_i > 0, (m_i + tl.log2(tl.where(l_i > 0, l_i, 1.0))) * 0.6931471805599453,
+                   _NEG_INF)
     tl.store(LSE + rows, lse, mask=rmask)
 
 
