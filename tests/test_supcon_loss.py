@@ -225,9 +225,11 @@ def test_fixed_maximum_is_exact_up_to_its_limit(scale, triton_device):
     online = kernels.supcon_lse(z, groups, scale, bound=0.0).cpu()
     expected = supcon_module._lse_torch(z.cpu().double(), groups.cpu(), scale)
     assert torch.isfinite(fixed).all()
-    assert_close(fixed, expected.float(), rtol=1e-6, atol=1e-5)
-    assert_close(fixed, online, rtol=1e-6, atol=1e-5)
-    assert_close(fixed[:2], torch.full((2,), -scale), rtol=1e-6, atol=0)
+    # rtol 2e-6: float32 on the interpreter; on a GPU 3xTF32 scores (<= 3 * 2^-22 * scale off)
+    # and the approximate ex2/lg2 of the MUFU.
+    assert_close(fixed, expected.float(), rtol=2e-6, atol=1e-5)
+    assert_close(fixed, online, rtol=2e-6, atol=1e-5)
+    assert_close(fixed[:2], torch.full((2,), -scale), rtol=2e-6, atol=0)
 
 
 @pytest.mark.triton

@@ -38,18 +38,25 @@ data-dependent branch, so Triton can software-pipeline its loads (num_stages).
 Roofline, N anchors of dimension D, no groups (every tile), fwd + bwd:
 - FLOPs: forward 2 N^2 D (s); backward 4 N^2 D (s again, and W Z).  6 N^2 D in all.
 - exp: N^2 forward, 2 N^2 backward (MUFU ex2, 16/clk/SM: 132 SMs x 1.98 GHz = 4.2 T/s).
-- bytes: per row block, Z is streamed once per pass: (N / BLOCK_M) N D elements, 2 MB x 128
-  = 0.5 GB (bf16) to 1 GB (fp32) per pass at N = 16384, D = 128, almost all from L2 (Z is
-  4-8 MB): compute-bound (intensity ~ 2 BLOCK_M flop/element).
+- bytes: every program streams all of Z (for the tiles it needs) once per pass:
+  (N / BLOCK_M) x N D elements.  At N = 16384, D = 128: Z is 4 MB (bf16) / 8 MB (fp32), so the
+  bf16 forward (BLOCK_M = 128) reads 128 x 4 MB = 0.5 GB and the bf16 backward and both fp32
+  passes (BLOCK_M = 64) 256 x 4-8 MB = 1-2 GB, nearly all from L2 (Z fits in the 50 MB L2;
+  HBM sees Z once).  Intensity: 2 BLOCK_M FLOPs per element read forward, 4 BLOCK_M backward,
+  i.e. 128 FLOP/byte for bf16 and 32-64 for fp32: at ~5-7 TB/s of L2 bandwidth that allows
+  ~650-900 TFLOP/s (bf16) and ~160-450 (fp32), above what the kernel can issue except for the
+  TF32 forward (32 FLOP/byte: ~160-220 TFLOP/s of L2, near its own issue rate; BLOCK_M = 128
+  would halve that traffic if a GPU run shows it bound).  Compute- and exp-bound otherwise,
+  L2 a close second for bf16 (the reason not to go below BLOCK_M = 64 or 128).
 - At N = 16384, D = 128: 6 N^2 D = 206 GFLOP, 3 N^2 = 0.8 G exp (0.19 ms at the MUFU rate).
   H200 dense tensor-core peaks (FLOP/s): bf16 ~990 T, TF32 ~495 T, 3xTF32 (three TF32 products
   per product) ~165 T effective; the elementwise work (mask, FMA, exp2, sum: ~6-10 instr per
   score) caps a FA2-style Triton kernel at ~40-60 % of the tensor-core peak (FA2 itself
-  reaches ~35-50 % on H100).  Expected fwd+bwd: bf16 0.2 ms compute + 0.2 ms exp -> ~0.5-0.8
-  ms; fp32 "high" (TF32) ~0.9-1.5 ms; fp32 "highest" (3xTF32) ~2-3 ms.  Forward alone: 1/3 of
-  the FLOPs, 1/3 of the exps.  Unmeasured (written without a GPU): the targets are 1.5 ms
+  reaches ~35-50 % on H100).  Expected fwd+bwd: bf16 0.2 ms of MMA at peak + 0.2 ms of exp
+  -> ~0.5-0.8 ms (forward alone ~0.15-0.3 ms); fp32 "high" (TF32) ~0.9-1.5 ms; fp32
+  "highest" (3xTF32) ~2.5-4 ms.  Unmeasured (written without a GPU): the targets are 1.5 ms
   (bf16), 3 ms (TF32) and 8 ms (fp32 "highest"); before this version an H200 measured 3.7 ms
-  (bf16) and 26.2 ms (fp32 IEEE).
+  (bf16; forward 1.17 ms) and 26.2 ms (fp32 IEEE).
 
 Precision: products go through tl.dot with float32 accumulation.  bf16/fp16 tiles go to the
 tensor cores in their own dtype (W is rounded to it for the second product, as torch's bf16
