@@ -238,7 +238,8 @@ def test_anchor_alone_gives_minus_infinity_both_ways(triton_device):
     and with the online one."""
     from supercl.kernels.triton import supcon_loss as kernels
 
-    z = torch.nn.functional.normalize(torch.randn(5, 8, generator=torch.Generator().manual_seed(16)), dim=1)
+    g = torch.Generator().manual_seed(16)
+    z = torch.nn.functional.normalize(torch.randn(5, 8, generator=g), dim=1)
     groups = torch.tensor([0, 1, 1, 2, 2])
     z, groups = on(triton_device, z, groups)
     for bound in (10.0, 0.0):
