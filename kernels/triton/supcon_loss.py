@@ -26,8 +26,9 @@ The support is symmetric (j != i, same group) and so is s, so row i of P + P^T i
 which a program owning rows i computes from its own score tile and the partners' LSE and c:
 ONE deterministic pass, no float atomics, no transposed second pass.  For D <= 256 a program
 owns all D columns of its rows: it loads its row tile once, and each partner tile once, for
-both products (s = Z_own Z_p^T, then acc += W Z_p): no recomputation per D block.  (D > 256
-falls back to a second grid axis over D blocks, recomputing s per block.)
+both products (s = Z_own Z_p^T, then acc += W Z_p): no recomputation per D block.  (D > 256,
+and the 3xTF32 backward beyond D = 128, fall back to a second grid axis over D blocks,
+recomputing s per block: see _TILES.)
 
 Tile skipping: the launcher gives every row block the range [first, end) of column tiles
 whose group ranges can meet its own (prefix maximum / suffix minimum of the column tiles'
@@ -105,7 +106,8 @@ def _tile_scores(Z, rows, cols, rmask, cmask, D, stride_n, stride_d,
                  PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                  BLOCK_D: tl.constexpr):
     """Z[rows] . Z[cols]^T, (BLOCK_M, BLOCK_N) float32, looping over D in BLOCK_D blocks and
-    loading both sides each time: the path for D > _RESIDENT_D only."""
+    loading both sides each time: the path for D > _RESIDENT_D (and the 3xTF32 backward
+    beyond D = 128; see _TILES)."""
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for d0 in range(0, D, BLOCK_D):
         d = d0 + tl.arange(0, BLOCK_D)
@@ -268,40 +270,57 @@ def dot_precision(dtype: torch.dtype) -> str:
     return "tf32"
 
 
-# Tiles per (input width, pass, BLOCK_D <= 128): (BLOCK_M, BLOCK_N, num_warps, num_stages).
+# Tiles per (products, pass, D class): (BLOCK_M, BLOCK_N, num_warps, num_stages).  Products:
+# "16" (bf16/fp16), "tf32", "tf32x3" (also used for "ieee"); D class: "128" (D <= 128, one
+# pass over D), "256" (129..256, one pass), "loop" (over D in 64-wide blocks: D > 256, and the
+# 3xTF32 backward from D = 129, whose resident 64 x 256 accumulator spills).
 # Budget per SM on an H100/H200: 64K 32-bit registers (<= 255 per thread), 228 KB of shared
-# memory.  Written on paper, untimed:
-# - 16-bit forward, D <= 128: 128 x 64 with 8 warps (FA2's forward shape on Hopper).  Anchor
-#   tile 128 x 128 bf16 = 32 KB, kept on chip for the sweep; column tiles 64 x 128 bf16 = 16 KB
-#   a stage, 3 stages = 48 KB; the score tile 128 x 64 fp32 = 32 regs/thread over 256
-#   threads.  ~80 KB smem, ~100 regs/thread: 2 CTAs/SM; 128 CTAs at N = 16384 fill 132 SMs.
-# - 16-bit backward, D <= 128: 64 x 64 with 4 warps: the accumulator 64 x 128 fp32 is 64
-#   regs/thread over 128 threads, s and W 32 each; ~170 regs -> 2-3 CTAs/SM, 256 CTAs at
-#   N = 16384 (two per SM: one's exps overlap the other's MMAs).
-# - float32 (TF32 / 3xTF32), D <= 128: 64 x 64 with 8 warps: fp32 tiles are twice the bytes
-#   (64 x 128 fp32 = 32 KB a stage, 2 stages) and 3xTF32 holds hi and lo copies of both
-#   operands, so 8 warps halve the registers per thread (accumulator 32, operands ~64).
-# - BLOCK_D = 256 (D in 129..256): same shapes with fewer stages and, for fp32, 32-wide column
-#   tiles; the 64 x 256 fp32 backward accumulator is 64 regs/thread over 256 threads.
-# - D > 256 loops over D in 128-wide blocks (_tile_scores) with the fp32 shapes.
+# memory (227 KB per block).  Chosen on paper, then checked with ptxas (Triton 3.9's bundled
+# ptxas 13.4, sm_90a; registers/thread, spilled bytes): untimed.
+# - 16-bit forward, D <= 128: 128 x 64, 8 warps (FA2's forward shape on Hopper).  Anchor tile
+#   128 x 128 bf16 = 32 KB, kept on chip for the sweep; column tiles 64 x 128 bf16 = 16 KB a
+#   stage, 3 stages; the score tile 128 x 64 fp32 = 32 regs/thread over 256 threads.
+#   ptxas: 80 regs, 48 KB smem, no spill -> 2+ CTAs/SM; 128 CTAs at N = 16384.
+# - 16-bit backward, D <= 128: 64 x 64, 4 warps: accumulator 64 x 128 fp32 = 64 regs/thread
+#   over 128 threads, s and W 32 each.  ptxas: 186 regs, 34 KB, no spill -> 2 CTAs/SM, 256
+#   CTAs at N = 16384 (one CTA's exps overlap the other's MMAs).
+# - TF32, D <= 128: 64 x 64, 8 warps, 2 stages (fp32 tiles are twice the bytes: 32 KB a
+#   stage).  ptxas: forward 76 regs, backward 237, no spill.
+# - 3xTF32 holds hi and lo copies of the operands: forward 64 x 64, 8 warps: 168 regs, no
+#   spill; backward 64 x 64 spilled 780 bytes, 128 x 32 with 3 stages spills 4 (197 KB smem,
+#   1 CTA/SM of 8 warps; 128 CTAs at N = 16384).  32 x 64 would not spill but leaves wgmma
+#   for mma.sync.
+# - D class "256": the same with 32-wide fp32 column tiles and 2 stages (ptxas: <= 8 bytes of
+#   spill); "loop": BLOCK_D = 64 (<= 8 bytes).
 _TILES = {
-    (16, "fwd", True): (128, 64, 8, 3), (16, "bwd", True): (64, 64, 4, 3),
-    (16, "fwd", False): (128, 64, 8, 2), (16, "bwd", False): (64, 64, 8, 2),
-    (32, "fwd", True): (64, 64, 8, 2), (32, "bwd", True): (64, 64, 8, 2),
-    (32, "fwd", False): (64, 32, 8, 2), (32, "bwd", False): (64, 32, 8, 2),
+    ("16", "fwd", "128"): (128, 64, 8, 3), ("16", "bwd", "128"): (64, 64, 4, 3),
+    ("16", "fwd", "256"): (128, 64, 8, 2), ("16", "bwd", "256"): (64, 64, 8, 2),
+    ("16", "fwd", "loop"): (128, 64, 8, 2), ("16", "bwd", "loop"): (64, 64, 8, 2),
+    ("tf32", "fwd", "128"): (64, 64, 8, 2), ("tf32", "bwd", "128"): (64, 64, 8, 2),
+    ("tf32", "fwd", "256"): (64, 32, 8, 2), ("tf32", "bwd", "256"): (64, 32, 8, 2),
+    ("tf32", "fwd", "loop"): (64, 32, 8, 2), ("tf32", "bwd", "loop"): (64, 32, 8, 2),
+    ("tf32x3", "fwd", "128"): (64, 64, 8, 2), ("tf32x3", "bwd", "128"): (128, 32, 8, 3),
+    ("tf32x3", "fwd", "256"): (64, 32, 8, 2),
+    ("tf32x3", "fwd", "loop"): (64, 32, 8, 2), ("tf32x3", "bwd", "loop"): (64, 32, 8, 1),
 }
+_LOOP_BLOCK_D = 64
 
 
 def config(dtype: torch.dtype, d: int, direction: str):
     """(BLOCK_M, BLOCK_N, BLOCK_D, ONE_D, num_warps, num_stages, precision) for a pass
     ("fwd" or "bwd") over Z of ``dtype`` and width ``d``."""
+    precision = dot_precision(dtype)
+    products = ("16" if dtype in (torch.float16, torch.bfloat16)
+                else "tf32" if precision == "tf32" else "tf32x3")
     block_d = max(16, triton.next_power_of_2(d))
-    one_d = block_d <= _RESIDENT_D
+    d_class = "128" if block_d <= 128 else "256" if block_d <= _RESIDENT_D else "loop"
+    if (products, direction, d_class) not in _TILES:
+        d_class = "loop"
+    one_d = d_class != "loop"
     if not one_d:
-        block_d = 128
-    width = 16 if dtype in (torch.float16, torch.bfloat16) else 32
-    block_m, block_n, warps, stages = _TILES[(width, direction, block_d <= 128)]
-    return block_m, block_n, block_d, one_d, warps, stages, dot_precision(dtype)
+        block_d = _LOOP_BLOCK_D
+    block_m, block_n, warps, stages = _TILES[(products, direction, d_class)]
+    return block_m, block_n, block_d, one_d, warps, stages, precision
 
 
 def supcon_lse(z: torch.Tensor, groups: torch.Tensor | None, scale: float,
