@@ -509,12 +509,17 @@ dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 before = torch.get_float32_matmul_precision()
 seen = set()
 try:
-    for z, matmul in (("fp32", "highest"), ("fp32", "high"), ("bf16", "highest"), ("fp16", "highest")):
-        torch.set_float32_matmul_precision(matmul)
+    for z, matmul in (("fp32", "highest"), ("fp32", "high"), ("bf16", "highest"),
+                      ("fp16", "highest"), ("fp32", "ieee")):
+        # "ieee": the CUDA-core alternative for "highest" (k._HIGHEST_PRECISION)
+        k._HIGHEST_PRECISION = "ieee" if matmul == "ieee" else "tf32x3"
+        torch.set_float32_matmul_precision("highest" if matmul == "ieee" else matmul)
         for d in (128, 256, 300):
             for kernel, direction in ((k._lse_forward_kernel, "fwd"), (k._lse_backward_kernel, "bwd")):
                 bm, bn, bd, one_d, warps, stages, precision = k.config(dtypes[z], d, direction)
-                consts = dict(HAS_GROUPS=True, PRECISION=precision, ONE_D=one_d, BLOCK_M=bm,
+                # D = 128 as benchmarked (no groups, unit-norm: the fixed maximum); the other
+                # widths with groups and the online maximum
+                consts = dict(HAS_GROUPS=d != 128, PRECISION=precision, ONE_D=one_d, BLOCK_M=bm,
                               BLOCK_N=bn, BLOCK_D=bd)
                 if direction == "fwd":
                     consts["FIXED_MAX"] = d == 128
@@ -537,7 +542,9 @@ try:
                 seen.add((z, precision))
 finally:
     torch.set_float32_matmul_precision(before)
-assert {("fp32", "tf32x3"), ("fp32", "tf32"), ("bf16", "tf32"), ("fp16", "tf32")} <= seen, seen
+    k._HIGHEST_PRECISION = "tf32x3"
+assert {("fp32", "tf32x3"), ("fp32", "tf32"), ("bf16", "tf32"), ("fp16", "tf32"),
+        ("fp32", "ieee")} <= seen, seen
 print("ok")
 """
 
