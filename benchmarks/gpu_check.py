@@ -62,6 +62,10 @@ BENCH_SELECT = (
 TARGETS = [
     ("supcon_loss fwd+bwd N=16384 D=128 fp32", "supcon_loss-cuda-N16384", "supercl-cuda",
      "ms", 8.0),
+    ("supcon_loss fwd+bwd N=16384 D=128 fp32 TF32 (\"high\")", "supcon_loss-cuda-tf32-N16384",
+     "supercl-cuda-tf32", "ms", 3.0),
+    ("supcon_loss fwd+bwd N=16384 D=128 TF32 vs dense TF32", "supcon_loss-cuda-tf32-N16384",
+     "supercl-cuda-tf32", "ratio:dense-cuda-tf32", 1.0),
     ("supcon_loss fwd+bwd N=16384 D=128 bf16", "supcon_loss-cuda-bf16-N16384",
      "supercl-cuda-bf16", "ms", 1.5),
     ("CCL 32 x 512^2 binary vs cupyx", "connected_components-binary-512x512", "supercl-cuda",

@@ -1,6 +1,7 @@
 """supcon_loss forward + backward: supercl (chunked torch on the CPU, Triton on a GPU) against
 the dense SupContrast form and pytorch-metric-learning's SupConLoss, D = 128, time and peak
-memory for each N.
+memory for each N; on a GPU also float32 under TF32 ("high"), bfloat16, and the bfloat16
+forward alone (groups in GPU_CASES).
 
 Peak memory: on a GPU, torch.cuda.max_memory_allocated over the timed call. On the CPU,
 torch has no allocator statistics, so every (provider, N) runs once in a child process that
@@ -34,6 +35,14 @@ GPU_SIZES = [1024, 4096, 16384, 65536]
 # supercl kernels against the dense form evaluated in bfloat16.
 GPU_BF16_SIZES = [16384]
 PROVIDERS = ["supercl", "dense", "pml"]
+# Groups on the GPU, by tag: "cuda" is float32 under torch's default "highest" matmul precision
+# (supercl: 3xTF32 tensor-core products), "cuda-tf32" float32 under
+# torch.set_float32_matmul_precision("high") -- supercl's TF32 kernels and the dense form's
+# TF32 matmuls in the same run --, "cuda-bf16" bfloat16 features, and "cuda-bf16-fwd" the
+# bfloat16 forward alone (no backward).
+GPU_CASES = {"cuda": (GPU_SIZES, PROVIDERS), "cuda-tf32": ([16384], ["supercl", "dense"]),
+             "cuda-bf16": (GPU_BF16_SIZES, ["supercl", "dense"]),
+             "cuda-bf16-fwd": ([16384], ["supercl", "dense"])}
 
 
 def inputs(n: int, device: str, dtype: torch.dtype = torch.float32):
@@ -95,11 +104,10 @@ def cpu_peak_bytes(provider: str, n: int) -> int:
 
 
 def cases():
-    for device, sizes in (("cpu", CPU_SIZES), ("cuda", GPU_SIZES), ("cuda-bf16", GPU_BF16_SIZES)):
+    groups = {"cpu": (CPU_SIZES, PROVIDERS), **GPU_CASES}
+    for device, (sizes, providers) in groups.items():
         for n in sizes:
-            for provider in PROVIDERS:
-                if device == "cuda-bf16" and provider == "pml":
-                    continue  # pml computes in the input dtype's matmul as dense does
+            for provider in providers:  # pml computes in the input dtype's matmul as dense does
                 marks = []
                 if device.startswith("cuda") and not HAS_CUDA:
                     marks.append(pytest.mark.skip(reason="needs a CUDA GPU"))
@@ -122,13 +130,25 @@ def test_supcon_matches_reference_before_timing():
 @pytest.mark.parametrize("device, n, provider", list(cases()))
 def test_bench_supcon(benchmark, device, n, provider):
     tag, device = device, device.split("-")[0]
-    dtype = torch.bfloat16 if tag.endswith("bf16") else torch.float32
+    dtype = torch.bfloat16 if "bf16" in tag else torch.float32
+    backward = not tag.endswith("-fwd")
     features, labels = inputs(n, device, dtype)
     fn = loss_fn(provider)
+    before = torch.get_float32_matmul_precision()
+    if tag.endswith("tf32"):
+        torch.set_float32_matmul_precision("high")  # TF32 for supercl and dense alike
+    try:
+        _run(benchmark, tag, device, n, provider, dtype, backward, features, labels, fn)
+    finally:
+        torch.set_float32_matmul_precision(before)
 
+
+def _run(benchmark, tag, device, n, provider, dtype, backward, features, labels, fn):
     def step():
         features.grad = None
-        fn(features, labels).backward()
+        loss = fn(features, labels)
+        if backward:
+            loss.backward()
         if device == "cuda":
             torch.cuda.synchronize()
 
@@ -148,7 +168,12 @@ def test_bench_supcon(benchmark, device, n, provider):
     if device == "cuda":
         extra["peak_memory_bytes"] = torch.cuda.max_memory_allocated() - base
     median = benchmark.stats.stats.median
+    # 6 N^2 D FLOPs forward + backward, 2 N^2 D forward alone (the score products, supercl's
+    # one-pass form; the dense form does the same products)
+    flops = (6 if backward else 2) * n * n * D
     benchmark.extra_info.update(provider=f"{provider}-{tag}", n=n, d=D, dtype=str(dtype)[6:],
+                                matmul_precision=torch.get_float32_matmul_precision(),
+                                backward=backward, tflops_per_s=flops / median / 1e12,
                                 median_s=median,
                                 samples_per_s=n / median, threads=torch.get_num_threads(),
                                 load_1min=round(os.getloadavg()[0], 2), **extra)

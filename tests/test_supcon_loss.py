@@ -151,8 +151,127 @@ def test_triton_kernels_match_reference(n, d, n_labels, n_groups, triton_device)
     (grad,) = torch.autograd.grad(got, features)
     expected = supcon_loss_reference(features.double(), labels, 0.2, groups=groups)
     (expected_grad,) = torch.autograd.grad(expected, features)
-    assert_close(got.cpu(), expected, atol=1e-5)
+    assert_close(got.cpu(), expected, rtol=1e-5, atol=1e-6)
     assert_close(grad, expected_grad, atol=1e-6)
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("n, d, n_groups, normalize, temperature", [
+    (1, 100, None, True, 0.2),
+    (2, 3, None, False, 0.5),
+    (63, 3, None, True, 0.1),
+    (65, 100, 3, False, 0.3),
+    (217, 100, 5, True, 0.02),  # scale 50: past the fixed-maximum limit, the online one
+    (130, 256, 2, True, 0.1),   # BLOCK_D = 256, still one pass over D
+])
+def test_triton_odd_sizes_and_widths(n, d, n_groups, normalize, temperature, triton_device):
+    """N around the 64/128 tile edges, D not a power of two: float32 within 1e-5 relative of
+    the dense form in float64, gradients to within float32's own error of it."""
+    features, labels, groups = make(n, d, 4, n_groups, dtype=torch.float32, seed=n + d)
+    features = (features * 0.2).requires_grad_()
+    x, y, g = on(triton_device, features, labels, groups)
+    kwargs = dict(groups=g, normalize=normalize, reduction="none")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        got = supcon_loss(x, y, temperature, backend="triton", **kwargs).cpu()
+    expected = supcon_loss_reference(features.double(), labels, temperature, groups=groups,
+                                     normalize=normalize, reduction="none")
+    assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    (grad,) = torch.autograd.grad(got.sum(), features)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), features)
+    # Gradients of a sum over anchors reach ~50 here, and the dense form in float32 is itself
+    # off by ~1e-6 of the largest (measured: 4e-5 at N=63, D=3): relative to that scale.
+    assert_close(grad, expected_grad, atol=5e-6 * expected_grad.abs().max().item())
+
+
+@pytest.mark.triton
+def test_triton_non_contiguous_features(triton_device):
+    """Strided z reaches the kernels as it is (normalize=False: no copy on the way): a
+    column-strided view and a transposed one give the contiguous values and gradients."""
+    features, labels, groups = make(70, 40, 3, 2, dtype=torch.float32, seed=14)
+    features = features * 0.2
+    x, y, g = on(triton_device, features, labels, groups)
+    wide = torch.zeros(70, 80, device=x.device)
+    wide[:, ::2] = x
+    views = [wide[:, ::2], x.T.contiguous().T]
+    expected = supcon_loss(x, y, 0.2, groups=g, normalize=False, backend="triton")
+    x_leaf = x.clone().requires_grad_()
+    (expected_grad,) = torch.autograd.grad(
+        supcon_loss(x_leaf, y, 0.2, groups=g, normalize=False, backend="triton"), x_leaf)
+    for view in views:
+        assert not view.is_contiguous()
+        leaf = view.detach().requires_grad_()
+        got = supcon_loss(leaf, y, 0.2, groups=g, normalize=False, backend="triton")
+        (grad,) = torch.autograd.grad(got, leaf)
+        assert_close(got, expected)
+        assert_close(grad, expected_grad)
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("scale", [10.0, 25.0, 40.0])
+def test_fixed_maximum_is_exact_up_to_its_limit(scale, triton_device):
+    """With unit-norm z the forward takes m = scale instead of the online maximum: the same
+    LSE as the online kernel and as float64, down to the smallest possible score (-scale:
+    antipodal partners, exp(-2 scale) still a normal float32 at the limit 40)."""
+    from supercl.kernels.triton import supcon_loss as kernels
+
+    assert kernels._FIXED_MAX_LIMIT == 40.0
+    g = torch.Generator().manual_seed(15)
+    z = torch.nn.functional.normalize(torch.randn(150, 24, generator=g), dim=1)
+    z[1] = -z[0]  # anchors 0 and 1 in a group of their own: LSE = -scale exactly
+    groups = torch.cat([torch.zeros(2), torch.ones(148)]).long()
+    z, groups = on(triton_device, z, groups)
+    fixed = kernels.supcon_lse(z, groups, scale, bound=scale).cpu()
+    online = kernels.supcon_lse(z, groups, scale, bound=0.0).cpu()
+    expected = supcon_module._lse_torch(z.cpu().double(), groups.cpu(), scale)
+    assert torch.isfinite(fixed).all()
+    # rtol 2e-6: float32 on the interpreter; on a GPU 3xTF32 scores (<= 3 * 2^-22 * scale off)
+    # and the approximate ex2/lg2 of the MUFU.
+    assert_close(fixed, expected.float(), rtol=2e-6, atol=1e-5)
+    assert_close(fixed, online, rtol=2e-6, atol=1e-5)
+    assert_close(fixed[:2], torch.full((2,), -scale), rtol=2e-6, atol=0)
+
+
+@pytest.mark.triton
+def test_anchor_alone_gives_minus_infinity_both_ways(triton_device):
+    """The LSE convention: -inf for an anchor alone in its group, with the fixed maximum
+    and with the online one."""
+    from supercl.kernels.triton import supcon_loss as kernels
+
+    g = torch.Generator().manual_seed(16)
+    z = torch.nn.functional.normalize(torch.randn(5, 8, generator=g), dim=1)
+    groups = torch.tensor([0, 1, 1, 2, 2])
+    z, groups = on(triton_device, z, groups)
+    for bound in (10.0, 0.0):
+        lse = kernels.supcon_lse(z, groups, 10.0, bound=bound).cpu()
+        assert lse[0] == float("-inf") and torch.isfinite(lse[1:]).all()
+
+
+@pytest.mark.parametrize("n, block_m, block_n", [(1, 128, 64), (217, 64, 64), (1000, 128, 64),
+                                                 (999, 64, 32)])
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_tile_ranges_cover_every_shared_group_tile(n, block_m, block_n, contiguous):
+    """Every (row block, column tile) pair that holds two samples of one group lies inside
+    the row block's [first, end); with contiguous groups the range is exactly the span of
+    such tiles (nothing wasted)."""
+    pytest.importorskip("triton")
+    from supercl.kernels.triton.supcon_loss import tile_ranges
+
+    _, _, groups = make(n, 1, 1, max(1, n // 90), contiguous_groups=contiguous, seed=n)
+    ranges = tile_ranges(groups, n, block_m, block_n, torch.device("cpu"))
+    rows = torch.arange(n) // block_m
+    cols = torch.arange(n) // block_n
+    shares = torch.zeros(ranges.shape[0], -(-n // block_n), dtype=torch.bool)
+    same = groups[:, None] == groups[None, :]
+    shares[rows[:, None].expand(n, n)[same], cols[None, :].expand(n, n)[same]] = True
+    for r in range(ranges.shape[0]):
+        hit = shares[r].nonzero().flatten()
+        first, end = ranges[r].tolist()
+        assert first <= hit.min() and hit.max() < end
+        if contiguous:
+            assert (first, end) == (hit.min().item(), hit.max().item() + 1)
+    assert tile_ranges(None, n, block_m, block_n, torch.device("cpu")).tolist() == \
+        [[0, -(-n // block_n)]] * -(-n // block_m)
 
 
 @pytest.mark.triton
@@ -233,7 +352,8 @@ def test_torch_compile_fullgraph():
 def test_custom_op_registered_for_torch_library():
     torch.library.opcheck(
         torch.ops.supercl.supcon_lse,
-        (torch.randn(9, 4, dtype=torch.float64), torch.zeros(0, dtype=torch.int64), 2.0, "torch"),
+        (torch.randn(9, 4, dtype=torch.float64), torch.zeros(0, dtype=torch.int64), 2.0, 2.0,
+         "torch"),
     )
 
 
@@ -289,63 +409,154 @@ def test_cuda_triton_fp32_and_bf16(n):
 
 
 @pytest.mark.triton
-def test_float32_products_follow_torch_matmul_precision(triton_device):
-    """float32 features use IEEE products under "highest" (torch's default) and TF32 under
-    "high"/"medium", as torch's own matmuls do; float64 is always IEEE, half types never."""
-    from supercl.kernels.triton.supcon_loss import ieee_products
+def test_float32_products_follow_torch_matmul_precision(triton_device, monkeypatch):
+    """float32 features take 3xTF32 products (fp32 accuracy class) under "highest" (torch's
+    default) and TF32 only under "high"/"medium", as torch's own matmuls do; float64 is IEEE,
+    half types go to the tensor cores in their dtype.  The precision the kernels are LAUNCHED
+    with is recorded, not only what the config function says."""
+    from supercl.kernels.triton import supcon_loss as kernels
 
+    launched = []
+
+    class Spy:
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                launched.append(kwargs["PRECISION"])
+                return self.kernel[grid](*args, **kwargs)
+            return launch
+
+    monkeypatch.setattr(kernels, "_lse_forward_kernel", Spy(kernels._lse_forward_kernel))
+    monkeypatch.setattr(kernels, "_lse_backward_kernel", Spy(kernels._lse_backward_kernel))
     before = torch.get_float32_matmul_precision()
-    features, labels, groups = make(300, 32, 6, 3, dtype=torch.float32, seed=12)
+    features, labels, groups = make(150, 32, 6, 3, dtype=torch.float32, seed=12)
     x, y, g = on(triton_device, features, labels, groups)
     reference = supcon_loss_reference(features.double(), labels, 0.1, groups=groups)
     try:
-        for precision, ieee in (("highest", True), ("high", False), ("medium", False)):
-            torch.set_float32_matmul_precision(precision)
-            assert ieee_products(torch.float32) is ieee
-            assert ieee_products(torch.float64) and not ieee_products(torch.bfloat16)
-            got = supcon_loss(x, y, 0.1, groups=g, backend="triton").cpu()
-            # TF32 keeps 10 mantissa bits: the loss moves by ~1e-3 at most at this size
-            assert_close(got, reference, atol=1e-5 if ieee else 5e-3, rtol=0 if ieee else 1e-3)
+        for setting, precision in (("highest", "tf32x3"), ("high", "tf32"), ("medium", "tf32")):
+            torch.set_float32_matmul_precision(setting)
+            assert kernels.dot_precision(torch.float32) == precision
+            assert kernels.dot_precision(torch.float64) == "ieee"
+            for half in (torch.float16, torch.bfloat16):
+                assert kernels.dot_precision(half) == "tf32"  # ignored by tl.dot for 16-bit
+            for direction in ("fwd", "bwd"):
+                assert kernels.config(torch.float32, 32, direction)[-1] == precision
+            launched.clear()
+            leaf = x.clone().requires_grad_()
+            got = supcon_loss(leaf, y, 0.1, groups=g, backend="triton")
+            got.backward()
+            assert launched == [precision, precision], setting
+            # The interpreter multiplies in fp32 whatever the precision; on a GPU TF32 keeps 10
+            # mantissa bits (the loss moves by ~1e-3 at most at this size).
+            exact = precision != "tf32" or not x.is_cuda
+            assert_close(got.detach().cpu(), reference, rtol=1e-5 if exact else 1e-3,
+                         atol=1e-6 if exact else 5e-3)
     finally:
         torch.set_float32_matmul_precision(before)
+    assert torch.get_float32_matmul_precision() == before
+
+
+def _round_to_tf32(x: torch.Tensor) -> torch.Tensor:
+    """float32 -> the nearest TF32 value (10 explicit mantissa bits, ties away from zero as
+    cvt.rna.tf32.f32 does), kept in float32."""
+    bits = x.view(torch.int32)
+    bits = (bits + 0x1000) & ~0x1FFF
+    return bits.view(torch.float32)
+
+
+def test_3xtf32_split_keeps_float32_accuracy():
+    """The argument for 3xTF32 under "highest" (the interpreter ignores tl.dot's precision, so
+    this emulates it): with z = hi + lo split into TF32 parts, hi.hi + hi.lo + lo.hi
+    accumulated in float32 gives scores within 3 * 2^-22 |z_i||z_j| * scale (+ fp32 rounding)
+    of float64, an LSE within 1e-5 relative, and an error no larger than a few times that of
+    IEEE float32 products -- while plain TF32 is ~1000x worse."""
+    g = torch.Generator().manual_seed(17)
+    z = torch.nn.functional.normalize(torch.randn(512, 128, generator=g), dim=1)
+    scale = 10.0
+    hi = _round_to_tf32(z)
+    lo = _round_to_tf32(z - hi)
+    assert ((z - hi).abs() <= 2.0**-11 * z.abs()).all()
+    assert ((z - hi - lo).abs() <= 2.0**-22 * z.abs()).all()
+    x3 = (hi @ hi.T + hi @ lo.T + lo @ hi.T) * scale
+    tf32 = (hi @ hi.T) * scale
+    ieee = (z @ z.T) * scale
+    exact = (z.double() @ z.double().T) * scale
+    err3 = (x3.double() - exact).abs().max().item()
+    assert err3 <= (3 * 2.0**-22 + 128 * 2.0**-24) * scale
+    assert err3 <= 4 * (ieee.double() - exact).abs().max().item() + 1e-7
+    assert (tf32.double() - exact).abs().max().item() > 100 * err3
+    mask = ~torch.eye(512, dtype=torch.bool)
+    lse3 = torch.logsumexp(x3.masked_fill(~mask, float("-inf")).double(), 1)
+    lse = torch.logsumexp(exact.masked_fill(~mask, float("-inf")), 1)
+    assert ((lse3 - lse).abs() <= 1e-5 * lse.abs()).all()
 
 
 _COMPILE_SUPCON_FOR_GPU = r"""
 import re
+import torch
 import triton
-import triton.language as tl
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from supercl.kernels.triton import supcon_loss as k
 
-target = GPUTarget("cuda", 90, 32)
-pointers = {"Z": "*{z}", "G": "*i64", "GMIN": "*i64", "GMAX": "*i64", "LSE": "*fp32",
-            "COEF": "*fp32", "DZ": "*fp32"}
-for z, ieee in (("fp32", True), ("fp32", False), ("bf16", False), ("fp16", False)):
-    for kernel in (k._lse_forward_kernel, k._lse_backward_kernel):
-        consts = dict(HAS_GROUPS=True, IEEE=ieee, BLOCK_M=64, BLOCK_N=64, BLOCK_D=128)
-        names = kernel.arg_names
-        signature = {n: pointers[n].format(z=z) if n in pointers
-                     else "constexpr" if n in consts else "fp32" if n == "scale" else "i32"
-                     for n in names}
-        compiled = triton.compile(ASTSource(kernel, signature,
-                                            {(names.index(n),): v for n, v in consts.items()}),
-                                  target=target)
-        ptx = compiled.asm["ptx"]
-        assert "cubin" in compiled.asm
-        if not ieee:
-            assert "mma" in ptx, (kernel.__name__, z)  # tensor cores (TF32 for fp32)
-        atomics = set(re.findall(r"\b(?:red|atom)\.[\w.]*", ptx))
-        assert not atomics, (kernel.__name__, atomics)  # deterministic
+target = GPUTarget("cuda", 90, 128)
+pointers = {"Z": "*{z}", "G": "*i64", "TILES": "*i32", "LSE": "*fp32", "COEF": "*fp32",
+            "DZ": "*fp32"}
+floats = {"scale", "scale2", "bound2"}
+dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+before = torch.get_float32_matmul_precision()
+seen = set()
+try:
+    for z, matmul in (("fp32", "highest"), ("fp32", "high"), ("bf16", "highest"),
+                      ("fp16", "highest"), ("fp32", "ieee")):
+        # "ieee": the CUDA-core alternative for "highest" (k._HIGHEST_PRECISION)
+        k._HIGHEST_PRECISION = "ieee" if matmul == "ieee" else "tf32x3"
+        torch.set_float32_matmul_precision("highest" if matmul == "ieee" else matmul)
+        for d in (128, 256, 300):
+            for kernel, direction in ((k._lse_forward_kernel, "fwd"), (k._lse_backward_kernel, "bwd")):
+                bm, bn, bd, one_d, warps, stages, precision = k.config(dtypes[z], d, direction)
+                # D = 128 as benchmarked (no groups, unit-norm: the fixed maximum); the other
+                # widths with groups and the online maximum
+                consts = dict(HAS_GROUPS=d != 128, PRECISION=precision, ONE_D=one_d, BLOCK_M=bm,
+                              BLOCK_N=bn, BLOCK_D=bd)
+                if direction == "fwd":
+                    consts["FIXED_MAX"] = d == 128
+                names = kernel.arg_names
+                signature = {n: pointers[n].format(z=z) if n in pointers
+                             else "constexpr" if n in consts else "fp32" if n in floats else "i32"
+                             for n in names}
+                src = ASTSource(kernel, signature, {(names.index(n),): v for n, v in consts.items()})
+                compiled = triton.compile(src, target=target,
+                                          options=dict(num_warps=warps, num_stages=stages))
+                ptx = compiled.asm["ptx"]
+                assert "cubin" in compiled.asm
+                if precision != "ieee":
+                    assert "mma" in ptx, (kernel.__name__, z, d)  # tensor cores
+                atomics = set(re.findall(r"\b(?:red|atom)\.[\w.]*", ptx))
+                assert not atomics, (kernel.__name__, atomics)  # deterministic
+                # an H100/H200 block may take at most 227 KB of shared memory
+                assert compiled.metadata.shared <= 227 * 1024, (kernel.__name__, z, d,
+                                                                compiled.metadata.shared)
+                seen.add((z, precision))
+finally:
+    torch.set_float32_matmul_precision(before)
+    k._HIGHEST_PRECISION = "tf32x3"
+assert {("fp32", "tf32x3"), ("fp32", "tf32"), ("bf16", "tf32"), ("fp16", "tf32"),
+        ("fp32", "ieee")} <= seen, seen
 print("ok")
 """
 
 
 @pytest.mark.slow
 def test_kernels_compile_for_a_gpu():
-    """Without a GPU, Triton still compiles the SupCon kernels for sm_90: types and layouts
-    that the interpreter does not check, tensor-core products where they are expected, and no
-    atomics anywhere (the backward is one deterministic pass)."""
+    """Without a GPU, Triton still compiles the SupCon kernels for sm_90 with the launchers'
+    own configurations (supcon_loss.config) for bf16, fp16, fp32 under TF32 and fp32 under
+    "highest" (3xTF32), at D = 128, 256 (one pass over D) and 300 (the D loop): types and
+    layouts that the interpreter does not check, tensor-core products, shared memory within
+    an H100/H200 block's 227 KB, and no atomics anywhere (the backward is one deterministic
+    pass)."""
     triton_compile_for_gpu(_COMPILE_SUPCON_FOR_GPU)
 
 
@@ -353,7 +564,8 @@ def test_kernels_compile_for_a_gpu():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cuda_triton_gradient_against_float64(dtype):
     """On the GPU: the one-pass backward's gradient against float64 autograd through the
-    dense form -- float32 (IEEE) within 1e-6, bf16 within twice torch's own bf16 error."""
+    dense form -- float32 (3xTF32 under "highest") within 1e-6, bf16 within twice torch's
+    own bf16 error."""
     features, labels, groups = make(2048, 128, 40, 4, dtype=torch.float32, seed=13)
     features, labels, groups = features.cuda(), labels.cuda(), groups.cuda()
     f64 = features.double().requires_grad_()

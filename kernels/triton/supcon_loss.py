@@ -5,9 +5,17 @@ For anchors i and samples j, s_ij = z_i . z_j * scale (scale = 1 / temperature),
 
     LSE_i = log sum_{j != i, g_j == g_i} exp(s_ij)            (-inf when the sum is empty)
 
-Forward: one streaming pass over column tiles per block of anchors, with an online maximum,
-flash-attention style (Dao et al. 2022); nothing of size N x N is stored.  Backward, with the
-upstream gradient c_i of LSE_i and P_ij = c_i exp(s_ij - LSE_i) on the same support,
+Forward, FlashAttention-2 style (Dao 2023): a program owns BLOCK_M anchors, loads their rows of
+Z ONCE (D <= 256: the whole row tile, as FA2 keeps Q) and streams the column tiles, one tl.dot
+per tile; nothing of size N x N is stored.  The running maximum is FIXED when the caller
+guarantees a bound on |s| (L2-normalised z: |s| <= scale): m = scale, no row maximum and no
+rescaling per tile.  That is exact in float32 as long as every term exp(s - m) >= exp(-2 m) is
+a normal number, i.e. 2 m log2(e) < 126: the launcher takes the fixed maximum only for
+m <= 40 (temperature >= 0.025), else the online maximum.  Exponentials are exp2 of scores
+pre-multiplied by scale * log2(e) (one FMA per element, as FA2 does).
+
+Backward, with the upstream gradient c_i of LSE_i and P_ij = c_i exp(s_ij - LSE_i) on the same
+support,
 
     dZ = (P + P^T) Z * scale.
 
@@ -15,27 +23,62 @@ The support is symmetric (j != i, same group) and so is s, so row i of P + P^T i
 
     W_ij = c_i exp(s_ij - LSE_i) + c_j exp(s_ij - LSE_j),
 
-which a program owning rows i can compute from its own score tile and the partners' LSE and
-c: the backward is ONE deterministic pass that recomputes each tile once, with no float
-atomics and no transposed second pass (an earlier version ran P Z and P^T Z as two passes,
-recomputing every tile twice).  Tiles whose group ranges cannot overlap are skipped, so a
-batch whose groups are contiguous (the pixels of one image after another) costs the
-block-diagonal only.
+which a program owning rows i computes from its own score tile and the partners' LSE and c:
+ONE deterministic pass, no float atomics, no transposed second pass.  For D <= 256 a program
+owns all D columns of its rows: it loads its row tile once, and each partner tile once, for
+both products (s = Z_own Z_p^T, then acc += W Z_p): no recomputation per D block.  (D > 256,
+and the 3xTF32 backward beyond D = 128, fall back to a second grid axis over D blocks,
+recomputing s per block: see _TILES.)
 
-Work and bounds, for N anchors of dimension D with no groups (all tiles):
-- forward:  2 N^2 D FLOPs (scores) + N^2 exp;  reads N D elements per row block.
-- backward: 4 N^2 D FLOPs (scores again + W Z) + 2 N^2 exp  (the two-pass form was 8 N^2 D
-  and 2 N^2 exp: fwd+bwd goes from 10 to 6 N^2 D).
-- At N = 16384, D = 128: 6 N^2 D = 206 GFLOP.  Compute-bound: on an H100/H200 about 0.3 ms of
-  dense bf16 tensor-core time, but ~3 ms at IEEE fp32 FMA rates (~67 TFLOP/s) -- and the exp
-  (MUFU, 16/clk/SM) costs 3 N^2 = 0.8 G exp ~ 0.2 ms.  Measured before this change on an H200
-  (benchmarks/results/gpu-h200.md): 43.2 ms fp32 (IEEE) and 3.9 ms bf16 fwd+bwd, i.e. far
-  below both bounds: 64 x 64 tiles and the default warps are untuned.
+Tile skipping: the launcher gives every row block the range [first, end) of column tiles
+whose group ranges can meet its own (prefix maximum / suffix minimum of the column tiles'
+group ranges: no tile outside it can hold a pair of one group).  For contiguous groups (one
+image's pixels after another) that range is the block-diagonal band exactly; the loop has no
+data-dependent branch, so Triton can software-pipeline its loads (num_stages).
 
-Precision: products go through tl.dot with float32 accumulation (tensor cores for bf16/fp16).
-float32 inputs follow torch's float32 matmul precision, as torch's own matmuls (and so the
-dense reference) do: "highest" (torch's default) uses IEEE fp32 products, "high" and "medium"
-use TF32 tensor cores.
+Roofline, N anchors of dimension D, no groups (every tile), fwd + bwd:
+- FLOPs: forward 2 N^2 D (s); backward 4 N^2 D (s again, and W Z).  6 N^2 D in all.
+- exp: N^2 forward, 2 N^2 backward (MUFU ex2, 16/clk/SM: 132 SMs x 1.98 GHz = 4.2 T/s).
+- bytes: every program streams all of Z (for the tiles it needs) once per pass:
+  (N / BLOCK_M) x N D elements.  At N = 16384, D = 128: Z is 4 MB (bf16) / 8 MB (fp32), so the
+  bf16 forward (BLOCK_M = 128) reads 128 x 4 MB = 0.5 GB and the bf16 backward and both fp32
+  passes (BLOCK_M = 64) 256 x 4-8 MB = 1-2 GB, nearly all from L2 (Z fits in the 50 MB L2;
+  HBM sees Z once).  Intensity: 2 BLOCK_M FLOPs per element read forward, 4 BLOCK_M backward,
+  i.e. 128 FLOP/byte for bf16 and 32-64 for fp32: at ~5-7 TB/s of L2 bandwidth that allows
+  ~650-900 TFLOP/s (bf16) and ~160-450 (fp32), above what the kernel can issue except for the
+  TF32 forward (32 FLOP/byte: ~160-220 TFLOP/s of L2, near its own issue rate; BLOCK_M = 128
+  would halve that traffic if a GPU run shows it bound).  Compute- and exp-bound otherwise,
+  L2 a close second for bf16 (the reason not to go below BLOCK_M = 64 or 128).
+- At N = 16384, D = 128: 6 N^2 D = 206 GFLOP, 3 N^2 = 0.8 G exp (0.19 ms at the MUFU rate).
+  H200 dense tensor-core peaks (FLOP/s): bf16 ~990 T, TF32 ~495 T, 3xTF32 (three TF32 products
+  per product) ~165 T effective; the elementwise work (mask, FMA, exp2, sum: ~6-10 instr per
+  score) caps a FA2-style Triton kernel at ~40-60 % of the tensor-core peak (FA2 itself
+  reaches ~35-50 % on H100).  Expected fwd+bwd: bf16 0.2 ms of MMA at peak + 0.2 ms of exp
+  -> ~0.5-0.8 ms (forward alone ~0.15-0.3 ms); fp32 "high" (TF32) ~0.9-1.5 ms; fp32
+  "highest" (3xTF32) ~2.5-4 ms.  Unmeasured (written without a GPU): the targets are 1.5 ms
+  (bf16), 3 ms (TF32) and 8 ms (fp32 "highest"); before this version an H200 measured 3.7 ms
+  (bf16; forward 1.17 ms) and 26.2 ms (fp32 IEEE).
+
+Precision: products go through tl.dot with float32 accumulation.  bf16/fp16 tiles go to the
+tensor cores in their own dtype (W is rounded to it for the second product, as torch's bf16
+matmul would).  float32 follows torch's float32 matmul precision, like torch's own matmuls
+(and so the dense reference):
+- "high" / "medium": TF32 (tl.dot input_precision="tf32"; 10-bit mantissa products).
+- "highest" (torch's default): 3xTF32 (input_precision="tf32x3"), NOT bit-identical IEEE fp32
+  products but of the same accuracy class, on tensor cores.  Each operand is split
+  a = hi + lo with hi = tf32(a), lo = tf32(a - hi); a.b = hi.hi + hi.lo + lo.hi, dropping
+  lo.lo.  |a - hi| <= 2^-11 |a| and lo carries a - hi to 2^-11 of itself, so each product is
+  off by at most ~3 x 2^-22 |a||b| (the hi.hi products are exact in the fp32 accumulator), and
+  a D-term dot by at most ~3 x 2^-22 sum |a_k b_k| <= 7e-7 |z_i||z_j| -- against up to
+  D x 2^-24 = 7.6e-6 relative for an IEEE fp32 dot of D = 128 terms accumulated in sequence.
+  The float32 accumulation adds the same rounding as an IEEE dot; W Z in the backward obeys
+  the same bound relative to sum |W_ij||z_j|.  At scale 10 that is <= 7e-6 in s and in LSE,
+  ~1e-6 relative on a loss of ~5: within the 1e-5 relative the tests ask of float32.
+  (Triton's interpreter ignores input_precision, so the CPU tests cannot see this;
+  tests/test_supcon_loss.py emulates the split in torch and checks the bound against
+  float64, and the GPU tests compare with float64.)  The CUDA-core IEEE path (~50-60 TFLOP/s
+  at best: 206 GFLOP -> >= 3.5 ms) stays available: set _HIGHEST_PRECISION = "ieee" (it
+  takes the 3xTF32 tiles).  float64 (interpreter only) is IEEE.
 
 Reference: supercl.ops.supcon_loss.supcon_loss_reference (dense) and the chunked torch path.
 """
@@ -47,13 +90,26 @@ import triton
 import triton.language as tl
 
 _NEG_INF = tl.constexpr(float("-inf"))
+_LOG2E = 1.4426950408889634
+
+# tl.dot's input precision for float32 under torch's "highest": "tf32x3" (tensor cores, fp32
+# accuracy class: see the module docstring) or "ieee" (CUDA-core FMA, bit-faithful fp32).
+_HIGHEST_PRECISION = "tf32x3"
+# The fixed maximum m = bound (see the docstring) is exact while exp(-2 m) is a normal float32:
+# 2 m log2(e) < 126, m < 43.6; 40 leaves room for |z| = 1 + a few ulps of bf16 after
+# normalisation (|s| <= m (1 + 2^-7)^2).
+_FIXED_MAX_LIMIT = 40.0
+# Column dimensions up to this are loaded whole (one row tile per program, all of D).
+_RESIDENT_D = 256
 
 
 @triton.jit
-def _tile_scores(Z, rows, cols, rmask, cmask, D, stride_n, stride_d, scale,
-                 BLOCK_D: tl.constexpr, IEEE: tl.constexpr,
-                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """s = Z[rows] . Z[cols]^T * scale, (BLOCK_M, BLOCK_N) in float32, over all of D."""
+def _tile_scores(Z, rows, cols, rmask, cmask, D, stride_n, stride_d,
+                 PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                 BLOCK_D: tl.constexpr):
+    """Z[rows] . Z[cols]^T, (BLOCK_M, BLOCK_N) float32, looping over D in BLOCK_D blocks and
+    loading both sides each time: the path for D > _RESIDENT_D (and the 3xTF32 backward
+    beyond D = 128; see _TILES)."""
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for d0 in range(0, D, BLOCK_D):
         d = d0 + tl.arange(0, BLOCK_D)
@@ -62,11 +118,8 @@ def _tile_scores(Z, rows, cols, rmask, cmask, D, stride_n, stride_d, scale,
                      mask=rmask[:, None] & dmask[None, :], other=0.0)
         zj = tl.load(Z + cols[:, None] * stride_n + d[None, :] * stride_d,
                      mask=cmask[:, None] & dmask[None, :], other=0.0)
-        if IEEE:
-            acc += tl.dot(zi, tl.trans(zj), input_precision="ieee")
-        else:
-            acc += tl.dot(zi, tl.trans(zj))
-    return acc * scale
+        acc += tl.dot(zi, tl.trans(zj), input_precision=PRECISION)
+    return acc
 
 
 @triton.jit
@@ -81,126 +134,217 @@ def _support(G, rows, cols, rmask, cmask, HAS_GROUPS: tl.constexpr):
 
 
 @triton.jit
-def _overlaps(GMIN, GMAX, lo, hi, block):
-    """Whether the group range [lo, hi] of one tile side meets that of `block` of the other
-    (always, without groups: the launcher then passes ranges of zeros)."""
-    return (tl.load(GMIN + block) <= hi) & (tl.load(GMAX + block) >= lo)
-
-
-@triton.jit
-def _lse_forward_kernel(Z, G, GMIN, GMAX, LSE, N, D, stride_n, stride_d, scale,
-                        HAS_GROUPS: tl.constexpr, IEEE: tl.constexpr, BLOCK_M: tl.constexpr,
+def _lse_forward_kernel(Z, G, TILES, LSE, N, D, stride_n, stride_d, scale2, bound2,
+                        HAS_GROUPS: tl.constexpr, FIXED_MAX: tl.constexpr,
+                        PRECISION: tl.constexpr, ONE_D: tl.constexpr, BLOCK_M: tl.constexpr,
                         BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """LSE[rows] for one block of BLOCK_M anchors.  scale2 = scale * log2(e); with FIXED_MAX,
+    bound2 = (bound on |s|) * log2(e) is the maximum in base 2."""
     pid = tl.program_id(0)
     rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     rmask = rows < N
-    lo = tl.load(GMIN + pid)
-    hi = tl.load(GMAX + pid)
+    first = tl.load(TILES + 2 * pid)
+    end = tl.load(TILES + 2 * pid + 1)
+    if ONE_D:
+        # The anchor tile, loaded once for the whole column sweep.
+        d = tl.arange(0, BLOCK_D)
+        dmask = d < D
+        zi = tl.load(Z + rows[:, None] * stride_n + d[None, :] * stride_d,
+                     mask=rmask[:, None] & dmask[None, :], other=0.0)
     m_i = tl.full((BLOCK_M,), _NEG_INF, dtype=tl.float32)
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
-    for start in range(0, N, BLOCK_N):
-        if _overlaps(GMIN, GMAX, lo, hi, start // BLOCK_N):
-            cols = start + tl.arange(0, BLOCK_N)
-            cmask = cols < N
-            s = _tile_scores(Z, rows, cols, rmask, cmask, D, stride_n, stride_d, scale,
-                             BLOCK_D, IEEE, BLOCK_M, BLOCK_N)
-            s = tl.where(_support(G, rows, cols, rmask, cmask, HAS_GROUPS), s, _NEG_INF)
+    for start in range(first * BLOCK_N, end * BLOCK_N, BLOCK_N):
+        cols = start + tl.arange(0, BLOCK_N)
+        cmask = cols < N
+        if ONE_D:
+            zj = tl.load(Z + cols[:, None] * stride_n + d[None, :] * stride_d,
+                         mask=cmask[:, None] & dmask[None, :], other=0.0)
+            s = tl.dot(zi, tl.trans(zj), input_precision=PRECISION)
+        else:
+            s = _tile_scores(Z, rows, cols, rmask, cmask, D, stride_n, stride_d, PRECISION,
+                             BLOCK_M, BLOCK_N, BLOCK_D)
+        s = tl.where(_support(G, rows, cols, rmask, cmask, HAS_GROUPS),
+                     s.to(tl.float32) * scale2, _NEG_INF)
+        if FIXED_MAX:
+            # s <= bound2 (up to rounding): every term in (2^-126, ~1]; off-support lanes -> 0.
+            l_i += tl.sum(tl.exp2(s - bound2), axis=1)
+        else:
             m_new = tl.maximum(m_i, tl.max(s, axis=1))
             # Rows with nothing seen yet keep m = -inf; shift them by 0 to avoid inf - inf.
             shift = tl.where(m_new == _NEG_INF, 0.0, m_new)
-            l_i = l_i * tl.exp(m_i - shift) + tl.sum(tl.exp(s - shift[:, None]), axis=1)
+            l_i = l_i * tl.exp2(m_i - shift) + tl.sum(tl.exp2(s - shift[:, None]), axis=1)
             m_i = m_new
-    lse = tl.where(l_i > 0, m_i + tl.log(tl.maximum(l_i, 1e-30)), _NEG_INF)
+    if FIXED_MAX:
+        m_i = tl.zeros((BLOCK_M,), dtype=tl.float32) + bound2
+    # log2 of 1 where the sum is empty (no log of 0); no clamp on l: with the fixed maximum a
+    # row's sum may be as small as exp(-80) ~ 2^-115, which is still a normal float32.
+    lse = tl.where(l_i > 0, (m_i + tl.log2(tl.where(l_i > 0, l_i, 1.0))) * 0.6931471805599453,
+                   _NEG_INF)
     tl.store(LSE + rows, lse, mask=rmask)
 
 
 @triton.jit
-def _lse_backward_kernel(Z, G, GMIN, GMAX, LSE, COEF, DZ, N, D, stride_n, stride_d,
-                         stride_out_n, scale, HAS_GROUPS: tl.constexpr, IEEE: tl.constexpr,
+def _lse_backward_kernel(Z, G, TILES, LSE, COEF, DZ, N, D, stride_n, stride_d,
+                         stride_out_n, stride_out_d, scale, scale2,
+                         HAS_GROUPS: tl.constexpr, PRECISION: tl.constexpr, ONE_D: tl.constexpr,
                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     """Program (pid, pid_d) writes DZ[own, d-block] = scale * sum over partners j of
-    W[own, j] Z[j, d-block], W = P + P^T on the support (see the module docstring)."""
+    W[own, j] Z[j, d-block], W = P + P^T on the support (see the module docstring).  With
+    ONE_D the d-block is all of D (pid_d = 0) and each partner tile is loaded once."""
     pid = tl.program_id(0)
     pid_d = tl.program_id(1)
     own = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     omask = own < N
     d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     dmask = d < D
-    lo = tl.load(GMIN + pid)
-    hi = tl.load(GMAX + pid)
-    lse_own = tl.load(LSE + own, mask=omask, other=0.0)
+    first = tl.load(TILES + 2 * pid)
+    end = tl.load(TILES + 2 * pid + 1)
+    if ONE_D:
+        zo = tl.load(Z + own[:, None] * stride_n + d[None, :] * stride_d,
+                     mask=omask[:, None] & dmask[None, :], other=0.0)
+    # LSE in base 2, to match exp2 of the base-2 scores.
+    lse_own = tl.load(LSE + own, mask=omask, other=0.0) * 1.4426950408889634
     coef_own = tl.load(COEF + own, mask=omask, other=0.0)
     acc = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
-    for start in range(0, N, BLOCK_N):
-        if _overlaps(GMIN, GMAX, lo, hi, start // BLOCK_N):
-            partner = start + tl.arange(0, BLOCK_N)
-            pmask = partner < N
-            # s[own, partner] = z_own . z_partner * scale, symmetric in the pair.
-            s = _tile_scores(Z, own, partner, omask, pmask, D, stride_n, stride_d, scale,
-                             BLOCK_D, IEEE, BLOCK_M, BLOCK_N)
-            support = _support(G, own, partner, omask, pmask, HAS_GROUPS)
-            lse_p = tl.load(LSE + partner, mask=pmask, other=0.0)
-            coef_p = tl.load(COEF + partner, mask=pmask, other=0.0)
-            # On the support s <= LSE of either end, so both exps are <= 1; off it the lanes
-            # may overflow, and tl.where drops them.
-            p = (tl.exp(s - lse_own[:, None]) * coef_own[:, None]
-                 + tl.exp(s - lse_p[None, :]) * coef_p[None, :])
-            p = tl.where(support, p, 0.0)
-            zp = tl.load(Z + partner[:, None] * stride_n + d[None, :] * stride_d,
-                         mask=pmask[:, None] & dmask[None, :], other=0.0)
-            if IEEE:
-                acc += tl.dot(p, zp, input_precision="ieee")
-            else:
-                acc += tl.dot(p.to(zp.dtype), zp)
-    tl.store(DZ + own[:, None] * stride_out_n + d[None, :], acc * scale,
+    for start in range(first * BLOCK_N, end * BLOCK_N, BLOCK_N):
+        partner = start + tl.arange(0, BLOCK_N)
+        pmask = partner < N
+        zp = tl.load(Z + partner[:, None] * stride_n + d[None, :] * stride_d,
+                     mask=pmask[:, None] & dmask[None, :], other=0.0)
+        # s[own, partner] = z_own . z_partner * scale, symmetric in the pair.
+        if ONE_D:
+            s = tl.dot(zo, tl.trans(zp), input_precision=PRECISION)
+        else:
+            s = _tile_scores(Z, own, partner, omask, pmask, D, stride_n, stride_d, PRECISION,
+                             BLOCK_M, BLOCK_N, BLOCK_D)
+        # Off the support s = -inf, so both exps give 0 there (no overflow on the diagonal,
+        # where s_ii may exceed LSE_i); on it s <= LSE of either end and both are <= 1.
+        s = tl.where(_support(G, own, partner, omask, pmask, HAS_GROUPS),
+                     s.to(tl.float32) * scale2, _NEG_INF)
+        lse_p = tl.load(LSE + partner, mask=pmask, other=0.0) * 1.4426950408889634
+        coef_p = tl.load(COEF + partner, mask=pmask, other=0.0)
+        w = (tl.exp2(s - lse_own[:, None]) * coef_own[:, None]
+             + tl.exp2(s - lse_p[None, :]) * coef_p[None, :])
+        acc += tl.dot(w.to(zp.dtype), zp, input_precision=PRECISION).to(tl.float32)
+    tl.store(DZ + own[:, None] * stride_out_n + d[None, :] * stride_out_d, acc * scale,
              mask=omask[:, None] & dmask[None, :])
 
 
-def _block_group_ranges(groups: torch.Tensor | None, n: int, block: int, device):
+def _block_group_ranges(groups: torch.Tensor, n: int, block: int):
     """Per block of `block` rows: the smallest and largest group id, (cdiv(n, block),) int64
-    each; zeros (every tile overlaps) when there are no groups."""
+    each."""
     blocks = triton.cdiv(n, block)
-    if groups is None:
-        zeros = torch.zeros(blocks, dtype=torch.int64, device=device)
-        return zeros, zeros
     pad = blocks * block - n
     g = groups.to(torch.int64)
     low = torch.cat([g, g.new_full((pad,), torch.iinfo(torch.int64).max)]).view(blocks, block)
     high = torch.cat([g, g.new_full((pad,), torch.iinfo(torch.int64).min)]).view(blocks, block)
-    return low.amin(1).contiguous(), high.amax(1).contiguous()
+    return low.amin(1), high.amax(1)
 
 
-def ieee_products(dtype: torch.dtype) -> bool:
-    """Whether tl.dot takes IEEE products for inputs of ``dtype``: always for float64; for
-    float32 when torch's float32 matmul precision is "highest" (its default), else TF32."""
+def tile_ranges(groups: torch.Tensor | None, n: int, block_m: int, block_n: int, device):
+    """(cdiv(n, block_m), 2) int32: for each block of block_m rows, the column tiles
+    [first, end) (of block_n columns) outside which no pair shares a group.  A column tile c
+    meets row block r iff cmin[c] <= rmax[r] and cmax[c] >= rmin[r]; every c before the first
+    c with prefixmax(cmax)[c] >= rmin[r] fails the second test, every c from the first with
+    suffixmin(cmin)[c] > rmax[r] the first one.  O(N), on the device, no host sync."""
+    rows, cols = triton.cdiv(n, block_m), triton.cdiv(n, block_n)
+    if groups is None:
+        out = torch.zeros((rows, 2), dtype=torch.int32, device=device)
+        out[:, 1] = cols
+        return out
+    rmin, rmax = _block_group_ranges(groups, n, block_m)
+    cmin, cmax = _block_group_ranges(groups, n, block_n)
+    prefix_max = torch.cummax(cmax, 0).values
+    suffix_min = torch.flip(torch.cummin(torch.flip(cmin, (0,)), 0).values, (0,))
+    first = torch.searchsorted(prefix_max, rmin)
+    end = torch.searchsorted(suffix_min, rmax, right=True)
+    return torch.stack([first, end], 1).to(torch.int32).contiguous()
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """tl.dot's input_precision for Z of ``dtype``: float64 "ieee"; float32 "tf32" when torch's
+    float32 matmul precision is "high" or "medium", else _HIGHEST_PRECISION ("tf32x3");
+    "tf32" (tl.dot's default, which 16-bit inputs ignore) for float16/bfloat16."""
     if dtype == torch.float64:
-        return True
-    return dtype == torch.float32 and torch.get_float32_matmul_precision() == "highest"
+        return "ieee"
+    if dtype == torch.float32 and torch.get_float32_matmul_precision() == "highest":
+        return _HIGHEST_PRECISION
+    return "tf32"
 
 
-def _config(z: torch.Tensor):
-    # 64 x 64 tiles: tensor-core friendly on the GPU, and few enough tiles that the
-    # interpreter (CPU tests) runs N = 1000 in seconds.  Untuned on a GPU (see the docstring).
-    block = 64
-    block_d = min(128, max(16, triton.next_power_of_2(z.shape[1])))
-    return block, block_d, ieee_products(z.dtype)
+# Tiles per (products, pass, D class): (BLOCK_M, BLOCK_N, num_warps, num_stages).  Products:
+# "16" (bf16/fp16), "tf32", "tf32x3" (also used for "ieee"); D class: "128" (D <= 128, one
+# pass over D), "256" (129..256, one pass), "loop" (over D in 64-wide blocks: D > 256, and the
+# 3xTF32 backward from D = 129, whose resident 64 x 256 accumulator spills).
+# Budget per SM on an H100/H200: 64K 32-bit registers (<= 255 per thread), 228 KB of shared
+# memory (227 KB per block).  Chosen on paper, then checked with ptxas (Triton 3.9's bundled
+# ptxas 13.4, sm_90a; registers/thread, spilled bytes): untimed.
+# - 16-bit forward, D <= 128: 128 x 64, 8 warps (FA2's forward shape on Hopper).  Anchor tile
+#   128 x 128 bf16 = 32 KB, kept on chip for the sweep; column tiles 64 x 128 bf16 = 16 KB a
+#   stage, 3 stages; the score tile 128 x 64 fp32 = 32 regs/thread over 256 threads.
+#   ptxas: 80 regs, 48 KB smem, no spill -> 2+ CTAs/SM; 128 CTAs at N = 16384.
+# - 16-bit backward, D <= 128: 64 x 64, 4 warps: accumulator 64 x 128 fp32 = 64 regs/thread
+#   over 128 threads, s and W 32 each.  ptxas: 186 regs, 34 KB, no spill -> 2 CTAs/SM, 256
+#   CTAs at N = 16384 (one CTA's exps overlap the other's MMAs).
+# - TF32, D <= 128: 64 x 64, 8 warps, 2 stages (fp32 tiles are twice the bytes: 32 KB a
+#   stage).  ptxas: forward 76 regs, backward 237, no spill.
+# - 3xTF32 holds hi and lo copies of the operands: forward 64 x 64, 8 warps: 168 regs, no
+#   spill; backward 64 x 64 spilled 780 bytes, 128 x 32 with 3 stages spills 4 (197 KB smem,
+#   1 CTA/SM of 8 warps; 128 CTAs at N = 16384).  32 x 64 would not spill but leaves wgmma
+#   for mma.sync.
+# - D class "256": the same with 32-wide fp32 column tiles and 2 stages (ptxas: <= 8 bytes of
+#   spill); "loop": BLOCK_D = 64 (<= 8 bytes).
+_TILES = {
+    ("16", "fwd", "128"): (128, 64, 8, 3), ("16", "bwd", "128"): (64, 64, 4, 3),
+    ("16", "fwd", "256"): (128, 64, 8, 2), ("16", "bwd", "256"): (64, 64, 8, 2),
+    ("16", "fwd", "loop"): (128, 64, 8, 2), ("16", "bwd", "loop"): (64, 64, 8, 2),
+    ("tf32", "fwd", "128"): (64, 64, 8, 2), ("tf32", "bwd", "128"): (64, 64, 8, 2),
+    ("tf32", "fwd", "256"): (64, 32, 8, 2), ("tf32", "bwd", "256"): (64, 32, 8, 2),
+    ("tf32", "fwd", "loop"): (64, 32, 8, 2), ("tf32", "bwd", "loop"): (64, 32, 8, 2),
+    ("tf32x3", "fwd", "128"): (64, 64, 8, 2), ("tf32x3", "bwd", "128"): (128, 32, 8, 3),
+    ("tf32x3", "fwd", "256"): (64, 32, 8, 2),
+    ("tf32x3", "fwd", "loop"): (64, 32, 8, 2), ("tf32x3", "bwd", "loop"): (64, 32, 8, 1),
+}
+_LOOP_BLOCK_D = 64
 
 
-def supcon_lse(z: torch.Tensor, groups: torch.Tensor | None, scale: float) -> torch.Tensor:
+def config(dtype: torch.dtype, d: int, direction: str):
+    """(BLOCK_M, BLOCK_N, BLOCK_D, ONE_D, num_warps, num_stages, precision) for a pass
+    ("fwd" or "bwd") over Z of ``dtype`` and width ``d``."""
+    precision = dot_precision(dtype)
+    products = ("16" if dtype in (torch.float16, torch.bfloat16)
+                else "tf32" if precision == "tf32" else "tf32x3")
+    block_d = max(16, triton.next_power_of_2(d))
+    d_class = "128" if block_d <= 128 else "256" if block_d <= _RESIDENT_D else "loop"
+    if (products, direction, d_class) not in _TILES:
+        d_class = "loop"
+    one_d = d_class != "loop"
+    if not one_d:
+        block_d = _LOOP_BLOCK_D
+    block_m, block_n, warps, stages = _TILES[(products, direction, d_class)]
+    return block_m, block_n, block_d, one_d, warps, stages, precision
+
+
+def supcon_lse(z: torch.Tensor, groups: torch.Tensor | None, scale: float,
+               bound: float = 0.0) -> torch.Tensor:
     """LSE_i over the other samples of i's group.
 
     z: (N, D) float32/float16/bfloat16 (float64 in the interpreter only), any strides.
-    groups: (N,) int64 or None.  Returns (N,) float32, -inf for an anchor alone in its group.
+    groups: (N,) int64 or None.  bound: a guaranteed bound on |s_ij| = |z_i . z_j| * scale
+    (``scale`` for L2-normalised z), 0 when unknown; a bound <= 40 lets the kernel use it as
+    a fixed maximum.  Returns (N,) float32, -inf for an anchor alone in its group.
     """
     n, d = z.shape
-    block, block_d, ieee = _config(z)
+    block_m, block_n, block_d, one_d, warps, stages, precision = config(z.dtype, d, "fwd")
+    fixed = 0.0 < bound <= _FIXED_MAX_LIMIT
     lse = torch.empty(n, dtype=torch.float32, device=z.device)
-    gmin, gmax = _block_group_ranges(groups, n, block, z.device)
-    g = groups if groups is not None else gmin
-    _lse_forward_kernel[(triton.cdiv(n, block),)](
-        z, g, gmin, gmax, lse, n, d, z.stride(0), z.stride(1),
-        float(scale), HAS_GROUPS=groups is not None, IEEE=ieee, BLOCK_M=block, BLOCK_N=block,
-        BLOCK_D=block_d,
+    tiles = tile_ranges(groups, n, block_m, block_n, z.device)
+    g = groups if groups is not None else tiles
+    _lse_forward_kernel[(triton.cdiv(n, block_m),)](
+        z, g, tiles, lse, n, d, z.stride(0), z.stride(1), float(scale) * _LOG2E,
+        float(bound) * _LOG2E if fixed else 0.0,
+        HAS_GROUPS=groups is not None, FIXED_MAX=fixed, PRECISION=precision, ONE_D=one_d,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps, num_stages=stages,
     )
     return lse
 
@@ -209,18 +353,20 @@ def supcon_lse_backward(z: torch.Tensor, groups: torch.Tensor | None, lse: torch
                         coef: torch.Tensor, scale: float) -> torch.Tensor:
     """dZ = (P + P^T) Z * scale with P_ij = coef_i exp(s_ij - lse_i) on the LSE support.
 
-    z: (N, D); groups: (N,) int64 or None; lse, coef: (N,) float32 (lse finite where coef is
-    nonzero, and finite everywhere: the caller replaces -inf by 0).  Returns (N, D) float32.
+    z: (N, D), any strides; groups: (N,) int64 or None; lse, coef: (N,) float32 (lse finite
+    where coef is nonzero, and finite everywhere: the caller replaces -inf by 0).  Returns
+    (N, D) float32.
     """
     n, d = z.shape
-    block, block_d, ieee = _config(z)
-    gmin, gmax = _block_group_ranges(groups, n, block, z.device)
-    g = groups if groups is not None else gmin
+    block_m, block_n, block_d, one_d, warps, stages, precision = config(z.dtype, d, "bwd")
+    tiles = tile_ranges(groups, n, block_m, block_n, z.device)
+    g = groups if groups is not None else tiles
     out = torch.empty((n, d), dtype=torch.float32, device=z.device)
-    grid = (triton.cdiv(n, block), triton.cdiv(d, block_d))
+    grid = (triton.cdiv(n, block_m), 1 if one_d else triton.cdiv(d, block_d))
     _lse_backward_kernel[grid](
-        z, g, gmin, gmax, lse, coef, out, n, d, z.stride(0), z.stride(1), out.stride(0),
-        float(scale), HAS_GROUPS=groups is not None, IEEE=ieee,
-        BLOCK_M=block, BLOCK_N=block, BLOCK_D=block_d,
+        z, g, tiles, lse, coef, out, n, d, z.stride(0), z.stride(1), out.stride(0),
+        out.stride(1), float(scale), float(scale) * _LOG2E,
+        HAS_GROUPS=groups is not None, PRECISION=precision, ONE_D=one_d,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps, num_stages=stages,
     )
     return out

@@ -103,6 +103,11 @@ def supcon_loss(
     In eager mode, checking for a batch without positives (to warn) and for non-finite
     features costs one host synchronisation per call on CUDA tensors.
 
+    On the Triton backend float32 features follow ``torch.get_float32_matmul_precision()``
+    as torch's matmuls do: "high"/"medium" multiply in TF32; "highest" (the default) in
+    3xTF32 on tensor cores, of float32 accuracy (scores within ~1e-6 relative; see
+    ``supercl/kernels/triton/supcon_loss.py``) but not bit-identical IEEE products.
+
     Examples
     --------
     >>> import torch
@@ -165,8 +170,11 @@ def supcon_loss(
     z = torch.nn.functional.normalize(features, dim=1, eps=1e-12) if normalize else features
     work = torch.float64 if features.dtype == torch.float64 else torch.float32
     grp = groups.to(torch.int64) if groups is not None else None
+    # Unit-norm rows bound every score by 1 / temperature: the kernels may then use it as a
+    # fixed maximum instead of an online one (0 = no bound known).
+    bound = 1.0 / temperature if normalize else 0.0
     lse = _supcon_lse(z, grp if grp is not None else z.new_zeros(0, dtype=torch.int64),
-                      1.0 / temperature, chosen)
+                      1.0 / temperature, bound, chosen)
     if labels is not None:
         pos_sum, n_pos = _positive_sums(z.to(work), labels, grp)
     else:
@@ -302,19 +310,22 @@ def _positive_sums(z: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor |
 
 
 @torch.library.custom_op("supercl::supcon_lse", mutates_args=())
-def _supcon_lse(z: torch.Tensor, groups: torch.Tensor, scale: float, backend: str) -> torch.Tensor:
+def _supcon_lse(z: torch.Tensor, groups: torch.Tensor, scale: float, bound: float,
+                backend: str) -> torch.Tensor:
     """(N,) log-sum-exp over each anchor's group (groups of length 0 = one group); float32, or
-    float64 for float64 z on the torch backend; -inf for an anchor alone in its group."""
+    float64 for float64 z on the torch backend; -inf for an anchor alone in its group.
+    ``bound``: a guaranteed bound on |z_i . z_j| * scale (0: none), which the Triton forward
+    may use as a fixed maximum."""
     grp = groups if groups.numel() else None
     if backend == "triton":
         from supercl.kernels.triton import supcon_loss as kernels
 
-        return kernels.supcon_lse(z, grp, scale)
+        return kernels.supcon_lse(z, grp, scale, bound)
     return _lse_torch(z, grp, scale)
 
 
 @_supcon_lse.register_fake
-def _(z, groups, scale, backend):
+def _(z, groups, scale, bound, backend):
     dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
     return z.new_empty(z.shape[0], dtype=dtype)
 
@@ -339,7 +350,7 @@ def _(z, groups, lse, coef, scale, backend):
 
 
 def _setup_context(ctx, inputs, output):
-    z, groups, scale, backend = inputs
+    z, groups, scale, _bound, backend = inputs
     ctx.save_for_backward(z, groups, output)
     ctx.scale, ctx.backend = scale, backend
 
@@ -347,7 +358,7 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad):
     z, groups, lse = ctx.saved_tensors
     dz = _supcon_lse_backward(z, groups, lse, grad.to(lse.dtype), ctx.scale, ctx.backend)
-    return dz, None, None, None
+    return dz, None, None, None, None
 
 
 _supcon_lse.register_autograd(_backward, setup_context=_setup_context)
