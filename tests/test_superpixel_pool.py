@@ -75,6 +75,15 @@ CASES = [
     (2, 3, 13, 17, 40, "empty", torch.int32),
     (1, 3, 13, 17, 400, "scattered", torch.int64),
     (2, 64, 5, 7, 12, "raster", torch.int32),
+    # Larger than one pixel block of the Triton kernels (BLOCK_P = 32 KB / (BLOCK_C * itemsize),
+    # 64 to 512): several blocks per image and a ragged last one; raster ids whose blocks span
+    # two id windows (C = 5: 512-pixel blocks cover ~5 tile rows of 11 ids), 128-pixel blocks
+    # (C = 64, float32), 217 pixels, and scattered ids taking the per-pixel fallback in every
+    # block.
+    (2, 5, 37, 41, 143, "raster", torch.int64),
+    (1, 64, 5, 123, 62, "raster", torch.int32),
+    (3, 16, 7, 31, 30, "random", torch.int32),
+    (1, 3, 37, 41, 2000, "scattered", torch.int64),
 ]
 CASE_IDS = [f"{b}x{c}x{h}x{w}-K{k}-{kind}-{str(dt)[6:]}" for b, c, h, w, k, kind, dt in CASES]
 
@@ -185,12 +194,13 @@ def test_non_contiguous_inputs(backend, backend_device):
                        superpixel_unpool_reference(means.cpu(), segments_t.cpu()))
 
 
+@pytest.mark.parametrize("case", [CASES[4], CASES[8]], ids=[CASE_IDS[4], CASE_IDS[8]])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_half_precision(backend, dtype, backend_device):
+def test_half_precision(backend, dtype, case, backend_device):
     """Half features: float32 accumulation, so the result is the float32 reference cast to the
     half dtype, within the table's tolerance for that dtype."""
-    features32, segments, k = make_case(CASES[4])
+    features32, segments, k = make_case(case)
     features = features32.to(dtype)
     x, s = features.to(backend_device), segments.to(backend_device)
     means, counts = superpixel_pool(x, s, k, backend=backend)
@@ -201,9 +211,35 @@ def test_half_precision(backend, dtype, backend_device):
     assert mean_map.dtype == dtype
     assert_close(mean_map,
                  superpixel_mean_map_reference(features.float(), segments, "mean", k).to(dtype))
-    values = torch.randn(1, k, features.shape[1]).to(dtype)
+    values = torch.randn(features.shape[0], k, features.shape[1]).to(dtype)
     assert torch.equal(superpixel_unpool(values.to(backend_device), s, backend=backend).cpu(),
                        superpixel_unpool_reference(values, segments))
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_triton_paint_divides_like_torch(dtype, triton_device):
+    """The paint with counts (the pool's backward, the mean map) equals torch's
+    ``(values.float() / counts.clamp_min(1)).to(dtype)`` painted, bit for bit: the kernel
+    divides rounding to nearest (div_rn), not with Triton's approximate float32 division."""
+    from supercl.kernels.triton import superpixel_pool as kernels
+
+    g = torch.Generator().manual_seed(8)
+    segments = make_segments("random", 2, 9, 61, 40, torch.int32, seed=8)  # 549 pixels
+    values = (torch.randn(2, 40, 7, generator=g) * 100).to(dtype)
+    counts = torch.randint(0, 50, (2, 40), generator=g)  # zeros included: divide by 1
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    per_segment = (values.to(acc) / counts.clamp_min(1)[..., None].to(acc)).to(dtype)
+    expected = superpixel_unpool_reference(per_segment, segments)
+    got = kernels.paint(values.to(triton_device), segments.to(triton_device), dtype,
+                        counts.to(triton_device)).cpu()
+    assert got.dtype == dtype
+    if dtype == torch.bfloat16 and triton_device.type == "cpu":
+        # Triton's interpreter casts float32 to bfloat16 by truncation (the GPU rounds to
+        # nearest even): one bf16 step apart at most there.
+        assert_close(got, expected)
+    else:
+        assert torch.equal(got, expected)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

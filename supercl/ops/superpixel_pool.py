@@ -471,9 +471,9 @@ def _pool_backward(ctx, grad_means, grad_counts):
     segments, counts = ctx.saved_tensors
     if grad_means is None:
         return None, None, None, None, None
-    acc = _acc_dtype(ctx.dtype)
-    per_pixel = (grad_means.to(acc) / counts.clamp_min(1).unsqueeze(-1).to(acc)).to(ctx.dtype)
-    return _unpool_op(per_pixel, segments, ctx.backend), None, None, None, None
+    # grad / count painted in one pass (the Triton paint divides as it gathers).
+    grad = _unpool_mean_op(grad_means.to(ctx.dtype), segments, counts, ctx.backend)
+    return grad, None, None, None, None
 
 
 _pool_op.register_autograd(_pool_backward, setup_context=_pool_setup)
@@ -504,6 +504,38 @@ def _unpool_backward(ctx, grad):
 
 
 _unpool_op.register_autograd(_unpool_backward, setup_context=_unpool_setup)
+
+
+@torch.library.custom_op("supercl::superpixel_unpool_mean", mutates_args=())
+def _unpool_mean_op(sums: torch.Tensor, segments: torch.Tensor, counts: torch.Tensor,
+                    backend: str) -> torch.Tensor:
+    """Internal: ``sums[b, s, c] / max(counts[b, s], 1)`` painted, (B, C, H, W) in the dtype of
+    ``sums``; the division in float32 (float64) as in ``superpixel_pool``. The backward of
+    ``superpixel_pool`` with the division fused into the paint."""
+    return _paint(sums, segments, sums.dtype, backend, counts)
+
+
+@_unpool_mean_op.register_fake
+def _(sums, segments, counts, backend):
+    batch, _, channels = sums.shape
+    return sums.new_empty(batch, channels, segments.shape[1], segments.shape[2])
+
+
+def _unpool_mean_setup(ctx, inputs, output):
+    sums, segments, counts, backend = inputs
+    ctx.save_for_backward(segments, counts)
+    ctx.dtype, ctx.backend = sums.dtype, backend
+
+
+def _unpool_mean_backward(ctx, grad):
+    segments, counts = ctx.saved_tensors
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    sums = _segment_sum_op(grad, segments, counts.shape[1], deterministic, ctx.backend)
+    per_segment = sums / counts.clamp_min(1).unsqueeze(-1).to(sums.dtype)
+    return per_segment.to(ctx.dtype), None, None, None
+
+
+_unpool_mean_op.register_autograd(_unpool_mean_backward, setup_context=_unpool_mean_setup)
 
 
 @torch.library.custom_op("supercl::superpixel_segment_sum", mutates_args=())
@@ -540,9 +572,9 @@ def _mean_map_op(features: torch.Tensor, segments: torch.Tensor, normalize: str,
     sums, counts = _segment_sum(features, segments, num_segments, deterministic, backend)
     if normalize == "area":
         values = sums / float(features.shape[2] * features.shape[3])
-    else:
-        values = sums / counts.clamp_min(1).unsqueeze(-1).to(sums.dtype)
-    return _paint(values.to(features.dtype), segments, features.dtype, backend)
+        return _paint(values.to(features.dtype), segments, features.dtype, backend)
+    # sums / count, cast, painted: one pass (the Triton paint divides as it gathers).
+    return _paint(sums, segments, features.dtype, backend, counts)
 
 
 @_mean_map_op.register_fake
@@ -578,12 +610,17 @@ def _segment_sum(x, segments, num_segments, deterministic, backend):
     return _segment_sum_torch(x, segments, num_segments, deterministic)
 
 
-def _paint(values, segments, dtype, backend):
-    """(B, C, H, W) ``dtype`` contiguous, ``values[b, segments[b, h, w], c]``."""
+def _paint(values, segments, dtype, backend, counts=None):
+    """(B, C, H, W) ``dtype`` contiguous, ``values[b, segments[b, h, w], c]``, divided by
+    ``max(counts[b, segments[b, h, w]], 1)`` in float32 (float64) when ``counts`` is given."""
     if backend == "triton":
         from supercl.kernels.triton import superpixel_pool as kernels
 
-        return kernels.paint(values, segments, dtype)
+        return kernels.paint(values, segments, dtype,
+                             None if counts is None else counts.contiguous())
+    if counts is not None:
+        acc = _acc_dtype(values.dtype)
+        values = values.to(acc) / counts.clamp_min(1).unsqueeze(-1).to(acc)
     return _paint_torch(values, segments, dtype)
 
 
