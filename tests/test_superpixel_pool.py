@@ -580,35 +580,60 @@ from triton.compiler import ASTSource
 from supercl.kernels.triton import superpixel_pool as k
 
 target = GPUTarget("cuda", 90, 32)
-blocks = dict(BLOCK_P=64, BLOCK_C=64, BLOCK_K=32)
-pointers = {"X": "*{x}", "S": "*i32", "SUMS": "*{acc}", "COUNTS": "*i32", "V": "*fp32",
+# As the JIT specialises the benchmark's launch (contiguous features, int32 ids, C = 64,
+# W = 256): unit strides become constexpr 1; pointers and multiples of 16 are 16-divisible.
+pointers = {"X": "*{x}", "S": "*i32", "SUMS": "*{acc}", "COUNTS": "*i32", "V": "*{x}",
             "OUT": "*{x}"}
-cases = [(k._segment_sum_atomic_kernel, dict(MAX_K_BLOCKS=8)), (k._segment_sum_ordered_kernel, {})]
-# fp16 takes the same path (MODE 0) as bf16.
-for x, acc, mode, acc_t in [("fp32", "fp32", 1, tl.float32), ("bf16", "fp32", 0, tl.float32),
-                            ("fp64", "fp64", 2, tl.float64)]:
-    for kernel, extra in cases:
-        consts = dict(MODE=mode, ACC=acc_t, UPCAST=False, **blocks, **extra)
-        names = kernel.arg_names
-        signature = {n: pointers[n].format(x=x, acc=acc) if n in pointers
-                     else "constexpr" if n in consts else "i32" for n in names}
-        compiled = triton.compile(ASTSource(kernel, signature,
-                                            {(names.index(n),): v for n, v in consts.items()}),
-                                  target=target)
-        ptx = compiled.asm["ptx"]
-        atomics = set(re.findall(r"\b(?:red|atom)\.global[\w.]*", ptx))
-        assert "cubin" in compiled.asm
-        assert "mma" in ptx, (kernel.__name__, x)  # the one-hot products use tensor cores
-        if kernel is k._segment_sum_ordered_kernel:
-            assert not atomics, atomics             # deterministic: no atomics at all
-        else:
-            assert atomics, kernel.__name__
-names = k._paint_kernel.arg_names
-signature = {n: pointers[n].format(x="bf16") if n in pointers
-             else "constexpr" if n.startswith("BLOCK") else "i32" for n in names}
-triton.compile(ASTSource(k._paint_kernel, signature,
-                         {(names.index("BLOCK_P"),): 64, (names.index("BLOCK_C"),): 64}),
-               target=target)
+DIV16 = {"C", "W", "N", "stride_xb", "stride_xc", "stride_xh", "stride_sb", "stride_sh",
+         "stride_vb", "stride_vk"}
+ONE = {"stride_xw", "stride_sw", "stride_vc"}
+
+
+def build(kernel, consts, x, acc):
+    names = kernel.arg_names
+    consts = {**consts, **{n: 1 for n in ONE if n in names}}
+    signature = {n: pointers[n].format(x=x, acc=acc) if n in pointers
+                 else "constexpr" if n in consts else "i32" for n in names}
+    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in names
+             if n in pointers or n in DIV16}
+    src = ASTSource(kernel, signature, {(names.index(n),): v for n, v in consts.items()}, attrs)
+    compiled = triton.compile(src, target=target, options=dict(num_warps=k.NUM_WARPS))
+    assert "cubin" in compiled.asm, kernel.__name__
+    return compiled.asm["ptx"]
+
+
+# (dtype, accumulator, MODE, itemsize, 16-byte vector load of the feature tile)
+for x, acc, mode, item, vector in [("fp32", "fp32", 1, 4, "ld.global.v4.b32"),
+                                   ("bf16", "fp32", 0, 2, "ld.global.v4.b32"),
+                                   ("fp16", "fp32", 0, 2, "ld.global.v4.b32"),
+                                   ("fp64", "fp64", 2, 8, "ld.global.v2.b64")]:
+    acc_t = tl.float64 if acc == "fp64" else tl.float32
+    block_p, block_c = k._blocks(64, item)
+    for kernel, extra in [(k._segment_sum_atomic_kernel, dict(MAX_K_BLOCKS=k.MAX_K_BLOCKS)),
+                          (k._segment_sum_ordered_kernel, {})]:
+        # Transposed views (FLAT_X False) only for the atomic float32 kernel: same code else.
+        flats = (True, False) if (x, kernel) == ("fp32", k._segment_sum_atomic_kernel) else (True,)
+        for flat in flats:
+            consts = dict(MODE=mode, ACC=acc_t, UPCAST=False, FLAT_X=flat, FLAT_S=flat,
+                          BLOCK_P=block_p, BLOCK_C=block_c, BLOCK_K=k.BLOCK_K, **extra)
+            ptx = build(kernel, consts, x, acc)
+            atomics = set(re.findall(r"\b(?:red|atom)\.global[\w.]*", ptx))
+            assert "mma" in ptx, (kernel.__name__, x)  # the one-hot products: tensor cores
+            # Features read in 16-byte vectors (a mask that depends on the ids made every load
+            # scalar once).
+            assert vector in ptx, (kernel.__name__, x, flat, sorted(set(
+                re.findall(r"ld\.global[\w.]*", ptx))))
+            if kernel is k._segment_sum_ordered_kernel:
+                assert not atomics, atomics             # deterministic: no atomics at all
+            else:
+                assert atomics, kernel.__name__
+    for divide in (False, True):
+        consts = dict(ACC=acc_t, DIVIDE=divide, FLAT_S=True, BLOCK_P=block_p, BLOCK_C=block_c)
+        ptx = build(k._paint_kernel, consts, x, acc)
+        assert ("st.global.v2.b64" if x == "fp64" else "st.global.v4.b32") in ptx, (x, divide)
+        if divide:  # rounded to nearest, as torch divides; never the approximate div.full
+            assert ("div.rn.f64" if x == "fp64" else "div.rn.f32") in ptx, x
+            assert "div.full" not in ptx and "div.approx" not in ptx, x
 print("ok")
 """
 
@@ -616,7 +641,9 @@ print("ok")
 @pytest.mark.slow
 @pytest.mark.skipif(not triton_available, reason="needs Triton")
 def test_kernels_compile_for_a_gpu():
-    """Without a GPU, Triton still compiles the kernels for sm_90 (PTX and cubin): this
-    catches what the interpreter does not check (types, layouts, tensor-core products), and
-    that the deterministic kernel holds no atomics."""
+    """Without a GPU, Triton still compiles the kernels for sm_90 (PTX and cubin), in every
+    dtype, with the launcher's block sizes and warps: this catches what the interpreter does
+    not check (types, layouts, tensor-core products), that the feature tiles are read and the
+    paint written in 16-byte vectors, that the paint divides rounding to nearest, and that the
+    deterministic kernel holds no atomics."""
     triton_compile_for_gpu(_COMPILE_FOR_GPU)
