@@ -582,7 +582,7 @@ from supercl.kernels.triton import superpixel_pool as k
 target = GPUTarget("cuda", 90, 32)
 # As the JIT specialises the benchmark's launch (contiguous features, int32 ids, C = 64,
 # W = 256): unit strides become constexpr 1; pointers and multiples of 16 are 16-divisible.
-pointers = {"X": "*{x}", "S": "*i32", "SUMS": "*{acc}", "COUNTS": "*i32", "V": "*{x}",
+pointers = {"X": "*{x}", "S": "*i32", "SUMS": "*{acc}", "COUNTS": "*i64", "V": "*{x}",
             "OUT": "*{x}"}
 DIV16 = {"C", "W", "N", "stride_xb", "stride_xc", "stride_xh", "stride_sb", "stride_sh",
          "stride_vb", "stride_vk"}

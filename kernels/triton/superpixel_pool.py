@@ -223,13 +223,13 @@ def _segment_sum_atomic_kernel(
             tl.atomic_add(sums + ks[:, None] * C + offs_c[None, :], part,
                           mask=present[:, None] & cmask[None, :], sem="relaxed")
             if pid_c == 0:
-                tl.atomic_add(counts + ks, count, mask=present, sem="relaxed")
+                tl.atomic_add(counts + ks, count.to(tl.int64), mask=present, sem="relaxed")
     else:
         # Scattered ids: a plain scatter is cheaper than visiting every id window between.
         tl.atomic_add(sums + ids[:, None] * C + offs_c[None, :], x.to(ACC),
                       mask=ok[:, None] & cmask[None, :], sem="relaxed")
         if pid_c == 0:
-            tl.atomic_add(counts + ids, tl.full(ids.shape, 1, tl.int32), mask=ok, sem="relaxed")
+            tl.atomic_add(counts + ids, tl.full(ids.shape, 1, tl.int64), mask=ok, sem="relaxed")
 
 
 @triton.jit
@@ -248,7 +248,7 @@ def _segment_sum_ordered_kernel(
     offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = offs_c < C
     acc = tl.zeros((BLOCK_K, BLOCK_C), dtype=ACC)
-    total = tl.zeros((BLOCK_K,), dtype=tl.int32)
+    total = tl.zeros((BLOCK_K,), dtype=tl.int64)
     for p0 in range(0, N, BLOCK_P):
         offs_p = p0 + tl.arange(0, BLOCK_P)
         ids, ok = _load_ids(S + b * stride_sb, offs_p, W, N, K, stride_sh, stride_sw, FLAT_S)
@@ -259,7 +259,7 @@ def _segment_sum_ordered_kernel(
             xh, xm, xl = _split(x, MODE)
             part, count = _onehot_dot(ids, ks, xh, xm, xl, MODE, ACC, UPCAST, BLOCK_K, BLOCK_C)
             acc += part
-            total += count
+            total += count.to(tl.int64)
     kmask = ks < K
     tl.store(SUMS + b * K * C + ks[:, None] * C + offs_c[None, :], acc,
              mask=kmask[:, None] & cmask[None, :])
@@ -328,7 +328,7 @@ def segment_sum(x: torch.Tensor, segments: torch.Tensor, num_segments: int,
     Returns
     -------
     sums : (B, K, C) float32 (float64 for float64 ``x``), contiguous.
-    counts : (B, K) int32, contiguous.
+    counts : (B, K) int64, contiguous (the public functions' dtype: no conversion kernel).
     """
     batch, channels, height, width = x.shape
     n = height * width
@@ -344,13 +344,13 @@ def segment_sum(x: torch.Tensor, segments: torch.Tensor, num_segments: int,
     args_strides = (*x.stride(), *segments.stride())
     if deterministic:
         sums = torch.empty(batch, num_segments, channels, device=x.device, dtype=acc_dtype)
-        counts = torch.empty(batch, num_segments, device=x.device, dtype=torch.int32)
+        counts = torch.empty(batch, num_segments, device=x.device, dtype=torch.int64)
         grid = (triton.cdiv(num_segments, BLOCK_K), batch, triton.cdiv(channels, block_c))
         _segment_sum_ordered_kernel[grid](x, segments, sums, counts, channels, width, n,
                                           num_segments, *args_strides, **meta)
     else:
         sums = torch.zeros(batch, num_segments, channels, device=x.device, dtype=acc_dtype)
-        counts = torch.zeros(batch, num_segments, device=x.device, dtype=torch.int32)
+        counts = torch.zeros(batch, num_segments, device=x.device, dtype=torch.int64)
         grid = (triton.cdiv(n, block_p), batch, triton.cdiv(channels, block_c))
         _segment_sum_atomic_kernel[grid](x, segments, sums, counts, channels, width, n,
                                          num_segments, *args_strides,

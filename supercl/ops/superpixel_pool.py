@@ -450,7 +450,8 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
 def _pool_op(features: torch.Tensor, segments: torch.Tensor, num_segments: int,
              deterministic: bool, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
     sums, counts = _segment_sum(features, segments, num_segments, deterministic, backend)
-    means = (sums / counts.clamp_min(1).unsqueeze(-1).to(sums.dtype)).to(features.dtype)
+    # int64 counts promote to the sums' float dtype inside the division (no conversion kernel).
+    means = (sums / counts.clamp_min(1).unsqueeze(-1)).to(features.dtype)
     return means, counts
 
 
@@ -605,8 +606,7 @@ def _segment_sum(x, segments, num_segments, deterministic, backend):
     if backend == "triton":
         from supercl.kernels.triton import superpixel_pool as kernels
 
-        sums, counts = kernels.segment_sum(x, segments, num_segments, deterministic)
-        return sums, counts.to(torch.int64)
+        return kernels.segment_sum(x, segments, num_segments, deterministic)
     return _segment_sum_torch(x, segments, num_segments, deterministic)
 
 
