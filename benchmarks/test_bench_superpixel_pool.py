@@ -22,7 +22,12 @@ implementation of the step:
                 + 2 * B*K*C * f        (means written, their gradient read)
                 + B*K * 8              (counts written)
 
-with f, s the item sizes of features (4) and ids (4, int32).
+with f, s the item sizes of features (4) and ids (4, int32): 1.09 GB at B = 32, 0.23 ms at an
+H200's 4.8 TB/s. The Triton kernels move this much and no more at C <= 64 (each kernel reads
+the ids once per block of 64 channels; the segment sums' atomics and the paint's gathers stay
+in L2): see the roofline in kernels/triton/superpixel_pool.py. The timed round also holds the
+host's launches (custom ops, autograd, the id-range check, the small (B, K) divisions), which
+the bytes do not count.
 """
 
 from __future__ import annotations
