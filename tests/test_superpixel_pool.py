@@ -483,6 +483,22 @@ def test_bad_inputs_raise(call, error, match):
         call(features, segments)
 
 
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+def test_id_range_device_assertion(monkeypatch, dtype):
+    """The check that CUDA tensors and torch.compile get (an asynchronous assertion on the
+    ids' aminmax, no host synchronisation), run on the CPU: ids at K or below 0 raise, ids in
+    [0, K) pass."""
+    module = importlib.import_module("supercl.ops.superpixel_pool")
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    segments = torch.tensor([[[0, 1, 2], [3, 3, 0]]], dtype=dtype)
+    module._check_id_range(segments, 4)
+    for bad in (4, -1, 2**31 - 1):
+        wrong = segments.clone()
+        wrong[0, 1, 1] = bad
+        with pytest.raises(RuntimeError, match=r"ids in \[0, 4\)"):
+            module._check_id_range(wrong, 4)
+
+
 def test_triton_on_cpu_without_interpreter_raises(monkeypatch):
     """The interpreter flag is checked when the backend is resolved, before any kernel runs."""
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
@@ -582,17 +598,17 @@ from supercl.kernels.triton import superpixel_pool as k
 target = GPUTarget("cuda", 90, 32)
 # As the JIT specialises the benchmark's launch (contiguous features, int32 ids, C = 64,
 # W = 256): unit strides become constexpr 1; pointers and multiples of 16 are 16-divisible.
-pointers = {"X": "*{x}", "S": "*i32", "SUMS": "*{acc}", "COUNTS": "*i64", "V": "*{x}",
+pointers = {"X": "*{x}", "S": "*{ids}", "SUMS": "*{acc}", "COUNTS": "*i64", "V": "*{x}",
             "OUT": "*{x}"}
 DIV16 = {"C", "W", "N", "stride_xb", "stride_xc", "stride_xh", "stride_sb", "stride_sh",
          "stride_vb", "stride_vk"}
 ONE = {"stride_xw", "stride_sw", "stride_vc"}
 
 
-def build(kernel, consts, x, acc):
+def build(kernel, consts, x, acc, ids="i32"):
     names = kernel.arg_names
     consts = {**consts, **{n: 1 for n in ONE if n in names}}
-    signature = {n: pointers[n].format(x=x, acc=acc) if n in pointers
+    signature = {n: pointers[n].format(x=x, acc=acc, ids=ids) if n in pointers
                  else "constexpr" if n in consts else "i32" for n in names}
     attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in names
              if n in pointers or n in DIV16}
@@ -616,7 +632,9 @@ for x, acc, mode, item, vector in [("fp32", "fp32", 1, 4, "ld.global.v4.b32"),
         for flat in flats:
             consts = dict(MODE=mode, ACC=acc_t, UPCAST=False, FLAT_X=flat, FLAT_S=flat,
                           BLOCK_P=block_p, BLOCK_C=block_c, BLOCK_K=k.BLOCK_K, **extra)
-            ptx = build(kernel, consts, x, acc)
+            # int64 ids once per dtype, on the atomic kernel's flat path.
+            ids = "i64" if flat and kernel is k._segment_sum_atomic_kernel else "i32"
+            ptx = build(kernel, consts, x, acc, ids)
             atomics = set(re.findall(r"\b(?:red|atom)\.global[\w.]*", ptx))
             assert "mma" in ptx, (kernel.__name__, x)  # the one-hot products: tensor cores
             # Features read in 16-byte vectors (a mask that depends on the ids made every load

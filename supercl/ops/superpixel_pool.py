@@ -421,10 +421,11 @@ def _check_id_range(segments: torch.Tensor, num_segments: int) -> None:
                 f"from {lo} to {hi}"
             )
         return
-    torch._assert_async(
-        ((segments >= 0) & (segments < num_segments)).all(),
-        f"supercl: segments must hold ids in [0, {num_segments})",
-    )
+    # One reduction over the ids (aminmax), not two comparisons writing (B, H, W) masks and a
+    # third pass over them: 8 MB read instead of ~30 MB moved at 32 x 256^2 int32 ids.
+    lo, hi = torch.aminmax(segments)
+    torch._assert_async((lo >= 0) & (hi < num_segments),
+                        f"supercl: segments must hold ids in [0, {num_segments})")
 
 
 def _check_size(size: Any) -> tuple[int, int]:
