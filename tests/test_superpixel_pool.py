@@ -636,7 +636,11 @@ for x, acc, mode, item, vector in [("fp32", "fp32", 1, 4, "ld.global.v4.b32"),
             ids = "i64" if flat and kernel is k._segment_sum_atomic_kernel else "i32"
             ptx = build(kernel, consts, x, acc, ids)
             atomics = set(re.findall(r"\b(?:red|atom)\.global[\w.]*", ptx))
-            assert "mma" in ptx, (kernel.__name__, x)  # the one-hot products: tensor cores
+            # The one-hot products on tensor cores, in the operand type that keeps them exact:
+            # bf16 parts for float32 (never TF32's 10-bit truncation), fp16, fp64.
+            mma = {"fp32": "bf16.bf16", "bf16": "bf16.bf16", "fp16": "f16.f16", "fp64": "f64.f64"}
+            assert re.search(r"mma\.sync\.aligned\.[\w.]*\." + mma[x], ptx), (kernel.__name__, x)
+            assert "tf32" not in ptx, (kernel.__name__, x)
             # Features read in 16-byte vectors (a mask that depends on the ids made every load
             # scalar once).
             assert vector in ptx, (kernel.__name__, x, flat, sorted(set(
