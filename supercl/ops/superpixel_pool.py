@@ -6,7 +6,8 @@ and a torch implementation here -> ``torch.library`` custom ops with fake (meta)
 autograd -> the public functions, which validate their input once and call the custom ops.
 The custom ops are visible to ``torch.compile`` (no graph break) and to autograd:
 
-- ``supercl::superpixel_pool`` -- segment means and counts; backward paints grad / count.
+- ``supercl::superpixel_pool`` -- segment means and counts; backward paints grad / count
+  (``supercl::superpixel_unpool_mean``, internal: the division fused into the paint).
 - ``supercl::superpixel_unpool`` -- paint; backward is the segment sum of the gradient.
 - ``supercl::superpixel_mean_map`` -- segment mean painted back, a symmetric projection, so its
   backward is the same op applied to the gradient.
