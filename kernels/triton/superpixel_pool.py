@@ -70,6 +70,9 @@ values; parts that fall below bf16's normal range (|x| < ~1e-33) may be flushed 
 cores.  Triton's interpreter (CPU tensors, TRITON_INTERPRET=1) multiplies bf16 tiles as their
 raw bits, so on CPU tensors the launcher sets UPCAST and the products run in float32 on the
 same (exact) operands: the interpreter checks the split and the indexing, not the bf16 MMA.
+Non-finite features: in the one-hot product 0 x NaN = 0 x inf = NaN, so a NaN or infinite
+value makes NaN the sums of every segment present in its pixel block (a few neighbours), where
+``index_add`` confines it to its own segment; finite inputs are unaffected.
 The paint's division is ``div_rn`` (IEEE round-to-nearest, as torch divides), not Triton's
 default approximate fp32 division, so the fused paint equals torch's ``(v / n).to(dtype)``.
 

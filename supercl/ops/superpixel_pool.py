@@ -89,7 +89,9 @@ def superpixel_pool(
         ``None`` chooses by device (or ``SUPERCL_BACKEND``): Triton for CUDA tensors, torch
         for CPU tensors. ``"cpu"`` is an alias of ``"torch"`` and ``"cuda"`` of ``"triton"``.
         ``"triton"`` on CPU tensors runs the kernels in Triton's interpreter and needs
-        ``TRITON_INTERPRET=1``.
+        ``TRITON_INTERPRET=1``. The Triton kernels sum with one-hot products, so a NaN or
+        infinite feature makes NaN the means of the segments that share its block of pixels
+        too, not only its own segment's.
 
     Returns
     -------
