@@ -75,6 +75,15 @@ CASES = [
     (2, 3, 13, 17, 40, "empty", torch.int32),
     (1, 3, 13, 17, 400, "scattered", torch.int64),
     (2, 64, 5, 7, 12, "raster", torch.int32),
+    # Larger than one pixel block of the Triton kernels (BLOCK_P = 32 KB / (BLOCK_C * itemsize),
+    # 64 to 512): several blocks per image and a ragged last one; raster ids whose blocks span
+    # two id windows (C = 5: 512-pixel blocks cover ~5 tile rows of 11 ids), 128-pixel blocks
+    # (C = 64, float32), 217 pixels, and scattered ids taking the per-pixel fallback in every
+    # block.
+    (2, 5, 37, 41, 143, "raster", torch.int64),
+    (1, 64, 5, 123, 62, "raster", torch.int32),
+    (3, 16, 7, 31, 30, "random", torch.int32),
+    (1, 3, 37, 41, 2000, "scattered", torch.int64),
 ]
 CASE_IDS = [f"{b}x{c}x{h}x{w}-K{k}-{kind}-{str(dt)[6:]}" for b, c, h, w, k, kind, dt in CASES]
 
@@ -185,12 +194,13 @@ def test_non_contiguous_inputs(backend, backend_device):
                        superpixel_unpool_reference(means.cpu(), segments_t.cpu()))
 
 
+@pytest.mark.parametrize("case", [CASES[4], CASES[8]], ids=[CASE_IDS[4], CASE_IDS[8]])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_half_precision(backend, dtype, backend_device):
+def test_half_precision(backend, dtype, case, backend_device):
     """Half features: float32 accumulation, so the result is the float32 reference cast to the
     half dtype, within the table's tolerance for that dtype."""
-    features32, segments, k = make_case(CASES[4])
+    features32, segments, k = make_case(case)
     features = features32.to(dtype)
     x, s = features.to(backend_device), segments.to(backend_device)
     means, counts = superpixel_pool(x, s, k, backend=backend)
@@ -201,9 +211,35 @@ def test_half_precision(backend, dtype, backend_device):
     assert mean_map.dtype == dtype
     assert_close(mean_map,
                  superpixel_mean_map_reference(features.float(), segments, "mean", k).to(dtype))
-    values = torch.randn(1, k, features.shape[1]).to(dtype)
+    values = torch.randn(features.shape[0], k, features.shape[1]).to(dtype)
     assert torch.equal(superpixel_unpool(values.to(backend_device), s, backend=backend).cpu(),
                        superpixel_unpool_reference(values, segments))
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_triton_paint_divides_like_torch(dtype, triton_device):
+    """The paint with counts (the pool's backward, the mean map) equals torch's
+    ``(values.float() / counts.clamp_min(1)).to(dtype)`` painted, bit for bit: the kernel
+    divides rounding to nearest (div_rn), not with Triton's approximate float32 division."""
+    from supercl.kernels.triton import superpixel_pool as kernels
+
+    g = torch.Generator().manual_seed(8)
+    segments = make_segments("random", 2, 9, 61, 40, torch.int32, seed=8)  # 549 pixels
+    values = (torch.randn(2, 40, 7, generator=g) * 100).to(dtype)
+    counts = torch.randint(0, 50, (2, 40), generator=g)  # zeros included: divide by 1
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    per_segment = (values.to(acc) / counts.clamp_min(1)[..., None].to(acc)).to(dtype)
+    expected = superpixel_unpool_reference(per_segment, segments)
+    got = kernels.paint(values.to(triton_device), segments.to(triton_device), dtype,
+                        counts.to(triton_device)).cpu()
+    assert got.dtype == dtype
+    if dtype == torch.bfloat16 and triton_device.type == "cpu":
+        # Triton's interpreter casts float32 to bfloat16 by truncation (the GPU rounds to
+        # nearest even): one bf16 step apart at most there.
+        assert_close(got, expected)
+    else:
+        assert torch.equal(got, expected)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -447,6 +483,22 @@ def test_bad_inputs_raise(call, error, match):
         call(features, segments)
 
 
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+def test_id_range_device_assertion(monkeypatch, dtype):
+    """The check that CUDA tensors and torch.compile get (an asynchronous assertion on the
+    ids' aminmax, no host synchronisation), run on the CPU: ids at K or below 0 raise, ids in
+    [0, K) pass."""
+    module = importlib.import_module("supercl.ops.superpixel_pool")
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    segments = torch.tensor([[[0, 1, 2], [3, 3, 0]]], dtype=dtype)
+    module._check_id_range(segments, 4)
+    for bad in (4, -1, 2**31 - 1):
+        wrong = segments.clone()
+        wrong[0, 1, 1] = bad
+        with pytest.raises(RuntimeError, match=r"ids in \[0, 4\)"):
+            module._check_id_range(wrong, 4)
+
+
 def test_triton_on_cpu_without_interpreter_raises(monkeypatch):
     """The interpreter flag is checked when the backend is resolved, before any kernel runs."""
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
@@ -544,35 +596,66 @@ from triton.compiler import ASTSource
 from supercl.kernels.triton import superpixel_pool as k
 
 target = GPUTarget("cuda", 90, 32)
-blocks = dict(BLOCK_P=64, BLOCK_C=64, BLOCK_K=32)
-pointers = {"X": "*{x}", "S": "*i32", "SUMS": "*{acc}", "COUNTS": "*i32", "V": "*fp32",
+# As the JIT specialises the benchmark's launch (contiguous features, int32 ids, C = 64,
+# W = 256): unit strides become constexpr 1; pointers and multiples of 16 are 16-divisible.
+pointers = {"X": "*{x}", "S": "*{ids}", "SUMS": "*{acc}", "COUNTS": "*i64", "V": "*{x}",
             "OUT": "*{x}"}
-cases = [(k._segment_sum_atomic_kernel, dict(MAX_K_BLOCKS=8)), (k._segment_sum_ordered_kernel, {})]
-# fp16 takes the same path (MODE 0) as bf16.
-for x, acc, mode, acc_t in [("fp32", "fp32", 1, tl.float32), ("bf16", "fp32", 0, tl.float32),
-                            ("fp64", "fp64", 2, tl.float64)]:
-    for kernel, extra in cases:
-        consts = dict(MODE=mode, ACC=acc_t, UPCAST=False, **blocks, **extra)
-        names = kernel.arg_names
-        signature = {n: pointers[n].format(x=x, acc=acc) if n in pointers
-                     else "constexpr" if n in consts else "i32" for n in names}
-        compiled = triton.compile(ASTSource(kernel, signature,
-                                            {(names.index(n),): v for n, v in consts.items()}),
-                                  target=target)
-        ptx = compiled.asm["ptx"]
-        atomics = set(re.findall(r"\b(?:red|atom)\.global[\w.]*", ptx))
-        assert "cubin" in compiled.asm
-        assert "mma" in ptx, (kernel.__name__, x)  # the one-hot products use tensor cores
-        if kernel is k._segment_sum_ordered_kernel:
-            assert not atomics, atomics             # deterministic: no atomics at all
-        else:
-            assert atomics, kernel.__name__
-names = k._paint_kernel.arg_names
-signature = {n: pointers[n].format(x="bf16") if n in pointers
-             else "constexpr" if n.startswith("BLOCK") else "i32" for n in names}
-triton.compile(ASTSource(k._paint_kernel, signature,
-                         {(names.index("BLOCK_P"),): 64, (names.index("BLOCK_C"),): 64}),
-               target=target)
+DIV16 = {"C", "W", "N", "stride_xb", "stride_xc", "stride_xh", "stride_sb", "stride_sh",
+         "stride_vb", "stride_vk"}
+ONE = {"stride_xw", "stride_sw", "stride_vc"}
+
+
+def build(kernel, consts, x, acc, ids="i32"):
+    names = kernel.arg_names
+    consts = {**consts, **{n: 1 for n in ONE if n in names}}
+    signature = {n: pointers[n].format(x=x, acc=acc, ids=ids) if n in pointers
+                 else "constexpr" if n in consts else "i32" for n in names}
+    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in names
+             if n in pointers or n in DIV16}
+    src = ASTSource(kernel, signature, {(names.index(n),): v for n, v in consts.items()}, attrs)
+    compiled = triton.compile(src, target=target, options=dict(num_warps=k.NUM_WARPS))
+    assert "cubin" in compiled.asm, kernel.__name__
+    return compiled.asm["ptx"]
+
+
+# (dtype, accumulator, MODE, itemsize, 16-byte vector load of the feature tile)
+for x, acc, mode, item, vector in [("fp32", "fp32", 1, 4, "ld.global.v4.b32"),
+                                   ("bf16", "fp32", 0, 2, "ld.global.v4.b32"),
+                                   ("fp16", "fp32", 0, 2, "ld.global.v4.b32"),
+                                   ("fp64", "fp64", 2, 8, "ld.global.v2.b64")]:
+    acc_t = tl.float64 if acc == "fp64" else tl.float32
+    block_p, block_c = k._blocks(64, item)
+    for kernel, extra in [(k._segment_sum_atomic_kernel, dict(MAX_K_BLOCKS=k.MAX_K_BLOCKS)),
+                          (k._segment_sum_ordered_kernel, {})]:
+        # Transposed views (FLAT_X False) only for the atomic float32 kernel: same code else.
+        flats = (True, False) if (x, kernel) == ("fp32", k._segment_sum_atomic_kernel) else (True,)
+        for flat in flats:
+            consts = dict(MODE=mode, ACC=acc_t, UPCAST=False, FLAT_X=flat, FLAT_S=flat,
+                          BLOCK_P=block_p, BLOCK_C=block_c, BLOCK_K=k.BLOCK_K, **extra)
+            # int64 ids once per dtype, on the atomic kernel's flat path.
+            ids = "i64" if flat and kernel is k._segment_sum_atomic_kernel else "i32"
+            ptx = build(kernel, consts, x, acc, ids)
+            atomics = set(re.findall(r"\b(?:red|atom)\.global[\w.]*", ptx))
+            # The one-hot products on tensor cores, in the operand type that keeps them exact:
+            # bf16 parts for float32 (never TF32's 10-bit truncation), fp16, fp64.
+            mma = {"fp32": "bf16.bf16", "bf16": "bf16.bf16", "fp16": "f16.f16", "fp64": "f64.f64"}
+            assert re.search(r"mma\.sync\.aligned\.[\w.]*\." + mma[x], ptx), (kernel.__name__, x)
+            assert "tf32" not in ptx, (kernel.__name__, x)
+            # Features read in 16-byte vectors (a mask that depends on the ids made every load
+            # scalar once).
+            assert vector in ptx, (kernel.__name__, x, flat, sorted(set(
+                re.findall(r"ld\.global[\w.]*", ptx))))
+            if kernel is k._segment_sum_ordered_kernel:
+                assert not atomics, atomics             # deterministic: no atomics at all
+            else:
+                assert atomics, kernel.__name__
+    for divide in (False, True):
+        consts = dict(ACC=acc_t, DIVIDE=divide, FLAT_S=True, BLOCK_P=block_p, BLOCK_C=block_c)
+        ptx = build(k._paint_kernel, consts, x, acc)
+        assert ("st.global.v2.b64" if x == "fp64" else "st.global.v4.b32") in ptx, (x, divide)
+        if divide:  # rounded to nearest, as torch divides; never the approximate div.full
+            assert ("div.rn.f64" if x == "fp64" else "div.rn.f32") in ptx, x
+            assert "div.full" not in ptx and "div.approx" not in ptx, x
 print("ok")
 """
 
@@ -580,7 +663,9 @@ print("ok")
 @pytest.mark.slow
 @pytest.mark.skipif(not triton_available, reason="needs Triton")
 def test_kernels_compile_for_a_gpu():
-    """Without a GPU, Triton still compiles the kernels for sm_90 (PTX and cubin): this
-    catches what the interpreter does not check (types, layouts, tensor-core products), and
-    that the deterministic kernel holds no atomics."""
+    """Without a GPU, Triton still compiles the kernels for sm_90 (PTX and cubin), in every
+    dtype, with the launcher's block sizes and warps: this catches what the interpreter does
+    not check (types, layouts, tensor-core products), that the feature tiles are read and the
+    paint written in 16-byte vectors, that the paint divides rounding to nearest, and that the
+    deterministic kernel holds no atomics."""
     triton_compile_for_gpu(_COMPILE_FOR_GPU)
