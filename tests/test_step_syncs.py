@@ -119,7 +119,7 @@ def test_pretrain_step_does_not_sync(recipe):
     from supercl.models import SuperCLModel, UNetEncoder
     from supercl.train.loop import host_values
     from supercl.train.pretrain import DIAGNOSTICS, TERMS, _train_step, resolve_ilcp_level
-    from supercl.train.views import SuperCLViews
+    from supercl.train.views import SuperCLViews, _to_device
 
     cfg = _step_config(recipe)
     device = torch.device("cuda")
@@ -129,14 +129,20 @@ def test_pretrain_step_does_not_sync(recipe):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     views, loss_fn = SuperCLViews(cfg.views), SuperCLLoss(cfg.loss)
     level = resolve_ilcp_level(cfg)
-    x = torch.rand(cfg.batch_size, 1, cfg.patch_size, cfg.patch_size, device=device)
-    pos = torch.linspace(0, 1, cfg.batch_size, device=device)
-    organs = torch.rand(cfg.batch_size, 3, device=device) > 0.5
+    # The batch comes from the host as in pretrain()'s step: pinned pools, indexed (which gives
+    # pageable tensors), sent without waiting; the organ flags through views._to_device.
+    images = torch.rand(2 * cfg.batch_size, 1, cfg.patch_size, cfg.patch_size).pin_memory()
+    positions = torch.linspace(0, 1, 2 * cfg.batch_size).pin_memory()
+    idx = torch.arange(1, 2 * cfg.batch_size, 2)
+    organs_host = torch.rand(cfg.batch_size, 3) > 0.5
 
     def autocast():
         return torch.autocast("cuda", dtype=torch.bfloat16)
 
     def step():
+        x = images[idx].to(device, non_blocking=True)
+        pos = positions[idx].to(device, non_blocking=True)
+        organs = _to_device(organs_host, device)
         optimizer.zero_grad(set_to_none=True)
         terms = _train_step(model, views, loss_fn, x, pos, cfg, autocast, level, organs)
         terms["loss"].backward()

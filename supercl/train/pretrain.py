@@ -28,7 +28,7 @@ from .checkpoint import save_atomic
 from .dataset import prepare_split, slices_of
 from .loop import RunConfig, Task, TrainingLoop
 from .sampling import crop_batch, step_generator
-from .views import SuperCLViews, ViewConfig
+from .views import SuperCLViews, ViewConfig, _to_device as to_device
 
 __all__ = ["PretrainConfig", "pretrain", "RECIPES", "recipe_config", "resolve_ilcp_level",
            "ILCP_MIN_PIXELS"]
@@ -228,6 +228,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
             x, y = crop_batch(x, cfg.crop_size, step_generator(cfg.seed + 7919 * dist.rank,
                                                                global_step), y)
         organs = None if y is None else torch.stack([(y == c).flatten(1).any(1) for c in classes], 1)
+        if organs is not None:  # on the device from pinned memory: a plain copy would wait
+            organs = to_device(organs, device)
         x = x.to(device, non_blocking=True)
         pos = positions[idx].to(device, non_blocking=True)
         first = main and cfg.figures and global_step == 0
