@@ -9,6 +9,14 @@ supercl against the reference design, in the same run.
   with a dense N x N SupCon; ASP, the 1-NN graph and its components with plain torch / numpy /
   scipy (the oracles of the ops).
 
+A third group, ``pretrain_breakdown-<device>``, times supercl's step part by part, with a
+synchronisation around every part (see :class:`StepParts`): one record per part (provider =
+the part's name; the earlier parts run untimed before every round) and one for the whole step
+(``provider="step"``, every part's median and its share of the synchronised step in
+``extra_info["parts_ms"]`` and ``extra_info["shares"]``). The synchronisations remove the overlap of host and GPU that the
+real step has, so the parts add up to more than ``pretrain_step``; the shares say where the
+GPU time goes, ``pretrain_step`` and ``pretrain_overhead`` what the step costs.
+
 Both include the views (kornia), the forward and backward of the U-Net encoder and head, and
 an SGD step; only what differs between the designs differs. A second group, ``overhead``,
 times the same step without the network (fixed feature tensors of the U-Net's shapes): the
@@ -19,13 +27,16 @@ objective. Reported: seconds per step (median), slices/s and iterations/s.
 
 from __future__ import annotations
 
+import time
+from collections import defaultdict
+
 import numpy as np
 import pytest
 import torch
 
-from supercl.losses import LossConfig, SuperCLLoss, position_labels
+from supercl.losses import LossConfig, SuperCLLoss, asp_vectors, position_labels
 from supercl.models import SuperCLModel, UNetEncoder
-from supercl.ops import downsample_segments, slic
+from supercl.ops import downsample_segments, knn_weak_labels, slic
 from supercl.testing import (knn_weak_labels_reference, superpixel_mean_map_reference,
                              supcon_loss_reference)
 from supercl.train.views import SuperCLViews
@@ -175,6 +186,8 @@ def test_pretrain_step(benchmark, provider, device, part):
     benchmark.group = f"pretrain_{part}-{device}"
     value = benchmark.pedantic(step, rounds=rounds, iterations=1, warmup_rounds=1)
     assert np.isfinite(value)
+    if benchmark.disabled:  # --benchmark-disable: one untimed run, nothing to record
+        return
     median = benchmark.stats.stats.median
     benchmark.extra_info.update(provider=provider, device=device, part=part, batch=BATCH,
                                 size=f"{SIZE}x{SIZE}", threads=torch.get_num_threads(),
@@ -182,3 +195,134 @@ def test_pretrain_step(benchmark, provider, device, part):
                                 iterations_per_s=1 / median,
                                 peak_gpu_memory_bytes=torch.cuda.max_memory_allocated()
                                 if device == "cuda" else None)
+
+
+# ---- the step part by part ------------------------------------------------------------------
+
+#: The parts of supercl's step, in order; their times add up to the synchronised step.
+PARTS = ("views", "slic", "network_fwd", "objective_fwd", "backward", "optimizer")
+#: Parts of objective_fwd, timed again on their own on the same inputs (not in the sum):
+#: the superpixel maps down-sampled to the bottleneck, ASP, and the k-NN weak labels.
+SUBPARTS = ("downsample", "asp", "weak_labels")
+
+
+class StepParts:
+    """supercl's pre-training step of :func:`make_step`, as a list of parts run one after the
+    other on a ``state`` dict; :meth:`run` synchronises the device around every part and
+    records its time. ``backward`` is the backward of the objective and of the network
+    together (autograd runs them as one pass); the optimizer part includes ``zero_grad``."""
+
+    def __init__(self, device: str):
+        torch.manual_seed(0)
+        self.device = device
+        self.model = SuperCLModel(UNetEncoder(1, 32, 4)).to(device)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
+        self.views = SuperCLViews()
+        self.x, self.positions = batch_of_slices(device)
+        self.loss_fn = SuperCLLoss(LossConfig())
+
+    def sync(self) -> None:
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+
+    def part(self, name: str, state: dict) -> None:
+        """Run part ``name`` on ``state`` (which holds what the earlier parts made)."""
+        if name == "views":
+            state["views"] = self.views(self.x)
+        elif name == "slic":
+            state["segments"] = slic(state["views"][0][:, 0], n_segments=N_SEGMENTS,
+                                     compactness=COMPACTNESS).long()
+        elif name == "network_fwd":
+            with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.device == "cuda"):
+                f, e = self.model(torch.cat(state["views"]))
+            state["f"], state["e"] = f.float(), e.float()
+        elif name == "objective_fwd":
+            f, e = state["f"], state["e"]
+            state["loss"] = self.loss_fn(f[:BATCH], f[BATCH:2 * BATCH], e[2 * BATCH:3 * BATCH],
+                                         e[3 * BATCH:], state["segments"], self.positions)["loss"]
+        elif name == "backward":
+            state["loss"].backward()
+        elif name == "optimizer":
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        elif name == "downsample":
+            state["small"] = downsample_segments(state["segments"], tuple(state["f"].shape[-2:]))
+        elif name == "asp":
+            with torch.no_grad():
+                f, small = state["f"], state["small"]
+                asp = asp_vectors(torch.cat([f[:BATCH], f[BATCH:2 * BATCH]]),
+                                  torch.cat([small, small]))
+                state["nodes"] = 0.5 * (asp[:BATCH] + asp[BATCH:])
+        elif name == "weak_labels":
+            state["weak"] = knn_weak_labels(state["nodes"], k=1)
+        else:
+            raise ValueError(name)
+
+    def prefix(self, name: str) -> dict:
+        """The state just before part ``name``: the parts before it (for a sub-part, the
+        parts before objective_fwd and the sub-parts before it), from zeroed gradients."""
+        self.optimizer.zero_grad(set_to_none=True)
+        state: dict = {}
+        order = PARTS[:PARTS.index("objective_fwd")] + SUBPARTS if name in SUBPARTS else PARTS
+        for earlier in order[:order.index(name)]:
+            self.part(earlier, state)
+        self.sync()
+        return state
+
+    def run(self, times: dict | None = None) -> float:
+        """One whole step, the sub-parts after objective_fwd; appends each part's seconds to
+        ``times[part]``. Returns the loss."""
+        state: dict = {}
+        for name in PARTS[:PARTS.index("backward")] + SUBPARTS + PARTS[PARTS.index("backward"):]:
+            self.sync()
+            start = time.perf_counter()
+            self.part(name, state)
+            self.sync()
+            if times is not None:
+                times[name].append(time.perf_counter() - start)
+        return float(state["loss"].detach())
+
+
+def _shares(medians: dict[str, float]) -> dict[str, float]:
+    total = sum(medians[p] for p in PARTS)
+    return {name: value / total for name, value in medians.items()}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("part", ("step",) + PARTS + SUBPARTS)
+def test_pretrain_step_breakdown(benchmark, part, device):
+    """One record per part of supercl's step (the earlier parts run untimed before every
+    round), and ``part="step"``: the whole step synchronised around every part, with every
+    part's median and share in extra_info."""
+    parts = StepParts(device)
+    rounds = 3 if device == "cpu" else 10
+    benchmark.group = f"pretrain_breakdown-{device}"
+    info = dict(provider=part, device=device, part=part, batch=BATCH, size=f"{SIZE}x{SIZE}",
+                threads=torch.get_num_threads())
+    if part == "step":
+        times: dict[str, list[float]] = defaultdict(list)
+        parts.run()  # warm-up: compiles and caches, not recorded
+        value = benchmark.pedantic(parts.run, args=(times,), rounds=rounds, iterations=1)
+        assert np.isfinite(value)
+        if benchmark.disabled:  # --benchmark-disable: one untimed run, nothing to record
+            return
+        medians = {name: float(np.median(t)) for name, t in times.items()}
+        shares = _shares(medians)
+        info.update(parts_ms={k: v * 1e3 for k, v in medians.items()}, shares=shares,
+                    outside_network_share=1 - shares["network_fwd"] - shares["backward"],
+                    outside_network_note="network_fwd and backward count as the network's; "
+                    "the backward includes the objective's, so this share is a lower bound")
+    else:
+        def setup():
+            return (parts.prefix(part),), {}
+
+        def target(state):
+            parts.part(part, state)
+            parts.sync()
+
+        parts.run()  # warm-up
+        benchmark.pedantic(target, setup=setup, rounds=rounds, iterations=1)
+        if benchmark.disabled:
+            return
+    median = benchmark.stats.stats.median
+    benchmark.extra_info.update(info, median_s=median, slices_per_s=BATCH / median)

@@ -90,6 +90,22 @@ def _at(segments: torch.Tensor, size) -> torch.Tensor:
     return segments if tuple(segments.shape[-2:]) == size else downsample_segments(segments, size)
 
 
+def _dense_ids(segments: torch.Tensor) -> torch.Tensor:
+    """(B, h, w) superpixel ids -> the same partition of every image with ids in [0, h*w): the
+    rank of each id among the image's distinct ids. A stable per-image sort, a flag where the
+    sorted id changes and a prefix sum; fixed shapes, so no host synchronisation on a GPU
+    (``torch.unique`` or ``max() + 1`` would size their output from the data). ASP and the
+    diagnostics depend only on the partition, never on the ids' values, so they can then size
+    their tables with the static bound h*w."""
+    flat = segments.reshape(segments.shape[0], -1)
+    ordered, order = torch.sort(flat, dim=1, stable=True)
+    new = torch.ones_like(ordered, dtype=torch.int64)
+    new[:, 0] = 0
+    new[:, 1:] = (ordered[:, 1:] != ordered[:, :-1]).to(torch.int64)
+    ranks = torch.cumsum(new, dim=1)
+    return torch.empty_like(ranks).scatter_(1, order, ranks).view(segments.shape)
+
+
 def ilcp_loss(f1: torch.Tensor, f2: torch.Tensor, segments: torch.Tensor, *,
               temperature: float = 0.1, pixel_stride: int = 1, backend: str | None = None,
               base_temperature: float | None = None) -> torch.Tensor:
@@ -138,6 +154,11 @@ def asp_vectors(f: torch.Tensor, segments_small: torch.Tensor, normalize: str = 
                 num_segments: int | None = None) -> torch.Tensor:
     """ASP, the average superpixel feature map, flattened: (B, C, h, w) + (B, h, w) -> (B, h*w)."""
     mean = f.mean(dim=1, keepdim=True)
+    if num_segments is None:
+        # Without a bound the op would read max id + 1 back from the device (a host
+        # synchronisation every step); the dense ids of the same partition have h*w as one.
+        segments_small = _dense_ids(segments_small)
+        num_segments = segments_small[0].numel()
     return superpixel_mean_map(mean, segments_small, normalize, num_segments).flatten(1)
 
 
@@ -316,12 +337,13 @@ def ilcp_positives_per_anchor(segments_small: torch.Tensor, pixel_stride: int = 
     >>> ilcp_positives_per_anchor(torch.zeros(1, 2, 2, dtype=torch.long))  # one superpixel
     tensor(7., dtype=torch.float64)
     """
-    labels = segments_small.flatten(1)[:, ::pixel_stride].to(torch.int64)
-    batch = labels.shape[0]
-    _, counts = torch.unique(labels + (labels.max() + 1) * torch.arange(
-        batch, device=labels.device)[:, None], return_counts=True)
-    m = 2 * counts.to(torch.float64)
-    return (m * (m - 1)).sum() / m.sum()
+    labels = _dense_ids(segments_small.flatten(1)[:, ::pixel_stride].to(torch.int64))
+    # The sum over superpixels of 2m (2m - 1) is the sum over anchors of 2m - 1: every anchor
+    # has 2m - 1 positives. m per pixel by a scatter into fixed-size per-image tables, so
+    # nothing is sized from the data (no host synchronisation); integer sums, exact in float64.
+    counts = torch.zeros_like(labels).scatter_add_(1, labels, torch.ones_like(labels))
+    m = torch.gather(counts, 1, labels)
+    return (2 * m - 1).sum().to(torch.float64) / labels.numel()
 
 
 def pcl_positives_per_anchor(positions: torch.Tensor, threshold: float = 0.1,
@@ -364,7 +386,9 @@ def weak_label_quality(nodes: torch.Tensor, weak: torch.Tensor, k: int = 1,
 
     b = weak.shape[0] // 2
     n = nodes.shape[0]
-    nan = torch.tensor(math.nan, dtype=torch.float64, device=nodes.device)
+    # torch.full, not torch.tensor: a tensor made from a Python value on the host and copied
+    # to the GPU makes the host wait for the stream.
+    nan = torch.full((), math.nan, dtype=torch.float64, device=nodes.device)
     out = {}
     image = torch.arange(n, device=nodes.device) % b
     if n > 1:
@@ -372,19 +396,25 @@ def weak_label_quality(nodes: torch.Tensor, weak: torch.Tensor, k: int = 1,
         src, dst = image[:, None].expand_as(nbr).reshape(-1), image[nbr].reshape(-1)
     else:
         src = dst = image[:0]
+    # Everything below has shapes fixed by B and k, never by the data: masks and sums instead
+    # of boolean indexing and unique(), so that no value is read back to the host on a GPU.
     cross = src != dst
     out["inter_partner_edge_share"] = ((~cross).to(torch.float64).mean() if src.numel() else nan)
     views_image = torch.arange(2 * b, device=weak.device) % b
-    members = torch.stack([weak.to(torch.int64), views_image], 1).unique(dim=0)  # (component, image)
-    out["inter_images_per_component"] = torch.tensor(
-        members.shape[0] / max(members[:, 0].unique().numel(), 1), dtype=torch.float64,
-        device=nodes.device)
-    src, dst = src[cross], dst[cross]
-    pairs = ~torch.eye(b, dtype=torch.bool, device=nodes.device)
+    # (component, image) membership table: the weak labels are consecutive ids < 2B
+    member = torch.zeros(2 * b, max(b, 1), dtype=torch.bool, device=weak.device)
+    member[weak.to(torch.int64), views_image] = True
+    n_components = member.any(1).sum().clamp(min=1)
+    out["inter_images_per_component"] = (member.sum().to(torch.float64)
+                                         / n_components.to(torch.float64)).to(nodes.device)
+    n_cross = cross.sum()
+    off_diagonal = ~torch.eye(b, dtype=torch.bool, device=nodes.device)
 
     def agreement(value, key):
-        edges = value[src, dst].to(torch.float64).mean() if src.numel() else nan
-        chance = value[pairs].to(torch.float64).mean() if b > 1 else nan
+        value = value.to(torch.float64)
+        on_edges = (value[src, dst] * cross).sum()
+        edges = torch.where(n_cross > 0, on_edges / n_cross.clamp(min=1), nan)
+        chance = (value * off_diagonal).sum() / (b * (b - 1)) if b > 1 else nan
         out[f"inter_edge_{key}_agreement"], out[f"inter_edge_{key}_chance"] = edges, chance
 
     if positions is not None:
@@ -519,7 +549,7 @@ class SuperCLLoss(torch.nn.Module):
                      segments2=None, organs=None) -> dict[str, torch.Tensor]:
         c = self.config
         out = {"ilcp_pos_per_anchor": ilcp_positives_per_anchor(ilcp_segments, c.pixel_stride)}
-        nan = torch.tensor(math.nan, dtype=torch.float64, device=f1.device)
+        nan = torch.full((), math.nan, dtype=torch.float64, device=f1.device)  # no host copy
         gathered = self.gather(positions.to(f1.device)) if positions is not None else None
         out["pcl_pos_per_anchor"] = (
             pcl_positives_per_anchor(gathered, c.pcl_threshold, c.pcl_relation)

@@ -186,7 +186,18 @@ def check_finite(values: dict[str, float], *, what: str, epoch: int, step: int,
 
 def optimizer_step(optimizer, scaler, loss: torch.Tensor) -> None:
     """Backward and step through the gradient scaler (a no-op wrapper unless fp16)."""
+    backward(scaler, loss)
+    optimizer_update(optimizer, scaler)
+
+
+def backward(scaler, loss: torch.Tensor) -> None:
+    """The first half of :func:`optimizer_step`: the (scaled) backward pass."""
     scaler.scale(loss).backward()
+
+
+def optimizer_update(optimizer, scaler) -> None:
+    """The second half of :func:`optimizer_step`: the step through the gradient scaler (with
+    fp16 the scaler reads its inf check back to the host; bf16 and fp32 do not)."""
     scaler.step(optimizer)
     scaler.update()
 
@@ -313,7 +324,8 @@ class Task:
     ``step(indices, global_step)`` runs the forward pass of one batch (``indices`` into the
     training set of ``n_items`` slices, under :meth:`TrainingLoop.autocast` where it wants
     mixed precision) and returns 0-d tensors: ``"loss"`` (backpropagated), the other ``terms``
-    and the ``logged`` values, and optionally ``"note"``, a text that explains a non-finite
+    and the ``logged`` values, and optionally ``"note"``, a text (or a function returning
+    one, called only when a term is not finite) that explains a non-finite
     loss. ``terms`` must be finite (the run stops otherwise) and are shown while training;
     all of them and ``logged`` are averaged per epoch in ``metrics.jsonl``.
     ``evaluate(epoch)`` (1-based, after each epoch) returns further fields of the epoch's
@@ -473,10 +485,21 @@ class TrainingLoop:
                     optimizer.zero_grad(set_to_none=True)
                     terms = task.step(idx, self.global_step)
                     note = terms.pop("note", "")
+                    # The backward is queued before the step's one read-back of its values,
+                    # so that the GPU computes it while the host waits (reading first would
+                    # leave the GPU idle while the host launches the backward). A non-finite
+                    # loss still stops the run before the optimizer changes any weight.
+                    # (A loss without a graph goes through the check first, so that it stops
+                    # the run as non-finite rather than failing in backward.)
+                    early = terms["loss"].requires_grad
+                    if early:
+                        backward(self.scaler, terms["loss"])
                     everything = host_values(terms, values_of)  # one device-to-host copy
                     values = {k: everything[k] for k in task.terms}
-                    self._check_finite(values, note)
-                    optimizer_step(optimizer, self.scaler, terms["loss"])
+                    self._check_finite(values, note() if callable(note) else note)
+                    if not early:
+                        backward(self.scaler, terms["loss"])
+                    optimizer_update(optimizer, self.scaler)
                     self.scheduler.step()
                     self.step += 1
                     self.global_step += 1

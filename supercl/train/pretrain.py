@@ -28,7 +28,7 @@ from .checkpoint import save_atomic
 from .dataset import prepare_split, slices_of
 from .loop import RunConfig, Task, TrainingLoop
 from .sampling import crop_batch, step_generator
-from .views import SuperCLViews, ViewConfig
+from .views import SuperCLViews, ViewConfig, _to_device as to_device
 
 __all__ = ["PretrainConfig", "pretrain", "RECIPES", "recipe_config", "resolve_ilcp_level",
            "ILCP_MIN_PIXELS"]
@@ -228,6 +228,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
             x, y = crop_batch(x, cfg.crop_size, step_generator(cfg.seed + 7919 * dist.rank,
                                                                global_step), y)
         organs = None if y is None else torch.stack([(y == c).flatten(1).any(1) for c in classes], 1)
+        if organs is not None:  # on the device from pinned memory: a plain copy would wait
+            organs = to_device(organs, device)
         x = x.to(device, non_blocking=True)
         pos = positions[idx].to(device, non_blocking=True)
         first = main and cfg.figures and global_step == 0
@@ -279,18 +281,33 @@ def _train_step(net, views, loss_fn, x, pos, cfg, autocast, level, organs=None, 
     finite = torch.isfinite(f).all() & torch.isfinite(e).all()
     if g is not f:
         finite &= torch.isfinite(g).all()
-    if not bool(finite):
-        # The weights have diverged. The ops refuse non-finite features with a message that
-        # knows nothing of the run; report it as a non-finite loss, with its step and epoch.
-        nan = torch.full((), float("nan"), device=x.device)
-        return {k: nan for k in TERMS + DIAGNOSTICS} | {
-            "note": "the encoder's features (the input of every loss term) were already "
-                    "non-finite, so the weights diverged at an earlier step"}
+    # Diverged weights give non-finite features, which the ops refuse with a message that
+    # knows nothing of the run. Deciding that here with bool(finite) would wait for the GPU
+    # every step; instead the terms are computed on zeros in that case and set to NaN on the
+    # device, and the loop's one read-back of the terms (supercl.train.loop) reports them as a
+    # non-finite loss, with its step, its epoch and the note below (read only then). Where
+    # the features are finite, torch.where passes them (and their gradient) through unchanged.
+    f, e = _zero_unless(finite, f), _zero_unless(finite, e)
+    g = f if bottleneck else _zero_unless(finite, g)
     ilcp = {} if bottleneck else {"g1": g[:batch], "g2": g[batch:2 * batch]}
-    return loss_fn(f[:batch], f[batch:2 * batch], e[2 * batch:3 * batch], e[3 * batch:],
-                   segments.long(), pos, diagnostics=True,
-                   segments2=None if segments2 is None else segments2.long(), organs=organs,
-                   **ilcp)
+    terms = loss_fn(f[:batch], f[batch:2 * batch], e[2 * batch:3 * batch], e[3 * batch:],
+                    segments.long(), pos, diagnostics=True,
+                    segments2=None if segments2 is None else segments2.long(), organs=organs,
+                    **ilcp)
+    nan = torch.full((), float("nan"), device=x.device)
+    out = terms | {k: torch.where(finite, terms[k], nan) for k in TERMS + DIAGNOSTICS}
+
+    def note() -> str:
+        return "" if bool(finite) else (
+            "the encoder's features (the input of every loss term) were already non-finite, "
+            "so the weights diverged at an earlier step")
+
+    return out | {"note": note}
+
+
+def _zero_unless(finite: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``x`` where the 0-d bool ``finite`` holds, zeros of its shape otherwise (no host sync)."""
+    return torch.where(finite, x, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
 def _loss_figure(records, out) -> None:

@@ -7,7 +7,10 @@
   rotation, scale, elastic deformation).
 
 kornia draws its parameters from torch's global random generator, so a run seeded with
-``torch.manual_seed`` (and resumed with the saved RNG state) makes the same views.
+``torch.manual_seed`` (and resumed with the saved RNG state) makes the same views. It draws
+them on the host, as the reference recipe's blur and elastic deformation below do, and makes
+the whole batch in one call per augmentation (images skipped with probability 1 - p are
+selected with ``torch.where``): nothing here waits for the GPU.
 Intensities are not clipped: CT slices are windowed to [0, 1] but z-scored MRI slices are
 not bounded, and clipping would change them.
 """
@@ -86,15 +89,20 @@ class ReferenceElastic(nn.Module):
         b, _, h, w = x.shape
         s = max(h, w) / self.side
         dev = x.device
-        apply = torch.rand(b, device=dev) < self.p
-        sigma = (torch.empty(b, device=dev).uniform_(*self.sigma) * s).clamp_min(0.5)
-        alpha = torch.empty(b, device=dev).uniform_(*self.alpha) * s * s
+        # The per-image parameters are drawn on the host (torch's CPU generator, as kornia's
+        # augmentations do) and sent without waiting: the kernel size needs max(sigma) on the
+        # host, and kornia checks sigma > 0 on the host, which on device tensors would make
+        # the GPU wait every step. On CPU tensors the draws are the same as before.
+        apply = torch.rand(b) < self.p
+        sigma = (torch.empty(b).uniform_(*self.sigma) * s).clamp_min(0.5)
+        alpha = torch.empty(b).uniform_(*self.alpha) * s * s
         noise = torch.rand(b, 2, h, w, device=dev) * 2 - 1
         k = int(2 * math.ceil(3 * float(sigma.max())) + 1)
         k = min(k, 2 * ((min(h, w) - 1) // 2) + 1)
         field = gaussian_blur2d(noise, (k, k), torch.stack([sigma, sigma], 1),
                                 border_type="reflect")
-        field = field * (alpha * apply)[:, None, None, None]  # pixels; 0 where not applied
+        scale = _to_device(alpha * apply, dev)
+        field = field * scale[:, None, None, None]  # pixels; 0 where not applied
         ys, xs = torch.meshgrid(torch.arange(h, device=dev, dtype=x.dtype),
                                 torch.arange(w, device=dev, dtype=x.dtype), indexing="ij")
         gx = (xs + field[:, 0]) * (2 / max(w - 1, 1)) - 1
@@ -103,6 +111,14 @@ class ReferenceElastic(nn.Module):
         return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border",
                                                align_corners=True)
 
+
+
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small host tensor on ``device`` without making the host wait: from pinned memory,
+    asynchronously (as supercl.kernels.cuda.launch does)."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 def _check_range(value, name: str) -> None:
@@ -169,7 +185,8 @@ class SuperCLViews(nn.Module):
 
         b, _, h, w = x.shape
         s = max(h, w) / REFERENCE_VIEWS["side"]
-        sigma = torch.empty(b, device=x.device).uniform_(*self.blur_sigma) * s
+        # drawn on the host, see ReferenceElastic.forward
+        sigma = torch.empty(b).uniform_(*self.blur_sigma) * s
         k = int(2 * math.ceil(3 * float(sigma.max())) + 1)
         return gaussian_blur2d(x, (k, k), torch.stack([sigma, sigma], 1), border_type="reflect")
 
