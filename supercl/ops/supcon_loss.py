@@ -16,6 +16,7 @@ __all__ = ["supcon_loss", "supcon_loss_reference"]
 # whatever N is, so memory grows as O(N * chunk), not O(N^2).
 _CHUNK_ELEMENTS = 2**24
 _REDUCTIONS = ("mean", "sum", "none")
+# Whether the no-positive warning is done with: shown, or (on CUDA) checked once.
 _warned_no_positive = False
 
 
@@ -270,7 +271,15 @@ def _window_positive_sums(z: torch.Tensor, positions: torch.Tensor, window: floa
 
 def _warn_if_no_positive(valid: torch.Tensor) -> None:
     global _warned_no_positive
-    if not _warned_no_positive and not bool(valid.any()):
+    if _warned_no_positive:
+        return
+    if valid.device.type == "cuda":
+        # bool() makes the host wait for the GPU (in a training step, for the network's forward
+        # to finish). A label set in which no anchor has a positive is a property of the set-up
+        # (every label alone in its group, a window too narrow), seen at the first call: on CUDA
+        # only that call pays for the check.
+        _warned_no_positive = True
+    if not bool(valid.any()):
         _warned_no_positive = True
         warnings.warn(
             "supcon_loss: no anchor has a positive (every label is alone in its group, or no "

@@ -673,8 +673,10 @@ def _nearest_source_index(n_in: int, n_out: int, device: torch.device) -> torch.
         return dst
     if n_out == 2 * n_in:
         return dst >> 1
-    scale = torch.tensor(float(n_in), dtype=torch.float32) / n_out
-    src = torch.floor(dst.to(torch.float32) * scale.to(device)).to(torch.int64)
+    # The scale rounded to float32 as ATen computes it, made on the device: a CPU scalar
+    # copied there would make the host wait for the stream (a blocking copy).
+    scale = torch.full((), float(n_in), dtype=torch.float32, device=device) / n_out
+    src = torch.floor(dst.to(torch.float32) * scale).to(torch.int64)
     return src.clamp_max(n_in - 1)
 
 
