@@ -11,8 +11,9 @@ validate their input and call :func:`slic` and :func:`connected_components` here
 - Tensors: torch and CuPy share memory through DLPack (zero copy). Kernels take raw strides,
   so inputs of any stride are used in place.
 - Streams: every launch goes to ``torch.cuda.current_stream()``; nothing here synchronises
-  with the host, except ``slic`` with a ``mask``, which reads the masks' bounding boxes once,
-  before the iterations, to size the grids.
+  with the host.  SLIC with a ``mask`` takes its plan (grids from the masks' bounding boxes) as
+  device tensors and sizes its arrays by a bound known on the host (``k_max``), so it does not
+  wait for the device either.
 
 CuPy and the CUDA toolchain are imported only here, only when a CUDA op runs.
 """
@@ -129,6 +130,14 @@ def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
     return tensor.pin_memory().to(device, non_blocking=True)
 
 
+def _plan_on(plan, device: torch.device) -> torch.Tensor:
+    """A SLIC plan array on the device: numpy (planned on the host) copied without
+    synchronising, a tensor (planned on the device, with a mask) as it is."""
+    if isinstance(plan, torch.Tensor):
+        return plan.to(device).contiguous()
+    return _to_device(plan, device)
+
+
 def _i64(v) -> np.int64:
     return np.int64(v)
 
@@ -201,12 +210,13 @@ def connected_components_3d(
 def slic(
     image: torch.Tensor,
     mask: torch.Tensor | None,
-    grid: np.ndarray,
-    params: np.ndarray,
+    grid: np.ndarray | torch.Tensor,
+    params: np.ndarray | torch.Tensor,
     max_num_iter: int,
     enforce_connectivity: bool,
-    min_size: np.ndarray,
+    min_size: np.ndarray | torch.Tensor,
     start_label: int,
+    k_max: int | None = None,
 ) -> torch.Tensor:
     """SLIC labels (B, H, W) int32 of a validated, [0, 1]-rescaled, contiguous (B, C, H, W)
     float32 CUDA tensor; grid, params and min_size as planned by supercl.ops.slic."""
@@ -214,12 +224,14 @@ def slic(
     batch, channels, height, width = image.shape
     hw = height * width
     n = batch * hw
-    k_max = int((grid[:, 2] * grid[:, 3]).max())
+    if k_max is None:
+        k_max = int((grid[:, 2] * grid[:, 3]).max())
     module = _module("slic", device.index)
-    grid_t, params_t, min_size_t = (_to_device(a, device) for a in (grid, params, min_size))
+    grid_t, params_t, min_size_t = (_plan_on(a, device) for a in (grid, params, min_size))
     quant = torch.empty(image.shape, dtype=torch.int32, device=device)
     centres = torch.empty((batch, k_max, 2 + channels), dtype=torch.float64, device=device)
-    sums = torch.empty((batch, k_max, 3 + channels), dtype=torch.int64, device=device)
+    # zeroed once; the update kernel zeroes what it read, ready for the next accumulation
+    sums = torch.zeros((batch, k_max, 3 + channels), dtype=torch.int64, device=device)
     labels = torch.full((batch, height, width), -1, dtype=torch.int32, device=device)
     has_mask = mask is not None
     mask_t = mask if has_mask else torch.zeros(1, dtype=torch.uint8, device=device)
@@ -238,7 +250,6 @@ def slic(
                         prm, np.int32(last_phase), c, B, C, H, W, K, lab)
                 if last_phase and it + 1 == max_num_iter:
                     break  # the update after the final assignment would not be used
-                sums.zero_()
                 _launch(module, "slic_accumulate_kernel", batch * height * chunks, q, lab, B, C,
                         H, W, K, _i64(_ACCUMULATE_CHUNK), s)
                 _launch(module, "slic_update_kernel", batch * k_max, s, g, B, K, C, c)
@@ -274,12 +285,13 @@ def slic(
 def slic_3d(
     image: torch.Tensor,
     mask: torch.Tensor | None,
-    grid: np.ndarray,
-    params: np.ndarray,
+    grid: np.ndarray | torch.Tensor,
+    params: np.ndarray | torch.Tensor,
     max_num_iter: int,
     enforce_connectivity: bool,
-    min_size: np.ndarray,
+    min_size: np.ndarray | torch.Tensor,
     start_label: int,
+    k_max: int | None = None,
 ) -> torch.Tensor:
     """SLIC labels (B, D, H, W) int32 of a validated, [0, 1]-rescaled, contiguous
     (B, C, D, H, W) float32 CUDA tensor; grid (B, 9), params (B, 5) and min_size (B,) as
@@ -289,13 +301,15 @@ def slic_3d(
     batch, channels, depth, height, width = image.shape
     n_vol = depth * height * width
     n = batch * n_vol
-    k_max = int((grid[:, 3] * grid[:, 4] * grid[:, 5]).max())
+    if k_max is None:
+        k_max = int((grid[:, 3] * grid[:, 4] * grid[:, 5]).max())
     module3 = _module("slic_3d", device.index)
     module = _module("slic", device.index)
-    grid_t, params_t, min_size_t = (_to_device(a, device) for a in (grid, params, min_size))
+    grid_t, params_t, min_size_t = (_plan_on(a, device) for a in (grid, params, min_size))
     quant = torch.empty(image.shape, dtype=torch.int32, device=device)
     centres = torch.empty((batch, k_max, 3 + channels), dtype=torch.float64, device=device)
-    sums = torch.empty((batch, k_max, 4 + channels), dtype=torch.int64, device=device)
+    # zeroed once; the update kernel zeroes what it read, ready for the next accumulation
+    sums = torch.zeros((batch, k_max, 4 + channels), dtype=torch.int64, device=device)
     labels = torch.full((batch, depth, height, width), -1, dtype=torch.int32, device=device)
     has_mask = mask is not None
     mask_t = mask if has_mask else torch.zeros(1, dtype=torch.uint8, device=device)
@@ -314,7 +328,6 @@ def slic_3d(
                         prm, np.int32(last_phase), c, B, C, D, H, W, K, lab)
                 if last_phase and it + 1 == max_num_iter:
                     break  # the update after the final assignment would not be used
-                sums.zero_()
                 _launch(module3, "slic3_accumulate_kernel", batch * depth * height * chunks, q,
                         lab, B, C, D, H, W, K, _i64(_ACCUMULATE_CHUNK), s)
                 _launch(module3, "slic3_update_kernel", batch * k_max, s, g, B, K, C, c)

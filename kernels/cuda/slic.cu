@@ -98,15 +98,18 @@ extern "C" __global__ void slic_accumulate_kernel(const int32_t* quant, const in
   }
 }
 
-extern "C" __global__ void slic_update_kernel(const int64_t* sums, const int64_t* grid,
+extern "C" __global__ void slic_update_kernel(int64_t* sums, const int64_t* grid,
                                               int64_t batch, int64_t k_max, int64_t channels,
                                               double* centres) {
   SUPERCL_GRID_STRIDE(i, batch * k_max) {
     const int64_t b = i / k_max, k = i % k_max;
     const SlicGrid g = slic_grid(grid + 6 * b);
-    if (k < g.ny * g.nx)
-      slic_update_centre(sums + b * k_max * (3 + channels), k, channels,
-                         centres + b * k_max * (2 + channels));
+    if (k >= g.ny * g.nx) continue;  // beyond this image's centres (k_max may be a bound)
+    int64_t* s = sums + b * k_max * (3 + channels);
+    slic_update_centre(s, k, channels, centres + b * k_max * (2 + channels));
+    // Zero the sums read, for the next accumulation: the launcher zeroes the array once, and
+    // only live centres (k < ny * nx) are ever accumulated into, so no memset per iteration.
+    for (int64_t f = 0; f < 3 + channels; ++f) s[k * (3 + channels) + f] = 0;
   }
 }
 
