@@ -122,3 +122,100 @@ def test_slic_kernels_small_compactness_merges(emulated):
     kwargs = dict(n_segments=30, compactness=1e-3, start_label=1)
     np.testing.assert_array_equal(slic(images, backend="cuda", **kwargs),
                                   slic(images, backend="cpu", **kwargs))
+
+
+def awkward_masks(shape, seed):
+    """(B, *shape) masks: a blob, an empty one, a single pixel, scattered pixels, a full one."""
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((5,) + shape, dtype=bool)
+    centre = np.indices(shape) - (np.array(shape) // 2).reshape((-1,) + (1,) * len(shape))
+    masks[0] = (centre**2).sum(0) < (min(shape) // 2 + 1) ** 2
+    masks[2][tuple(s - 1 for s in shape)] = True
+    masks[3] = rng.random(shape) < 0.05
+    masks[4] = True
+    return masks
+
+
+@pytest.mark.parametrize("enforce", [True, False])
+@pytest.mark.parametrize(("shape", "channels"), [((23, 37), 1), ((1, 41), 1), ((16, 9), 3)])
+def test_slic_kernels_awkward_masks_match_cpu(emulated, enforce, shape, channels):
+    """The device-planned masked path (bounding boxes and grids in torch, arrays sized by the
+    pixel bound) against the CPU backend: an empty mask, a single pixel, scattered pixels
+    (a box far larger than its area: many centres), odd sizes, channels."""
+    masks = awkward_masks(shape, sum(shape))
+    images = np.random.default_rng(channels).random((5, channels) + shape)
+    for n_segments in (1, 9, 60):
+        kwargs = dict(n_segments=n_segments, compactness=0.2, max_num_iter=4, mask=masks,
+                      enforce_connectivity=enforce, start_label=2)
+        cpu = slic(images, backend="cpu", **kwargs)
+        np.testing.assert_array_equal(slic(images, backend="cuda", **kwargs), cpu)
+        assert (cpu[1] == 0).all() and (cpu[~masks] == 0).all() and (cpu[masks] >= 2).all()
+        assert cpu[2][masks[2]].tolist() == [2]
+
+
+@pytest.mark.parametrize("enforce", [True, False])
+@pytest.mark.parametrize("shape", [(5, 9, 11), (1, 1, 17), (6, 1, 7)])
+def test_slic_3d_kernels_awkward_masks_match_cpu(emulated, enforce, shape):
+    masks = awkward_masks(shape, sum(shape))
+    volumes = np.random.default_rng(len(shape)).integers(0, 1000, (5,) + shape).astype(np.int16)
+    for n_segments in (1, 8, 50):
+        kwargs = dict(n_segments=n_segments, compactness=0.2, max_num_iter=3, mask=masks,
+                      enforce_connectivity=enforce, spacing=(2.0, 1.0, 0.5), spatial_dims=3)
+        cpu = slic(volumes, backend="cpu", **kwargs)
+        np.testing.assert_array_equal(slic(volumes, backend="cuda", **kwargs), cpu)
+        assert (cpu[1] == 0).all() and (cpu[~masks] == 0).all() and (cpu[masks] >= 1).all()
+
+
+# ---- big batches (issue 22, cupy 9851): index arithmetic past 2**31 without the memory ----
+
+
+@pytest.mark.parametrize("n", [2**31 - 1, 2**31, 2**31 + 1, 5000 * 768 * 768, 2**40 + 3])
+def test_launch_geometry_past_int32(n):
+    """The launcher's grid for n elements: at most 65535 blocks (a grid-stride loop covers the
+    rest), and n reaches the kernel as an exact int64."""
+    from supercl.kernels.cuda import launch as _cuda
+
+    calls = []
+
+    class Module:
+        def get_function(self, name):
+            return lambda grid, block, args: calls.append((grid, block, args))
+
+    _cuda._launch(Module(), "k", n, np.int64(n))
+    (grid, block, args), = calls
+    assert 1 <= grid[0] <= 65535 and block[0] >= 1
+    assert grid[0] == min(-(-n // block[0]), 65535)
+    assert type(args[0]) is np.int64 and int(args[0]) == n
+
+
+def kernel_signatures(source):
+    import re
+
+    return re.findall(r'extern "C" __global__ void (\w+)\(([^)]*)\)', source, re.S)
+
+
+@pytest.mark.parametrize("name", ["slic", "slic_3d"])
+def test_slic_kernels_index_in_int64(name):
+    """Every size and index the SLIC kernels compute with is int64: size parameters are
+    int64_t, the grid-stride index is int64_t, and the only int32 locals are labels and
+    component ids (< 2**31 per image, checked in Python) -- so B * H * W >= 2**31 cannot
+    wrap (cupy 9851's failure mode)."""
+    import re
+
+    import supercl.kernels
+
+    source = supercl.kernels.cuda_source(name)
+    flags = {"has_mask", "with_colour", "start_label"}
+    signatures = kernel_signatures(source)
+    assert len(signatures) >= 4
+    for kernel, params in signatures:
+        for param in (p.strip() for p in params.split(",")):
+            kind, arg = param.rsplit(" ", 1)
+            if "*" in param:
+                continue
+            assert kind == ("int32_t" if arg in flags else "int64_t"), (kernel, param)
+    assert "for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x" in source
+    assert "static_cast<int64_t>(gridDim.x) * blockDim.x" in source
+    assert not re.search(r"\b(int|unsigned|long)\s+\w+\s*[=;]", source)
+    for declaration in re.findall(r"int32_t (\w+) = ([^;]*);", source):
+        assert declaration[0] in {"label", "c"}, declaration
