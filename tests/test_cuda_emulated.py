@@ -205,7 +205,7 @@ def test_slic_kernels_index_in_int64(name):
     import supercl.kernels
 
     source = supercl.kernels.cuda_source(name)
-    flags = {"has_mask", "with_colour", "start_label"}
+    flags = {"has_mask", "with_colour", "start_label", "use_table"}
     signatures = kernel_signatures(source)
     assert len(signatures) >= 4
     for kernel, params in signatures:
@@ -219,3 +219,54 @@ def test_slic_kernels_index_in_int64(name):
     assert not re.search(r"\b(int|unsigned|long)\s+\w+\s*[=;]", source)
     for declaration in re.findall(r"int32_t (\w+) = ([^;]*);", source):
         assert declaration[0] in {"label", "c"}, declaration
+
+
+@pytest.fixture
+def one_slot(emulated, monkeypatch, tmp_path):
+    """The emulated backend with the SLIC kernels built with a one-slot shared-memory table
+    (SUPERCL_SLIC_SLOTS=1): every second centre a block meets finds the table full and takes
+    the direct path to global memory, so both paths run in one call."""
+    import ctypes
+    import subprocess
+    from pathlib import Path
+
+    import supercl.kernels
+    from conftest import _HostModule
+    from supercl.kernels.cuda import launch as _cuda
+
+    shim = Path(__file__).with_name("cuda_host_shim.h")
+    libs = {}
+    for name in ("slic", "slic_3d"):
+        lib = tmp_path / f"{name}.so"
+        result = subprocess.run(
+            ["g++", "-x", "c++", "-std=c++17", "-O1", "-shared", "-fPIC", "-ffp-contract=off",
+             "-DSUPERCL_SLIC_SLOTS=1", "-include", str(shim),
+             f"-I{supercl.kernels.include_dir()}",
+             str(Path(supercl.kernels.__file__).parent / "cuda" / f"{name}.cu"), "-o", str(lib)],
+            capture_output=True, text=True, timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+        libs[name] = ctypes.CDLL(str(lib))
+    default = _cuda._module
+    monkeypatch.setattr(_cuda, "_module", lambda name, index: _HostModule(libs[name], emulated)
+                        if name in libs else default(name, index))
+    return emulated
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_slic_table_overflow_path_matches_cpu(one_slot, spatial_dims):
+    """(2-D with two channels; 3-D grey volumes.)"""
+    rng = np.random.default_rng(spatial_dims)
+    if spatial_dims == 2:
+        images = rng.random((3, 2, 29, 35))
+        masks = images[:, 0] > 0.2
+    else:
+        images = rng.random((3, 6, 29, 35))
+        masks = images > 0.2
+    for mask in (None, masks):
+        kwargs = dict(n_segments=40, compactness=0.1, max_num_iter=3, mask=mask,
+                      spatial_dims=spatial_dims)
+        np.testing.assert_array_equal(slic(images, backend="cuda", **kwargs),
+                                      slic(images, backend="cpu", **kwargs))
+    assert "slic3_accumulate_kernel" in one_slot if spatial_dims == 3 else (
+        "slic_accumulate_kernel" in one_slot)

@@ -35,6 +35,9 @@ _THREADS = 256
 # Pixels of a row per thread in SLIC's centre accumulation (slic.cu): one set of atomics per
 # run of equal labels in the chunk.
 _ACCUMULATE_CHUNK = 16
+# Sums per slot of the accumulate kernels' shared-memory table (SUPERCL_SLIC_SLOT_FIELDS,
+# supercl/slic_block_sums.h): with more channels they add straight to global memory.
+_SLOT_FIELDS = 8
 # Grid-stride kernels: enough blocks to fill any current GPU, no more.
 _MAX_BLOCKS = 65535
 _NVRTC_OPTIONS = ("-std=c++17", "--fmad=false")
@@ -251,7 +254,8 @@ def slic(
                 if last_phase and it + 1 == max_num_iter:
                     break  # the update after the final assignment would not be used
                 _launch(module, "slic_accumulate_kernel", batch * height * chunks, q, lab, B, C,
-                        H, W, K, _i64(_ACCUMULATE_CHUNK), s)
+                        H, W, K, _i64(_ACCUMULATE_CHUNK), np.int32(3 + channels <= _SLOT_FIELDS),
+                        s)
                 _launch(module, "slic_update_kernel", batch * k_max, s, g, B, K, C, c)
         out = torch.empty_like(labels)
         if enforce_connectivity:
@@ -329,7 +333,8 @@ def slic_3d(
                 if last_phase and it + 1 == max_num_iter:
                     break  # the update after the final assignment would not be used
                 _launch(module3, "slic3_accumulate_kernel", batch * depth * height * chunks, q,
-                        lab, B, C, D, H, W, K, _i64(_ACCUMULATE_CHUNK), s)
+                        lab, B, C, D, H, W, K, _i64(_ACCUMULATE_CHUNK),
+                        np.int32(4 + channels <= _SLOT_FIELDS), s)
                 _launch(module3, "slic3_update_kernel", batch * k_max, s, g, B, K, C, c)
         out = torch.empty_like(labels)
         N = _i64(n_vol)
