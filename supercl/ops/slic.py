@@ -126,8 +126,8 @@ def slic(
         ("torch" is an alias of "cpu", "triton" of "cuda", the names of the learning ops.)
         ``None`` chooses by the input's device (or ``SUPERCL_BACKEND``): CUDA tensors run on the
         GPU (CuPy: ``pip install 'supercl[cuda12]'`` or ``[cuda13]``; the whole batch in one
-        set of launches, no host synchronisation inside the iterations), everything else on
-        the C++ backend with
+        set of launches; no host synchronisation, with or without a mask, except one for the
+        NaN/inf check of float images), everything else on the C++ backend with
         ``torch.get_num_threads()`` threads. A forced backend computes there and returns the
         result on the input's device. Both backends give bit-identical labels.
     spatial_dims : {2, 3}
