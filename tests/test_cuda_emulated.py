@@ -270,3 +270,27 @@ def test_slic_table_overflow_path_matches_cpu(one_slot, spatial_dims):
                                       slic(images, backend="cpu", **kwargs))
     assert "slic3_accumulate_kernel" in one_slot if spatial_dims == 3 else (
         "slic_accumulate_kernel" in one_slot)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_masked_slic_reads_nothing_back(emulated, monkeypatch, spatial_dims):
+    """The CPU stand-in for the GPU's sync-debug test (test_cuda.py): the masked op on integer
+    input, through the real launcher, never converts a tensor to a host value (item, tolist,
+    bool, int, float, numpy) -- the calls that would synchronise on a GPU.  So the masked plan
+    (bounding boxes, grids, the centre bound) is all device-side tensor work."""
+    rng = np.random.default_rng(spatial_dims)
+    shape = (3, 20, 24) if spatial_dims == 2 else (3, 6, 10, 12)
+    images = torch.from_numpy(rng.integers(-1000, 1000, shape).astype(np.int16))
+    masks = images > -300
+    masks[1] = False
+    kwargs = dict(n_segments=12, compactness=0.1, max_num_iter=3, spatial_dims=spatial_dims)
+    expected = slic(images, mask=masks, backend="cpu", **kwargs)
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("a tensor was read back to the host")
+
+    with monkeypatch.context() as patch:
+        for method in ("item", "tolist", "__bool__", "__int__", "__float__", "numpy"):
+            patch.setattr(torch.Tensor, method, refuse)
+        labels = slic(images, mask=masks, backend="cuda", **kwargs)
+    np.testing.assert_array_equal(labels.numpy(), expected.numpy())

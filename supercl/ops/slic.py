@@ -396,7 +396,9 @@ def _plan(mask, batch, height, width, n_segments, compactness, spacing_y, spacin
         # (1, H, W) volumes: drop the z entries {z0, nz, sz}; params {spatial, colour, spy^2,
         # spx^2, window} from the 3-D {wz, wy, wx, colour, window} with spacing 1 along z,
         # i.e. wz = 1 / S^2 exactly.
-        grid = grid3[:, [1, 2, 4, 5, 7, 8]].contiguous()
+        # (slices, not a list index: indexing a CUDA tensor by a Python list copies the list
+        # to the device, a synchronising copy)
+        grid = torch.cat([grid3[:, 1:3], grid3[:, 4:6], grid3[:, 7:9]], 1)
         weight = params[:, 0]
         spatial = torch.stack([weight, params[:, 3], torch.full_like(weight, spacing_y * spacing_y),
                                torch.full_like(weight, spacing_x * spacing_x), params[:, 4]], 1)
