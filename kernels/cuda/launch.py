@@ -222,7 +222,9 @@ def slic(
     k_max: int | None = None,
 ) -> torch.Tensor:
     """SLIC labels (B, H, W) int32 of a validated, [0, 1]-rescaled, contiguous (B, C, H, W)
-    float32 CUDA tensor; grid, params and min_size as planned by supercl.ops.slic."""
+    float32 CUDA tensor; grid, params and min_size as planned by supercl.ops.slic: numpy
+    arrays (no mask; k_max is then read from the grid), or device tensors (a mask) with
+    ``k_max`` a host-known bound of the centres per image (kernels skip k >= ny * nx)."""
     device = image.device
     batch, channels, height, width = image.shape
     hw = height * width
@@ -299,7 +301,8 @@ def slic_3d(
 ) -> torch.Tensor:
     """SLIC labels (B, D, H, W) int32 of a validated, [0, 1]-rescaled, contiguous
     (B, C, D, H, W) float32 CUDA tensor; grid (B, 9), params (B, 5) and min_size (B,) as
-    planned by supercl.ops.slic (_plan_3d).  The 3-D kernels of slic_3d.cu with the 2-D module's
+    planned by supercl.ops.slic (_plan_3d; device tensors and a bound ``k_max`` with a mask,
+    as :func:`slic`).  The 3-D kernels of slic_3d.cu with the 2-D module's
     shape-agnostic ones (each volume seen as a flat array)."""
     device = image.device
     batch, channels, depth, height, width = image.shape
