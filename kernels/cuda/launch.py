@@ -210,6 +210,21 @@ def connected_components_3d(
         return out, _number_roots(module, p, flags, f, o, batch, n_vol)
 
 
+# Threads per SLIC update launch, about: enough to cover every centre of a typical batch
+# (256 x 100) at once, few enough that a k_max bound of H * W per image (a mask) costs nothing.
+_CENTRE_THREADS = 2**20
+
+
+def _launch_centres(module, name: str, batch: int, k_max: int, *args) -> None:
+    """A SLIC centre kernel (update) over ``parts`` blocks per image, each image's blocks
+    striding over its own live centres (slic.cu): the work follows the centres planned, and the
+    launch's size does not grow with the k_max bound.  The last argument (the output) follows
+    ``parts``."""
+    parts = max(1, min(-(-k_max // _THREADS), -(-_CENTRE_THREADS // (batch * _THREADS))))
+    blocks = min(batch * parts, _MAX_BLOCKS)
+    module.get_function(name)((blocks,), (_THREADS,), (*args[:-1], _i64(parts), args[-1]))
+
+
 def slic(
     image: torch.Tensor,
     mask: torch.Tensor | None,
@@ -258,7 +273,7 @@ def slic(
                 _launch(module, "slic_accumulate_kernel", batch * height * chunks, q, lab, B, C,
                         H, W, K, _i64(_ACCUMULATE_CHUNK), np.int32(3 + channels <= _SLOT_FIELDS),
                         s)
-                _launch(module, "slic_update_kernel", batch * k_max, s, g, B, K, C, c)
+                _launch_centres(module, "slic_update_kernel", batch, k_max, s, g, B, K, C, c)
         out = torch.empty_like(labels)
         if enforce_connectivity:
             cc, count = connected_components(labels, 1, has_mask, -1)
@@ -338,7 +353,7 @@ def slic_3d(
                 _launch(module3, "slic3_accumulate_kernel", batch * depth * height * chunks, q,
                         lab, B, C, D, H, W, K, _i64(_ACCUMULATE_CHUNK),
                         np.int32(4 + channels <= _SLOT_FIELDS), s)
-                _launch(module3, "slic3_update_kernel", batch * k_max, s, g, B, K, C, c)
+                _launch_centres(module3, "slic3_update_kernel", batch, k_max, s, g, B, K, C, c)
         out = torch.empty_like(labels)
         N = _i64(n_vol)
         if enforce_connectivity:

@@ -134,18 +134,25 @@ extern "C" __global__ void slic_accumulate_kernel(const int32_t* quant, const in
   }
 }
 
+// `parts` blocks per image: block blk serves image blk / parts, centres k = (blk % parts) *
+// blockDim.x + threadIdx.x stepping by parts * blockDim.x up to the image's own ny * nx, so the
+// work follows the live centres, not the k_max bound (H * W with a mask); the blocks themselves
+// grid-stride (one block of one thread on the host visits every (image, centre)).
 extern "C" __global__ void slic_update_kernel(int64_t* sums, const int64_t* grid,
                                               int64_t batch, int64_t k_max, int64_t channels,
-                                              double* centres) {
-  SUPERCL_GRID_STRIDE(i, batch * k_max) {
-    const int64_t b = i / k_max, k = i % k_max;
+                                              int64_t parts, double* centres) {
+  const int64_t step = parts * static_cast<int64_t>(blockDim.x);
+  for (int64_t blk = blockIdx.x; blk < batch * parts; blk += gridDim.x) {
+    const int64_t b = blk / parts;
     const SlicGrid g = slic_grid(grid + 6 * b);
-    if (k >= g.ny * g.nx) continue;  // beyond this image's centres (k_max may be a bound)
     int64_t* s = sums + b * k_max * (3 + channels);
-    slic_update_centre(s, k, channels, centres + b * k_max * (2 + channels));
-    // Zero the sums read, for the next accumulation: the launcher zeroes the array once, and
-    // only live centres (k < ny * nx) are ever accumulated into, so no memset per iteration.
-    for (int64_t f = 0; f < 3 + channels; ++f) s[k * (3 + channels) + f] = 0;
+    for (int64_t k = (blk % parts) * blockDim.x + threadIdx.x; k < g.ny * g.nx; k += step) {
+      slic_update_centre(s, k, channels, centres + b * k_max * (2 + channels));
+      // Zero the sums read, for the next accumulation: the launcher zeroes the array once,
+      // and only live centres (k < ny * nx) are ever accumulated into: no memset per
+      // iteration.
+      for (int64_t f = 0; f < 3 + channels; ++f) s[k * (3 + channels) + f] = 0;
+    }
   }
 }
 

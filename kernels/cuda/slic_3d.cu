@@ -99,18 +99,22 @@ extern "C" __global__ void slic3_accumulate_kernel(const int32_t* quant, const i
   }
 }
 
+// `parts` blocks per volume, over its live centres only (as slic_update_kernel, slic.cu).
 extern "C" __global__ void slic3_update_kernel(int64_t* sums, const int64_t* grid,
                                                int64_t batch, int64_t k_max, int64_t channels,
-                                               double* centres) {
-  SUPERCL_GRID_STRIDE(i, batch * k_max) {
-    const int64_t b = i / k_max, k = i % k_max;
+                                               int64_t parts, double* centres) {
+  const int64_t step = parts * static_cast<int64_t>(blockDim.x);
+  for (int64_t blk = blockIdx.x; blk < batch * parts; blk += gridDim.x) {
+    const int64_t b = blk / parts;
     const Slic3Grid g = slic3_grid(grid + 9 * b);
-    if (k >= g.nz * g.ny * g.nx) continue;  // beyond this volume's centres (k_max: a bound)
     int64_t* s = sums + b * k_max * (4 + channels);
-    slic3_update_centre(s, k, channels, centres + b * k_max * (3 + channels));
-    // Zero the sums read for the next accumulation (only live centres are accumulated into;
-    // the launcher zeroes the array once).
-    for (int64_t f = 0; f < 4 + channels; ++f) s[k * (4 + channels) + f] = 0;
+    for (int64_t k = (blk % parts) * blockDim.x + threadIdx.x; k < g.nz * g.ny * g.nx;
+         k += step) {
+      slic3_update_centre(s, k, channels, centres + b * k_max * (3 + channels));
+      // zero the sums read for the next accumulation (only live centres are accumulated into;
+      // the launcher zeroes the array once)
+      for (int64_t f = 0; f < 4 + channels; ++f) s[k * (4 + channels) + f] = 0;
+    }
   }
 }
 
