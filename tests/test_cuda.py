@@ -79,20 +79,24 @@ def test_connected_components_3d_gpu_equals_cpu_and_skimage(connectivity):
 
 
 @cuda
-@pytest.mark.parametrize("use_mask", [False, True])
+@pytest.mark.parametrize("use_mask", [False, "host", "device"])
 @pytest.mark.parametrize("enforce", [True, False])
 def test_slic_gpu_equals_cpu_on_phantoms(use_mask, enforce):
+    """A mask on the host is planned there; one on the GPU is planned on the GPU (arrays
+    sized by the pixel bound): both give the CPU's labels."""
     images, _ = phantom_batch(16, 256, 256, seed=3)
     mask = images > -500 if use_mask else None
     kwargs = dict(n_segments=100, compactness=0.1, mask=mask, enforce_connectivity=enforce)
     cpu = slic(images, **kwargs)
+    if use_mask == "device":
+        kwargs["mask"] = torch.from_numpy(mask).cuda()
     gpu = slic(torch.from_numpy(images).cuda(), **kwargs)
     assert gpu.is_cuda
     np.testing.assert_array_equal(gpu.cpu().numpy(), cpu)
 
 
 @cuda
-@pytest.mark.parametrize("use_mask", [False, True])
+@pytest.mark.parametrize("use_mask", [False, "host", "device"])
 @pytest.mark.parametrize("enforce", [True, False])
 def test_slic_3d_gpu_equals_cpu_on_phantom_volumes(use_mask, enforce):
     from supercl.data.phantom import phantom_volume
@@ -103,6 +107,8 @@ def test_slic_3d_gpu_equals_cpu_on_phantom_volumes(use_mask, enforce):
     kwargs = dict(n_segments=500, compactness=0.1, mask=mask, enforce_connectivity=enforce,
                   spacing=(2.5, 0.7, 0.7), spatial_dims=3)
     cpu = slic(volumes, **kwargs)
+    if use_mask == "device":
+        kwargs["mask"] = torch.from_numpy(mask).cuda()
     gpu = slic(torch.from_numpy(volumes).cuda(), **kwargs)
     assert gpu.is_cuda
     np.testing.assert_array_equal(gpu.cpu().numpy(), cpu)

@@ -6,6 +6,8 @@ pointer jumping, renumbering) against the CPU backend and scikit-image on machin
 GPU.  What it cannot check -- concurrency, atomics under contention, CuPy itself -- is left to
 the tests marked `cuda` in test_cuda.py."""
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -136,12 +138,22 @@ def awkward_masks(shape, seed):
     return masks
 
 
+@pytest.fixture(params=["bound", "exact"])
+def centre_bound(request, monkeypatch):
+    """Both ways the launcher sizes the centre arrays: the pixel bound (a plan on the GPU; forced
+    here, where the emulated plan is on the host) and the exact count (a plan on the host)."""
+    if request.param == "bound":
+        monkeypatch.setattr(sys.modules["supercl.ops.slic"], "_centre_bound",
+                            lambda grid, pixels: pixels)
+    return request.param
+
+
 @pytest.mark.parametrize("enforce", [True, False])
 @pytest.mark.parametrize(("shape", "channels"), [((23, 37), 1), ((1, 41), 1), ((16, 9), 3)])
-def test_slic_kernels_awkward_masks_match_cpu(emulated, enforce, shape, channels):
-    """The device-planned masked path (bounding boxes and grids in torch, arrays sized by the
-    pixel bound) against the CPU backend: an empty mask, a single pixel, scattered pixels
-    (a box far larger than its area: many centres), odd sizes, channels."""
+def test_slic_kernels_awkward_masks_match_cpu(emulated, centre_bound, enforce, shape, channels):
+    """The masked path (bounding boxes and grids planned in torch; arrays sized by the pixel
+    bound as on a GPU, or exactly) against the CPU backend: an empty mask, a single pixel,
+    scattered pixels (a box far larger than its area: many centres), odd sizes, channels."""
     masks = awkward_masks(shape, sum(shape))
     images = np.random.default_rng(channels).random((5, channels) + shape)
     for n_segments in (1, 9, 60):
@@ -155,7 +167,7 @@ def test_slic_kernels_awkward_masks_match_cpu(emulated, enforce, shape, channels
 
 @pytest.mark.parametrize("enforce", [True, False])
 @pytest.mark.parametrize("shape", [(5, 9, 11), (1, 1, 17), (6, 1, 7)])
-def test_slic_3d_kernels_awkward_masks_match_cpu(emulated, enforce, shape):
+def test_slic_3d_kernels_awkward_masks_match_cpu(emulated, centre_bound, enforce, shape):
     masks = awkward_masks(shape, sum(shape))
     volumes = np.random.default_rng(len(shape)).integers(0, 1000, (5,) + shape).astype(np.int16)
     for n_segments in (1, 8, 50):
@@ -278,6 +290,9 @@ def test_masked_slic_reads_nothing_back(emulated, monkeypatch, spatial_dims):
     input, through the real launcher, never converts a tensor to a host value (item, tolist,
     bool, int, float, numpy) -- the calls that would synchronise on a GPU.  So the masked plan
     (bounding boxes, grids, the centre bound) is all device-side tensor work."""
+    # the pixel bound, as on a GPU (with a plan on the host the exact count is read back)
+    monkeypatch.setattr(sys.modules["supercl.ops.slic"], "_centre_bound",
+                        lambda grid, pixels: pixels)
     rng = np.random.default_rng(spatial_dims)
     shape = (3, 20, 24) if spatial_dims == 2 else (3, 6, 10, 12)
     images = torch.from_numpy(rng.integers(-1000, 1000, shape).astype(np.int16))

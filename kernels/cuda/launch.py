@@ -136,9 +136,12 @@ def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
 def _plan_on(plan, device: torch.device) -> torch.Tensor:
     """A SLIC plan array on the device: numpy (planned on the host) copied without
     synchronising, a tensor (planned on the device, with a mask) as it is."""
-    if isinstance(plan, torch.Tensor):
-        return plan.to(device).contiguous()
-    return _to_device(plan, device)
+    if not isinstance(plan, torch.Tensor):
+        return _to_device(plan, device)
+    plan = plan.contiguous()
+    if plan.device.type == "cpu" and device.type == "cuda":  # from a mask given on the host
+        return plan.pin_memory().to(device, non_blocking=True)
+    return plan.to(device)
 
 
 def _i64(v) -> np.int64:
@@ -244,7 +247,7 @@ def slic(
     batch, channels, height, width = image.shape
     hw = height * width
     n = batch * hw
-    if k_max is None:
+    if k_max is None:  # a plan on the host: numpy, or a CPU tensor
         k_max = int((grid[:, 2] * grid[:, 3]).max())
     module = _module("slic", device.index)
     grid_t, params_t, min_size_t = (_plan_on(a, device) for a in (grid, params, min_size))
@@ -323,7 +326,7 @@ def slic_3d(
     batch, channels, depth, height, width = image.shape
     n_vol = depth * height * width
     n = batch * n_vol
-    if k_max is None:
+    if k_max is None:  # a plan on the host: numpy, or a CPU tensor
         k_max = int((grid[:, 3] * grid[:, 4] * grid[:, 5]).max())
     module3 = _module("slic_3d", device.index)
     module = _module("slic", device.index)

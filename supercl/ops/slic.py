@@ -236,6 +236,9 @@ def _slic_op(images: torch.Tensor, mask: Optional[torch.Tensor], n_segments: int
     ``backend`` ("cpu" or "cuda"); (B, H, W) int32 on the images' device."""
     device = cuda_device(images.device) if backend == "cuda" else torch.device("cpu")
     has_mask = mask is not None
+    # A mask given on the host is planned there (exact centre counts, nothing to wait for);
+    # one on the GPU is planned on the GPU, with the arrays sized by a bound (_plan_masked).
+    plan_mask = mask
     if has_mask:
         mask = mask.to(device)
     # Rescaling in float64 on the computing device; every step is exactly rounded, so both
@@ -250,7 +253,7 @@ def _slic_op(images: torch.Tensor, mask: Optional[torch.Tensor], n_segments: int
         normalized = _rescale_batch(images, mask, has_mask, device)
     batch, _, height, width = images.shape
     grid, params, min_size = _plan(
-        mask, batch, height, width, n_segments, compactness, spacing_y, spacing_x,
+        plan_mask, batch, height, width, n_segments, compactness, spacing_y, spacing_x,
         min_size_factor,
     )
     first_label = max(start_label, 1) if has_mask else start_label
@@ -258,9 +261,9 @@ def _slic_op(images: torch.Tensor, mask: Optional[torch.Tensor], n_segments: int
     if backend == "cuda":
         from supercl.kernels.cuda import launch as _cuda
 
-        # With a mask the centre count per image is only known on the device: size the
-        # arrays by its bound, the pixels of an image (see _plan_masked).
-        k_max = height * width if has_mask else None
+        # With a mask planned on the GPU the centre count per image is only known there: size
+        # the arrays by its bound, the pixels of an image (see _plan_masked).
+        k_max = _centre_bound(grid, height * width)
         result = _cuda.slic(normalized.contiguous(), mask_u8, grid, params, max_num_iter,
                             enforce_connectivity, min_size, first_label, k_max=k_max)
     else:
@@ -276,6 +279,15 @@ def _(images, mask, n_segments, compactness, max_num_iter, spacing_y, spacing_x,
       enforce_connectivity, min_size_factor, start_label, backend):
     batch, _, height, width = images.shape
     return images.new_empty((batch, height, width), dtype=torch.int32)
+
+
+def _centre_bound(grid, pixels: int) -> int | None:
+    """The launcher's k_max: None (read it from the grid) for a plan on the host, ``pixels``
+    -- a grid never has more centres than its box has pixels -- for a plan on the GPU, whose
+    counts the host does not know."""
+    if isinstance(grid, np.ndarray) or grid.device.type == "cpu":
+        return None
+    return pixels
 
 
 def _host(plan) -> np.ndarray:
@@ -648,6 +660,7 @@ def _slic_3d(images, n_segments, compactness, max_num_iter, spacing, mask, enfor
 
     chosen = resolve_backend("slic", backend, x.device)
     device = cuda_device(x.device) if chosen == "cuda" else torch.device("cpu")
+    plan_mask = mask_t  # planned where it is given (as in the 2-D op)
     if mask_t is not None:
         mask_t = mask_t.to(device)
 
@@ -661,14 +674,14 @@ def _slic_3d(images, n_segments, compactness, max_num_iter, spacing, mask, enfor
         normalized = _rescale_batch(flat, flat_mask, mask is not None, device)
     normalized = normalized.reshape(batch, channels, depth, height, width)
 
-    grid, params, min_size = _plan_3d(mask_t, batch, depth, height, width, n_segments,
+    grid, params, min_size = _plan_3d(plan_mask, batch, depth, height, width, n_segments,
                                       compactness, spacing, min_size_factor)
     first_label = max(start_label, 1) if mask_t is not None else start_label
     mask_u8 = None if mask_t is None else mask_t.to(torch.uint8).contiguous()
     if chosen == "cuda":
         from supercl.kernels.cuda import launch as _cuda
 
-        k_max = depth * height * width if mask_t is not None else None  # see _plan_masked
+        k_max = _centre_bound(grid, depth * height * width)
         result = _cuda.slic_3d(normalized.contiguous(), mask_u8, grid, params, max_num_iter,
                                enforce_connectivity, min_size, first_label, k_max=k_max)
     else:
