@@ -244,6 +244,7 @@ def test_slic_batch_beyond_2_31_pixels_labels_every_slice():
     labels = slic(images, **kwargs)
     for b in (0, 1, 2047, 2048):
         alone = slic(images[b : b + 1].cpu().numpy(), **kwargs)
-        np.testing.assert_array_equal(labels[b : b + 1].cpu().numpy(), alone, err_msg=f"slice {b}")
+        np.testing.assert_array_equal(labels[b : b + 1].cpu().numpy(), alone,
+                                      err_msg=f"slice {b}")
     del labels
     torch.cuda.empty_cache()

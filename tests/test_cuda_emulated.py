@@ -226,7 +226,8 @@ def test_slic_kernels_index_in_int64(name):
             if "*" in param:
                 continue
             assert kind == ("int32_t" if arg in flags else "int64_t"), (kernel, param)
-    assert "for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x" in source
+    assert ("for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x"
+            in source)
     assert "static_cast<int64_t>(gridDim.x) * blockDim.x" in source
     assert not re.search(r"\b(int|unsigned|long)\s+\w+\s*[=;]", source)
     for declaration in re.findall(r"int32_t (\w+) = ([^;]*);", source):
@@ -254,7 +255,8 @@ def one_slot(emulated, monkeypatch, tmp_path):
             ["g++", "-x", "c++", "-std=c++17", "-O1", "-shared", "-fPIC", "-ffp-contract=off",
              "-DSUPERCL_SLIC_SLOTS=1", "-include", str(shim),
              f"-I{supercl.kernels.include_dir()}",
-             str(Path(supercl.kernels.__file__).parent / "cuda" / f"{name}.cu"), "-o", str(lib)],
+             str(Path(supercl.kernels.__file__).parent / "cuda" / f"{name}.cu"), "-o",
+             str(lib)],
             capture_output=True, text=True, timeout=300,
         )
         assert result.returncode == 0, result.stderr

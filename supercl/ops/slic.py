@@ -202,7 +202,8 @@ def slic(
         # labels, component ids and pixel indices within an image are int32 (both backends);
         # batches are indexed in int64, so only the size of one image is limited.
         raise ValueError(
-            f"images have {height * width} pixels each; at most 2**31 - 1 per image are supported"
+            f"images have {height * width} pixels each; at most 2**31 - 1 per image are "
+            "supported"
         )
 
     n_segments = check_int(n_segments, "n_segments", minimum=1)
@@ -399,7 +400,8 @@ def regular_grid(shape: tuple[int, int, int], n_points: int) -> tuple[list[int],
 def _plan(mask, batch, height, width, n_segments, compactness, spacing_y, spacing_x, min_size_factor):
     """Per image: the grid {y0, x0, ny, nx, sy, sx}, the distance scalars and the minimum piece
     size of connectivity enforcement.  Without a mask, numpy arrays planned on the host (they
-    depend on the shape only); with one, tensors planned where the mask is (:func:`_plan_masked`),
+    depend on the shape only); with one, tensors planned where the mask is
+    (:func:`_plan_masked`),
     so that the GPU path never waits for the mask's bounding boxes."""
     if mask is not None:
         grid3, params, min_size = _plan_masked(
@@ -412,7 +414,8 @@ def _plan(mask, batch, height, width, n_segments, compactness, spacing_y, spacin
         # to the device, a synchronising copy)
         grid = torch.cat([grid3[:, 1:3], grid3[:, 4:6], grid3[:, 7:9]], 1)
         weight = params[:, 0]
-        spatial = torch.stack([weight, params[:, 3], torch.full_like(weight, spacing_y * spacing_y),
+        spatial = torch.stack([weight, params[:, 3],
+                               torch.full_like(weight, spacing_y * spacing_y),
                                torch.full_like(weight, spacing_x * spacing_x), params[:, 4]], 1)
         return grid, spatial, min_size
     grid = np.zeros((batch, 6), dtype=np.int64)
@@ -557,7 +560,8 @@ def _regular_grid_device(shape: torch.Tensor, n_points: torch.Tensor):
     steps3 = torch.stack([d0, d1, torch.round(u).long()], 1)
     starts = torch.where(d0_below[:, None], torch.where(d1_below[:, None], starts3, starts2),
                          starts1)
-    steps = torch.where(d0_below[:, None], torch.where(d1_below[:, None], steps3, steps2), steps1)
+    steps = torch.where(d0_below[:, None], torch.where(d1_below[:, None], steps3, steps2),
+                        steps1)
     small = (size <= n)[:, None]
     starts = torch.where(small, 0, starts)
     steps = torch.where(small, 1, steps)

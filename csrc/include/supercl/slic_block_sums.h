@@ -53,7 +53,8 @@ SUPERCL_HD void slic_block_clear(unsigned long long* keys, int64_t* sums, int64_
                                  int64_t threads) {
   for (int64_t s = thread; s < SUPERCL_SLIC_SLOTS; s += threads) {
     keys[s] = SUPERCL_SLIC_EMPTY_KEY;
-    for (int64_t f = 0; f < SUPERCL_SLIC_SLOT_FIELDS; ++f) sums[s * SUPERCL_SLIC_SLOT_FIELDS + f] = 0;
+    for (int64_t f = 0; f < SUPERCL_SLIC_SLOT_FIELDS; ++f)
+      sums[s * SUPERCL_SLIC_SLOT_FIELDS + f] = 0;
   }
 }
 
