@@ -401,8 +401,7 @@ def _plan(mask, batch, height, width, n_segments, compactness, spacing_y, spacin
     """Per image: the grid {y0, x0, ny, nx, sy, sx}, the distance scalars and the minimum piece
     size of connectivity enforcement.  Without a mask, numpy arrays planned on the host (they
     depend on the shape only); with one, tensors planned where the mask is
-    (:func:`_plan_masked`),
-    so that the GPU path never waits for the mask's bounding boxes."""
+    (:func:`_plan_masked`), so that the GPU path never waits for the mask's bounding boxes."""
     if mask is not None:
         grid3, params, min_size = _plan_masked(
             mask[:, None], n_segments, compactness, (1.0, spacing_y, spacing_x),
