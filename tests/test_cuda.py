@@ -150,20 +150,24 @@ def test_connected_components_gpu_big_batch():
 
 
 @cuda
-@pytest.mark.parametrize("use_mask", [False, True])
+@pytest.mark.parametrize("use_mask", [False, "host", "device"])
 @pytest.mark.parametrize("enforce", [True, False])
 def test_slic_gpu_equals_cpu_on_phantoms(use_mask, enforce):
+    """A mask on the host is planned there; one on the GPU is planned on the GPU (arrays
+    sized by the pixel bound): both give the CPU's labels."""
     images, _ = phantom_batch(16, 256, 256, seed=3)
     mask = images > -500 if use_mask else None
     kwargs = dict(n_segments=100, compactness=0.1, mask=mask, enforce_connectivity=enforce)
     cpu = slic(images, **kwargs)
+    if use_mask == "device":
+        kwargs["mask"] = torch.from_numpy(mask).cuda()
     gpu = slic(torch.from_numpy(images).cuda(), **kwargs)
     assert gpu.is_cuda
     np.testing.assert_array_equal(gpu.cpu().numpy(), cpu)
 
 
 @cuda
-@pytest.mark.parametrize("use_mask", [False, True])
+@pytest.mark.parametrize("use_mask", [False, "host", "device"])
 @pytest.mark.parametrize("enforce", [True, False])
 def test_slic_3d_gpu_equals_cpu_on_phantom_volumes(use_mask, enforce):
     from supercl.data.phantom import phantom_volume
@@ -174,6 +178,8 @@ def test_slic_3d_gpu_equals_cpu_on_phantom_volumes(use_mask, enforce):
     kwargs = dict(n_segments=500, compactness=0.1, mask=mask, enforce_connectivity=enforce,
                   spacing=(2.5, 0.7, 0.7), spatial_dims=3)
     cpu = slic(volumes, **kwargs)
+    if use_mask == "device":
+        kwargs["mask"] = torch.from_numpy(mask).cuda()
     gpu = slic(torch.from_numpy(volumes).cuda(), **kwargs)
     assert gpu.is_cuda
     np.testing.assert_array_equal(gpu.cpu().numpy(), cpu)
@@ -257,3 +263,59 @@ def test_compiled_module_cache_key_follows_the_headers(tmp_path, monkeypatch):
     _cuda._headers_digest.cache_clear()
     assert _cuda._headers_digest() != before
     _cuda._headers_digest.cache_clear()
+
+
+@cuda
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+@pytest.mark.parametrize("enforce", [True, False])
+def test_masked_slic_does_not_synchronise(spatial_dims, enforce):
+    """Issue 22: the whole public op with a mask -- validation, rescaling of integer input,
+    bounding boxes and grids planned on the device, iterations, enforcement -- makes no
+    synchronising torch call (torch raises in sync-debug mode "error").  One image's mask is
+    empty and one is a single pixel.  The labels equal the CPU backend's."""
+    if spatial_dims == 2:
+        images, organs = phantom_batch(6, 96, 112, seed=3)
+        masks = images > -500
+    else:
+        from supercl.data.phantom import phantom_volume
+
+        volume, organs = phantom_volume(12, 40, 44, seed=5)
+        images = np.stack([volume, volume[::-1], volume[:, ::-1], volume[:, :, ::-1], volume,
+                           volume[::-1, ::-1]])
+        masks = images > -500
+    images = images.astype(np.int16)
+    masks[1] = False
+    masks[2] = False
+    masks[2].flat[masks[2].size // 2] = True
+    kwargs = dict(n_segments=40, compactness=0.1, enforce_connectivity=enforce,
+                  spatial_dims=spatial_dims)
+    x, m = torch.from_numpy(images).cuda(), torch.from_numpy(masks).cuda()
+    slic(x, mask=m, **kwargs)  # compile the kernels, build the planning tables
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        labels = slic(x, mask=m, **kwargs)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    np.testing.assert_array_equal(labels.cpu().numpy(), slic(images, mask=masks, **kwargs))
+
+
+@cuda
+def test_slic_batch_beyond_2_31_pixels_labels_every_slice():
+    """Issue 22 / cupy 9851: a batch of more than 2**31 pixels (2049 x 1024^2 uint8: indices
+    past int32 in every grid-stride kernel and per-image offset) labels its later slices as
+    it labels them alone, and as the CPU does.  enforce_connectivity=False keeps the memory to
+    ~40 GB (the enforcement's per-component arrays would add ~60 GB)."""
+    batch, side = 2049, 1024
+    assert batch * side * side > 2**31
+    generator = torch.Generator(device="cuda").manual_seed(9851)
+    images = torch.randint(0, 256, (batch, side, side), dtype=torch.uint8, device="cuda",
+                           generator=generator)
+    kwargs = dict(n_segments=64, compactness=0.1, max_num_iter=3, enforce_connectivity=False)
+    labels = slic(images, **kwargs)
+    for b in (0, 1, 2047, 2048):
+        alone = slic(images[b : b + 1].cpu().numpy(), **kwargs)
+        np.testing.assert_array_equal(labels[b : b + 1].cpu().numpy(), alone,
+                                      err_msg=f"slice {b}")
+    del labels
+    torch.cuda.empty_cache()

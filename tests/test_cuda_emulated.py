@@ -6,6 +6,8 @@ pointer jumping, renumbering) against the CPU backend and scikit-image on machin
 GPU.  What it cannot check -- concurrency, atomics under contention, CuPy itself -- is left to
 the tests marked `cuda` in test_cuda.py."""
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -269,3 +271,190 @@ def test_slic_kernels_small_compactness_merges(emulated):
     kwargs = dict(n_segments=30, compactness=1e-3, start_label=1)
     np.testing.assert_array_equal(slic(images, backend="cuda", **kwargs),
                                   slic(images, backend="cpu", **kwargs))
+
+
+def awkward_masks(shape, seed):
+    """(B, *shape) masks: a blob, an empty one, a single pixel, scattered pixels, a full one."""
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((5,) + shape, dtype=bool)
+    centre = np.indices(shape) - (np.array(shape) // 2).reshape((-1,) + (1,) * len(shape))
+    masks[0] = (centre**2).sum(0) < (min(shape) // 2 + 1) ** 2
+    masks[2][tuple(s - 1 for s in shape)] = True
+    masks[3] = rng.random(shape) < 0.05
+    masks[4] = True
+    return masks
+
+
+@pytest.fixture(params=["bound", "exact"])
+def centre_bound(request, monkeypatch):
+    """Both ways the launcher sizes the centre arrays: the pixel bound (a plan on the GPU; forced
+    here, where the emulated plan is on the host) and the exact count (a plan on the host)."""
+    if request.param == "bound":
+        monkeypatch.setattr(sys.modules["supercl.ops.slic"], "_centre_bound",
+                            lambda grid, pixels: pixels)
+    return request.param
+
+
+@pytest.mark.parametrize("enforce", [True, False])
+@pytest.mark.parametrize(("shape", "channels"), [((23, 37), 1), ((1, 41), 1), ((16, 9), 3)])
+def test_slic_kernels_awkward_masks_match_cpu(emulated, centre_bound, enforce, shape, channels):
+    """The masked path (bounding boxes and grids planned in torch; arrays sized by the pixel
+    bound as on a GPU, or exactly) against the CPU backend: an empty mask, a single pixel,
+    scattered pixels (a box far larger than its area: many centres), odd sizes, channels."""
+    masks = awkward_masks(shape, sum(shape))
+    images = np.random.default_rng(channels).random((5, channels) + shape)
+    for n_segments in (1, 9, 60):
+        kwargs = dict(n_segments=n_segments, compactness=0.2, max_num_iter=4, mask=masks,
+                      enforce_connectivity=enforce, start_label=2)
+        cpu = slic(images, backend="cpu", **kwargs)
+        np.testing.assert_array_equal(slic(images, backend="cuda", **kwargs), cpu)
+        assert (cpu[1] == 0).all() and (cpu[~masks] == 0).all() and (cpu[masks] >= 2).all()
+        assert cpu[2][masks[2]].tolist() == [2]
+
+
+@pytest.mark.parametrize("enforce", [True, False])
+@pytest.mark.parametrize("shape", [(5, 9, 11), (1, 1, 17), (6, 1, 7)])
+def test_slic_3d_kernels_awkward_masks_match_cpu(emulated, centre_bound, enforce, shape):
+    masks = awkward_masks(shape, sum(shape))
+    volumes = np.random.default_rng(len(shape)).integers(0, 1000, (5,) + shape).astype(np.int16)
+    for n_segments in (1, 8, 50):
+        kwargs = dict(n_segments=n_segments, compactness=0.2, max_num_iter=3, mask=masks,
+                      enforce_connectivity=enforce, spacing=(2.0, 1.0, 0.5), spatial_dims=3)
+        cpu = slic(volumes, backend="cpu", **kwargs)
+        np.testing.assert_array_equal(slic(volumes, backend="cuda", **kwargs), cpu)
+        assert (cpu[1] == 0).all() and (cpu[~masks] == 0).all() and (cpu[masks] >= 1).all()
+
+
+# ---- big batches (issue 22, cupy 9851): index arithmetic past 2**31 without the memory ----
+
+
+@pytest.mark.parametrize("n", [2**31 - 1, 2**31, 2**31 + 1, 5000 * 768 * 768, 2**40 + 3])
+def test_launch_geometry_past_int32(n):
+    """The launcher's grid for n elements: at most 65535 blocks (a grid-stride loop covers the
+    rest), and n reaches the kernel as an exact int64."""
+    from supercl.kernels.cuda import launch as _cuda
+
+    calls = []
+
+    class Module:
+        def get_function(self, name):
+            return lambda grid, block, args: calls.append((grid, block, args))
+
+    _cuda._launch(Module(), "k", n, np.int64(n))
+    (grid, block, args), = calls
+    assert 1 <= grid[0] <= 65535 and block[0] >= 1
+    assert grid[0] == min(-(-n // block[0]), 65535)
+    assert type(args[0]) is np.int64 and int(args[0]) == n
+
+
+def kernel_signatures(source):
+    import re
+
+    return re.findall(r'extern "C" __global__ void (\w+)\(([^)]*)\)', source, re.S)
+
+
+@pytest.mark.parametrize("name", ["slic", "slic_3d"])
+def test_slic_kernels_index_in_int64(name):
+    """Every size and index the SLIC kernels compute with is int64: size parameters are
+    int64_t, the grid-stride index is int64_t, and the only int32 locals are labels and
+    component ids (< 2**31 per image, checked in Python) -- so B * H * W >= 2**31 cannot
+    wrap (cupy 9851's failure mode)."""
+    import re
+
+    import supercl.kernels
+
+    source = supercl.kernels.cuda_source(name)
+    flags = {"has_mask", "with_colour", "start_label", "use_table"}
+    signatures = kernel_signatures(source)
+    assert len(signatures) >= 4
+    for kernel, params in signatures:
+        for param in (p.strip() for p in params.split(",")):
+            kind, arg = param.rsplit(" ", 1)
+            if "*" in param:
+                continue
+            assert kind == ("int32_t" if arg in flags else "int64_t"), (kernel, param)
+    assert ("for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x"
+            in source)
+    assert "static_cast<int64_t>(gridDim.x) * blockDim.x" in source
+    assert not re.search(r"\b(int|unsigned|long)\s+\w+\s*[=;]", source)
+    for declaration in re.findall(r"int32_t (\w+) = ([^;]*);", source):
+        assert declaration[0] in {"label", "c"}, declaration
+
+
+@pytest.fixture
+def one_slot(emulated, monkeypatch, tmp_path):
+    """The emulated backend with the SLIC kernels built with a one-slot shared-memory table
+    (SUPERCL_SLIC_SLOTS=1): every second centre a block meets finds the table full and takes
+    the direct path to global memory, so both paths run in one call."""
+    import ctypes
+    import subprocess
+    from pathlib import Path
+
+    import supercl.kernels
+    from conftest import _HostModule
+    from supercl.kernels.cuda import launch as _cuda
+
+    shim = Path(__file__).with_name("cuda_host_shim.h")
+    libs = {}
+    for name in ("slic", "slic_3d"):
+        lib = tmp_path / f"{name}.so"
+        result = subprocess.run(
+            ["g++", "-x", "c++", "-std=c++17", "-O1", "-shared", "-fPIC", "-ffp-contract=off",
+             "-DSUPERCL_SLIC_SLOTS=1", "-include", str(shim),
+             f"-I{supercl.kernels.include_dir()}",
+             str(Path(supercl.kernels.__file__).parent / "cuda" / f"{name}.cu"), "-o",
+             str(lib)],
+            capture_output=True, text=True, timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+        libs[name] = ctypes.CDLL(str(lib))
+    default = _cuda._module
+    monkeypatch.setattr(_cuda, "_module", lambda name, index: _HostModule(libs[name], emulated)
+                        if name in libs else default(name, index))
+    return emulated
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_slic_table_overflow_path_matches_cpu(one_slot, spatial_dims):
+    """(2-D with two channels; 3-D grey volumes.)"""
+    rng = np.random.default_rng(spatial_dims)
+    if spatial_dims == 2:
+        images = rng.random((3, 2, 29, 35))
+        masks = images[:, 0] > 0.2
+    else:
+        images = rng.random((3, 6, 29, 35))
+        masks = images > 0.2
+    for mask in (None, masks):
+        kwargs = dict(n_segments=40, compactness=0.1, max_num_iter=3, mask=mask,
+                      spatial_dims=spatial_dims)
+        np.testing.assert_array_equal(slic(images, backend="cuda", **kwargs),
+                                      slic(images, backend="cpu", **kwargs))
+    assert "slic3_accumulate_kernel" in one_slot if spatial_dims == 3 else (
+        "slic_accumulate_kernel" in one_slot)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_masked_slic_reads_nothing_back(emulated, monkeypatch, spatial_dims):
+    """The CPU stand-in for the GPU's sync-debug test (test_cuda.py): the masked op on integer
+    input, through the real launcher, never converts a tensor to a host value (item, tolist,
+    bool, int, float, numpy) -- the calls that would synchronise on a GPU.  So the masked plan
+    (bounding boxes, grids, the centre bound) is all device-side tensor work."""
+    # the pixel bound, as on a GPU (with a plan on the host the exact count is read back)
+    monkeypatch.setattr(sys.modules["supercl.ops.slic"], "_centre_bound",
+                        lambda grid, pixels: pixels)
+    rng = np.random.default_rng(spatial_dims)
+    shape = (3, 20, 24) if spatial_dims == 2 else (3, 6, 10, 12)
+    images = torch.from_numpy(rng.integers(-1000, 1000, shape).astype(np.int16))
+    masks = images > -300
+    masks[1] = False
+    kwargs = dict(n_segments=12, compactness=0.1, max_num_iter=3, spatial_dims=spatial_dims)
+    expected = slic(images, mask=masks, backend="cpu", **kwargs)
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("a tensor was read back to the host")
+
+    with monkeypatch.context() as patch:
+        for method in ("item", "tolist", "__bool__", "__int__", "__float__", "numpy"):
+            patch.setattr(torch.Tensor, method, refuse)
+        labels = slic(images, mask=masks, backend="cuda", **kwargs)
+    np.testing.assert_array_equal(labels.numpy(), expected.numpy())

@@ -626,3 +626,106 @@ def test_cpu_rescale_rejects_non_finite_inside_mask():
         slic(x, mask=mask)
     mask[1, 3, 3] = False
     assert slic(x, mask=mask).shape == (2, 8, 9)
+
+
+# --------------------------------------------------------------------------------------------
+# Masked planning on the mask's device (issue 22): torch reductions and a vectorised
+# regular_grid, checked against the host's regular_grid and a numpy bounding-box reference.
+# --------------------------------------------------------------------------------------------
+
+
+def test_device_regular_grid_equals_regular_grid():
+    """Every branch of regular_grid (all steps equal, the smallest side then two equal steps,
+    the two smallest sides then the last) and exact cubes, where the host's pow lands just below
+    an integer (32768 ** (1/3) < 32): the threshold tables reproduce those decisions exactly."""
+    rng = np.random.default_rng(22)
+    shapes, points = [], []
+    for _ in range(4000):
+        depth = int(rng.integers(1, 60)) if rng.random() < 0.5 else 1
+        shapes.append((depth, int(rng.integers(1, 400)), int(rng.integers(1, 400))))
+        points.append(int(rng.integers(1, 5000)))
+    for side in range(1, 70):
+        for n in (1, 2, 8, 27, 64, 125, 1000):
+            shapes += [(side, side, side), (2 * side, side, 3 * side), (1, side, side)]
+            points += [n, n, n]
+    shapes += [(1290, 1290, 1290), (1290, 1, 1), (1, 1, 1)]
+    points += [1, 7, 1]
+    starts, steps = slic_module._regular_grid_device(torch.tensor(shapes),
+                                                     torch.tensor(points, dtype=torch.float64))
+    expected = [slic_module.regular_grid(s, n) for s, n in zip(shapes, points)]
+    np.testing.assert_array_equal(starts.numpy(), [e[0] for e in expected])
+    np.testing.assert_array_equal(steps.numpy(), [e[1] for e in expected])
+
+
+def test_cube_root_thresholds_are_the_smallest():
+    ge, gt = slic_module._cbrt_thresholds()
+    for j in (1, 2, 3, 64, 65, 2 * 1290):
+        value = j / 2
+        assert ge[j] ** (1.0 / 3) >= value > np.nextafter(ge[j], 0) ** (1.0 / 3)
+        assert gt[j] ** (1.0 / 3) > value >= np.nextafter(gt[j], 0) ** (1.0 / 3)
+
+
+def masked_plan_reference(mask, n_segments, compactness, spacing, min_size_factor):
+    """The masked 3-D plan as the host computed it before issue 22: numpy bounding boxes,
+    regular_grid per box, Python arithmetic."""
+    grid, params, min_size = [], [], []
+    for m in mask:
+        if not m.any():
+            grid.append([0, 0, 0, 1, 1, 1, 1, 1, 1])
+            params.append([1.0, 1.0, 1.0, 0.0, 2.0])
+            min_size.append(0)
+            continue
+        spans = [np.flatnonzero(m.any(axis=tuple(a for a in range(3) if a != axis)))
+                 for axis in range(3)]
+        origin = [int(s[0]) for s in spans]
+        size = [int(s[-1]) - int(s[0]) + 1 for s in spans]
+        n = max(1, round(n_segments * int(np.prod(size)) / int(m.sum())))
+        starts, steps = slic_module.regular_grid(tuple(size), n)
+        counts = [-(-(s - a) // st) for s, a, st in zip(size, starts, steps)]
+        grid.append([o + a for o, a in zip(origin, starts)] + counts + steps)
+        step = float(max(max(steps), 1))
+        spatial = 1.0 / (step * step)
+        params.append([spacing[0] * spacing[0] * spatial, spacing[1] * spacing[1] * spatial,
+                       spacing[2] * spacing[2] * spatial,
+                       1.0 / (2.0**32 * compactness * compactness), 2.0 * step])
+        min_size.append(int(min_size_factor * (int(np.prod(size)) / int(np.prod(counts)))))
+    return np.array(grid), np.array(params), np.array(min_size)
+
+
+def test_masked_plan_on_device_equals_host_reference():
+    rng = np.random.default_rng(3)
+    mask = np.zeros((7, 9, 23, 31), dtype=bool)
+    mask[0, 2:7, 3:20, 5:9] = rng.random((5, 17, 4)) < 0.6  # a sparse box
+    mask[1] = rng.random((9, 23, 31)) < 0.01                  # scattered pixels
+    mask[2, 4, 11, 30] = True                                 # one pixel, at an edge
+    # mask[3] stays empty
+    mask[4] = True                                            # everything
+    mask[5, :, :, 0] = True                                   # a thin slab
+    mask[6, 0, 0, 0] = mask[6, -1, -1, -1] = True             # two opposite corners
+    for n_segments, compactness, min_size_factor in ((50, 0.1, 0.5), (1, 3.0, 0.0),
+                                                     (4000, 0.01, 2.5)):
+        spacing = (2.5, 0.7, 1.3)
+        got = slic_module._plan_masked(torch.from_numpy(mask), n_segments, compactness, spacing,
+                                       min_size_factor)
+        for g, e in zip(got, masked_plan_reference(mask, n_segments, compactness, spacing,
+                                                   min_size_factor)):
+            np.testing.assert_array_equal(g.numpy(), e)
+
+
+def test_full_mask_plans_like_no_mask():
+    """A mask covering everything gives the unmasked grid (the device plan and the host plan
+    are the same regular_grid)."""
+    for height, width, n_segments in ((64, 64, 16), (37, 101, 100), (5, 123, 7), (1, 1, 3)):
+        full = torch.ones((2, height, width), dtype=torch.bool)
+        host = slic_module._plan(None, 2, height, width, n_segments, 0.1, 1.0, 2.0, 0.5)
+        device = slic_module._plan(full, 2, height, width, n_segments, 0.1, 1.0, 2.0, 0.5)
+        for h, d in zip(host, device):
+            np.testing.assert_array_equal(d.numpy(), h)
+
+
+def test_one_image_too_large_is_refused_before_any_work():
+    """Labels and component ids within an image are int32: an image of 2**31 pixels or more
+    is refused by the validation (a stride-0 view: no memory is needed to ask)."""
+    huge = torch.zeros(1, 1, 1).expand(2, 46341, 46341)
+    with pytest.raises(ValueError, match="at most 2\\*\\*31 - 1 per image"):
+        slic(huge, n_segments=10)

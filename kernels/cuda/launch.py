@@ -11,8 +11,9 @@ validate their input and call :func:`slic` and :func:`connected_components` here
 - Tensors: torch and CuPy share memory through DLPack (zero copy). Kernels take raw strides,
   so inputs of any stride are used in place.
 - Streams: every launch goes to ``torch.cuda.current_stream()``; nothing here synchronises
-  with the host, except ``slic`` with a ``mask``, which reads the masks' bounding boxes once,
-  before the iterations, to size the grids.
+  with the host.  SLIC with a ``mask`` takes its plan (grids from the masks' bounding boxes) as
+  device tensors and sizes its arrays by a bound known on the host (``k_max``), so it does not
+  wait for the device either.
 
 CuPy and the CUDA toolchain are imported only here, only when a CUDA op runs.
 """
@@ -34,6 +35,9 @@ _THREADS = 256
 # Pixels of a row per thread in SLIC's centre accumulation (slic.cu): one set of atomics per
 # run of equal labels in the chunk.
 _ACCUMULATE_CHUNK = 16
+# Sums per slot of the accumulate kernels' shared-memory table (SUPERCL_SLIC_SLOT_FIELDS,
+# supercl/slic_block_sums.h): with more channels they add straight to global memory.
+_SLOT_FIELDS = 8
 # Grid-stride kernels: enough blocks to fill any current GPU, no more.
 _MAX_BLOCKS = 65535
 _NVRTC_OPTIONS = ("-std=c++17", "--fmad=false")
@@ -127,6 +131,17 @@ def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
     if device.type != "cuda":
         return tensor.to(device)
     return tensor.pin_memory().to(device, non_blocking=True)
+
+
+def _plan_on(plan, device: torch.device) -> torch.Tensor:
+    """A SLIC plan array on the device: numpy (planned on the host) copied without
+    synchronising, a tensor (planned on the device, with a mask) as it is."""
+    if not isinstance(plan, torch.Tensor):
+        return _to_device(plan, device)
+    plan = plan.contiguous()
+    if plan.device.type == "cpu" and device.type == "cuda":  # from a mask given on the host
+        return plan.pin_memory().to(device, non_blocking=True)
+    return plan.to(device)
 
 
 def _i64(v) -> np.int64:
@@ -246,28 +261,48 @@ def connected_components_3d(
         return out, _number_roots(module, parent, out, batch, depth * height * width)
 
 
+# Threads per SLIC update launch, about: enough to cover every centre of a typical batch
+# (256 x 100) at once, few enough that a k_max bound of H * W per image (a mask) costs nothing.
+_CENTRE_THREADS = 2**20
+
+
+def _launch_centres(module, name: str, batch: int, k_max: int, *args) -> None:
+    """A SLIC centre kernel (update) over ``parts`` blocks per image, each image's blocks
+    striding over its own live centres (slic.cu): the work follows the centres planned, and the
+    launch's size does not grow with the k_max bound.  The last argument (the output) follows
+    ``parts``."""
+    parts = max(1, min(-(-k_max // _THREADS), -(-_CENTRE_THREADS // (batch * _THREADS))))
+    blocks = min(batch * parts, _MAX_BLOCKS)
+    module.get_function(name)((blocks,), (_THREADS,), (*args[:-1], _i64(parts), args[-1]))
+
+
 def slic(
     image: torch.Tensor,
     mask: torch.Tensor | None,
-    grid: np.ndarray,
-    params: np.ndarray,
+    grid: np.ndarray | torch.Tensor,
+    params: np.ndarray | torch.Tensor,
     max_num_iter: int,
     enforce_connectivity: bool,
-    min_size: np.ndarray,
+    min_size: np.ndarray | torch.Tensor,
     start_label: int,
+    k_max: int | None = None,
 ) -> torch.Tensor:
     """SLIC labels (B, H, W) int32 of a validated, [0, 1]-rescaled, contiguous (B, C, H, W)
-    float32 CUDA tensor; grid, params and min_size as planned by supercl.ops.slic."""
+    float32 CUDA tensor; grid, params and min_size as planned by supercl.ops.slic: numpy
+    arrays (no mask; k_max is then read from the grid), or device tensors (a mask) with
+    ``k_max`` a host-known bound of the centres per image (kernels skip k >= ny * nx)."""
     device = image.device
     batch, channels, height, width = image.shape
     hw = height * width
     n = batch * hw
-    k_max = int((grid[:, 2] * grid[:, 3]).max())
+    if k_max is None:  # a plan on the host: numpy, or a CPU tensor
+        k_max = int((grid[:, 2] * grid[:, 3]).max())
     module = _module("slic", device.index)
-    grid_t, params_t, min_size_t = (_to_device(a, device) for a in (grid, params, min_size))
+    grid_t, params_t, min_size_t = (_plan_on(a, device) for a in (grid, params, min_size))
     quant = torch.empty(image.shape, dtype=torch.int32, device=device)
     centres = torch.empty((batch, k_max, 2 + channels), dtype=torch.float64, device=device)
-    sums = torch.empty((batch, k_max, 3 + channels), dtype=torch.int64, device=device)
+    # zeroed once; the update kernel zeroes what it read, ready for the next accumulation
+    sums = torch.zeros((batch, k_max, 3 + channels), dtype=torch.int64, device=device)
     labels = torch.full((batch, height, width), -1, dtype=torch.int32, device=device)
     has_mask = mask is not None
     mask_t = mask if has_mask else torch.zeros(1, dtype=torch.uint8, device=device)
@@ -286,10 +321,10 @@ def slic(
                         prm, np.int32(last_phase), c, B, C, H, W, K, lab)
                 if last_phase and it + 1 == max_num_iter:
                     break  # the update after the final assignment would not be used
-                sums.zero_()
                 _launch(module, "slic_accumulate_kernel", batch * height * chunks, q, lab, B, C,
-                        H, W, K, _i64(_ACCUMULATE_CHUNK), s)
-                _launch(module, "slic_update_kernel", batch * k_max, s, g, B, K, C, c)
+                        H, W, K, _i64(_ACCUMULATE_CHUNK), np.int32(3 + channels <= _SLOT_FIELDS),
+                        s)
+                _launch_centres(module, "slic_update_kernel", batch, k_max, s, g, B, K, C, c)
         out = torch.empty_like(labels)
         if enforce_connectivity:
             cc, count = connected_components(labels, 1, has_mask, -1)
@@ -322,28 +357,32 @@ def slic(
 def slic_3d(
     image: torch.Tensor,
     mask: torch.Tensor | None,
-    grid: np.ndarray,
-    params: np.ndarray,
+    grid: np.ndarray | torch.Tensor,
+    params: np.ndarray | torch.Tensor,
     max_num_iter: int,
     enforce_connectivity: bool,
-    min_size: np.ndarray,
+    min_size: np.ndarray | torch.Tensor,
     start_label: int,
+    k_max: int | None = None,
 ) -> torch.Tensor:
     """SLIC labels (B, D, H, W) int32 of a validated, [0, 1]-rescaled, contiguous
     (B, C, D, H, W) float32 CUDA tensor; grid (B, 9), params (B, 5) and min_size (B,) as
-    planned by supercl.ops.slic (_plan_3d).  The 3-D kernels of slic_3d.cu with the 2-D module's
+    planned by supercl.ops.slic (_plan_3d; device tensors and a bound ``k_max`` with a mask,
+    as :func:`slic`).  The 3-D kernels of slic_3d.cu with the 2-D module's
     shape-agnostic ones (each volume seen as a flat array)."""
     device = image.device
     batch, channels, depth, height, width = image.shape
     n_vol = depth * height * width
     n = batch * n_vol
-    k_max = int((grid[:, 3] * grid[:, 4] * grid[:, 5]).max())
+    if k_max is None:  # a plan on the host: numpy, or a CPU tensor
+        k_max = int((grid[:, 3] * grid[:, 4] * grid[:, 5]).max())
     module3 = _module("slic_3d", device.index)
     module = _module("slic", device.index)
-    grid_t, params_t, min_size_t = (_to_device(a, device) for a in (grid, params, min_size))
+    grid_t, params_t, min_size_t = (_plan_on(a, device) for a in (grid, params, min_size))
     quant = torch.empty(image.shape, dtype=torch.int32, device=device)
     centres = torch.empty((batch, k_max, 3 + channels), dtype=torch.float64, device=device)
-    sums = torch.empty((batch, k_max, 4 + channels), dtype=torch.int64, device=device)
+    # zeroed once; the update kernel zeroes what it read, ready for the next accumulation
+    sums = torch.zeros((batch, k_max, 4 + channels), dtype=torch.int64, device=device)
     labels = torch.full((batch, depth, height, width), -1, dtype=torch.int32, device=device)
     has_mask = mask is not None
     mask_t = mask if has_mask else torch.zeros(1, dtype=torch.uint8, device=device)
@@ -362,10 +401,10 @@ def slic_3d(
                         prm, np.int32(last_phase), c, B, C, D, H, W, K, lab)
                 if last_phase and it + 1 == max_num_iter:
                     break  # the update after the final assignment would not be used
-                sums.zero_()
                 _launch(module3, "slic3_accumulate_kernel", batch * depth * height * chunks, q,
-                        lab, B, C, D, H, W, K, _i64(_ACCUMULATE_CHUNK), s)
-                _launch(module3, "slic3_update_kernel", batch * k_max, s, g, B, K, C, c)
+                        lab, B, C, D, H, W, K, _i64(_ACCUMULATE_CHUNK),
+                        np.int32(4 + channels <= _SLOT_FIELDS), s)
+                _launch_centres(module3, "slic3_update_kernel", batch, k_max, s, g, B, K, C, c)
         out = torch.empty_like(labels)
         N = _i64(n_vol)
         if enforce_connectivity:

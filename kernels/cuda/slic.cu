@@ -2,33 +2,42 @@
 // Compiled at run time by NVRTC through CuPy (kernels/cuda/launch.py).  The launcher runs the
 // whole batch in one set of launches on torch's current stream, with no host synchronisation
 // inside the iterations:
-//   quantize, init centres, then per iteration: assign -> zero sums (torch) -> accumulate (runs
-//   of equal labels in 16-pixel chunks of a row) -> update; then connectivity enforcement:
-//   connected components of the labels
+//   quantize, init centres (sums zeroed once), then per iteration: assign -> accumulate (runs
+//   of equal labels in 16-pixel chunks of a row, reduced per block in shared memory) -> update
+//   (which also zeroes the sums it read: 3 launches per iteration, no memset); then
+//   connectivity enforcement: connected components of the labels
 //   (connected_components.cu), component stats, merge targets, pointer jumping, renumbering.
+// With a mask the plan (grids, params) arrives as device tensors planned from the mask's
+// bounding boxes on the device (supercl/ops/slic.py, _plan_masked), and K is the bound H * W:
+// kernels skip centres k >= ny * nx of their image, so nothing waits for the host.
 // The device never stops early: once an assignment changes nothing the centres are a fixed
 // point (slic.h), so running the remaining iterations gives the labels the CPU's early stop
 // gives.  Integer sums make the atomics order-independent: labels equal the CPU's bit for bit.
+// Indices: every size, offset and grid-stride index is int64 (batches past 2^31 pixels); ids
+// within an image are int32 (H * W < 2^31, checked in Python).
 //
-// Roofline, per pixel and grey image (C = 1), 10 iterations:
+// Roofline, per pixel and grey image (C = 1), per iteration:
 //   bytes: assign reads quant and the previous label and writes the label (12 B, + 1 B mask),
-//     accumulate reads label and quant (8 B): ~200 B; rescaling (float64) and connectivity
-//     enforcement (a CCL and 4 passes over int32 maps) add ~100 B.  256 slices of 256^2 =
-//     16.8 Mpx move ~5 GB: ~1.5 ms at an H100's 3.35 TB/s, ~1.1 ms at an H200's 4.8 TB/s.
-//   FLOPs: 9 candidate centres x ~12 FP64 operations x 10 iterations ~ 1,100 DFLOP/px, 18
-//     GDFLOP for the batch: ~0.5 ms at ~34 FP64 TFLOP/s.  So bandwidth-bound near ~1.5 ms,
-//     i.e. ~170,000 slices/s, against a target of 20,000 (12.8 ms).
-//   atomics: per-pixel accumulation issued 4 int64 atomics per pixel per iteration (600 M
-//     for that batch) onto few addresses (all pixels of a superpixel hit the same 4); runs in
-//     16-pixel chunks cut that ~10x.
-//   measured (H200, before the chunked accumulation): 37 ms = 6,900 slices/s; the rest of
-//     the gap is the host-side plan (numpy over the batch), ~60 launches through CuPy (~10 us
-//     each), and with a mask one host synchronisation for the bounding boxes (4,100 slices/s).
+//     accumulate reads label and quant (8 B): 20 B/px/iteration, 200 B for 10 iterations;
+//     rescaling (float64) and connectivity enforcement (a CCL and 4 passes over int32 maps)
+//     add ~100 B once.  256 slices of 256^2 = 16.8 Mpx: 336 MB per iteration (70 us at an
+//     H200's 4.8 TB/s), ~5 GB in all: ~1.1 ms, i.e. ~230,000 slices/s if bandwidth-bound.
+//   FLOPs: 9 candidate centres x ~12 FP64 operations ~ 110 DFLOP/px/iteration, 18 GDFLOP for
+//     the batch's 10 iterations: ~0.5 ms at ~34 FP64 TFLOP/s.  Bandwidth-bound.
+//   atomics: ~0.1 runs/px (1.6 runs per 16-px chunk) x 4 sums = 0.4 int64 atomics/px/iteration
+//     (6.7 M per iteration for that batch, all on the ~100 K addresses of 25,600 centres, each
+//     hit ~260 times) before the per-block table; with it, those become shared-memory atomics
+//     (+ 0.1 CAS/px) and a block of 4096 px flushes ~15 centres x 4 = 60 global atomics:
+//     0.015/px, ~250 K per iteration (~27x fewer).
+//   launches: 3 per iteration (was 4 with the memset), ~35 for 10 iterations + enforcement.
+//   measured (H200, issue 22, before the table and the device plan): 15,700 slices/s
+//     unmasked, 8,700-10,200 masked (a mask doubles the iterations: spatial-only phase first).
 //
 // Layouts: image (B, C, H, W) float32 and quant (B, C, H, W) int32, contiguous; labels
 // (B, H, W) int32; grid (B, 6) int64 {y0, x0, ny, nx, sy, sx}; params (B, 5) float64
 // SlicParams; centres (B, K, 2 + C) float64; sums (B, K, 3 + C) int64, K = the largest ny * nx.
 #include "supercl/slic.h"
+#include "supercl/slic_block_sums.h"
 
 using namespace supercl;
 
@@ -72,41 +81,78 @@ extern "C" __global__ void slic_assign_kernel(const int32_t* quant, const uint8_
 }
 
 // One thread per chunk of `chunk` pixels of a row: each run of equal labels in the chunk goes
-// to the centre's sums with one set of 3 + C atomics (slic_accumulate_run, as on the CPU),
-// instead of one set per pixel.  A superpixel is ~sqrt(H W / K) pixels wide (26 at 256^2,
-// K = 100), so a 16-pixel chunk holds 1-2 runs: ~10x fewer atomics on the few addresses that
-// all pixels of a superpixel hit.  Integer sums: the result does not depend on the chunking.
+// to its centre's sums with one set of 3 + C adds (slic_accumulate_run, as on the CPU), not one
+// set per pixel; a superpixel is ~sqrt(H W / K) pixels wide (26 at 256^2, K = 100), so a
+// 16-pixel chunk holds 1-2 runs.  With use_table, the block first adds its runs in shared
+// memory (supercl/slic_block_sums.h) and flushes one set of global int64 atomics per centre it
+// touched: a block of 256 chunks covers 16 rows of a 256-pixel image, which ~10-20 centres own,
+// instead of ~400 runs.  Integer sums: the result depends neither on the chunking nor on the
+// path a run takes.  The tile loop's bound depends on the block only, so every thread of a
+// block reaches every barrier.
 extern "C" __global__ void slic_accumulate_kernel(const int32_t* quant, const int32_t* labels,
                                                   int64_t batch, int64_t channels,
                                                   int64_t height, int64_t width, int64_t k_max,
-                                                  int64_t chunk, int64_t* sums) {
-  const int64_t hw = height * width;
-  const int64_t chunks = (width + chunk - 1) / chunk;
-  SUPERCL_GRID_STRIDE(i, batch * height * chunks) {
-    const int64_t row = i / chunks, b = row / height, y = row % height;
-    const int64_t begin = (i % chunks) * chunk;
-    const int64_t end = begin + chunk < width ? begin + chunk : width;
-    const int32_t* lab = labels + row * width;
-    for (int64_t x0 = begin; x0 < end;) {
-      const int32_t label = lab[x0];
-      int64_t x1 = x0 + 1;
-      while (x1 < end && lab[x1] == label) ++x1;
-      slic_accumulate_run(quant + b * channels * hw, channels, height, width, y, x0, x1, label,
-                          sums + b * k_max * (3 + channels));
-      x0 = x1;
+                                                  int64_t chunk, int32_t use_table,
+                                                  int64_t* sums) {
+  SUPERCL_SHARED unsigned long long slot_keys[SUPERCL_SLIC_SLOTS];
+  SUPERCL_SHARED int64_t slot_sums[SUPERCL_SLIC_SLOTS * SUPERCL_SLIC_SLOT_FIELDS];
+  const int64_t hw = height * width, fields = 3 + channels;
+  const int64_t chunks = (width + chunk - 1) / chunk, n = batch * height * chunks;
+  const int64_t thread = threadIdx.x, threads = blockDim.x;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t tile = blockIdx.x * threads; tile < n; tile += stride) {
+    if (use_table) slic_block_clear(slot_keys, slot_sums, thread, threads);
+    SUPERCL_SYNC();
+    const int64_t i = tile + thread;
+    if (i < n) {
+      const int64_t row = i / chunks, b = row / height, y = row % height;
+      const int64_t begin = (i % chunks) * chunk;
+      const int64_t end = begin + chunk < width ? begin + chunk : width;
+      const int32_t* lab = labels + row * width;
+      const int32_t* q = quant + b * channels * hw;
+      for (int64_t x0 = begin; x0 < end;) {
+        const int32_t label = lab[x0];
+        int64_t x1 = x0 + 1;
+        while (x1 < end && lab[x1] == label) ++x1;
+        if (label >= 0) {
+          int64_t* slot = use_table ? slic_block_slot(slot_keys, slot_sums,
+                                                      static_cast<unsigned long long>(
+                                                          b * k_max + label))
+                                    : nullptr;
+          if (slot)  // the slot holds this centre's sums: label 0 addresses it
+            slic_accumulate_run(q, channels, height, width, y, x0, x1, 0, slot);
+          else
+            slic_accumulate_run(q, channels, height, width, y, x0, x1, label,
+                                sums + b * k_max * fields);
+        }
+        x0 = x1;
+      }
     }
+    SUPERCL_SYNC();
+    if (use_table) slic_block_flush(slot_keys, slot_sums, fields, thread, threads, sums);
+    SUPERCL_SYNC();
   }
 }
 
-extern "C" __global__ void slic_update_kernel(const int64_t* sums, const int64_t* grid,
+// `parts` blocks per image: block blk serves image blk / parts, centres k = (blk % parts) *
+// blockDim.x + threadIdx.x stepping by parts * blockDim.x up to the image's own ny * nx, so the
+// work follows the live centres, not the k_max bound (H * W with a mask); the blocks themselves
+// grid-stride (one block of one thread on the host visits every (image, centre)).
+extern "C" __global__ void slic_update_kernel(int64_t* sums, const int64_t* grid,
                                               int64_t batch, int64_t k_max, int64_t channels,
-                                              double* centres) {
-  SUPERCL_GRID_STRIDE(i, batch * k_max) {
-    const int64_t b = i / k_max, k = i % k_max;
+                                              int64_t parts, double* centres) {
+  const int64_t step = parts * static_cast<int64_t>(blockDim.x);
+  for (int64_t blk = blockIdx.x; blk < batch * parts; blk += gridDim.x) {
+    const int64_t b = blk / parts;
     const SlicGrid g = slic_grid(grid + 6 * b);
-    if (k < g.ny * g.nx)
-      slic_update_centre(sums + b * k_max * (3 + channels), k, channels,
-                         centres + b * k_max * (2 + channels));
+    int64_t* s = sums + b * k_max * (3 + channels);
+    for (int64_t k = (blk % parts) * blockDim.x + threadIdx.x; k < g.ny * g.nx; k += step) {
+      slic_update_centre(s, k, channels, centres + b * k_max * (2 + channels));
+      // Zero the sums read, for the next accumulation: the launcher zeroes the array once,
+      // and only live centres (k < ny * nx) are ever accumulated into: no memset per
+      // iteration.
+      for (int64_t f = 0; f < 3 + channels; ++f) s[k * (3 + channels) + f] = 0;
+    }
   }
 }
 

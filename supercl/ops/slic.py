@@ -9,7 +9,9 @@ backends directly. Both share the mask check, the [0, 1] rescaling and scikit-im
 
 from __future__ import annotations
 
+import functools
 import math
+import struct
 from collections.abc import Sequence
 from typing import Any, Optional
 
@@ -124,8 +126,8 @@ def slic(
         ("torch" is an alias of "cpu", "triton" of "cuda", the names of the learning ops.)
         ``None`` chooses by the input's device (or ``SUPERCL_BACKEND``): CUDA tensors run on the
         GPU (CuPy: ``pip install 'supercl[cuda12]'`` or ``[cuda13]``; the whole batch in one
-        set of launches, no host synchronisation inside the iterations), everything else on
-        the C++ backend with
+        set of launches; no host synchronisation, with or without a mask, except one for the
+        NaN/inf check of float images), everything else on the C++ backend with
         ``torch.get_num_threads()`` threads. A forced backend computes there and returns the
         result on the input's device. Both backends give bit-identical labels.
     spatial_dims : {2, 3}
@@ -196,6 +198,13 @@ def slic(
         raise ValueError(f"images has an empty image of shape ({height}, {width})")
     if height >= _MAX_SIDE or width >= _MAX_SIDE:
         raise ValueError(f"images sides must be < 2**24, got ({height}, {width})")
+    if height * width > 2**31 - 1:
+        # labels, component ids and pixel indices within an image are int32 (both backends);
+        # batches are indexed in int64, so only the size of one image is limited.
+        raise ValueError(
+            f"images have {height * width} pixels each; at most 2**31 - 1 per image are "
+            "supported"
+        )
 
     n_segments = check_int(n_segments, "n_segments", minimum=1)
     compactness = check_float(compactness, "compactness", positive=True)
@@ -228,6 +237,9 @@ def _slic_op(images: torch.Tensor, mask: Optional[torch.Tensor], n_segments: int
     ``backend`` ("cpu" or "cuda"); (B, H, W) int32 on the images' device."""
     device = cuda_device(images.device) if backend == "cuda" else torch.device("cpu")
     has_mask = mask is not None
+    # A mask given on the host is planned there (exact centre counts, nothing to wait for);
+    # one on the GPU is planned on the GPU, with the arrays sized by a bound (_plan_masked).
+    plan_mask = mask
     if has_mask:
         mask = mask.to(device)
     # Rescaling in float64 on the computing device; every step is exactly rounded, so both
@@ -242,7 +254,7 @@ def _slic_op(images: torch.Tensor, mask: Optional[torch.Tensor], n_segments: int
         normalized = _rescale_batch(images, mask, has_mask, device)
     batch, _, height, width = images.shape
     grid, params, min_size = _plan(
-        mask, batch, height, width, n_segments, compactness, spacing_y, spacing_x,
+        plan_mask, batch, height, width, n_segments, compactness, spacing_y, spacing_x,
         min_size_factor,
     )
     first_label = max(start_label, 1) if has_mask else start_label
@@ -250,9 +262,13 @@ def _slic_op(images: torch.Tensor, mask: Optional[torch.Tensor], n_segments: int
     if backend == "cuda":
         from supercl.kernels.cuda import launch as _cuda
 
+        # With a mask planned on the GPU the centre count per image is only known there: size
+        # the arrays by its bound, the pixels of an image (see _plan_masked).
+        k_max = _centre_bound(grid, height * width)
         result = _cuda.slic(normalized.contiguous(), mask_u8, grid, params, max_num_iter,
-                            enforce_connectivity, min_size, first_label)
+                            enforce_connectivity, min_size, first_label, k_max=k_max)
     else:
+        grid, params, min_size = (_host(a) for a in (grid, params, min_size))
         result = torch.from_numpy(extension().slic(
             normalized.numpy(), None if mask_u8 is None else mask_u8.numpy(), grid, params,
             max_num_iter, enforce_connectivity, min_size, first_label, num_threads()))
@@ -264,6 +280,20 @@ def _(images, mask, n_segments, compactness, max_num_iter, spacing_y, spacing_x,
       enforce_connectivity, min_size_factor, start_label, backend):
     batch, _, height, width = images.shape
     return images.new_empty((batch, height, width), dtype=torch.int32)
+
+
+def _centre_bound(grid, pixels: int) -> int | None:
+    """The launcher's k_max: None (read it from the grid) for a plan on the host, ``pixels``
+    -- a grid never has more centres than its box has pixels -- for a plan on the GPU, whose
+    counts the host does not know."""
+    if isinstance(grid, np.ndarray) or grid.device.type == "cpu":
+        return None
+    return pixels
+
+
+def _host(plan) -> np.ndarray:
+    """A plan array for the C++ backend: numpy as planned, or a CPU tensor's contents."""
+    return plan.numpy() if isinstance(plan, torch.Tensor) else plan
 
 
 def _check_mask(mask, single, batch, spatial) -> torch.Tensor | None:
@@ -300,14 +330,22 @@ def _rescale_batch(x, mask_t, has_mask, device) -> torch.Tensor:
     On the CPU one image at a time, so that the float64 temporaries stay in cache (44 instead
     of 184 ms for 32 x 512^2 on one thread)."""
     batch = x.shape[0]
-    chunk = batch if device.type == "cuda" else 1
+    # On a GPU as many images at a time as keep the float64 temporaries near 2 GiB (the whole
+    # batch in one set of launches up to that; a batch of 2**31 pixels would need ~50 GiB).
+    per_image = max(1, x[0].numel())
+    chunk = max(1, min(batch, 2**28 // per_image)) if device.type == "cuda" else 1
+    # Integer images are finite: no check, and so no host synchronisation for them on a GPU.
+    # Float images on a GPU cost one synchronisation per chunk here (the ValueError needs the
+    # answer on the host).
+    check = x.dtype.is_floating_point
     normalized = torch.empty(x.shape, dtype=torch.float32, device=device)
     for b0 in range(0, batch, chunk):
         xf = x[b0 : b0 + chunk].detach().to(device, torch.float64)
         valid = None if mask_t is None else mask_t[b0 : b0 + chunk, None].expand_as(xf)
-        inside = xf if valid is None else torch.where(valid, xf, 0.0)
-        if not bool(torch.isfinite(inside).all()):
-            raise _non_finite(has_mask)
+        if check:
+            inside = xf if valid is None else torch.where(valid, xf, 0.0)
+            if not bool(torch.isfinite(inside).all()):
+                raise _non_finite(has_mask)
         normalized[b0 : b0 + chunk] = _rescale(xf, valid)
     return normalized
 
@@ -361,63 +399,220 @@ def regular_grid(shape: tuple[int, int, int], n_points: int) -> tuple[list[int],
 
 def _plan(mask, batch, height, width, n_segments, compactness, spacing_y, spacing_x, min_size_factor):
     """Per image: the grid {y0, x0, ny, nx, sy, sx}, the distance scalars and the minimum piece
-    size of connectivity enforcement."""
+    size of connectivity enforcement.  Without a mask, numpy arrays planned on the host (they
+    depend on the shape only); with one, tensors planned where the mask is
+    (:func:`_plan_masked`), so that the GPU path never waits for the mask's bounding boxes."""
+    if mask is not None:
+        grid3, params, min_size = _plan_masked(
+            mask[:, None], n_segments, compactness, (1.0, spacing_y, spacing_x),
+            min_size_factor)
+        # (1, H, W) volumes: drop the z entries {z0, nz, sz}; params {spatial, colour, spy^2,
+        # spx^2, window} from the 3-D {wz, wy, wx, colour, window} with spacing 1 along z,
+        # i.e. wz = 1 / S^2 exactly.
+        # (slices, not a list index: indexing a CUDA tensor by a Python list copies the list
+        # to the device, a synchronising copy)
+        grid = torch.cat([grid3[:, 1:3], grid3[:, 4:6], grid3[:, 7:9]], 1)
+        weight = params[:, 0]
+        spatial = torch.stack([weight, params[:, 3],
+                               torch.full_like(weight, spacing_y * spacing_y),
+                               torch.full_like(weight, spacing_x * spacing_x), params[:, 4]], 1)
+        return grid, spatial, min_size
     grid = np.zeros((batch, 6), dtype=np.int64)
     params = np.zeros((batch, 5), dtype=np.float64)
     min_size = np.zeros(batch, dtype=np.int64)
-    boxes = _bounding_boxes(mask, batch, height, width)
-    cache: dict[tuple[int, int, int], tuple[int, int, int, int]] = {}
-    for b, box in enumerate(boxes):
-        if box is None:  # empty mask: nothing to segment, everything gets label 0
-            grid[b] = (0, 0, 1, 1, 1, 1)
-            params[b] = (1.0, 0.0, 1.0, 1.0, 2.0)
-            continue
-        y0, x0, bh, bw, area = box
-        # Over a mask's bounding box, place as many centres as make ~n_segments inside the mask.
-        n = n_segments if mask is None else max(1, round(n_segments * bh * bw / area))
-        key = (bh, bw, n)
-        if key not in cache:
-            cache[key] = _regular_grid(bh, bw, n)
-        start_y, step_y, start_x, step_x = cache[key]
-        ny = -(-(bh - start_y) // step_y)
-        nx = -(-(bw - start_x) // step_x)
-        grid[b] = (y0 + start_y, x0 + start_x, ny, nx, step_y, step_x)
-        step = float(max(step_y, step_x, 1))
-        params[b] = (
-            1.0 / (step * step),
-            1.0 / (_SCALE_SQ * compactness * compactness),
-            spacing_y * spacing_y,
-            spacing_x * spacing_x,
-            2.0 * step,
-        )
-        min_size[b] = int(min_size_factor * (bh * bw / (ny * nx)))
+    start_y, step_y, start_x, step_x = _regular_grid(height, width, n_segments)
+    ny = -(-(height - start_y) // step_y)
+    nx = -(-(width - start_x) // step_x)
+    grid[:] = (start_y, start_x, ny, nx, step_y, step_x)
+    step = float(max(step_y, step_x, 1))
+    params[:] = (
+        1.0 / (step * step),
+        1.0 / (_SCALE_SQ * compactness * compactness),
+        spacing_y * spacing_y,
+        spacing_x * spacing_x,
+        2.0 * step,
+    )
+    min_size[:] = int(min_size_factor * (height * width / (ny * nx)))
     return grid, params, min_size
 
 
-def _bounding_boxes(mask, batch, height, width):
-    """(y0, x0, h, w, area) of each image's mask (the whole image without one); None for an
-    empty mask. Computed where the mask is; only the (B, 5) boxes come to the host."""
-    if mask is None:
-        return [(0, 0, height, width, height * width)] * batch
-    rows_any, cols_any = mask.any(2), mask.any(1)  # (B, H), (B, W)
+# ---- masked planning, on the mask's device -----------------------------------------------
+#
+# With a mask the grid depends on the mask's bounding box and area.  Reading those back to the
+# host to plan would make the GPU path wait for the device (one synchronisation per call), so
+# the plan is computed here in torch where the mask is: regular_grid vectorised over the batch,
+# with the same IEEE operations on either device (sqrt, division, floor, round-half-even and
+# comparisons are exactly rounded in torch on the CPU and on CUDA), so both backends plan the
+# same grids bit for bit.  The one non-exact operation of regular_grid, the cube root
+# x ** (1/3) of the first step, only ever enters through integer decisions (floor(s / 2),
+# round(s), d < s); those are read from tables of the exact thresholds of the host's own pow
+# (:func:`_cbrt_thresholds`), so the result is regular_grid's, not another libm's.  The launcher
+# sizes its arrays by an upper bound of the number of centres known on the host: a grid never
+# has more centres than its box has pixels, so H * W (D * H * W) per image.
 
-    def first_last(hits: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        index = torch.arange(n, device=hits.device)
+# Cube roots the tables cover: in the branch that uses them, s <= the box's smallest side, and
+# D * H * W < 2**31 puts that side below 1291.
+_CBRT_MAX = 1300
+
+
+def _from_bits(bits: int) -> float:
+    return struct.unpack("<d", struct.pack("<q", bits))[0]
+
+
+@functools.lru_cache(maxsize=None)
+def _cbrt_tables(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_cbrt_thresholds` as float64 tensors on ``device``, copied once: from pinned
+    memory without blocking, so that no call waits for the GPU (not even the first)."""
+    ge, gt = (torch.from_numpy(a) for a in _cbrt_thresholds())
+    if device.type == "cuda":
+        return ge.pin_memory().to(device, non_blocking=True), gt.pin_memory().to(
+            device, non_blocking=True)
+    return ge.to(device), gt.to(device)
+
+
+@functools.lru_cache(maxsize=None)
+def _cbrt_thresholds() -> tuple[np.ndarray, np.ndarray]:
+    """ge[j], gt[j] for j = 0 .. 2 * _CBRT_MAX: the smallest positive doubles q with
+    ``q ** (1.0 / 3) >= j / 2`` and ``> j / 2`` (Python's pow, which regular_grid calls), found
+    by bisection over the bit patterns of doubles (pow is monotone in q)."""
+    def smallest(value: float, strict: bool) -> float:
+        def hit(bits: int) -> bool:
+            r = _from_bits(bits) ** (1.0 / 3)
+            return r > value if strict else r >= value
+
+        if value == 0.0:
+            return _from_bits(1) if strict else 0.0
+        centre = struct.unpack("<q", struct.pack("<d", value**3))[0]
+        lo, hi = centre - 4096, centre + 4096  # hit(lo) is False, hit(hi) True: checked
+        if hit(lo) or not hit(hi):
+            raise AssertionError(f"cube-root threshold of {value} outside its bracket")
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if hit(mid) else (mid, hi)
+        return _from_bits(hi)
+
+    values = [j / 2 for j in range(2 * _CBRT_MAX + 1)]
+    ge = np.array([smallest(v, False) for v in values], dtype=np.float64)
+    gt = np.array([smallest(v, True) for v in values], dtype=np.float64)
+    return ge, gt
+
+
+def _cbrt_decisions(q: torch.Tensor, smallest_side: torch.Tensor):
+    """For s = q ** (1/3) as regular_grid computes it: floor(s / 2), round(s) (half to even,
+    numpy's rule) and whether smallest_side < s, from the threshold tables (exact comparisons).
+    Meaningful where s <= _CBRT_MAX."""
+    ge, gt = _cbrt_tables(q.device)
+    last = ge.numel() - 1
+    # floor(s / 2) = #{a >= 1 : s >= 2a}; the thresholds of the values 2a are ge[4a].
+    half = torch.searchsorted(ge[4::4].contiguous(), q, right=True)
+    # round(s) = #{k >= 0 : s > k + 1/2}, + 1 on an exact tie s = r + 1/2 with r odd.
+    rounded = torch.searchsorted(gt[1::2].contiguous(), q, right=True)
+    at = (2 * rounded + 1).clamp(max=last)
+    tie = (q >= ge[at]) & (q < gt[at])
+    rounded = rounded + (tie & (rounded % 2 == 1)).to(rounded.dtype)
+    below = q >= gt[(2 * smallest_side).clamp(max=last)]
+    return half, rounded, below
+
+
+def _bounding_boxes_device(mask: torch.Tensor):
+    """origin (B, 3), size (B, 3) and voxel count (B,) of each (D, H, W) mask of a (B, D, H, W)
+    bool tensor, int64 on its device; an empty mask gets origin 0, size 1 (its plan is
+    replaced anyway) and count 0."""
+    batch = mask.shape[0]
+    origin, size = [], []
+    for axis in range(3):
+        others = tuple(a for a in (1, 2, 3) if a != axis + 1)
+        hits = mask.any(dim=others[1]).any(dim=others[0])  # (B, n_axis)
+        n = hits.shape[1]
+        index = torch.arange(n, device=mask.device)
         first = torch.where(hits, index, n).amin(1)
         last = torch.where(hits, index, -1).amax(1)
-        return first, last
+        empty = last < 0
+        origin.append(torch.where(empty, 0, first))
+        size.append(torch.where(empty, 1, last - first + 1))
+    count = mask.reshape(batch, -1).sum(1)
+    return torch.stack(origin, 1), torch.stack(size, 1), count
 
-    y0, y1 = first_last(rows_any, height)
-    x0, x1 = first_last(cols_any, width)
-    area = mask.flatten(1).sum(1)
-    boxes = []
-    # the one device-to-host copy
-    for top, bottom, left, right, a in torch.stack([y0, y1, x0, x1, area]).T.tolist():
-        if a == 0:
-            boxes.append(None)
-            continue
-        boxes.append((top, left, bottom - top + 1, right - left + 1, a))
-    return boxes
+
+def _regular_grid_device(shape: torch.Tensor, n_points: torch.Tensor):
+    """regular_grid for each row of shape (B, 3) int64 and n_points (B,) float64 (integers):
+    starts and steps (B, 3) int64, the branches of :func:`regular_grid` evaluated for every row
+    and selected with torch.where."""
+    dims, order = torch.sort(shape, dim=1, stable=True)
+    f = dims.to(torch.float64)
+    size = shape.prod(1).to(torch.float64)
+    n = n_points
+    q = size / n
+    d0, d1, d2 = dims.unbind(1)
+    # 1: all steps s = (size / n) ** (1/3), unless the smallest side is below s.
+    half, rounded, d0_below = _cbrt_decisions(q, d0)
+    starts1 = half[:, None].expand(-1, 3)
+    steps1 = rounded[:, None].expand(-1, 3)
+    # 2: the smallest side, then t = (d1 d2 / n) ** (1/2) twice, unless d1 < t.
+    t = torch.sqrt((d1 * d2).to(torch.float64) / n)
+    starts2 = torch.stack([d0 // 2, torch.floor(t / 2).long(), torch.floor(t / 2).long()], 1)
+    steps2 = torch.stack([d0, torch.round(t).long(), torch.round(t).long()], 1)
+    d1_below = f[:, 1] < t
+    # 3: the two smallest sides, then d2 / n.
+    u = f[:, 2] / n
+    starts3 = torch.stack([d0 // 2, d1 // 2, torch.floor(u / 2).long()], 1)
+    steps3 = torch.stack([d0, d1, torch.round(u).long()], 1)
+    starts = torch.where(d0_below[:, None], torch.where(d1_below[:, None], starts3, starts2),
+                         starts1)
+    steps = torch.where(d0_below[:, None], torch.where(d1_below[:, None], steps3, steps2),
+                        steps1)
+    small = (size <= n)[:, None]
+    starts = torch.where(small, 0, starts)
+    steps = torch.where(small, 1, steps)
+    # back to the axes' own order: sorted position j holds axis order[j]
+    return (torch.empty_like(starts).scatter_(1, order, starts),
+            torch.empty_like(steps).scatter_(1, order, steps))
+
+
+def _plan_masked(mask, n_segments, compactness, spacing, min_size_factor):
+    """:func:`_plan_3d` for the (B, D, H, W) bool ``mask`` on its device, without reading
+    anything back: grid (B, 9) int64, params (B, 5) float64, min_size (B,) int64 tensors."""
+    batch, depth, height, width = mask.shape
+    if n_segments * depth * height * width >= 2**53:
+        # the centre count below is computed in float64 from this product
+        raise ValueError(
+            f"n_segments * pixels per image must be < 2**53 with a mask, got {n_segments} * "
+            f"{depth * height * width}"
+        )
+    origin, size, count = _bounding_boxes_device(mask)
+    box = size.prod(1)
+    # As many centres over the box as make ~n_segments inside the mask: Python's
+    # max(1, round(n_segments * box / count)), round half to even.
+    n = torch.round((n_segments * box).to(torch.float64) / count.clamp(min=1).to(torch.float64))
+    n = n.clamp(min=1.0)
+    starts, steps = _regular_grid_device(size, n)
+    counts = torch.div(size - starts + steps - 1, steps, rounding_mode="floor")
+    grid = torch.cat([origin + starts, counts, steps], 1)
+    step = steps.amax(1).clamp(min=1).to(torch.float64)
+    spatial = 1.0 / (step * step)
+    colour = 1.0 / (_SCALE_SQ * compactness * compactness)
+    params = torch.stack([
+        (spacing[0] * spacing[0]) * spatial,
+        (spacing[1] * spacing[1]) * spatial,
+        (spacing[2] * spacing[2]) * spatial,
+        torch.full_like(spatial, colour),
+        2.0 * step,
+    ], 1)
+    min_size = torch.trunc(
+        min_size_factor * (box.to(torch.float64) / counts.prod(1).to(torch.float64))
+    ).long()
+    # an empty mask: nothing to segment, everything gets label 0
+    # (constants built on the device: a tensor from a Python list would be a blocking copy)
+    empty = (count == 0)[:, None]
+    empty_grid = torch.ones_like(grid)
+    empty_grid[:, :3] = 0  # {0, 0, 0, 1, 1, 1, 1, 1, 1}
+    empty_params = torch.ones_like(params)
+    empty_params[:, 3] = 0.0
+    empty_params[:, 4] = 2.0  # {1, 1, 1, 0, 2}
+    grid = torch.where(empty, empty_grid, grid)
+    params = torch.where(empty, empty_params, params)
+    min_size = torch.where(empty[:, 0], 0, min_size)
+    return grid, params, min_size
 
 
 # ---- 3-D: supervoxels (spatial_dims=3) --------------------------------------------------
@@ -468,6 +663,7 @@ def _slic_3d(images, n_segments, compactness, max_num_iter, spacing, mask, enfor
 
     chosen = resolve_backend("slic", backend, x.device)
     device = cuda_device(x.device) if chosen == "cuda" else torch.device("cpu")
+    plan_mask = mask_t  # planned where it is given (as in the 2-D op)
     if mask_t is not None:
         mask_t = mask_t.to(device)
 
@@ -481,16 +677,18 @@ def _slic_3d(images, n_segments, compactness, max_num_iter, spacing, mask, enfor
         normalized = _rescale_batch(flat, flat_mask, mask is not None, device)
     normalized = normalized.reshape(batch, channels, depth, height, width)
 
-    grid, params, min_size = _plan_3d(mask_t, batch, depth, height, width, n_segments,
+    grid, params, min_size = _plan_3d(plan_mask, batch, depth, height, width, n_segments,
                                       compactness, spacing, min_size_factor)
     first_label = max(start_label, 1) if mask_t is not None else start_label
     mask_u8 = None if mask_t is None else mask_t.to(torch.uint8).contiguous()
     if chosen == "cuda":
         from supercl.kernels.cuda import launch as _cuda
 
+        k_max = _centre_bound(grid, depth * height * width)
         result = _cuda.slic_3d(normalized.contiguous(), mask_u8, grid, params, max_num_iter,
-                               enforce_connectivity, min_size, first_label)
+                               enforce_connectivity, min_size, first_label, k_max=k_max)
     else:
+        grid, params, min_size = (_host(a) for a in (grid, params, min_size))
         result = torch.from_numpy(extension().slic_3d(
             normalized.numpy(), None if mask_u8 is None else mask_u8.numpy(), grid, params,
             max_num_iter, enforce_connectivity, min_size, first_label, num_threads(),
@@ -503,56 +701,27 @@ def _slic_3d(images, n_segments, compactness, max_num_iter, spacing, mask, enfor
 
 def _plan_3d(mask, batch, depth, height, width, n_segments, compactness, spacing, min_size_factor):
     """Per volume: the grid {z0, y0, x0, nz, ny, nx, sz, sy, sx}, the distance scalars
-    {spz^2/S^2, spy^2/S^2, spx^2/S^2, colour weight, 2S} and the minimum piece size."""
-    grid = np.zeros((batch, 9), dtype=np.int64)
-    params = np.zeros((batch, 5), dtype=np.float64)
-    min_size = np.zeros(batch, dtype=np.int64)
-    boxes = _bounding_boxes_3d(mask, batch, depth, height, width)
-    for b, box in enumerate(boxes):
-        if box is None:  # empty mask: nothing to segment, everything gets label 0
-            grid[b] = (0, 0, 0, 1, 1, 1, 1, 1, 1)
-            params[b] = (1.0, 1.0, 1.0, 0.0, 2.0)
-            continue
-        origin, size, volume = box
-        # Over a mask's bounding box, as many centres as make ~n_segments inside the mask.
-        n = n_segments if mask is None else max(1, round(n_segments * math.prod(size) / volume))
-        starts, steps = regular_grid(size, n)
-        counts = [-(-(s - a) // st) for s, a, st in zip(size, starts, steps)]
-        grid[b] = [o + a for o, a in zip(origin, starts)] + counts + steps
-        step = float(max(max(steps), 1))
-        spatial = 1.0 / (step * step)
-        params[b] = (
-            spacing[0] * spacing[0] * spatial,
-            spacing[1] * spacing[1] * spatial,
-            spacing[2] * spacing[2] * spatial,
-            1.0 / (_SCALE_SQ * compactness * compactness),
-            2.0 * step,
-        )
-        min_size[b] = int(min_size_factor * (math.prod(size) / math.prod(counts)))
+    {spz^2/S^2, spy^2/S^2, spx^2/S^2, colour weight, 2S} and the minimum piece size: numpy
+    arrays planned on the host without a mask, tensors planned where the mask is with one
+    (:func:`_plan_masked`)."""
+    if mask is not None:
+        return _plan_masked(mask, n_segments, compactness, spacing, min_size_factor)
+    size = (depth, height, width)
+    starts, steps = regular_grid(size, n_segments)
+    counts = [-(-(s - a) // st) for s, a, st in zip(size, starts, steps)]
+    grid = np.tile(np.array(starts + counts + steps, dtype=np.int64), (batch, 1))
+    step = float(max(max(steps), 1))
+    spatial = 1.0 / (step * step)
+    params = np.tile(np.array([
+        spacing[0] * spacing[0] * spatial,
+        spacing[1] * spacing[1] * spatial,
+        spacing[2] * spacing[2] * spatial,
+        1.0 / (_SCALE_SQ * compactness * compactness),
+        2.0 * step,
+    ], dtype=np.float64), (batch, 1))
+    min_size = np.full(batch, int(min_size_factor * (math.prod(size) / math.prod(counts))),
+                       dtype=np.int64)
     return grid, params, min_size
-
-
-def _bounding_boxes_3d(mask, batch, depth, height, width):
-    """((z0, y0, x0), (d, h, w), voxels) of each volume's mask (the whole volume without one);
-    None for an empty mask."""
-    if mask is None:
-        return [((0, 0, 0), (depth, height, width), depth * height * width)] * batch
-    boxes = []
-    m = mask.cpu()
-    volumes = m.flatten(1).sum(1).tolist()
-    for b in range(batch):
-        spans = []
-        for axis in range(3):
-            others = tuple(a for a in range(3) if a != axis)
-            hit = torch.nonzero(m[b].any(dim=others[1]).any(dim=others[0])).flatten()
-            spans.append(hit)
-        if spans[0].numel() == 0:
-            boxes.append(None)
-            continue
-        origin = tuple(int(s[0]) for s in spans)
-        size = tuple(int(s[-1]) - int(s[0]) + 1 for s in spans)
-        boxes.append((origin, size, int(volumes[b])))
-    return boxes
 
 
 def slic_reference(
