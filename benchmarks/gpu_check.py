@@ -409,9 +409,9 @@ def _git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                              capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
+        return out.stdout.strip() or os.environ.get("SUPERCL_COMMIT", "unknown")
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return os.environ.get("SUPERCL_COMMIT", "unknown")
 
 
 if __name__ == "__main__":
