@@ -197,6 +197,78 @@ def test_tile_decomposition_of_a_big_batch(tmp_path):
             assert list(out) == [b, *origin, *extent], (shape, index)
 
 
+_UNION_PROBE = r"""
+#include <thread>
+#include <vector>
+#include "supercl/connected_components_block.h"
+// Threads union their share of the edges through cc_union_split (path splitting by atomicMin)
+// on one shared forest while the others union and find too.
+extern "C" void probe(int32_t* parent, const int32_t* edges, int64_t m, int threads) {
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t)
+    pool.emplace_back([=] {
+      for (int64_t e = t; e < m; e += threads) {
+        supercl::cc_union_split(parent, edges[2 * e], edges[2 * e + 1]);
+        supercl::cc_find_split(parent, edges[2 * ((e * 7919) % m)]);
+      }
+    });
+  for (auto& thread : pool) thread.join();
+}
+"""
+
+
+def test_union_with_path_splitting_under_concurrent_threads(tmp_path):
+    """cc_union_split / cc_find_split (the border passes' union-find, compressing by atomicMin)
+    run by 4 host threads on one forest, from an initial forest whose parents point at smaller
+    nodes (the tile pass's output): the final trees are the connected components of the edges
+    plus the initial links (scipy), every root is its component's smallest node, and every
+    parent is <= its node.  Host threads interleave far less than a GPU's; the GPU tests in
+    test_cuda.py cover the device."""
+    import ctypes
+    import shutil
+    import subprocess
+
+    import scipy.sparse
+    import scipy.sparse.csgraph
+
+    import supercl.kernels
+
+    if shutil.which("g++") is None:
+        pytest.skip("needs g++")
+    source, lib = tmp_path / "probe.cpp", tmp_path / "probe.so"
+    source.write_text(_UNION_PROBE)
+    subprocess.run(["g++", "-std=c++17", "-O1", "-shared", "-fPIC", "-pthread",
+                    f"-I{supercl.kernels.include_dir()}", str(source), "-o", str(lib)],
+                   check=True, timeout=300)
+    probe = ctypes.CDLL(str(lib)).probe
+    probe.restype = None
+    rng = np.random.default_rng(3)
+    for n, m in [(50, 60), (3000, 2500), (3000, 6000)]:
+        for _ in range(10):
+            # Initial forest: each node points at itself or, like a tile pass's output, at a
+            # smaller node that is a root.
+            parent = np.arange(n, dtype=np.int32)
+            roots = rng.random(n) < 0.3
+            roots[0] = True
+            root_ids = np.flatnonzero(roots)
+            for i in np.flatnonzero(~roots):
+                parent[i] = root_ids[rng.integers(0, np.searchsorted(root_ids, i))]
+            edges = rng.integers(0, n, size=(m, 2)).astype(np.int32)
+            probe(parent.ctypes.data_as(ctypes.c_void_p), edges.ctypes.data_as(ctypes.c_void_p),
+                  ctypes.c_int64(m), ctypes.c_int(4))
+            links = np.concatenate([edges, np.stack([np.arange(n), parent], 1)])
+            graph = scipy.sparse.coo_matrix((np.ones(len(links)), (links[:, 0], links[:, 1])),
+                                            shape=(n, n))
+            _, component = scipy.sparse.csgraph.connected_components(graph, directed=False)
+            assert (parent <= np.arange(n)).all()
+            root = parent.copy()
+            while not (root[root] == root).all():
+                root = root[root]
+            smallest = np.full(component.max() + 1, n)
+            np.minimum.at(smallest, component, np.arange(n))
+            np.testing.assert_array_equal(root, smallest[component])
+
+
 @pytest.mark.parametrize("spatial_dims", [2, 3])
 def test_chunked_scan_numbers_every_image(emulated, monkeypatch, spatial_dims):
     """With a scan limit below one batch the numbering runs in chunks of whole images (the path

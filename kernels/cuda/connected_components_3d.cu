@@ -35,8 +35,8 @@ __device__ void cc3_tiles(const T* volume, int64_t batch, int64_t depth, int64_t
     __syncthreads();
     // The tile as a volume of its own, d x h x w: the ordinary merge on shared memory.
     for (int l = threadIdx.x; l < n; l += blockDim.x)
-      cc3_merge_voxel<T, true>(values, plane, t.w, 1, t.h, t.w, l / plane, l % plane / t.w,
-                               l % t.w, connectivity, has_background, background, local);
+      cc3_merge_voxel_pruned<T>(values, plane, t.w, 1, t.h, t.w, l / plane, l % plane / t.w,
+                                l % t.w, connectivity, has_background, background, local);
     __syncthreads();
     for (int l = threadIdx.x; l < n; l += blockDim.x) {
       const int32_t p = local[l];
@@ -65,10 +65,10 @@ __device__ void cc3_borders(const T* volume, int64_t batch, int64_t depth, int64
     for (int l = threadIdx.x; l < n; l += blockDim.x) {
       const int lz = l / plane, ly = l % plane / t.w, lx = l % t.w;
       if (!cc3_on_border(t, height, width, lz, ly, lx, connectivity)) continue;
-      cc3_merge_voxel<T, true>(volume + t.b * sb, sz, sy, sx, height, width, t.z0 + lz,
-                               t.y0 + ly, t.x0 + lx, connectivity, has_background, background,
-                               parent + t.b * depth * height * width, kCc3TileD, kCc3TileH,
-                               kCc3TileW);
+      cc3_merge_voxel_pruned<T>(volume + t.b * sb, sz, sy, sx, height, width, t.z0 + lz,
+                                t.y0 + ly, t.x0 + lx, connectivity, has_background, background,
+                                parent + t.b * depth * height * width, kCc3TileD, kCc3TileH,
+                                kCc3TileW);
     }
   }
 }
