@@ -127,6 +127,7 @@ def test_tile_shapes_agree_with_the_header():
     value = {name: int(v) for name, v in re.findall(r"constexpr int (kCc3?Tile\w?) = (\d+);", header)}
     assert launch._CC_TILE == (value["kCcTileH"], value["kCcTileW"])
     assert launch._CC3_TILE == (value["kCc3TileD"], value["kCc3TileH"], value["kCc3TileW"])
+    assert launch._CC_SEGMENT == int(re.search(r"constexpr int kCcSegment = (\d+);", header)[1])
 
 
 def test_big_batch_index_arithmetic():

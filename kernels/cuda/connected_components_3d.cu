@@ -42,7 +42,7 @@ __device__ void cc3_tiles(const T* volume, int64_t batch, int64_t depth, int64_t
       const int32_t p = local[l];
       int32_t g = -1;
       if (p >= 0) {
-        const int32_t r = cc_find(local, p);
+        const int32_t r = cc_find_split(local, p);  // merges done: only finds run now
         g = static_cast<int32_t>(((t.z0 + r / plane) * height + t.y0 + r % plane / t.w) * width +
                                  t.x0 + r % t.w);
       }

@@ -138,6 +138,8 @@ def _i64(v) -> np.int64:
 # they agree): the launcher only needs them to size the grids of the tile kernels.
 _CC_TILE = (32, 64)
 _CC3_TILE = (8, 8, 32)
+# Nodes per block iteration of the roots and gather kernels (kCcSegment).
+_CC_SEGMENT = 2048
 # Threads per tile block: 8 blocks of 256 fill an SM's 2048 threads (the header's occupancy
 # arithmetic); the kernels are correct for any value (block-stride loops).
 _TILE_THREADS = 256
@@ -199,11 +201,13 @@ def _launch_tiles(module, name: str, tiles: int, *args) -> None:
     _function(module, name)((min(tiles, _MAX_BLOCKS),), (_TILE_THREADS,), args)
 
 
-def _launch_cc(module, name: str, n: int, *args) -> None:
-    """_launch through the memoised function handle."""
-    if n <= 0:
+def _launch_segments(module, name: str, batch: int, size: int, *args) -> None:
+    """The roots and gather kernels: one block per segment of _CC_SEGMENT nodes of one image
+    (grid stride over segments beyond _MAX_BLOCKS), _TILE_THREADS threads striding over it."""
+    segments = batch * -(-size // _CC_SEGMENT)
+    if segments <= 0:
         return
-    _function(module, name)((min(-(-n // _THREADS), _MAX_BLOCKS),), (_THREADS,), args)
+    _function(module, name)((min(segments, _MAX_BLOCKS),), (_TILE_THREADS,), args)
 
 
 def _scan_step(size: int, limit: int | None = None) -> int:
@@ -266,9 +270,8 @@ def _number_roots(module, parent: torch.Tensor, out: torch.Tensor, rank: torch.T
     number them by 1-D inclusive int32 prefix sums into ``rank`` (1-D, on the current stream, in
     chunks of _scan_step whole images) and gather each image's numbers, less the count of the
     images before it in its chunk, into ``out``; the gather writes the (B,) int64 ``counts``."""
-    n = batch * size
     p, o = _ptr(parent), _ptr(out)
-    _launch_cc(module, "cc_roots", n, p, _i64(batch), _i64(size), o)
+    _launch_segments(module, "cc_roots", batch, size, p, _i64(batch), _i64(size), o)
     flags = out.view(-1)
     step = _scan_step(size)
     if batch <= step:
@@ -277,8 +280,8 @@ def _number_roots(module, parent: torch.Tensor, out: torch.Tensor, rank: torch.T
         for b0, b1 in _scan_chunks(batch, size):
             torch.cumsum(flags[b0 * size:b1 * size], 0, dtype=torch.int32,
                          out=rank[b0 * size:b1 * size])
-    _launch_cc(module, "cc_gather_kernel", n, p, _ptr(rank), _i64(batch), _i64(size),
-               _i64(step), o, _ptr(counts))
+    _launch_segments(module, "cc_gather_kernel", batch, size, p, _ptr(rank), _i64(batch),
+                     _i64(size), _i64(step), o, _ptr(counts))
 
 
 def connected_components_3d(

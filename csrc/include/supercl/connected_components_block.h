@@ -292,6 +292,24 @@ SUPERCL_HD int32_t cc_compress_root_flag(int32_t* parent, int64_t i) {
   return root == static_cast<int32_t>(i) ? 1 : 0;
 }
 
+// Segments of the roots and gather passes: kCcSegment consecutive nodes of one image's flat
+// forest (the last of an image clipped).  Segment s (0 <= s < batch * per_image, per_image =
+// ceil(size / kCcSegment)) is nodes [start, start + n) of image b.
+constexpr int kCcSegment = 2048;
+
+struct CcSegment {
+  int64_t b, start;
+  int n;
+};
+
+SUPERCL_HD CcSegment cc_segment(int64_t s, int64_t per_image, int64_t size) {
+  CcSegment g;
+  g.b = s / per_image;
+  g.start = (s - g.b * per_image) * kCcSegment;
+  g.n = static_cast<int>(size - g.start < kCcSegment ? size - g.start : kCcSegment);
+  return g;
+}
+
 // Step 4 on the GPU: the flags are scanned (inclusive, int32) over chunks of `step` whole images
 // of `size` pixels, flat, so that a chunk's running count stays below 2**31 and each scan is one
 // device-wide scan rather than one block per image.  Image b's numbers are the running counts
