@@ -1,9 +1,11 @@
 // supercl/connected_components_block.h -- the per-pixel rules of the GPU's block-based
 // connected-component labeling (kernels/cuda/connected_components.cu and
 // connected_components_3d.cu): tile geometry, the merges across tile borders, and the fused
-// compress + root flag.  The union-find itself (cc_find, cc_union, root = smallest index) and the
-// merges inside a tile (cc_merge_pixel, cc3_merge_voxel) are those of
-// supercl/connected_components.h and connected_components_3d.h, unchanged.
+// compress + root flag.  The union-find (root = smallest index) is that of
+// supercl/connected_components.h, with path splitting by atomicMin where threads merge
+// concurrently (cc_find_split, cc_union_split, below, with the argument why it is exact).  The
+// 2-D merges inside a tile are cc_merge_pixel's; the 3-D merges of both passes are
+// cc3_merge_voxel_pruned (below), which prunes like the 2-D decision tree.
 //
 // Algorithm (Allegretti, Bolelli & Grana, "Optimized Block-Based Algorithms to Label Connected
 // Components on GPUs", IEEE TPDS 2020; Komura 2015), adapted to multi-label maps and to
@@ -24,14 +26,17 @@
 //               atomicMin.  Roots only ever link to smaller indices, so the global rule of
 //               supercl/connected_components.h holds: every root is the first pixel of its
 //               component in raster order.
-//   3. roots    roots are final once the border pass has ended: a per-pixel kernel finds each
-//               pixel's root, compresses the path it walked (every node on it gets the root: the
-//               same value whichever thread writes it) and writes the root flag.
+//   3. roots    roots are final once the border pass has ended: a kernel finds each pixel's
+//               root, compresses the path it walked (every node on it gets the root: the same
+//               value whichever thread writes it) and writes the root flag, over segments of
+//               kCcSegment nodes of one image (one 64-bit division per segment, not per pixel).
 //   4. numbers  1-D inclusive prefix sums of the flags (torch.cumsum, int32, over chunks of whole
 //               images, cc_rank_offset) and a gather through the compressed parents that also
 //               writes the counts: scikit-image's numbering, exactly as before.
 // Why the partition is exact: the tile pass computes the closure of the equal-neighbour pairs
-// inside each tile (cc_merge_pixel's decision tree is valid for any rectangle taken as an image),
+// inside each tile (cc_merge_pixel's decision tree is valid for any rectangle taken as an image;
+// so is cc3_merge_voxel_pruned for a box: a pruned side M and the voxel v lie in the tile, hence so
+// does the row centre N between them, and v -- N, N -- M are unioned inside it),
 // the border pass adds every pair that crosses a tile border (pruned only where the pruned pair's
 // ends are joined through a pair that is always unioned, see cc_merge_pixel_across), and the
 // closure of both is the closure of all pairs.  Thread order changes nothing.
@@ -46,6 +51,12 @@
 // earlier neighbour across a border: 64 + 2 * 31 = 126 of 2048 (6 %) in 2-D.  In 3-D the crossing
 // pairs per voxel are about 9 / 8 (z faces) + 6 / 8 (y) + 4 / 32 (x) = 2.0 of the 13 earlier
 // offsets with 26-connectivity, against 13 (pruned to ~4 by equality) for the per-voxel kernel.
+// The voxels the 3-D border pass visits: with 26-connectivity those on the first z face or the
+// first or last y or x face, 1 - (7/8)(6/8)(30/32) = 38 % of an inner 8 x 8 x 32 tile (26 %
+// with 6-connectivity, first faces only).  Other shapes of 2048 voxels do no better: 4 x 16 x 32
+// and 16 x 8 x 16 also give 1 - 0.615 = 38 %, and rows narrower than 32 voxels would split the
+// 32-byte sectors of the loads; so the shape stays, and the work per border voxel is cut instead
+// (cc3_merge_voxel_pruned: a z-face voxel inside a region of one value makes 3 unions, not 9).
 //
 // Roofline (uint8 input, int32 output, per pixel): image read once (1 B), parent written by the
 // tile pass (4 B), read and (rarely) written by the roots pass (4 B) plus its flag (4 B), the scan
@@ -53,6 +64,27 @@
 // pixel.  32 x 512^2 = 8.4 Mpx is ~0.28 GB, ~70 us at ~4 TB/s (an H200's 4.8 TB/s peak); 256^3 =
 // 16.8 Mvx is ~0.55 GB, ~0.14 ms.  The launches are 5 per call (tiles, borders, roots, scan,
 // gather), ~5 us each of launch latency, so small batches are latency-bound.
+//
+// Measured on an H200 (pytest-benchmark medians, whole batch, before the changes below): 2-D
+// 0.39 ms for 32 x 256^2 and 0.84 ms for 32 x 512^2 (binary), ~0.24 ms + 72 ps per pixel; 3-D
+// 1.83 ms (binary blobs 256^3), 3.58 ms (smoothed noise 256^3), 5.55 ms (supervoxels
+// 128 x 256 x 256, 1905 components).  What was changed, and the predicted effect (unmeasured):
+//  - host: the launcher passes raw pointers instead of 7 cupy.from_dlpack per call, memoises the
+//    kernel handles, allocates the int32 scratch once, and eager calls skip the custom op's
+//    dispatch (kernels/cuda/launch.py, supercl/ops/connected_components.py): an estimated 50-80
+//    of the ~240 us fixed cost.
+//  - path splitting (cc_find_split) in the border passes: a big component's tile roots were
+//    linked into chains up to one node per tile long (128 per 512^2 image, 8192 per 256^3
+//    volume), walked in full by every later find, one dependent L2 load (~0.3 us) per node; now
+//    O(log) on average.  Mostly for the binary cases (2-D binary, 3-D blobs).
+//  - 3-D pruning (cc3_merge_voxel_pruned): 5 unions instead of 13 per voxel of a region of one
+//    value (26-connectivity).  Why the supervoxel map was the worst case: every voxel is
+//    foreground and almost every neighbour equal, so the tile pass made 13 shared-memory unions
+//    per voxel (26 finds + 13 atomics, 8.4 M voxels), where blobs and noise are mostly
+//    background; and each of the 38 % border voxels made up to 9 global unions.  The pruning
+//    takes 60 % of those unions away; predicted the largest gain of the three (3-D supervoxels
+//    and blobs).
+//  - roots and gather in segments: no 64-bit division per pixel.
 //
 // Why the per-pixel global kernel lost on the noisy 3-D volume (14.1 ms against cupyx's 4.7 ms):
 // thresholded smoothed noise has many small components whose voxels mostly have several equal
