@@ -69,7 +69,7 @@ def test_connected_components_sizes_around_tile_multiples(emulated):
             images = (rng.random((1, h, w)) < 0.55).astype(np.uint8)
             for connectivity in (1, 2):
                 _check_cuda_against_cpu_and_reference(images, connectivity, None, 2)
-    for d, h, w in [(7, 8, 31), (8, 9, 32), (9, 7, 33), (17, 15, 65)]:
+    for d, h, w in [(7, 8, 31), (8, 9, 32), (9, 7, 33), (17, 15, 65), (9, 17, 33), (10, 2, 34)]:
         volumes = (rng.random((1, d, h, w)) < 0.3).astype(np.uint8)
         for connectivity in (1, 3):
             _check_cuda_against_cpu_and_reference(volumes, connectivity, None, 3)
@@ -196,6 +196,48 @@ def test_tile_decomposition_of_a_big_batch(tmp_path):
             origin = [c * t for c, t in zip((cz, cy, cx), tile)]
             extent = [min(t, s - o) for t, s, o in zip(tile, spatial, origin)]
             assert list(out) == [b, *origin, *extent], (shape, index)
+
+
+_RING_PROBE = r"""
+#include "supercl/connected_components_block.h"
+extern "C" int probe(int d, int h, int w, int* out) {
+  supercl::CcTile t{0, 0, 0, 0, d, h, w};
+  const int n = supercl::cc3_border_count(t);
+  for (int s = 0; s < n; ++s)
+    supercl::cc3_border_voxel(t, s, out[3 * s], out[3 * s + 1], out[3 * s + 2]);
+  return n;
+}
+"""
+
+
+def test_3d_border_slots_list_each_face_voxel_once(tmp_path):
+    """cc3_border_count / cc3_border_voxel (the 3-D border pass's slots) list every voxel of a
+    d x h x w tile that lies on its first plane or on the ring of a later plane (first or last
+    row or column) exactly once, and nothing else, for every extent of a clipped 8 x 8 x 32
+    tile's kind (1, 2, odd, full)."""
+    import ctypes
+    import shutil
+    import subprocess
+
+    import supercl.kernels
+
+    if shutil.which("g++") is None:
+        pytest.skip("needs g++")
+    source, lib = tmp_path / "probe.cpp", tmp_path / "probe.so"
+    source.write_text(_RING_PROBE)
+    subprocess.run(["g++", "-std=c++17", "-shared", "-fPIC", f"-I{supercl.kernels.include_dir()}",
+                    str(source), "-o", str(lib)], check=True, timeout=300)
+    probe = ctypes.CDLL(str(lib)).probe
+    probe.restype = ctypes.c_int
+    for d in (1, 2, 3, 8):
+        for h in (1, 2, 3, 8):
+            for w in (1, 2, 5, 32):
+                out = np.zeros((d * h * w, 3), dtype=np.int32)
+                n = probe(d, h, w, out.ctypes.data_as(ctypes.c_void_p))
+                listed = [tuple(v) for v in out[:n]]
+                expected = {(z, y, x) for z in range(d) for y in range(h) for x in range(w)
+                            if z == 0 or y in (0, h - 1) or x in (0, w - 1)}
+                assert len(listed) == len(set(listed)) and set(listed) == expected, (d, h, w)
 
 
 _UNION_PROBE = r"""

@@ -61,9 +61,10 @@ __device__ void cc3_borders(const T* volume, int64_t batch, int64_t depth, int64
                         cc_ceil_div(width, kCc3TileW);
   for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
     const CcTile t = cc_tile(tile, depth, height, width, kCc3TileD, kCc3TileH, kCc3TileW);
-    const int plane = t.h * t.w, n = t.d * plane;
-    for (int l = threadIdx.x; l < n; l += blockDim.x) {
-      const int lz = l / plane, ly = l % plane / t.w, lx = l % t.w;
+    const int slots = cc3_border_count(t);
+    for (int s = threadIdx.x; s < slots; s += blockDim.x) {
+      int lz, ly, lx;
+      cc3_border_voxel(t, s, lz, ly, lx);
       if (!cc3_on_border(t, height, width, lz, ly, lx, connectivity)) continue;
       cc3_merge_voxel_pruned<T>(volume + t.b * sb, sz, sy, sx, height, width, t.z0 + lz,
                                 t.y0 + ly, t.x0 + lx, connectivity, has_background, background,
