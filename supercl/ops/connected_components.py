@@ -166,11 +166,11 @@ def connected_components(
 def _eager(x: torch.Tensor) -> bool:
     """Whether a call may run the op's body directly instead of through the custom op: a plain
     tensor, no torch.compile/export tracing and no dispatch mode (FakeTensor, make_fx, ...)
-    active.  The custom op's dispatch (schema parsing of the arguments, the autograd and
-    ADInplaceOrView keys, the Python kernel) costs tens of microseconds per call, a large part
-    of the fixed cost of labeling a training batch on the GPU; its outputs are integer tensors
-    without gradients, so a direct call gives the same tensors.  Anything that traces still
-    sees the one opaque node."""
+    active.  The custom op's dispatch (argument binding to the schema, the autograd and
+    ADInplaceOrView keys, the Python kernel) cost ~10 us per call here (15 us through the op,
+    5 us direct, a tiny input on the CPU backend), part of the fixed cost of labeling a
+    training batch on the GPU; its outputs are integer tensors without gradients, so a direct
+    call gives the same tensors.  Anything that traces still sees the one opaque node."""
     if type(x) is not torch.Tensor or torch.compiler.is_compiling():
         return False
     stack = getattr(torch._C, "_len_torch_dispatch_stack", None)
