@@ -356,3 +356,32 @@ def test_images_of_2_31_pixels_or_more_are_refused_before_any_work(backend):
         connected_components(volume, spatial_dims=3, backend=backend)
     # a batch of 2**31 elements and more whose images are small is accepted (not run here: the
     # int32 output alone would be 8 GiB; test_cuda.py labels a (5000, 768, 768) batch on a GPU)
+
+
+def test_eager_calls_skip_the_custom_op_and_tracing_keeps_it(monkeypatch):
+    """Plain eager calls run the op's body directly (the custom op's dispatch is a fixed cost
+    per call); FakeTensors (torch.compile, export) still go through supercl::connected_components
+    and get its fake outputs, and the registered op passes torch's opcheck and gives the same
+    labels as the direct call."""
+    import sys
+
+    from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+
+    module = sys.modules["supercl.ops.connected_components"]
+    x = torch.from_numpy(np.random.default_rng(0).integers(0, 3, size=(3, 17, 23)))
+    calls = []
+    real_op = module._connected_components_op
+    monkeypatch.setattr(module, "_connected_components_op",
+                        lambda *args: calls.append(args) or real_op(*args))
+    direct = connected_components(x, return_num=True)
+    assert calls == []
+    via_op = real_op(x, 2, True, 0, "cpu")
+    np.testing.assert_array_equal(direct[0].numpy(), via_op[0].numpy())
+    np.testing.assert_array_equal(direct[1].numpy(), via_op[1].numpy())
+    np.testing.assert_array_equal(direct[0].numpy(), reference(x.numpy()))
+    with FakeTensorMode() as mode:
+        fake = connected_components(mode.from_tensor(x), return_num=True)
+    assert len(calls) == 1
+    assert isinstance(fake[0], FakeTensor) and fake[0].shape == x.shape
+    assert fake[0].dtype == torch.int32 and fake[1].shape == (3,) and fake[1].dtype == torch.int64
+    torch.library.opcheck(torch.ops.supercl.connected_components.default, (x, 2, True, 0, "cpu"))

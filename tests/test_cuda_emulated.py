@@ -71,7 +71,7 @@ def test_connected_components_sizes_around_tile_multiples(emulated):
             images = (rng.random((1, h, w)) < 0.55).astype(np.uint8)
             for connectivity in (1, 2):
                 _check_cuda_against_cpu_and_reference(images, connectivity, None, 2)
-    for d, h, w in [(7, 8, 31), (8, 9, 32), (9, 7, 33), (17, 15, 65)]:
+    for d, h, w in [(7, 8, 31), (8, 9, 32), (9, 7, 33), (17, 15, 65), (9, 17, 33), (10, 2, 34)]:
         volumes = (rng.random((1, d, h, w)) < 0.3).astype(np.uint8)
         for connectivity in (1, 3):
             _check_cuda_against_cpu_and_reference(volumes, connectivity, None, 3)
@@ -129,6 +129,7 @@ def test_tile_shapes_agree_with_the_header():
     value = {name: int(v) for name, v in re.findall(r"constexpr int (kCc3?Tile\w?) = (\d+);", header)}
     assert launch._CC_TILE == (value["kCcTileH"], value["kCcTileW"])
     assert launch._CC3_TILE == (value["kCc3TileD"], value["kCc3TileH"], value["kCc3TileW"])
+    assert launch._CC_SEGMENT == int(re.search(r"constexpr int kCcSegment = (\d+);", header)[1])
 
 
 def test_big_batch_index_arithmetic():
@@ -197,6 +198,120 @@ def test_tile_decomposition_of_a_big_batch(tmp_path):
             origin = [c * t for c, t in zip((cz, cy, cx), tile)]
             extent = [min(t, s - o) for t, s, o in zip(tile, spatial, origin)]
             assert list(out) == [b, *origin, *extent], (shape, index)
+
+
+_RING_PROBE = r"""
+#include "supercl/connected_components_block.h"
+extern "C" int probe(int d, int h, int w, int* out) {
+  supercl::CcTile t{0, 0, 0, 0, d, h, w};
+  const int n = supercl::cc3_border_count(t);
+  for (int s = 0; s < n; ++s)
+    supercl::cc3_border_voxel(t, s, out[3 * s], out[3 * s + 1], out[3 * s + 2]);
+  return n;
+}
+"""
+
+
+def test_3d_border_slots_list_each_face_voxel_once(tmp_path):
+    """cc3_border_count / cc3_border_voxel (the 3-D border pass's slots) list every voxel of a
+    d x h x w tile that lies on its first plane or on the ring of a later plane (first or last
+    row or column) exactly once, and nothing else, for every extent of a clipped 8 x 8 x 32
+    tile's kind (1, 2, odd, full)."""
+    import ctypes
+    import shutil
+    import subprocess
+
+    import supercl.kernels
+
+    if shutil.which("g++") is None:
+        pytest.skip("needs g++")
+    source, lib = tmp_path / "probe.cpp", tmp_path / "probe.so"
+    source.write_text(_RING_PROBE)
+    subprocess.run(["g++", "-std=c++17", "-shared", "-fPIC", f"-I{supercl.kernels.include_dir()}",
+                    str(source), "-o", str(lib)], check=True, timeout=300)
+    probe = ctypes.CDLL(str(lib)).probe
+    probe.restype = ctypes.c_int
+    for d in (1, 2, 3, 8):
+        for h in (1, 2, 3, 8):
+            for w in (1, 2, 5, 32):
+                out = np.zeros((d * h * w, 3), dtype=np.int32)
+                n = probe(d, h, w, out.ctypes.data_as(ctypes.c_void_p))
+                listed = [tuple(v) for v in out[:n]]
+                expected = {(z, y, x) for z in range(d) for y in range(h) for x in range(w)
+                            if z == 0 or y in (0, h - 1) or x in (0, w - 1)}
+                assert len(listed) == len(set(listed)) and set(listed) == expected, (d, h, w)
+
+
+_UNION_PROBE = r"""
+#include <thread>
+#include <vector>
+#include "supercl/connected_components_block.h"
+// Threads union their share of the edges through cc_union_split (path splitting by atomicMin)
+// on one shared forest while the others union and find too.
+extern "C" void probe(int32_t* parent, const int32_t* edges, int64_t m, int threads) {
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t)
+    pool.emplace_back([=] {
+      for (int64_t e = t; e < m; e += threads) {
+        supercl::cc_union_split(parent, edges[2 * e], edges[2 * e + 1]);
+        supercl::cc_find_split(parent, edges[2 * ((e * 7919) % m)]);
+      }
+    });
+  for (auto& thread : pool) thread.join();
+}
+"""
+
+
+def test_union_with_path_splitting_under_concurrent_threads(tmp_path):
+    """cc_union_split / cc_find_split (the border passes' union-find, compressing by atomicMin)
+    run by 4 host threads on one forest, from an initial forest whose parents point at smaller
+    nodes (the tile pass's output): the final trees are the connected components of the edges
+    plus the initial links (scipy), every root is its component's smallest node, and every
+    parent is <= its node.  Host threads interleave far less than a GPU's; the GPU tests in
+    test_cuda.py cover the device."""
+    import ctypes
+    import shutil
+    import subprocess
+
+    import scipy.sparse
+    import scipy.sparse.csgraph
+
+    import supercl.kernels
+
+    if shutil.which("g++") is None:
+        pytest.skip("needs g++")
+    source, lib = tmp_path / "probe.cpp", tmp_path / "probe.so"
+    source.write_text(_UNION_PROBE)
+    subprocess.run(["g++", "-std=c++17", "-O1", "-shared", "-fPIC", "-pthread",
+                    f"-I{supercl.kernels.include_dir()}", str(source), "-o", str(lib)],
+                   check=True, timeout=300)
+    probe = ctypes.CDLL(str(lib)).probe
+    probe.restype = None
+    rng = np.random.default_rng(3)
+    for n, m in [(50, 60), (3000, 2500), (3000, 6000)]:
+        for _ in range(10):
+            # Initial forest: each node points at itself or, like a tile pass's output, at a
+            # smaller node that is a root.
+            parent = np.arange(n, dtype=np.int32)
+            roots = rng.random(n) < 0.3
+            roots[0] = True
+            root_ids = np.flatnonzero(roots)
+            for i in np.flatnonzero(~roots):
+                parent[i] = root_ids[rng.integers(0, np.searchsorted(root_ids, i))]
+            edges = rng.integers(0, n, size=(m, 2)).astype(np.int32)
+            probe(parent.ctypes.data_as(ctypes.c_void_p), edges.ctypes.data_as(ctypes.c_void_p),
+                  ctypes.c_int64(m), ctypes.c_int(4))
+            links = np.concatenate([edges, np.stack([np.arange(n), parent], 1)])
+            graph = scipy.sparse.coo_matrix((np.ones(len(links)), (links[:, 0], links[:, 1])),
+                                            shape=(n, n))
+            _, component = scipy.sparse.csgraph.connected_components(graph, directed=False)
+            assert (parent <= np.arange(n)).all()
+            root = parent.copy()
+            while not (root[root] == root).all():
+                root = root[root]
+            smallest = np.full(component.max() + 1, n)
+            np.minimum.at(smallest, component, np.arange(n))
+            np.testing.assert_array_equal(root, smallest[component])
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])

@@ -3,7 +3,8 @@
 // (neighbours, equality, background, union-find) in supercl/connected_components.h.  Compiled at
 // run time by NVRTC through CuPy (kernels/cuda/launch.py), which runs on torch's current stream
 // and without host synchronisation:
-//   cc_tiles -> cc_borders -> cc_roots -> (1-D inclusive cumsums, torch) -> cc_gather_kernel.
+//   cc_tiles -> cc_borders -> cc_roots -> (1-D inclusive cumsums, torch) -> cc_gather_kernel
+// (the last two in segments of whole images, see below).
 // The tile kernels loop over tiles with a 64-bit grid stride and over a tile's pixels with block
 // strides between __syncthreads(), so they are correct for any grid and block size, including the
 // one block of one thread of the host emulation (tests/cuda_host_shim.h).  Parent indices are
@@ -12,10 +13,6 @@
 #include "supercl/connected_components_block.h"
 
 using namespace supercl;
-
-#define SUPERCL_GRID_STRIDE(i, n)                                                        \
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
 
 // One tile per block iteration: the tile's values and local forest live in shared memory.
 template <typename T>
@@ -46,7 +43,7 @@ __device__ void cc_tiles(const T* image, int64_t batch, int64_t height, int64_t 
       const int32_t p = local[l];
       int32_t g = -1;
       if (p >= 0) {
-        const int32_t r = cc_find(local, p);
+        const int32_t r = cc_find_split(local, p);  // merges done: only finds run now
         g = static_cast<int32_t>((t.y0 + r / t.w) * width + t.x0 + r % t.w);
       }
       par[(t.y0 + l / t.w) * width + t.x0 + l % t.w] = g;
@@ -94,12 +91,23 @@ SUPERCL_CC_KERNELS(uint8_t, u8)
 SUPERCL_CC_KERNELS(int32_t, i32)
 SUPERCL_CC_KERNELS(int64_t, i64)
 
+// The roots and gather passes visit each image's flat forest in segments of kCcSegment
+// consecutive nodes, one segment per block iteration (grid stride over segments, block stride
+// inside one): the segment's image and its first node cost one 64-bit division per segment,
+// where a flat grid stride over the batch paid i / size and i % size (64-bit, a ptxas
+// subroutine of dozens of instructions) for every pixel, twice in the gather.
+
 // Compress + root flag, fused (roots are final after the border pass).  flags may be the output
 // buffer: the gather overwrites it.
 extern "C" __global__ void cc_roots(int32_t* parent, int64_t batch, int64_t size,
                                     int32_t* flags) {
-  SUPERCL_GRID_STRIDE(i, batch * size) {
-    flags[i] = cc_compress_root_flag(parent + (i / size) * size, i % size);
+  const int64_t per_image = cc_ceil_div(size, kCcSegment);
+  for (int64_t s = blockIdx.x; s < batch * per_image; s += gridDim.x) {
+    const CcSegment g = cc_segment(s, per_image, size);
+    int32_t* par = parent + g.b * size;
+    int32_t* flag = flags + g.b * size + g.start;
+    for (int k = threadIdx.x; k < g.n; k += blockDim.x)
+      flag[k] = cc_compress_root_flag(par, g.start + k);
   }
 }
 
@@ -108,11 +116,16 @@ extern "C" __global__ void cc_roots(int32_t* parent, int64_t batch, int64_t size
 extern "C" __global__ void cc_gather_kernel(const int32_t* parent, const int32_t* rank,
                                             int64_t batch, int64_t size, int64_t step,
                                             int32_t* out, int64_t* counts) {
-  SUPERCL_GRID_STRIDE(i, batch * size) {
-    const int64_t b = i / size, base = b * size;
-    const int32_t offset = cc_rank_offset(rank, b, size, step);
-    const int32_t p = parent[i];
-    out[i] = p < 0 ? 0 : rank[base + p] - offset;
-    if (i - base == size - 1) counts[b] = rank[i] - offset;
+  const int64_t per_image = cc_ceil_div(size, kCcSegment);
+  for (int64_t s = blockIdx.x; s < batch * per_image; s += gridDim.x) {
+    const CcSegment g = cc_segment(s, per_image, size);
+    const int64_t base = g.b * size;
+    const int32_t offset = cc_rank_offset(rank, g.b, size, step);
+    for (int k = threadIdx.x; k < g.n; k += blockDim.x) {
+      const int64_t i = base + g.start + k;
+      const int32_t p = parent[i];
+      out[i] = p < 0 ? 0 : rank[base + p] - offset;
+      if (g.start + k == size - 1) counts[g.b] = rank[i] - offset;
+    }
   }
 }

@@ -35,14 +35,14 @@ __device__ void cc3_tiles(const T* volume, int64_t batch, int64_t depth, int64_t
     __syncthreads();
     // The tile as a volume of its own, d x h x w: the ordinary merge on shared memory.
     for (int l = threadIdx.x; l < n; l += blockDim.x)
-      cc3_merge_voxel<T, true>(values, plane, t.w, 1, t.h, t.w, l / plane, l % plane / t.w,
-                               l % t.w, connectivity, has_background, background, local);
+      cc3_merge_voxel_pruned<T>(values, plane, t.w, 1, t.h, t.w, l / plane, l % plane / t.w,
+                                l % t.w, connectivity, has_background, background, local);
     __syncthreads();
     for (int l = threadIdx.x; l < n; l += blockDim.x) {
       const int32_t p = local[l];
       int32_t g = -1;
       if (p >= 0) {
-        const int32_t r = cc_find(local, p);
+        const int32_t r = cc_find_split(local, p);  // merges done: only finds run now
         g = static_cast<int32_t>(((t.z0 + r / plane) * height + t.y0 + r % plane / t.w) * width +
                                  t.x0 + r % t.w);
       }
@@ -61,14 +61,15 @@ __device__ void cc3_borders(const T* volume, int64_t batch, int64_t depth, int64
                         cc_ceil_div(width, kCc3TileW);
   for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
     const CcTile t = cc_tile(tile, depth, height, width, kCc3TileD, kCc3TileH, kCc3TileW);
-    const int plane = t.h * t.w, n = t.d * plane;
-    for (int l = threadIdx.x; l < n; l += blockDim.x) {
-      const int lz = l / plane, ly = l % plane / t.w, lx = l % t.w;
+    const int slots = cc3_border_count(t);
+    for (int s = threadIdx.x; s < slots; s += blockDim.x) {
+      int lz, ly, lx;
+      cc3_border_voxel(t, s, lz, ly, lx);
       if (!cc3_on_border(t, height, width, lz, ly, lx, connectivity)) continue;
-      cc3_merge_voxel<T, true>(volume + t.b * sb, sz, sy, sx, height, width, t.z0 + lz,
-                               t.y0 + ly, t.x0 + lx, connectivity, has_background, background,
-                               parent + t.b * depth * height * width, kCc3TileD, kCc3TileH,
-                               kCc3TileW);
+      cc3_merge_voxel_pruned<T>(volume + t.b * sb, sz, sy, sx, height, width, t.z0 + lz,
+                                t.y0 + ly, t.x0 + lx, connectivity, has_background, background,
+                                parent + t.b * depth * height * width, kCc3TileD, kCc3TileH,
+                                kCc3TileW);
     }
   }
 }
