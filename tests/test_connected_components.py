@@ -4,6 +4,7 @@ scipy.ndimage.label: exact equality, numbering included."""
 import numpy as np
 import pytest
 import torch
+from ccl_cases import spiral
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -62,21 +63,6 @@ def test_checkerboard_separates_4_and_8_connectivity():
     eight = check(board, 2)
     assert four.max() == board.sum()  # every foreground pixel alone
     assert eight.max() == 1  # all diagonal neighbours
-
-
-def spiral(n):
-    """A one-pixel-wide spiral wall: one long, winding component (deep union-find trees)."""
-    grid = np.zeros((n, n), dtype=np.int64)
-    top, left, bottom, right = 0, 0, n - 1, n - 1
-    while top <= bottom and left <= right:
-        grid[top, left : right + 1] = 1
-        grid[top : bottom + 1, right] = 1
-        if top + 2 <= bottom:
-            grid[bottom, left : right + 1] = 1
-        if left + 2 <= right:
-            grid[top + 2 : bottom + 1, left] = 1
-        top, left, bottom, right = top + 2, left + 2, bottom - 2, right - 2
-    return grid
 
 
 @pytest.mark.parametrize("n", [5, 64, 301])
