@@ -223,8 +223,9 @@ def _igcp(f1, f2, segments, e3, e4, temperature, asp_normalize, k, gather, backe
         return supcon_loss(z, weak, temperature, base_temperature, backend=backend), weak, asp
     n = z.shape[0]
     partner = (torch.arange(n, device=z.device) + n // 2) % n
-    positive = weak[:, None] == weak[None, :]
-    positive[torch.arange(n, device=z.device), partner] = True
+    # The partner pairs added with scatter_ and a Python scalar: `positive[i, j] = True` copies
+    # a host tensor to the GPU, which makes the host wait (seen on an H200).
+    positive = (weak[:, None] == weak[None, :]).scatter_(1, partner[:, None], True)
     return supcon_masked(z, positive, temperature, base_temperature), weak, asp
 
 
@@ -402,8 +403,11 @@ def weak_label_quality(nodes: torch.Tensor, weak: torch.Tensor, k: int = 1,
     out["inter_partner_edge_share"] = ((~cross).to(torch.float64).mean() if src.numel() else nan)
     views_image = torch.arange(2 * b, device=weak.device) % b
     # (component, image) membership table: the weak labels are consecutive ids < 2B
-    member = torch.zeros(2 * b, max(b, 1), dtype=torch.bool, device=weak.device)
-    member[weak.to(torch.int64), views_image] = True
+    # (scatter_ with a Python scalar, not `member[i, j] = True`: that copies a host tensor
+    # holding True to the GPU, and the host waits for the stream; seen on an H200.)
+    width = max(b, 1)
+    member = torch.zeros(2 * b * width, dtype=torch.bool, device=weak.device)
+    member = member.scatter_(0, weak.to(torch.int64) * width + views_image, True).view(2 * b, width)
     n_components = member.any(1).sum().clamp(min=1)
     out["inter_images_per_component"] = (member.sum().to(torch.float64)
                                          / n_components.to(torch.float64)).to(nodes.device)

@@ -2,6 +2,7 @@
 host and (where nvcc exists) the device, the extension's build options, the demo command."""
 
 import importlib.metadata
+import importlib.util
 import json
 import os
 import shutil
@@ -180,8 +181,17 @@ def test_an_editable_install_imports_the_kernels_like_the_wheel(tmp_path):
     venv = tmp_path / "venv"
     assert run([sys.executable, "-m", "venv", "--without-pip", venv], cwd=tmp_path).returncode == 0
     python = venv / "bin" / "python"
+    # Offline (a GPU machine reaches no package index), pip cannot fetch the build
+    # requirements for an isolated build: where this environment has them, the build uses
+    # them instead, through PYTHONPATH (the new venv itself has none).
+    build = [importlib.util.find_spec(m) for m in ("setuptools", "pybind11")]
+    isolation, env = [], None
+    if all(build):
+        isolation = ["--no-build-isolation"]
+        dirs = {str(Path(spec.submodule_search_locations[0]).parent) for spec in build}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sorted(dirs))}
     result = run([sys.executable, "-m", "pip", "--python", python, "install", "--quiet",
-                  "--no-deps", "-e", copy], cwd=tmp_path)
+                  "--no-deps", *isolation, "-e", copy], cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     probe = ("import importlib.util, supercl.kernels as k; "
              "assert (k.include_dir() / 'supercl' / 'common.h').is_file(); "
