@@ -86,10 +86,10 @@ def supercl_metadata() -> dict:
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {
         "supercl_version": supercl.__version__,
-        # SUPERCL_COMMIT: for a copy of the tree without .git (a GPU machine's), the commit
-        # it was copied from, as the caller states it.
-        "supercl_commit": (_git("rev-parse", "--short", "HEAD")
-                           or os.environ.get("SUPERCL_COMMIT") or "unknown"),
+        # SUPERCL_COMMIT: for a copy of the tree (a GPU machine's), the commit it was copied
+        # from, as the caller states it; the copy's own .git, if any, may name another.
+        "supercl_commit": (os.environ.get("SUPERCL_COMMIT")
+                           or _git("rev-parse", "--short", "HEAD") or "unknown"),
         "supercl_dirty": None if status is None else bool(status),
         "supercl_openmp": openmp,
         "cpu_count": os.cpu_count(),

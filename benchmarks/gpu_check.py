@@ -406,6 +406,8 @@ def _markdown(info: dict, bench_json: dict) -> str:
 
 
 def _git_commit() -> str:
+    if os.environ.get("SUPERCL_COMMIT"):  # a copied tree: the commit the caller names
+        return os.environ["SUPERCL_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                              capture_output=True, text=True, timeout=10)

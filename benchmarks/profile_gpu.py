@@ -133,8 +133,13 @@ def _profile(name: str, call, out) -> dict:
     events = prof.key_averages()
     attr = "self_device_time_total" if hasattr(events[0], "self_device_time_total") else \
         "self_cuda_time_total"
-    gpu_ms = sum(getattr(e, attr) for e in events) / 3 / 1e3
-    kernels = sum(e.count for e in events if getattr(e, attr) > 0) / 3
+    # Device-side events only (kernels, copies, memsets): an operator's self device time is
+    # the time of the kernels it launched, which are events of their own too.
+    from torch.autograd import DeviceType
+
+    device_events = [e for e in events if e.device_type == DeviceType.CUDA]
+    gpu_ms = sum(getattr(e, attr) for e in device_events) / 3 / 1e3
+    kernels = sum(e.count for e in device_events) / 3
     row = dict(case=name, host_ms=statistics.median(host) * 1e3,
                wall_ms=statistics.median(wall), gpu_ms=gpu_ms, kernels=kernels)
     sort = "self_device_time_total" if attr == "self_device_time_total" else "self_cuda_time_total"
@@ -172,7 +177,10 @@ def main(argv=None) -> int:
     rows = []
     path = args.out / "profile-gpu.md"
     with open(path, "w") as out:
-        out.write(f"# Profiles on {torch.cuda.get_device_name(0)} (torch {torch.__version__})\n")
+        from gpu_check import _git_commit
+
+        out.write(f"# Profiles on {torch.cuda.get_device_name(0)} (torch {torch.__version__}, "
+                  f"commit {_git_commit()})\n")
         for name in args.cases:
             try:
                 rows.append(_profile(name, CASES[name](), out))
