@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from supercl.train.views import REFERENCE_VIEWS, SuperCLViews, ViewConfig, _to_device_all
+from supercl.train.views import (REFERENCE_VIEWS, SuperCLViews, ViewConfig, _pack,
+                                 _to_device_all, _unpack)
 
 pytest.importorskip("kornia")
 
@@ -175,6 +176,18 @@ def test_to_device_all_on_cpu_returns_the_same_values():
     for a, b in zip(_to_device_all(ts, torch.device("cpu")), ts):
         assert a.dtype == b.dtype and torch.equal(a, b)
     assert _to_device_all([], torch.device("cpu")) == []
+
+
+def test_pack_and_unpack_keep_every_value_shape_and_dtype():
+    """The one copy to the GPU sends _pack's flat float64 tensor and splits it with _unpack."""
+    g = torch.Generator().manual_seed(0)
+    ts = [torch.tensor([True, False, True]), torch.rand(2, 3, 3, generator=g) * 1e-30,
+          torch.rand(4, dtype=torch.float64, generator=g) / 3, torch.rand(5, generator=g).half(),
+          torch.empty(0), torch.tensor(7.25), torch.rand(3, generator=g).bfloat16()]
+    flat = _pack(ts)
+    assert flat.dtype == torch.float64 and flat.numel() == sum(t.numel() for t in ts)
+    for a, b in zip(_unpack(flat, ts), ts):
+        assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
 
 
 @pytest.mark.cuda
