@@ -159,6 +159,16 @@ def test_views_match_the_former_views_in_float64_with_wide_ranges():
     _assert_same(SuperCLViews(cfg), _ViewsBefore(cfg), x, seeds=(2,))
 
 
+@pytest.mark.parametrize("recipe", ["default", "reference"])
+def test_views_match_the_former_views_under_cpu_autocast(recipe):
+    """Under autocast too (kornia casts each augmentation's output back to its input's dtype
+    there, and so does _apply_sequence; on the CPU these ops keep float32 anyway)."""
+    cfg = ViewConfig(recipe=recipe)
+    x = torch.rand(3, 1, 24, 28, generator=torch.Generator().manual_seed(4))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _assert_same(SuperCLViews(cfg), _ViewsBefore(cfg), x, seeds=(1,))
+
+
 def test_views_keep_the_containers_for_callers_that_use_them():
     """The containers stay (tests/test_step_syncs.py's oracle calls them); the views use the
     same modules, so calling a container gives the same image as the views' own path."""

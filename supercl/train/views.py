@@ -272,6 +272,7 @@ def _apply_sequence(mods, params: list[dict], x: torch.Tensor) -> torch.Tensor:
     matrices, computed on the host) sent to the device in one pinned copy.
     """
     from kornia.augmentation import RandomAffine
+    from kornia.core.utils import is_autocast_enabled
 
     small = []  # (module index, key, host tensor) to send
     for i, (m, p) in enumerate(zip(mods, params)):
@@ -290,6 +291,8 @@ def _apply_sequence(mods, params: list[dict], x: torch.Tensor) -> torch.Tensor:
         out = m.apply_transform(x, p, m.flags, transform=p.get("matrix"))
         if "gate" in p:
             out = torch.where(p["gate"].view(-1, *([1] * (x.dim() - 1))), out, x)
+        if is_autocast_enabled():  # as transform_inputs does
+            out = out.type(x.dtype)
         x = out
     return x
 
