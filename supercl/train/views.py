@@ -11,6 +11,32 @@ kornia draws its parameters from torch's global random generator, so a run seede
 them on the host, as the reference recipe's blur and elastic deformation below do, and makes
 the whole batch in one call per augmentation (images skipped with probability 1 - p are
 selected with ``torch.where``): nothing here waits for the GPU.
+
+The augmentations are kornia's modules, but not run through ``AugmentationSequential``: each
+module draws its parameters (``forward_parameters``, in the container's order) and is applied
+with its own ``apply_transform`` (:func:`_apply_sequence`). On the CPU that is the same
+functions on the same draws, so the views are the former ones bit for bit for a given seed
+(tests/test_views.py compares them with a frozen copy of the container path). On a GPU:
+
+- the gates, brightness/contrast factors and affine matrices (computed on the host) go to the
+  device in one pinned, asynchronous copy per chain (4 per call) instead of one pageable copy
+  each (drawing all four chains' parameters first would need the reference recipe's blur and
+  elastic draws moved too; not done), and the
+  container's bookkeeping (the flips' matrices, the composed matrix, per-module snapshots) is
+  gone: 514 instead of 632 compute ops per call of the default recipe on the CPU profiler
+  (496 instead of 604 for the reference one), most of the difference device work on a GPU;
+- the default recipe's elastic noise, (B, 2, H, W) uniform, is drawn by the CUDA generator on
+  the device. kornia drew it on the host (about 10 ms of host time and an 8 MB pageable copy
+  per view at batch 16 of 256^2: most of the views' 47 ms host time and 5.3 ms of copies
+  measured on an H200). So on a GPU the noise, and every host draw after it, come from other
+  streams than on the CPU (the same distributions); the reference recipe's noise was already
+  drawn on the device.
+
+Expected on the H200 (batch 16 of 256^2; not measured yet): the host time per call down by
+the two noise draws (about 20 ms of the 47 ms) and by the container's work (about a fifth of
+the rest, as measured by an earlier trial on one seed), the two 8 MB pageable copies gone and
+the small ones down to about one per photometric view (the blur's sigma: kornia checks it on
+the host, so it stays there).
 Intensities are not clipped: CT slices are windowed to [0, 1] but z-scored MRI slices are
 not bounded, and clipping would change them.
 """
@@ -190,15 +216,38 @@ class SuperCLViews(nn.Module):
         k = int(2 * math.ceil(3 * float(sigma.max())) + 1)
         return gaussian_blur2d(x, (k, k), torch.stack([sigma, sigma], 1), border_type="reflect")
 
+    def _photometric(self, x: torch.Tensor) -> torch.Tensor:
+        """``self.photometric(x)`` without the container (see :func:`_apply_sequence`)."""
+        params = [m.forward_parameters(x.shape) for m in self.photometric]
+        return _apply_sequence(self.photometric, params, x)
+
+    def _spatial(self, v: torch.Tensor) -> torch.Tensor:
+        """``self.spatial(v)`` without the container (see :func:`_apply_sequence`); the
+        elastic deformation's noise is drawn on ``v``'s device (see the module docstring)."""
+        from kornia.augmentation import RandomElasticTransform
+
+        params = []
+        for m in self.spatial:
+            if isinstance(m, RandomElasticTransform) and not m.same_on_batch:
+                # kornia's draws in kornia's order (the gate, then the noise in the module's
+                # dtype), but the noise on the device: on the CPU the same draws; on a GPU no
+                # ~10 ms of host draws and no 8 MB pageable copy per view
+                gate = m.__batch_prob_generator__(v.shape, m.p, m.p_batch, m.same_on_batch)
+                noise = torch.rand(v.shape[0], 2, *v.shape[2:], device=v.device, dtype=m.dtype)
+                params.append({"batch_prob": gate, "noise": noise * 2 - 1})
+            else:
+                params.append(m.forward_parameters(v.shape))
+        return _apply_sequence(self.spatial, params, v)
+
     def invariance_pair(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.recipe == "reference":
-            return self._blur(self.photometric(x)), self._blur(self.photometric(x))
-        return self.photometric(x), self.photometric(x)
+            return self._blur(self._photometric(x)), self._blur(self._photometric(x))
+        return self._photometric(x), self._photometric(x)
 
     def spatial_view(self, v: torch.Tensor) -> torch.Tensor:
         if self.recipe == "reference":
-            return self.elastic(self.spatial(v))
-        return self.spatial(v)
+            return self.elastic(self._spatial(v))
+        return self._spatial(v)
 
     def forward(self, x: torch.Tensor):
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
@@ -206,3 +255,69 @@ class SuperCLViews(nn.Module):
                              f"{getattr(x, 'shape', type(x).__name__)}")
         v1, v2 = self.invariance_pair(x)
         return v1, v2, self.spatial_view(v1), self.spatial_view(v2)
+
+
+#: the per-image parameters that kornia's apply_transform reads as tensors on the image's device
+#: (the blur's sigma stays on the host: kornia checks sigma > 0 there)
+_DEVICE_PARAMS = ("brightness_factor", "contrast_factor")
+
+
+def _apply_sequence(mods, params: list[dict], x: torch.Tensor) -> torch.Tensor:
+    """Apply kornia augmentations ``mods`` in order with their drawn ``params``, as
+    ``AugmentationSequential`` does for an image (``forward`` -> ``transform_inputs``): each
+    module's ``apply_transform`` on the whole batch, an affine one's matrix from its
+    ``generate_transformation_matrix``, and for ``p < 1`` a ``torch.where`` between the
+    transformed and the unchanged image by the gate ``batch_prob > 0.5``. The same functions on
+    the same values, so the same result on the CPU, bit for bit (tests/test_views.py checks it);
+    without the container's per-module bookkeeping (parameter snapshots, the flips'
+    matrices, the composed matrix), and with the small parameters (gates, factors, the affine
+    matrices, computed on the host) sent to the device in one pinned copy.
+    """
+    from kornia.augmentation import RandomAffine
+    from kornia.core.utils import is_autocast_enabled
+
+    small = []  # (module index, key, host tensor) to send
+    for i, (m, p) in enumerate(zip(mods, params)):
+        if isinstance(m, RandomAffine):
+            # only the input's shape, dtype and device are read: a host stand-in, a host matrix
+            meta = torch.empty((), dtype=x.dtype).expand(x.shape)
+            small.append((i, "matrix", m.generate_transformation_matrix(meta, p, m.flags)))
+        if not (m.p == 1.0 and m.p_batch == 1.0):
+            small.append((i, "gate", p["batch_prob"] > 0.5))
+        small += [(i, k, p[k]) for k in _DEVICE_PARAMS if k in p]
+    sent = _to_device_all([t for _, _, t in small], x.device)
+    params = [dict(p) for p in params]
+    for (i, k, _), t in zip(small, sent):
+        params[i][k] = t
+    for m, p in zip(mods, params):
+        out = m.apply_transform(x, p, m.flags, transform=p.get("matrix"))
+        if "gate" in p:
+            out = torch.where(p["gate"].view(-1, *([1] * (x.dim() - 1))), out, x)
+        if is_autocast_enabled():  # as transform_inputs does
+            out = out.type(x.dtype)
+        x = out
+    return x
+
+
+def _to_device_all(tensors: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """Small host tensors on ``device`` in one pinned, asynchronous copy (a pageable copy makes
+    the host wait); on another device, each tensor ``.to(device)``."""
+    if device.type != "cuda" or not tensors:
+        return [t.to(device) for t in tensors]
+    return _unpack(_pack(tensors).pin_memory().to(device, non_blocking=True), tensors)
+
+
+def _pack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """One flat float64 tensor of ``tensors``' values: float64 holds bool and float16/32/64
+    values exactly."""
+    return torch.cat([t.reshape(-1).to(torch.float64) for t in tensors])
+
+
+def _unpack(flat: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Split :func:`_pack`'s ``flat`` (on any device) back into tensors shaped and typed as
+    ``like``."""
+    out, i = [], 0
+    for t in like:
+        out.append(flat[i:i + t.numel()].view(t.shape).to(t.dtype))
+        i += t.numel()
+    return out
