@@ -123,28 +123,56 @@ def _tile_scores(Z, rows, cols, rmask, cmask, D, stride_n, stride_d,
 
 
 @triton.jit
-def _support(G, rows, cols, rmask, cmask, HAS_GROUPS: tl.constexpr):
+def _support(G, rows, cols, rmask, cmask, stride_g, HAS_GROUPS: tl.constexpr):
     """Pairs (i, j) in the denominator: both in range, j != i, same group."""
     ok = rmask[:, None] & cmask[None, :] & (rows[:, None] != cols[None, :])
     if HAS_GROUPS:
-        gi = tl.load(G + rows, mask=rmask, other=-1)
-        gj = tl.load(G + cols, mask=cmask, other=-2)
+        gi = tl.load(G + rows * stride_g, mask=rmask, other=-1)
+        gj = tl.load(G + cols * stride_g, mask=cmask, other=-2)
         ok = ok & (gi[:, None] == gj[None, :])
     return ok
 
 
 @triton.jit
-def _lse_forward_kernel(Z, G, TILES, LSE, N, D, stride_n, stride_d, scale2, bound2,
-                        HAS_GROUPS: tl.constexpr, FIXED_MAX: tl.constexpr,
-                        PRECISION: tl.constexpr, ONE_D: tl.constexpr, BLOCK_M: tl.constexpr,
-                        BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    """LSE[rows] for one block of BLOCK_M anchors.  scale2 = scale * log2(e); with FIXED_MAX,
-    bound2 = (bound on |s|) * log2(e) is the maximum in base 2."""
+def _column_span(TILES, pid, N, HAS_GROUPS: tl.constexpr, BLOCK_M: tl.constexpr,
+                 BLOCK_N: tl.constexpr, TILE: tl.constexpr):
+    """[lo, hi): the columns a program owning rows pid * BLOCK_M ... must visit, as a multiple
+    of BLOCK_N from lo.  TILES holds, per TILE rows, the [first, end) TILE-column tiles that
+    can share a group with them (tile_ranges); a program's row block is BLOCK_M / TILE such
+    rows (the last clamped to the final table row, which lies in the same block)."""
+    if HAS_GROUPS:
+        last = (N - 1) // TILE
+        r = tl.minimum(pid * (BLOCK_M // TILE), last)
+        first = tl.load(TILES + 2 * r)
+        end = tl.load(TILES + 2 * r + 1)
+        for k in tl.static_range(1, BLOCK_M // TILE):
+            r = tl.minimum(pid * (BLOCK_M // TILE) + k, last)
+            first = tl.minimum(first, tl.load(TILES + 2 * r))
+            end = tl.maximum(end, tl.load(TILES + 2 * r + 1))
+        lo = (first * TILE) // BLOCK_N * BLOCK_N
+        hi = end * TILE
+    else:
+        lo = 0
+        hi = N
+    return lo, hi
+
+
+@triton.jit
+def _lse_forward_kernel(Z, Y, G, TILES, LSE, LOSS, CNT, N, D, stride_n, stride_d, stride_y,
+                        stride_g, scale, scale2, bound2, ratio,
+                        HAS_GROUPS: tl.constexpr, HAS_LABELS: tl.constexpr,
+                        FIXED_MAX: tl.constexpr, PRECISION: tl.constexpr, ONE_D: tl.constexpr,
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                        TILE: tl.constexpr):
+    """LSE[rows] for one block of BLOCK_M anchors; with HAS_LABELS also, from the same score
+    tiles, the positive count CNT_i = |P(i)| and sum_{p in P(i)} s_ip, and from them the
+    anchor's loss LOSS_i = ratio * (LSE_i - sum / CNT_i) (0 where CNT_i = 0).
+    scale2 = scale * log2(e); with FIXED_MAX, bound2 = (bound on |s|) * log2(e) is the
+    maximum in base 2."""
     pid = tl.program_id(0)
     rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     rmask = rows < N
-    first = tl.load(TILES + 2 * pid)
-    end = tl.load(TILES + 2 * pid + 1)
+    lo, hi = _column_span(TILES, pid, N, HAS_GROUPS, BLOCK_M, BLOCK_N, TILE)
     if ONE_D:
         # The anchor tile, loaded once for the whole column sweep.
         d = tl.arange(0, BLOCK_D)
@@ -153,7 +181,11 @@ def _lse_forward_kernel(Z, G, TILES, LSE, N, D, stride_n, stride_d, scale2, boun
                      mask=rmask[:, None] & dmask[None, :], other=0.0)
     m_i = tl.full((BLOCK_M,), _NEG_INF, dtype=tl.float32)
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
-    for start in range(first * BLOCK_N, end * BLOCK_N, BLOCK_N):
+    if HAS_LABELS:
+        y_i = tl.load(Y + rows * stride_y, mask=rmask, other=0)
+        pos_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        cnt_i = tl.zeros((BLOCK_M,), dtype=tl.int32)
+    for start in range(lo, hi, BLOCK_N):
         cols = start + tl.arange(0, BLOCK_N)
         cmask = cols < N
         if ONE_D:
@@ -163,8 +195,15 @@ def _lse_forward_kernel(Z, G, TILES, LSE, N, D, stride_n, stride_d, scale2, boun
         else:
             s = _tile_scores(Z, rows, cols, rmask, cmask, D, stride_n, stride_d, PRECISION,
                              BLOCK_M, BLOCK_N, BLOCK_D)
-        s = tl.where(_support(G, rows, cols, rmask, cmask, HAS_GROUPS),
-                     s.to(tl.float32) * scale2, _NEG_INF)
+        s = s.to(tl.float32)
+        support = _support(G, rows, cols, rmask, cmask, stride_g, HAS_GROUPS)
+        if HAS_LABELS:
+            # The positive term rides on the same tile: z_i . z_j summed over P(i).
+            y_j = tl.load(Y + cols * stride_y, mask=cmask, other=0)
+            positive = support & (y_i[:, None] == y_j[None, :])
+            pos_i += tl.sum(tl.where(positive, s, 0.0), axis=1)
+            cnt_i += tl.sum(positive.to(tl.int32), axis=1)
+        s = tl.where(support, s * scale2, _NEG_INF)
         if FIXED_MAX:
             # s <= bound2 (up to rounding): every term in (2^-126, ~1]; off-support lanes -> 0.
             l_i += tl.sum(tl.exp2(s - bound2), axis=1)
@@ -181,32 +220,65 @@ def _lse_forward_kernel(Z, G, TILES, LSE, N, D, stride_n, stride_d, scale2, boun
     lse = tl.where(l_i > 0, (m_i + tl.log2(tl.where(l_i > 0, l_i, 1.0))) * 0.6931471805599453,
                    _NEG_INF)
     tl.store(LSE + rows, lse, mask=rmask)
+    if HAS_LABELS:
+        # An anchor with a positive has a finite LSE (its positives are in the support).
+        has = cnt_i > 0
+        mean_pos = pos_i * scale / tl.maximum(cnt_i, 1).to(tl.float32)
+        tl.store(LOSS + rows, tl.where(has, ratio * (lse - mean_pos), 0.0), mask=rmask)
+        tl.store(CNT + rows, cnt_i, mask=rmask)
 
 
 @triton.jit
-def _lse_backward_kernel(Z, G, TILES, LSE, COEF, DZ, N, D, stride_n, stride_d,
-                         stride_out_n, stride_out_d, scale, scale2,
-                         HAS_GROUPS: tl.constexpr, PRECISION: tl.constexpr, ONE_D: tl.constexpr,
-                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+def _coefficients(GRAD, CNT, idx, mask, stride_grad, ratio, HAS_LABELS: tl.constexpr):
+    """(c, b) per sample: the loss's derivative by LSE_i and by sum_{p in P(i)} s_ip.  With
+    HAS_LABELS, GRAD is the upstream gradient g of the anchor losses: c = ratio g, b = -c / CNT
+    (both 0 without a positive); without, GRAD is c itself (b unused)."""
+    g = tl.load(GRAD + idx * stride_grad, mask=mask, other=0.0).to(tl.float32)
+    if HAS_LABELS:
+        cnt = tl.load(CNT + idx, mask=mask, other=0)
+        c = tl.where(cnt > 0, g * ratio, 0.0)
+        b = -c / tl.maximum(cnt, 1).to(tl.float32)
+    else:
+        c = g
+        b = g * 0.0
+    return c, b
+
+
+@triton.jit
+def _lse_base2(LSE, idx, mask):
+    """LSE in base 2 (to match exp2 of the base-2 scores); -inf (an anchor alone in its
+    group, whose coefficient is 0) -> 0, which keeps its exponentials finite."""
+    lse = tl.load(LSE + idx, mask=mask, other=0.0)
+    return tl.where(lse == _NEG_INF, 0.0, lse) * 1.4426950408889634
+
+
+@triton.jit
+def _lse_backward_kernel(Z, Y, G, TILES, LSE, CNT, GRAD, DZ, N, D, stride_n, stride_d,
+                         stride_y, stride_g, stride_grad, stride_out_n, stride_out_d, scale,
+                         scale2, ratio,
+                         HAS_GROUPS: tl.constexpr, HAS_LABELS: tl.constexpr,
+                         PRECISION: tl.constexpr, ONE_D: tl.constexpr, BLOCK_M: tl.constexpr,
+                         BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, TILE: tl.constexpr):
     """Program (pid, pid_d) writes DZ[own, d-block] = scale * sum over partners j of
-    W[own, j] Z[j, d-block], W = P + P^T on the support (see the module docstring).  With
-    ONE_D the d-block is all of D (pid_d = 0) and each partner tile is loaded once."""
+    W[own, j] Z[j, d-block], W = P + P^T (+ the positive term) on the support (see the module
+    docstring).  With ONE_D the d-block is all of D (pid_d = 0) and each partner tile is
+    loaded once."""
     pid = tl.program_id(0)
     pid_d = tl.program_id(1)
     own = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     omask = own < N
     d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     dmask = d < D
-    first = tl.load(TILES + 2 * pid)
-    end = tl.load(TILES + 2 * pid + 1)
+    lo, hi = _column_span(TILES, pid, N, HAS_GROUPS, BLOCK_M, BLOCK_N, TILE)
     if ONE_D:
         zo = tl.load(Z + own[:, None] * stride_n + d[None, :] * stride_d,
                      mask=omask[:, None] & dmask[None, :], other=0.0)
-    # LSE in base 2, to match exp2 of the base-2 scores.
-    lse_own = tl.load(LSE + own, mask=omask, other=0.0) * 1.4426950408889634
-    coef_own = tl.load(COEF + own, mask=omask, other=0.0)
+    lse_own = _lse_base2(LSE, own, omask)
+    c_own, b_own = _coefficients(GRAD, CNT, own, omask, stride_grad, ratio, HAS_LABELS)
+    if HAS_LABELS:
+        y_own = tl.load(Y + own * stride_y, mask=omask, other=0)
     acc = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
-    for start in range(first * BLOCK_N, end * BLOCK_N, BLOCK_N):
+    for start in range(lo, hi, BLOCK_N):
         partner = start + tl.arange(0, BLOCK_N)
         pmask = partner < N
         zp = tl.load(Z + partner[:, None] * stride_n + d[None, :] * stride_d,
@@ -219,46 +291,59 @@ def _lse_backward_kernel(Z, G, TILES, LSE, COEF, DZ, N, D, stride_n, stride_d,
                              BLOCK_M, BLOCK_N, BLOCK_D)
         # Off the support s = -inf, so both exps give 0 there (no overflow on the diagonal,
         # where s_ii may exceed LSE_i); on it s <= LSE of either end and both are <= 1.
-        s = tl.where(_support(G, own, partner, omask, pmask, HAS_GROUPS),
-                     s.to(tl.float32) * scale2, _NEG_INF)
-        lse_p = tl.load(LSE + partner, mask=pmask, other=0.0) * 1.4426950408889634
-        coef_p = tl.load(COEF + partner, mask=pmask, other=0.0)
-        w = (tl.exp2(s - lse_own[:, None]) * coef_own[:, None]
-             + tl.exp2(s - lse_p[None, :]) * coef_p[None, :])
+        support = _support(G, own, partner, omask, pmask, stride_g, HAS_GROUPS)
+        s = tl.where(support, s.to(tl.float32) * scale2, _NEG_INF)
+        lse_p = _lse_base2(LSE, partner, pmask)
+        c_p, b_p = _coefficients(GRAD, CNT, partner, pmask, stride_grad, ratio, HAS_LABELS)
+        w = (tl.exp2(s - lse_own[:, None]) * c_own[:, None]
+             + tl.exp2(s - lse_p[None, :]) * c_p[None, :])
+        if HAS_LABELS:
+            # d/ds_ij of b_i sum_{P(i)} s + b_j sum_{P(j)} s: b_i + b_j on positive pairs.
+            y_p = tl.load(Y + partner * stride_y, mask=pmask, other=0)
+            positive = support & (y_own[:, None] == y_p[None, :])
+            w += tl.where(positive, b_own[:, None] + b_p[None, :], 0.0)
         acc += tl.dot(w.to(zp.dtype), zp, input_precision=PRECISION).to(tl.float32)
+    # DZ has z's dtype: the store rounds once (as .to(z.dtype) would), no extra kernel.
     tl.store(DZ + own[:, None] * stride_out_n + d[None, :] * stride_out_d, acc * scale,
              mask=omask[:, None] & dmask[None, :])
 
 
+# Rows and columns per entry of the tile-range table: one table, computed once per call on
+# the host side of the op and used by both passes whatever their tiles (every BLOCK_M and
+# BLOCK_N in _TILES is a multiple of it).
+TABLE_TILE = 32
+
+
 def _block_group_ranges(groups: torch.Tensor, n: int, block: int):
-    """Per block of `block` rows: the smallest and largest group id, (cdiv(n, block),) int64
-    each."""
+    """Per block of `block` rows: the smallest and largest group id (cdiv(n, block),) each.
+    The last block is padded with the last id, which it holds already: one cat, one
+    aminmax."""
     blocks = triton.cdiv(n, block)
     pad = blocks * block - n
-    g = groups.to(torch.int64)
-    low = torch.cat([g, g.new_full((pad,), torch.iinfo(torch.int64).max)]).view(blocks, block)
-    high = torch.cat([g, g.new_full((pad,), torch.iinfo(torch.int64).min)]).view(blocks, block)
-    return low.amin(1), high.amax(1)
+    g = torch.cat([groups, groups[-1:].expand(pad)]) if pad else groups.contiguous()
+    return torch.aminmax(g.view(blocks, block), dim=1)
 
 
-def tile_ranges(groups: torch.Tensor | None, n: int, block_m: int, block_n: int, device):
+def tile_ranges(groups: torch.Tensor | None, n: int, block_m: int = TABLE_TILE,
+                block_n: int = TABLE_TILE, device=None):
     """(cdiv(n, block_m), 2) int32: for each block of block_m rows, the column tiles
     [first, end) (of block_n columns) outside which no pair shares a group.  A column tile c
     meets row block r iff cmin[c] <= rmax[r] and cmax[c] >= rmin[r]; every c before the first
     c with prefixmax(cmax)[c] >= rmin[r] fails the second test, every c from the first with
-    suffixmin(cmin)[c] > rmax[r] the first one.  O(N), on the device, no host sync."""
+    suffixmin(cmin)[c] > rmax[r] the first one.  O(N), on the device, no host sync; with
+    block_m == block_n (the kernels' table) 9 kernels."""
     rows, cols = triton.cdiv(n, block_m), triton.cdiv(n, block_n)
     if groups is None:
         out = torch.zeros((rows, 2), dtype=torch.int32, device=device)
         out[:, 1] = cols
         return out
     rmin, rmax = _block_group_ranges(groups, n, block_m)
-    cmin, cmax = _block_group_ranges(groups, n, block_n)
+    cmin, cmax = (rmin, rmax) if block_n == block_m else _block_group_ranges(groups, n, block_n)
     prefix_max = torch.cummax(cmax, 0).values
     suffix_min = torch.flip(torch.cummin(torch.flip(cmin, (0,)), 0).values, (0,))
-    first = torch.searchsorted(prefix_max, rmin)
-    end = torch.searchsorted(suffix_min, rmax, right=True)
-    return torch.stack([first, end], 1).to(torch.int32).contiguous()
+    first = torch.searchsorted(prefix_max, rmin, out_int32=True)
+    end = torch.searchsorted(suffix_min, rmax, right=True, out_int32=True)
+    return torch.stack([first, end], 1)
 
 
 def dot_precision(dtype: torch.dtype) -> str:
@@ -325,48 +410,87 @@ def config(dtype: torch.dtype, d: int, direction: str):
     return block_m, block_n, block_d, one_d, warps, stages, precision
 
 
-def supcon_lse(z: torch.Tensor, groups: torch.Tensor | None, scale: float,
-               bound: float = 0.0) -> torch.Tensor:
-    """LSE_i over the other samples of i's group.
+def _table(groups: torch.Tensor | None, n: int, device) -> torch.Tensor:
+    if groups is None:  # the kernels sweep every column without reading it
+        return torch.empty((0, 2), dtype=torch.int32, device=device)
+    return tile_ranges(groups, n, TABLE_TILE, TABLE_TILE, device)
+
+
+def supcon_forward(z: torch.Tensor, labels: torch.Tensor | None, groups: torch.Tensor | None,
+                   tiles: torch.Tensor, scale: float, ratio: float, bound: float = 0.0):
+    """One kernel: (LSE, LOSS, CNT) per anchor.
 
     z: (N, D) float32/float16/bfloat16 (float64 in the interpreter only), any strides.
-    groups: (N,) int64 or None.  bound: a guaranteed bound on |s_ij| = |z_i . z_j| * scale
-    (``scale`` for L2-normalised z), 0 when unknown; a bound <= 40 lets the kernel use it as
-    a fixed maximum.  Returns (N,) float32, -inf for an anchor alone in its group.
+    labels, groups: (N,) integer, any strides, or None (without labels only LSE is computed;
+    LOSS and CNT are then None).  tiles: tile_ranges(groups, n) (TABLE_TILE blocks), unused
+    without groups.  bound: a guaranteed bound on |s_ij| = |z_i . z_j| * scale (``scale``
+    for L2-normalised z), 0 when unknown; a bound <= 40 lets the kernel use it as a fixed
+    maximum.  Returns LSE (N,) float32 (-inf for an anchor alone in its group), LOSS (N,)
+    float32 = ratio * (LSE_i - mean_{p in P(i)} s_ip), 0 without a positive, and CNT (N,)
+    int32 = |P(i)|.
     """
     n, d = z.shape
     block_m, block_n, block_d, one_d, warps, stages, precision = config(z.dtype, d, "fwd")
     fixed = 0.0 < bound <= _FIXED_MAX_LIMIT
     lse = torch.empty(n, dtype=torch.float32, device=z.device)
-    tiles = tile_ranges(groups, n, block_m, block_n, z.device)
-    g = groups if groups is not None else tiles
+    has_labels = labels is not None
+    loss = torch.empty(n, dtype=torch.float32, device=z.device) if has_labels else None
+    count = torch.empty(n, dtype=torch.int32, device=z.device) if has_labels else None
     _lse_forward_kernel[(triton.cdiv(n, block_m),)](
-        z, g, tiles, lse, n, d, z.stride(0), z.stride(1), float(scale) * _LOG2E,
-        float(bound) * _LOG2E if fixed else 0.0,
-        HAS_GROUPS=groups is not None, FIXED_MAX=fixed, PRECISION=precision, ONE_D=one_d,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps, num_stages=stages,
+        z, labels if has_labels else lse, groups if groups is not None else lse, tiles, lse,
+        loss if has_labels else lse, count if has_labels else lse, n, d,
+        z.stride(0), z.stride(1), labels.stride(0) if has_labels else 0,
+        groups.stride(0) if groups is not None else 0, float(scale), float(scale) * _LOG2E,
+        float(bound) * _LOG2E if fixed else 0.0, float(ratio),
+        HAS_GROUPS=groups is not None, HAS_LABELS=has_labels, FIXED_MAX=fixed,
+        PRECISION=precision, ONE_D=one_d, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
+        TILE=TABLE_TILE, num_warps=warps, num_stages=stages,
     )
+    return lse, loss, count
+
+
+def supcon_backward(z: torch.Tensor, labels: torch.Tensor | None, groups: torch.Tensor | None,
+                    tiles: torch.Tensor, lse: torch.Tensor, count: torch.Tensor | None,
+                    grad: torch.Tensor, scale: float, ratio: float = 1.0) -> torch.Tensor:
+    """One kernel: dZ = scale * W Z, W_ij = c_i exp(s_ij - LSE_i) + c_j exp(s_ij - LSE_j)
+    + [j in P(i)] (b_i + b_j) on the support.
+
+    With labels: grad (N,) is the upstream gradient g of supcon_forward's LOSS, c = ratio g
+    and b = -c / CNT where CNT > 0 (else 0).  Without: grad is c itself (the gradient of
+    LSE) and there is no positive term.  lse: (N,) float32 as supcon_forward gives it (-inf
+    allowed); grad: any stride (an expanded scalar too).  Returns (N, D) in z's dtype.
+    """
+    n, d = z.shape
+    block_m, block_n, block_d, one_d, warps, stages, precision = config(z.dtype, d, "bwd")
+    out = torch.empty((n, d), dtype=z.dtype, device=z.device)
+    has_labels = labels is not None
+    grid = (triton.cdiv(n, block_m), 1 if one_d else triton.cdiv(d, block_d))
+    _lse_backward_kernel[grid](
+        z, labels if has_labels else lse, groups if groups is not None else lse, tiles, lse,
+        count if has_labels else lse, grad, out, n, d, z.stride(0), z.stride(1),
+        labels.stride(0) if has_labels else 0, groups.stride(0) if groups is not None else 0,
+        grad.stride(0), out.stride(0), out.stride(1), float(scale), float(scale) * _LOG2E,
+        float(ratio),
+        HAS_GROUPS=groups is not None, HAS_LABELS=has_labels, PRECISION=precision,
+        ONE_D=one_d, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, TILE=TABLE_TILE,
+        num_warps=warps, num_stages=stages,
+    )
+    return out
+
+
+def supcon_lse(z: torch.Tensor, groups: torch.Tensor | None, scale: float,
+               bound: float = 0.0) -> torch.Tensor:
+    """LSE_i over the other samples of i's group alone (the positions path's N x N part):
+    supcon_forward without labels.  Returns (N,) float32, -inf for an anchor alone."""
+    lse, _, _ = supcon_forward(z, None, groups, _table(groups, z.shape[0], z.device), scale,
+                               1.0, bound)
     return lse
 
 
 def supcon_lse_backward(z: torch.Tensor, groups: torch.Tensor | None, lse: torch.Tensor,
                         coef: torch.Tensor, scale: float) -> torch.Tensor:
-    """dZ = (P + P^T) Z * scale with P_ij = coef_i exp(s_ij - lse_i) on the LSE support.
-
-    z: (N, D), any strides; groups: (N,) int64 or None; lse, coef: (N,) float32 (lse finite
-    where coef is nonzero, and finite everywhere: the caller replaces -inf by 0).  Returns
-    (N, D) float32.
-    """
-    n, d = z.shape
-    block_m, block_n, block_d, one_d, warps, stages, precision = config(z.dtype, d, "bwd")
-    tiles = tile_ranges(groups, n, block_m, block_n, z.device)
-    g = groups if groups is not None else tiles
-    out = torch.empty((n, d), dtype=torch.float32, device=z.device)
-    grid = (triton.cdiv(n, block_m), 1 if one_d else triton.cdiv(d, block_d))
-    _lse_backward_kernel[grid](
-        z, g, tiles, lse, coef, out, n, d, z.stride(0), z.stride(1), out.stride(0),
-        out.stride(1), float(scale), float(scale) * _LOG2E,
-        HAS_GROUPS=groups is not None, PRECISION=precision, ONE_D=one_d,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps, num_stages=stages,
-    )
-    return out
+    """dZ = (P + P^T) Z * scale with P_ij = coef_i exp(s_ij - lse_i) on the LSE support:
+    supcon_backward without labels.  lse, coef: (N,) float32 (lse -inf allowed where coef is
+    0).  Returns (N, D) in z's dtype."""
+    return supcon_backward(z, None, groups, _table(groups, z.shape[0], z.device), lse, None,
+                           coef, scale)
