@@ -150,10 +150,12 @@ def _column_span(TILES, pid, N, HAS_GROUPS: tl.constexpr, BLOCK_M: tl.constexpr,
             first = tl.minimum(first, tl.load(TILES + 2 * r))
             end = tl.maximum(end, tl.load(TILES + 2 * r + 1))
         lo = (first * TILE) // BLOCK_N * BLOCK_N
-        hi = end * TILE
+        hi = tl.cdiv(end * TILE, BLOCK_N) * BLOCK_N
     else:
         lo = 0
-        hi = N
+        hi = tl.cdiv(N, BLOCK_N) * BLOCK_N
+    # hi a visible multiple of BLOCK_N: with hi = N instead ptxas reported 114 registers for
+    # the bf16 forward (64 with this form), the pipelined loop's trip count being unknown.
     return lo, hi
 
 
@@ -361,29 +363,50 @@ def dot_precision(dtype: torch.dtype) -> str:
 # "16" (bf16/fp16), "tf32", "tf32x3" (also used for "ieee"); D class: "128" (D <= 128, one
 # pass over D), "256" (129..256, one pass), "loop" (over D in 64-wide blocks: D > 256, and the
 # 3xTF32 backward from D = 129, whose resident 64 x 256 accumulator spills).
-# Budget per SM on an H100/H200: 64K 32-bit registers (<= 255 per thread), 228 KB of shared
-# memory (227 KB per block).  Chosen on paper, then checked with ptxas (Triton 3.9's bundled
-# ptxas 13.4, sm_90a; registers/thread, spilled bytes): untimed.
-# - 16-bit forward, D <= 128: 128 x 64, 8 warps (FA2's forward shape on Hopper).  Anchor tile
+# Budget per SM on an H100/H200: 64K 32-bit registers (<= 255 per thread, allocated per warp
+# in steps of 8), 228 KB of shared memory (227 KB per block).  Chosen on paper, then checked
+# with ptxas (Triton 3.9's bundled ptxas-blackwell, CUDA 13.4, sm_90a, the fused kernels with
+# int64 labels, unit strides specialised as a launch does; registers/thread, spilled bytes):
+# untimed.  Register counts are high but occupancy is set by the grid at the benchmarked
+# N = 16384: the forward has 128-256 CTAs for 132 SMs, so one or two CTAs per SM whatever
+# the count.
+# - 16-bit forward, D <= 128: 128 x 64, 8 warps (FA2's forward shape on Hopper; the two
+#   warpgroups split the 128 rows, 64 each, so nothing crosses between them).  Anchor tile
 #   128 x 128 bf16 = 32 KB, kept on chip for the sweep; column tiles 64 x 128 bf16 = 16 KB a
 #   stage, 3 stages; the score tile 128 x 64 fp32 = 32 regs/thread over 256 threads.
-#   ptxas: 80 regs, 48 KB smem, no spill -> 2+ CTAs/SM; 128 CTAs at N = 16384.
-# - 16-bit backward, D <= 128: 64 x 64, 4 warps: accumulator 64 x 128 fp32 = 64 regs/thread
-#   over 128 threads, s and W 32 each.  ptxas: 186 regs, 34 KB, no spill -> 2 CTAs/SM, 256
-#   CTAs at N = 16384 (one CTA's exps overlap the other's MMAs).
-# - TF32, D <= 128: 64 x 64, 8 warps, 2 stages (fp32 tiles are twice the bytes: 32 KB a
-#   stage).  ptxas: forward 76 regs, backward 237, no spill.
-# - 3xTF32 holds hi and lo copies of the operands: forward 64 x 64, 8 warps: 168 regs, no
-#   spill; backward 64 x 64 spilled 780 bytes, 128 x 32 with 3 stages spills 4 (197 KB smem,
-#   1 CTA/SM of 8 warps; 128 CTAs at N = 16384).  32 x 64 would not spill but leaves wgmma
-#   for mma.sync.
-# - D class "256": the same with 32-wide fp32 column tiles and 2 stages (ptxas: <= 8 bytes of
-#   spill); "loop": BLOCK_D = 64 (<= 8 bytes).
+#   ptxas: 64 regs for the LSE alone, 254 with the positive sum and count (int64 labels of 16
+#   columns a thread, their compare masks, pipelined label loads), no spill, 48 KB smem ->
+#   1 CTA/SM of 8 warps: 128 CTAs at N = 16384 fill 128 of 132 SMs either way.
+# - 16-bit backward, D <= 128: 64 x 64, 4 warps (one warpgroup: the score tile comes out of
+#   wgmma in registers and feeds the second wgmma as its A operand, no shared-memory hop):
+#   accumulator 64 x 128 fp32 = 64 regs/thread over 128 threads, s and W 32 each, labels and
+#   coefficients of 64 partners.  ptxas: 254 regs, no spill (2 stages: 24 bytes spilled),
+#   35 KB -> 2 CTAs/SM (256 regs x 128 threads x 2 = 64K exactly), 256 CTAs at N = 16384.
+# - TF32 forward, D <= 128: 64 x 64, 8 warps, 2 stages (fp32 tiles are twice the bytes: 32 KB
+#   a stage).  ptxas: 148 regs, no spill.
+# - TF32 backward, D <= 128: 64 x 32, 4 warps, 3 stages.  Measured 2.66 ms with 64 x 64 and
+#   8 warps (vs 0.35 ms for bf16): with BLOCK_M = 64 two warpgroups cannot split the rows
+#   (wgmma is m64), so they split the columns, and every tile's W went through shared memory
+#   to reach the other warpgroup for W Z (ptxas: 255 regs, 48 st.shared in the loop).  One
+#   warpgroup as in the bf16 backward; 64 x 64 then needs acc 64 + s 32 + W 32 (tf32 A
+#   operand) + exp temporaries ~32 + labels/coefficients of 64 partners ~40 + addresses:
+#   ptxas 255 and 24 bytes spilled; 64 x 32 halves s, W and the partner vectors: ptxas 198
+#   regs, no spill, 67 KB smem (3 stages of 16 KB column tiles, the 32 KB anchor tile) ->
+#   2 CTAs/SM (200 x 128 x 2 = 51K regs), 256 CTAs at N = 16384.  32 x 64 (168 regs) would
+#   lose wgmma (m64) for mma.sync.  Untimed.
+# - 3xTF32 holds hi and lo copies of the operands: forward 64 x 64, 8 warps: 215 regs, no
+#   spill; backward 128 x 32 with 3 stages (two warpgroups split the rows): 255 regs and 28
+#   bytes spilled with the positive term (4 before it; 64 x 32 with 4 warps spills 248),
+#   197 KB smem, 1 CTA/SM of 8 warps; 128 CTAs at N = 16384.
+# - D class "256": the same with 32-wide fp32 column tiles and 2 stages (ptxas before the
+#   positive term: <= 8 bytes of spill); "loop": BLOCK_D = 64 (<= 8 bytes).  Their 16-bit and
+#   TF32 backward tiles still split 64 rows over 8 warps (the W hop above): a candidate for
+#   4 warps if a GPU run shows D > 128 slow.
 _TILES = {
     ("16", "fwd", "128"): (128, 64, 8, 3), ("16", "bwd", "128"): (64, 64, 4, 3),
     ("16", "fwd", "256"): (128, 64, 8, 2), ("16", "bwd", "256"): (64, 64, 8, 2),
     ("16", "fwd", "loop"): (128, 64, 8, 2), ("16", "bwd", "loop"): (64, 64, 8, 2),
-    ("tf32", "fwd", "128"): (64, 64, 8, 2), ("tf32", "bwd", "128"): (64, 64, 8, 2),
+    ("tf32", "fwd", "128"): (64, 64, 8, 2), ("tf32", "bwd", "128"): (64, 32, 4, 3),
     ("tf32", "fwd", "256"): (64, 32, 8, 2), ("tf32", "bwd", "256"): (64, 32, 8, 2),
     ("tf32", "fwd", "loop"): (64, 32, 8, 2), ("tf32", "bwd", "loop"): (64, 32, 8, 2),
     ("tf32x3", "fwd", "128"): (64, 64, 8, 2), ("tf32x3", "bwd", "128"): (128, 32, 8, 3),
