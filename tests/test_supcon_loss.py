@@ -818,3 +818,27 @@ _P = torch.tensor([0.0, 0.1, 0.2, 0.3])
 def test_positions_bad_input_raises_clearly(kwargs, error, match):
     with pytest.raises(error, match=match):
         supcon_loss(**kwargs)
+
+
+def test_normalize_rows_matches_functional_normalize():
+    """supcon_loss's row normalisation (a hand-written backward of 6 kernels): float64
+    gradcheck on ordinary rows, and the same value and gradient as autograd through
+    torch.nn.functional.normalize on every kind of row, a zero row and one shorter than its
+    eps (divided by the constant eps, no projection) included."""
+    g = torch.Generator().manual_seed(35)
+    x = torch.randn(9, 5, generator=g, dtype=torch.float64)
+    assert torch.autograd.gradcheck(supcon_module._normalize_rows, (x.requires_grad_(),))
+    x = x.detach().clone()
+    x[2] = 0.0
+    x[4] *= 1e-14
+    upstream = torch.randn(9, 5, generator=g, dtype=torch.float64)
+    for dtype in (torch.float64, torch.float32):
+        a = x.to(dtype).requires_grad_()
+        b = x.to(dtype).requires_grad_()
+        got = supcon_module._normalize_rows(a)
+        want = torch.nn.functional.normalize(b, dim=1, eps=1e-12)
+        assert_close(got, want)
+        (ga,) = torch.autograd.grad(got, a, upstream.to(dtype))
+        (gb,) = torch.autograd.grad(want, b, upstream.to(dtype))
+        assert_close(ga, gb, rtol=1e-12 if dtype == torch.float64 else 1e-5, atol=0)
+        assert torch.equal(ga[2], upstream[2].to(dtype) / 1e-12)
