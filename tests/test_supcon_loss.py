@@ -842,3 +842,28 @@ def test_normalize_rows_matches_functional_normalize():
         (gb,) = torch.autograd.grad(want, b, upstream.to(dtype))
         assert_close(ga, gb, rtol=1e-12 if dtype == torch.float64 else 1e-5, atol=0)
         assert torch.equal(ga[2], upstream[2].to(dtype) / 1e-12)
+
+
+@cuda
+@pytest.mark.parametrize("with_groups", [True, False])
+def test_cuda_call_does_not_synchronise(with_groups, monkeypatch):
+    """After the first call (whose check for a batch without positives synchronises once), a
+    forward + backward on the fused Triton path makes no synchronising torch call (torch
+    raises in sync-debug mode "error"): no isfinite check on GPU tensors, tile table and
+    reductions on the device.  Non-finite GPU features give a NaN loss, as documented."""
+    features, labels, groups = make(1000, 64, 20, 4, dtype=torch.float32, seed=36)
+    x, y, g = on(torch.device("cuda"), features, labels, groups if with_groups else None)
+    x.requires_grad_()
+    supcon_loss(x, y, 0.1, groups=g).backward()  # compiles the kernels, warns-check once
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        loss = supcon_loss(x, y, 0.1, groups=g)
+        loss.backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert_close(loss.detach().cpu(), supcon_loss(features, labels, 0.1, groups=groups
+                                                  if with_groups else None), atol=1e-5)
+    bad = x.detach().clone()
+    bad[3, 0] = float("nan")
+    assert torch.isnan(supcon_loss(bad, y, 0.1, groups=g)).item()
