@@ -228,6 +228,28 @@ def test_fused_backward_matches_float64_autograd(contiguous, triton_device, monk
 
 
 @pytest.mark.triton
+def test_fused_path_takes_any_integer_dtype_and_strides(triton_device):
+    """Labels and groups reach the kernels as they are: int32 / uint8 and strided views give
+    the loss and gradient of contiguous int64 ones (no conversion kernels on the way)."""
+    features, labels, groups = make(150, 16, 5, 3, dtype=torch.float32, seed=37)
+    x, y, g = on(triton_device, features, labels, groups)
+    expected = supcon_loss(x, y, 0.2, groups=g, reduction="none", backend="triton")
+    wide_y = torch.zeros(300, dtype=torch.int32, device=x.device)
+    wide_g = torch.zeros(300, dtype=torch.uint8, device=x.device)
+    wide_y[::2], wide_g[1::2] = y, g
+    for y2, g2 in ((y.int(), g.to(torch.uint8)), (wide_y[::2], wide_g[1::2])):
+        leaf = x.clone().requires_grad_()
+        got = supcon_loss(leaf, y2, 0.2, groups=g2, reduction="none", backend="triton")
+        assert torch.equal(got, expected)
+        (grad,) = torch.autograd.grad(got.sum(), leaf)
+        leaf64 = x.clone().requires_grad_()
+        (want,) = torch.autograd.grad(
+            supcon_loss(leaf64, y, 0.2, groups=g, reduction="none", backend="triton").sum(),
+            leaf64)
+        assert torch.equal(grad, want)
+
+
+@pytest.mark.triton
 @pytest.mark.parametrize("with_groups", [True, False])
 def test_fused_custom_op_registered_for_torch_library(with_groups, triton_device):
     """supercl::supcon_anchor_loss passes torch.library.opcheck (schema, fake kernel,
