@@ -155,6 +155,136 @@ def test_triton_kernels_match_reference(n, d, n_labels, n_groups, triton_device)
     assert_close(grad, expected_grad, atol=1e-6)
 
 
+def _awkward(n, d, n_labels, n_groups, seed, contiguous):
+    """Float32 features, labels and groups with every kind of anchor: anchor 0 alone in its
+    group (LSE = -inf, no positive), anchor 5 with a label of its own (a denominator but no
+    positive), large label values; the groups stay sorted when ``contiguous``."""
+    features, labels, groups = make(n, d, n_labels, n_groups, dtype=torch.float32, seed=seed,
+                                    contiguous_groups=contiguous)
+    groups[0] = -1
+    labels = labels * 10**12
+    labels[5] = 7
+    return features, labels, groups
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_fused_forward_counts_lse_and_anchor_losses(dtype, contiguous, triton_device):
+    """The forward kernel's three outputs against independent oracles on the same (rounded)
+    z: CNT_i = |P(i)| as _positive_sums counts it, LSE_i as the chunked torch path computes
+    it (-inf for the anchor alone), LOSS_i as the dense reference's per-anchor loss (0 where
+    there is no positive).  float16 runs the 128-row forward tile (four table rows a
+    program), float32 the 64-row one."""
+    from supercl.kernels.triton import supcon_loss as kernels
+
+    features, labels, groups = _awkward(300, 24, 12, 7, seed=30, contiguous=contiguous)
+    z = torch.nn.functional.normalize(features, dim=1).to(dtype)
+    x, y, g = on(triton_device, z, labels, groups)
+    lse, loss, count = kernels.supcon_forward(x, y, g, kernels._table(g, 300, x.device), 5.0,
+                                              0.7, 5.0)
+    z64 = z.double()
+    _, want_count = supcon_module._positive_sums(z64, labels, groups)
+    assert count.dtype == torch.int32 and torch.equal(count.cpu().long(), want_count)
+    assert want_count[0] == 0 and want_count[5] == 0 and (want_count > 0).sum() > 250
+    want_lse = supcon_module._lse_torch(z64, groups, 5.0)
+    assert lse[0].item() == float("-inf")
+    assert_close(lse.cpu(), want_lse.float(), rtol=2e-6, atol=1e-5)
+    want = supcon_loss_reference(z64, labels, 0.2, base_temperature=0.2 / 0.7, groups=groups,
+                                 normalize=False, reduction="none")
+    assert_close(loss.cpu(), want.float(), rtol=1e-5, atol=1e-6)
+    assert loss[0].item() == 0.0 and loss[5].item() == 0.0
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_fused_backward_matches_float64_autograd(contiguous, triton_device, monkeypatch):
+    """One custom op, one kernel each way: the gradient of a weighted sum of the per-anchor
+    losses (every anchor's upstream gradient different) and of the mean (a stride-0
+    upstream gradient) against float64 autograd through the dense form; the Triton path no
+    longer goes through _positive_sums."""
+    def not_on_this_path(*args):
+        raise AssertionError("_positive_sums on the fused Triton path")
+
+    monkeypatch.setattr(supcon_module, "_positive_sums", not_on_this_path)
+    features, labels, groups = _awkward(260, 40, 9, 5, seed=31, contiguous=contiguous)
+    weights = torch.rand(260, generator=torch.Generator().manual_seed(32), dtype=torch.float64)
+    f64 = features.double().requires_grad_()
+    for reduction in ("none", "mean"):
+        leaf = features.clone().requires_grad_()
+        x, y, g, w = on(triton_device, leaf, labels, groups, weights)
+        got = supcon_loss(x, y, 0.15, base_temperature=0.1, groups=g, reduction=reduction,
+                          backend="triton")
+        want = supcon_loss_reference(f64, labels, 0.15, base_temperature=0.1, groups=groups,
+                                     reduction=reduction)
+        if reduction == "none":
+            assert got[0].item() == 0.0 and got[5].item() == 0.0
+            got, want = (got * w.float()).sum(), (want * weights).sum()
+        assert_close(got.detach().cpu(), want, rtol=1e-5, atol=1e-6)
+        (grad,) = torch.autograd.grad(got, leaf)
+        (want_grad,) = torch.autograd.grad(want, f64)
+        assert torch.isfinite(grad).all()
+        assert_close(grad, want_grad, atol=5e-6 * want_grad.abs().max().item())
+
+
+@pytest.mark.triton
+def test_fused_path_takes_any_integer_dtype_and_strides(triton_device):
+    """Labels and groups reach the kernels as they are: int32 / uint8 and strided views give
+    the loss and gradient of contiguous int64 ones (no conversion kernels on the way)."""
+    features, labels, groups = make(150, 16, 5, 3, dtype=torch.float32, seed=37)
+    x, y, g = on(triton_device, features, labels, groups)
+    expected = supcon_loss(x, y, 0.2, groups=g, reduction="none", backend="triton")
+    wide_y = torch.zeros(300, dtype=torch.int32, device=x.device)
+    wide_g = torch.zeros(300, dtype=torch.uint8, device=x.device)
+    wide_y[::2], wide_g[1::2] = y, g
+    for y2, g2 in ((y.int(), g.to(torch.uint8)), (wide_y[::2], wide_g[1::2])):
+        leaf = x.clone().requires_grad_()
+        got = supcon_loss(leaf, y2, 0.2, groups=g2, reduction="none", backend="triton")
+        assert torch.equal(got, expected)
+        (grad,) = torch.autograd.grad(got.sum(), leaf)
+        leaf64 = x.clone().requires_grad_()
+        (want,) = torch.autograd.grad(
+            supcon_loss(leaf64, y, 0.2, groups=g, reduction="none", backend="triton").sum(),
+            leaf64)
+        assert torch.equal(grad, want)
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("with_groups", [True, False])
+def test_fused_custom_op_registered_for_torch_library(with_groups, triton_device):
+    """supercl::supcon_anchor_loss passes torch.library.opcheck (schema, fake kernel,
+    autograd registration, AOT dispatch) on the kernels themselves."""
+    from supercl.kernels.triton import supcon_loss as kernels
+
+    features, labels, groups = make(40, 8, 3, 2, dtype=torch.float32, seed=33)
+    z = torch.nn.functional.normalize(features, dim=1).requires_grad_()
+    x, y, g = on(triton_device, z, labels, groups)
+    x = x.detach().requires_grad_()
+    if not with_groups:
+        g = y.new_empty(0)
+    tiles = kernels._table(g if with_groups else None, 40, x.device)
+    torch.library.opcheck(torch.ops.supercl.supcon_anchor_loss, (x, y, g, tiles, 5.0, 1.0, 5.0))
+
+
+@pytest.mark.triton
+def test_fused_path_torch_compile_fullgraph(triton_device):
+    """The Triton path (tile table, custom op, reductions) traces whole under torch.compile
+    and gives eager's value and gradient."""
+    features, labels, groups = make(70, 8, 3, 2, dtype=torch.float32, seed=34)
+    x, y, g = on(triton_device, features, labels, groups)
+
+    def objective(f):
+        return (supcon_loss(f, y, 0.2, groups=g, backend="triton")
+                + supcon_loss(f, y, 0.5, backend="triton"))
+
+    compiled = torch.compile(objective, fullgraph=True, backend="aot_eager")
+    f1 = x.clone().requires_grad_()
+    f2 = x.clone().requires_grad_()
+    eager, compiled_value = objective(f1), compiled(f2)
+    assert_close(compiled_value, eager)
+    assert_close(torch.autograd.grad(compiled_value, f2)[0], torch.autograd.grad(eager, f1)[0])
+
+
 @pytest.mark.triton
 @pytest.mark.parametrize("n, d, n_groups, normalize, temperature", [
     (1, 100, None, True, 0.2),
@@ -248,7 +378,7 @@ def test_anchor_alone_gives_minus_infinity_both_ways(triton_device):
 
 
 @pytest.mark.parametrize("n, block_m, block_n", [(1, 128, 64), (217, 64, 64), (1000, 128, 64),
-                                                 (999, 64, 32)])
+                                                 (999, 64, 32), (1, 32, 32), (1000, 32, 32)])
 @pytest.mark.parametrize("contiguous", [True, False])
 def test_tile_ranges_cover_every_shared_group_tile(n, block_m, block_n, contiguous):
     """Every (row block, column tile) pair that holds two samples of one group lies inside
@@ -502,9 +632,9 @@ from triton.compiler import ASTSource
 from supercl.kernels.triton import supcon_loss as k
 
 target = GPUTarget("cuda", 90, 128)
-pointers = {"Z": "*{z}", "G": "*i64", "TILES": "*i32", "LSE": "*fp32", "COEF": "*fp32",
-            "DZ": "*fp32"}
-floats = {"scale", "scale2", "bound2"}
+pointers = {"Z": "*{z}", "Y": "*i64", "G": "*i64", "TILES": "*i32", "LSE": "*fp32",
+            "LOSS": "*fp32", "CNT": "*i32", "GRAD": "*fp32", "DZ": "*{z}"}
+floats = {"scale", "scale2", "bound2", "ratio"}
 dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 before = torch.get_float32_matmul_precision()
 seen = set()
@@ -517,10 +647,11 @@ try:
         for d in (128, 256, 300):
             for kernel, direction in ((k._lse_forward_kernel, "fwd"), (k._lse_backward_kernel, "bwd")):
                 bm, bn, bd, one_d, warps, stages, precision = k.config(dtypes[z], d, direction)
-                # D = 128 as benchmarked (no groups, unit-norm: the fixed maximum); the other
-                # widths with groups and the online maximum
-                consts = dict(HAS_GROUPS=d != 128, PRECISION=precision, ONE_D=one_d, BLOCK_M=bm,
-                              BLOCK_N=bn, BLOCK_D=bd)
+                # D = 128 as benchmarked (labels, no groups, unit-norm: the fixed maximum);
+                # the other widths with groups and the online maximum, D = 300 without labels
+                # (the positions path's LSE alone)
+                consts = dict(HAS_GROUPS=d != 128, HAS_LABELS=d != 300, PRECISION=precision,
+                              ONE_D=one_d, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, TILE=k.TABLE_TILE)
                 if direction == "fwd":
                     consts["FIXED_MAX"] = d == 128
                 names = kernel.arg_names
@@ -709,3 +840,52 @@ _P = torch.tensor([0.0, 0.1, 0.2, 0.3])
 def test_positions_bad_input_raises_clearly(kwargs, error, match):
     with pytest.raises(error, match=match):
         supcon_loss(**kwargs)
+
+
+def test_normalize_rows_matches_functional_normalize():
+    """supcon_loss's row normalisation (a hand-written backward of 6 kernels): float64
+    gradcheck on ordinary rows, and the same value and gradient as autograd through
+    torch.nn.functional.normalize on every kind of row, a zero row and one shorter than its
+    eps (divided by the constant eps, no projection) included."""
+    g = torch.Generator().manual_seed(35)
+    x = torch.randn(9, 5, generator=g, dtype=torch.float64)
+    assert torch.autograd.gradcheck(supcon_module._normalize_rows, (x.requires_grad_(),))
+    x = x.detach().clone()
+    x[2] = 0.0
+    x[4] *= 1e-14
+    upstream = torch.randn(9, 5, generator=g, dtype=torch.float64)
+    for dtype in (torch.float64, torch.float32):
+        a = x.to(dtype).requires_grad_()
+        b = x.to(dtype).requires_grad_()
+        got = supcon_module._normalize_rows(a)
+        want = torch.nn.functional.normalize(b, dim=1, eps=1e-12)
+        assert_close(got, want)
+        (ga,) = torch.autograd.grad(got, a, upstream.to(dtype))
+        (gb,) = torch.autograd.grad(want, b, upstream.to(dtype))
+        assert_close(ga, gb, rtol=1e-12 if dtype == torch.float64 else 1e-5, atol=0)
+        assert torch.equal(ga[2], upstream[2].to(dtype) / 1e-12)
+
+
+@cuda
+@pytest.mark.parametrize("with_groups", [True, False])
+def test_cuda_call_does_not_synchronise(with_groups, monkeypatch):
+    """After the first call (whose check for a batch without positives synchronises once), a
+    forward + backward on the fused Triton path makes no synchronising torch call (torch
+    raises in sync-debug mode "error"): no isfinite check on GPU tensors, tile table and
+    reductions on the device.  Non-finite GPU features give a NaN loss, as documented."""
+    features, labels, groups = make(1000, 64, 20, 4, dtype=torch.float32, seed=36)
+    x, y, g = on(torch.device("cuda"), features, labels, groups if with_groups else None)
+    x.requires_grad_()
+    supcon_loss(x, y, 0.1, groups=g).backward()  # compiles the kernels, warns-check once
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        loss = supcon_loss(x, y, 0.1, groups=g)
+        loss.backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert_close(loss.detach().cpu(), supcon_loss(features, labels, 0.1, groups=groups
+                                                  if with_groups else None), atol=1e-5)
+    bad = x.detach().clone()
+    bad[3, 0] = float("nan")
+    assert torch.isnan(supcon_loss(bad, y, 0.1, groups=g)).item()

@@ -53,12 +53,17 @@ def supcon_loss(
     are left out of the mean (never NaN); a batch without any positive returns 0 with a zero
     gradient and warns once.
 
-    Nothing of size N x N is kept: the positive term is linear, ``sum_p s_ip = z_i . (S_y - z_i)
-    / t`` with S_y the sum of the embeddings of i's (group, label) -- for positions, the sum over
-    i's window, a difference of prefix sums over the samples sorted by (group, position), whose
-    ends a vectorised binary search finds (no host synchronisation) -- and the log-sum-exp is
-    computed in one streaming pass over tiles (Triton, on CUDA tensors) or in row chunks of at
-    most 2**24 similarities (torch, elsewhere); the backward recomputes them.
+    Nothing of size N x N is kept.  On the Triton backend (CUDA tensors) with labels, one
+    forward kernel streams the score tiles of each anchor's group once and gets the
+    log-sum-exp, the sum of the positive scores and their count from them, and one backward
+    kernel recomputes the tiles for the gradient of both terms (about 19 kernel launches per
+    forward + backward call in all, against 230 before this fusion).  Elsewhere the positive
+    term is linear, ``sum_p s_ip = z_i . (S_y - z_i) / t`` with S_y the sum of the embeddings
+    of i's (group, label) -- for positions, the sum over i's window, a difference of prefix
+    sums over the samples sorted by (group, position), whose ends a vectorised binary search
+    finds (no host synchronisation) -- and the log-sum-exp is computed in one streaming pass
+    over tiles (Triton) or in row chunks of at most 2**24 similarities (torch); the backward
+    recomputes them.
 
     Parameters
     ----------
@@ -96,13 +101,17 @@ def supcon_loss(
         Non-float features or positions, float labels or groups.
     ValueError
         Wrong shapes, N = 0, mismatched lengths or devices, ``temperature <= 0``, a bad
-        ``reduction``, non-finite features or positions, both or neither of ``labels`` and
-        ``positions``, ``window`` missing, not > 0, or given without ``positions``.
+        ``reduction``, non-finite features (checked on CPU tensors only) or positions, both
+        or neither of ``labels`` and ``positions``, ``window`` missing, not > 0, or given
+        without ``positions``.
 
     Notes
     -----
-    In eager mode, checking for a batch without positives (to warn) and for non-finite
-    features costs one host synchronisation per call on CUDA tensors.
+    On GPU tensors the features are NOT checked for NaN or inf (that check would make the
+    host wait for the GPU at every call): non-finite features give a NaN loss there.  The
+    check for a batch without positives (to warn) synchronises once, at the first call;
+    ``positions`` are checked for finiteness at every call (one synchronisation per call on
+    the positions path).
 
     On the Triton backend float32 features follow ``torch.get_float32_matmul_precision()``
     as torch's matmuls do: "high"/"medium" multiply in TF32; "highest" (the default) in
@@ -165,38 +174,84 @@ def supcon_loss(
     if chosen == "triton" and features.dtype == torch.float64:
         raise TypeError("backend='triton' takes float32, float16 or bfloat16 features, not float64")
     eager = not torch.compiler.is_compiling()
-    if eager and not bool(torch.isfinite(features).all()):
+    # On CPU tensors only: on a GPU, bool() would make the host wait for the GPU at every call
+    # (a host-bound loss); there, non-finite features give a NaN loss instead of this error.
+    if eager and features.device.type == "cpu" and not bool(torch.isfinite(features).all()):
         raise ValueError("features contains NaN or inf values")
 
-    z = torch.nn.functional.normalize(features, dim=1, eps=1e-12) if normalize else features
+    z = _normalize_rows(features) if normalize else features
     work = torch.float64 if features.dtype == torch.float64 else torch.float32
-    grp = groups.to(torch.int64) if groups is not None else None
+    scale = temperature / base_temperature
     # Unit-norm rows bound every score by 1 / temperature: the kernels may then use it as a
     # fixed maximum instead of an online one (0 = no bound known).
     bound = 1.0 / temperature if normalize else 0.0
-    lse = _supcon_lse(z, grp if grp is not None else z.new_zeros(0, dtype=torch.int64),
-                      1.0 / temperature, bound, chosen)
-    if labels is not None:
-        pos_sum, n_pos = _positive_sums(z.to(work), labels, grp)
+    if chosen == "triton" and labels is not None:
+        # The whole loss per anchor in one custom op: one forward kernel (LSE, positive sum
+        # and count from the same score tiles) and one backward kernel.
+        from supercl.kernels.triton import supcon_loss as kernels
+
+        tiles = kernels._table(groups, n, z.device)
+        per_anchor, _, n_pos = _supcon_anchor_loss(
+            z, labels, groups if groups is not None else labels.new_empty(0), tiles,
+            1.0 / temperature, scale, bound)
     else:
-        pos_sum, n_pos = _window_positive_sums(z, positions, window, grp)
-        pos_sum = pos_sum.to(work)
+        grp = groups.to(torch.int64) if groups is not None else None
+        lse = _supcon_lse(z, grp if grp is not None else z.new_zeros(0, dtype=torch.int64),
+                          1.0 / temperature, bound, chosen)
+        if labels is not None:
+            pos_sum, n_pos = _positive_sums(z.to(work), labels, grp)
+        else:
+            pos_sum, n_pos = _window_positive_sums(z, positions, window, grp)
+            pos_sum = pos_sum.to(work)
+        per_anchor = torch.where(
+            n_pos > 0,
+            scale * (lse.to(work) - pos_sum / (temperature * n_pos.clamp(min=1).to(work))),
+            torch.zeros((), dtype=work, device=z.device),
+        )
     valid = n_pos > 0
-    scale = temperature / base_temperature
-    per_anchor = torch.where(
-        valid,
-        scale * (lse.to(work) - pos_sum / (temperature * n_pos.clamp(min=1).to(work))),
-        torch.zeros((), dtype=work, device=z.device),
-    )
     if reduction == "none":
         loss = per_anchor
     elif reduction == "sum":
         loss = per_anchor.sum()
     else:
-        loss = per_anchor.sum() / valid.sum().clamp(min=1).to(work)
+        loss = per_anchor.sum() / valid.sum().clamp(min=1)
     if eager:
         _warn_if_no_positive(valid)
     return loss.detach().numpy() if as_numpy else loss
+
+
+class _NormalizeRows(torch.autograd.Function):
+    """torch.nn.functional.normalize(x, dim=1, eps=1e-12), with a backward of 6 kernels
+    instead of autograd's ~14 through norm, clamp_min and div (the loss is host-bound
+    on a GPU: every launch costs ~10 us of host time).  With r = max(||x||, eps), z = x / r:
+    dx = (dz - [||x|| >= eps] z (z . dz)) / r."""
+
+    @staticmethod
+    def forward(x):
+        norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+        denominator = norm.clamp_min(1e-12)
+        return x / denominator, norm, denominator
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        z, norm, denominator = output
+        ctx.save_for_backward(z, norm, denominator)
+        ctx.mark_non_differentiable(norm, denominator)
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, dz, _dnorm, _ddenominator):
+        if dz is None:
+            return None
+        z, norm, denominator = ctx.saved_tensors
+        # rows shorter than eps are divided by the constant eps: no projection there
+        along = (z * dz).sum(1, keepdim=True).masked_fill_(norm < 1e-12, 0)
+        return torch.addcmul(dz, z, along, value=-1) / denominator
+
+
+
+def _normalize_rows(x: torch.Tensor) -> torch.Tensor:
+    return _NormalizeRows.apply(x)[0]
 
 
 def _check_ids(ids: torch.Tensor, name: str, n: int, device: torch.device) -> None:
@@ -344,12 +399,12 @@ def _supcon_lse_backward(z: torch.Tensor, groups: torch.Tensor, lse: torch.Tenso
                          coef: torch.Tensor, scale: float, backend: str) -> torch.Tensor:
     """dZ = (P + P^T) Z * scale, P_ij = coef_i exp(s_ij - lse_i) on the LSE support."""
     grp = groups if groups.numel() else None
-    # Anchors alone in their group have lse = -inf and no term; 0 keeps exp() finite.
-    lse = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
-    if backend == "triton":
+    if backend == "triton":  # the kernel maps lse = -inf to 0 itself
         from supercl.kernels.triton import supcon_loss as kernels
 
-        return kernels.supcon_lse_backward(z, grp, lse.float(), coef.float(), scale).to(z.dtype)
+        return kernels.supcon_lse_backward(z, grp, lse, coef.float(), scale)
+    # Anchors alone in their group have lse = -inf and no term; 0 keeps exp() finite.
+    lse = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
     return _lse_backward_torch(z, grp, lse, coef, scale).to(z.dtype)
 
 
@@ -371,6 +426,69 @@ def _backward(ctx, grad):
 
 
 _supcon_lse.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ---- the whole loss per anchor on the Triton backend (labels): one kernel each way -------------
+
+
+@torch.library.custom_op("supercl::supcon_anchor_loss", mutates_args=())
+def _supcon_anchor_loss(z: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor,
+                        tiles: torch.Tensor, scale: float, ratio: float,
+                        bound: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, lse, count), each (N,): loss_i = ratio * (LSE_i - mean_{p in P(i)} s_ip) (0
+    without a positive) float32, LSE float32 (-inf for an anchor alone in its group), count
+    = |P(i)| int32.  groups of length 0 = one group; tiles: the kernels' tile-range table for
+    groups (kernels._table).  Only loss is differentiable; lse and count are saved for the
+    backward.  Triton only (CUDA, or the interpreter)."""
+    from supercl.kernels.triton import supcon_loss as kernels
+
+    grp = groups if groups.numel() else None
+    lse, loss, count = kernels.supcon_forward(z, labels, grp, tiles, scale, ratio, bound)
+    return loss, lse, count
+
+
+@_supcon_anchor_loss.register_fake
+def _(z, labels, groups, tiles, scale, ratio, bound):
+    n = z.shape[0]
+    return (z.new_empty(n, dtype=torch.float32), z.new_empty(n, dtype=torch.float32),
+            z.new_empty(n, dtype=torch.int32))
+
+
+@torch.library.custom_op("supercl::supcon_anchor_loss_backward", mutates_args=())
+def _supcon_anchor_loss_backward(z: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor,
+                                 tiles: torch.Tensor, lse: torch.Tensor, count: torch.Tensor,
+                                 grad: torch.Tensor, scale: float, ratio: float) -> torch.Tensor:
+    """dL/dz for upstream gradient ``grad`` of the per-anchor losses, in z's dtype."""
+    from supercl.kernels.triton import supcon_loss as kernels
+
+    grp = groups if groups.numel() else None
+    return kernels.supcon_backward(z, labels, grp, tiles, lse, count, grad, scale, ratio)
+
+
+@_supcon_anchor_loss_backward.register_fake
+def _(z, labels, groups, tiles, lse, count, grad, scale, ratio):
+    return torch.empty_like(z)
+
+
+def _anchor_setup_context(ctx, inputs, output):
+    z, labels, groups, tiles, scale, ratio, _bound = inputs
+    _, lse, count = output
+    ctx.save_for_backward(z, labels, groups, tiles, lse, count)
+    ctx.scale, ctx.ratio = scale, ratio
+    ctx.mark_non_differentiable(lse, count)
+    ctx.set_materialize_grads(False)  # no zero tensors for lse's and count's gradients
+
+
+def _anchor_backward(ctx, grad, _grad_lse, _grad_count):
+    z, labels, groups, tiles, lse, count = ctx.saved_tensors
+    dz = None
+    if grad is not None:
+        dz = _supcon_anchor_loss_backward(z, labels, groups, tiles, lse, count,
+                                          grad.to(torch.float32), ctx.scale, ctx.ratio)
+    return dz, None, None, None, None, None, None
+
+
+_supcon_anchor_loss.register_autograd(_anchor_backward, setup_context=_anchor_setup_context)
 
 
 def _chunks(n: int):
