@@ -83,7 +83,10 @@ def supercl_metadata() -> dict:
         cv2_threads = cv2.getNumThreads()
     except Exception:  # noqa: BLE001
         cv2_threads = None
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    # A named commit (SUPERCL_COMMIT) belongs to a copied tree, whose own git (if any) compares
+    # it with another commit: its status says nothing about that tree.
+    status = (None if os.environ.get("SUPERCL_COMMIT")
+              else _git("status", "--porcelain", "--untracked-files=no"))
     return {
         "supercl_version": supercl.__version__,
         # SUPERCL_COMMIT: for a copy of the tree (a GPU machine's), the commit it was copied
