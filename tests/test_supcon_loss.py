@@ -889,3 +889,21 @@ def test_cuda_call_does_not_synchronise(with_groups, monkeypatch):
     bad = x.detach().clone()
     bad[3, 0] = float("nan")
     assert torch.isnan(supcon_loss(bad, y, 0.1, groups=g)).item()
+
+
+def test_torch_path_normalises_like_autograd_to_the_last_bit():
+    """The CPU (torch) path keeps F.normalize and its autograd backward: the loss and the
+    gradient equal those of normalising first and calling with normalize=False, bit for bit
+    (CPU training runs, and the README's figures made with them, do not move)."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(67, 9, generator=g, dtype=torch.float64).float()
+    labels = torch.randint(0, 5, (67,), generator=g)
+    a = x.clone().requires_grad_()
+    loss_a = supcon_loss(a, labels, 0.1, backend="torch")
+    loss_a.backward()
+    b = x.clone().requires_grad_()
+    loss_b = supcon_loss(torch.nn.functional.normalize(b, dim=1, eps=1e-12), labels, 0.1,
+                         normalize=False, backend="torch")
+    loss_b.backward()
+    assert torch.equal(loss_a, loss_b)
+    assert torch.equal(a.grad, b.grad)

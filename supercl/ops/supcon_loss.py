@@ -179,7 +179,15 @@ def supcon_loss(
     if eager and features.device.type == "cpu" and not bool(torch.isfinite(features).all()):
         raise ValueError("features contains NaN or inf values")
 
-    z = _normalize_rows(features) if normalize else features
+    # The 6-kernel normalisation backward only where launches cost (the Triton path); the
+    # torch path keeps autograd's, so that CPU training runs give the same numbers as before
+    # to the last bit (the README's demo and ablations were computed with it).
+    if not normalize:
+        z = features
+    elif chosen == "triton":
+        z = _normalize_rows(features)
+    else:
+        z = torch.nn.functional.normalize(features, dim=1, eps=1e-12)
     work = torch.float64 if features.dtype == torch.float64 else torch.float32
     scale = temperature / base_temperature
     # Unit-norm rows bound every score by 1 / temperature: the kernels may then use it as a
