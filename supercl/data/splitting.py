@@ -138,6 +138,11 @@ def split_cases(info: DatasetInfo, *, label_fraction: float = 0.1, val_fraction:
         rng = np.random.default_rng([check_int(label_seed, "label_seed", minimum=0), 1])
     pool_order = [pool[i] for i in rng.permutation(len(pool))]
     finetune = pool_order[:max(1, round(lf * len(pool)))]
+    return _split_record(pool, unlabeled, finetune, val, test, lf, seed, label_seed)
+
+
+def _split_record(pool, unlabeled, finetune, val, test, lf, seed, label_seed) -> Dict[str, Any]:
+    """The split as split_cases returns it: sorted case lists and the settings that drew it."""
     return {
         "pretrain": sorted(pool + unlabeled),
         "finetune": sorted(finetune),
@@ -207,17 +212,8 @@ def _split_units(info, units, labeled, lf, vf, tf, seed, label_seed) -> Dict[str
     def slices(names):
         return sum(units[c]["z"][1] - units[c]["z"][0] for c in names)
 
-    return {
-        "pretrain": sorted(pool + unlabeled),
-        "finetune": sorted(finetune),
-        "val": sorted(val),
-        "test": sorted(test),
-        "label_fraction": lf,
-        "seed": seed,
-        **({} if label_seed is None else {"label_seed": int(label_seed)}),
-        "finetune_slices": slices(finetune),
-        "pool_slices": slices(pool),
-    }
+    return {**_split_record(pool, unlabeled, finetune, val, test, lf, seed, label_seed),
+            "finetune_slices": slices(finetune), "pool_slices": slices(pool)}
 
 
 def _json_default(obj: Any) -> Any:
