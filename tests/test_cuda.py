@@ -83,7 +83,7 @@ def test_connected_components_3d_gpu_equals_cpu_and_skimage(connectivity):
 _DTYPES = (np.uint8, np.int32, np.int64)
 
 
-def _gpu_equals_cpu(images, connectivity, background, spatial_dims, name=""):
+def _assert_gpu_equals_cpu(images, connectivity, background, spatial_dims, name=""):
     kwargs = dict(connectivity=connectivity, background=background, spatial_dims=spatial_dims)
     gpu, num = connected_components(torch.from_numpy(images).cuda(), return_num=True, **kwargs)
     cpu, cpu_num = connected_components(images, return_num=True, backend="cpu", **kwargs)
@@ -99,7 +99,7 @@ def test_connected_components_gpu_block_edge_cases(connectivity, background):
     borders and corners, clipped tiles, snakes, checkerboards): the CPU backend's labels."""
     for k, (name, images) in enumerate(ccl_cases.cases_2d(seed=connectivity)):
         dtype = _DTYPES[k % 3] if background is None else np.int32
-        _gpu_equals_cpu(images.astype(dtype), connectivity, background, 2, name)
+        _assert_gpu_equals_cpu(images.astype(dtype), connectivity, background, 2, name)
 
 
 @cuda
@@ -108,7 +108,7 @@ def test_connected_components_gpu_block_edge_cases(connectivity, background):
 def test_connected_components_3d_gpu_block_edge_cases(connectivity, background):
     for k, (name, volumes) in enumerate(ccl_cases.cases_3d(seed=connectivity)):
         dtype = _DTYPES[k % 3] if background is None else np.int32
-        _gpu_equals_cpu(volumes.astype(dtype), connectivity, background, 3, name)
+        _assert_gpu_equals_cpu(volumes.astype(dtype), connectivity, background, 3, name)
 
 
 @cuda
@@ -128,9 +128,9 @@ def test_connected_components_gpu_any_block_and_grid(monkeypatch, threads, block
     images = rng.integers(0, 3, size=(3, 130, 300)).astype(np.uint8)
     volumes = rng.integers(0, 2, size=(2, 20, 30, 70)).astype(np.int64)
     for connectivity in (1, 2):
-        _gpu_equals_cpu(images, connectivity, None, 2)
+        _assert_gpu_equals_cpu(images, connectivity, None, 2)
     for connectivity in (1, 3):
-        _gpu_equals_cpu(volumes, connectivity, None, 3)
+        _assert_gpu_equals_cpu(volumes, connectivity, None, 3)
 
 
 @cuda
