@@ -13,10 +13,10 @@
 // coordinate by 1 (6-neighbourhood), 2 in at most two coordinates (18), 3 in all three (26).
 // A voxel examines the half of its neighbourhood that comes before it in raster order: the 13
 // offsets (dz, dy, dx) with dz = -1, or dz = 0 and dy = -1, or dz = dy = 0 and dx = -1, kept
-// when at most `connectivity` of the three are non-zero (3, 9 or 13 of them).  Unlike the 2-D
-// merge no decision tree prunes these unions (the closure is the same either way).  The GPU
-// makes them on 8 x 8 x 32 tiles in shared memory, then only the pairs across tile faces in the
-// global forest (supercl/connected_components_block.h).
+// when at most `connectivity` of the three are non-zero (3, 9 or 13 of them).  The GPU makes
+// these unions, pruned by the 2-D decision tree's rule per earlier row (cc3_merge_voxel_pruned),
+// on 8 x 8 x 32 tiles in shared memory, then only the pairs across tile faces in the global
+// forest (supercl/connected_components_block.h).
 //
 // The host's single-thread path runs the same union-find over runs (maximal stretches of equal
 // value along x), see csrc/cpu/connected_components_3d.cpp; cc3_row_reach states the per-voxel
@@ -43,38 +43,6 @@ SUPERCL_HD void cc3_init_voxel(const T* volume, int64_t sz, int64_t sy, int64_t 
   const int64_t i = (z * height + y) * width + x;
   const T v = volume[z * sz + y * sy + x * sx];
   parent[i] = cc_is_background(v, has_background, background) ? -1 : static_cast<int32_t>(i);
-}
-
-// Step 2 for voxel (z, y, x): union with every earlier neighbour of equal value.  With a tile
-// shape (td, th, tw) > 0, only with those in another tile of that shape (the border pass of the
-// GPU's block-based labeling, supercl/connected_components_block.h; the pairs inside a tile were
-// closed by the tile pass, which calls this with td = 0 on the tile alone).
-template <typename T, bool kAtomic = true>
-SUPERCL_HD void cc3_merge_voxel(const T* volume, int64_t sz, int64_t sy, int64_t sx,
-                                int64_t height, int64_t width, int64_t z, int64_t y, int64_t x,
-                                int connectivity, bool has_background, T background,
-                                int32_t* parent, int td = 0, int th = 0, int tw = 0) {
-  const T v = volume[z * sz + y * sy + x * sx];
-  if (cc_is_background(v, has_background, background)) return;
-  const int32_t i = static_cast<int32_t>((z * height + y) * width + x);
-  // The 13 earlier offsets in raster order: (-1, *, *), (0, -1, *), (0, 0, -1).
-  for (int dz = -1; dz <= 0; ++dz) {
-    if (z + dz < 0) continue;
-    for (int dy = -1; dy <= (dz < 0 ? 1 : 0); ++dy) {
-      if (y + dy < 0 || y + dy >= height) continue;
-      const int dx_end = (dz < 0 || dy < 0) ? 1 : -1;
-      for (int dx = -1; dx <= dx_end; ++dx) {
-        if (x + dx < 0 || x + dx >= width) continue;
-        if (!cc3_is_neighbour(dz, dy, dx, connectivity)) continue;
-        if (td > 0 && (z + dz) / td == z / td && (y + dy) / th == y / th &&
-            (x + dx) / tw == x / tw)
-          continue;
-        if (volume[(z + dz) * sz + (y + dy) * sy + (x + dx) * sx] != v) continue;
-        cc_union<kAtomic>(parent, i,
-                          static_cast<int32_t>(i + (dz * height + dy) * width + dx));
-      }
-    }
-  }
 }
 
 // The per-voxel rule stated for runs along x: how far a voxel reaches sideways into the earlier
