@@ -47,6 +47,15 @@ def resolve_device(device: Any) -> torch.device:
     return dev
 
 
+def to_device_async(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small host tensor on ``device`` without making the host wait: to a CUDA device from
+    pinned memory, asynchronously (a copy from pageable memory waits for the stream); to any
+    other device a plain ``.to``. The one place the ops and the trainer do this."""
+    if device.type != "cuda" or tensor.device.type != "cpu":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def write_json(path: Path, obj: Any) -> Path:
     """Strict JSON (see :func:`json_text`), written atomically."""
     path = Path(path)

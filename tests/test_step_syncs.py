@@ -118,7 +118,8 @@ def test_pretrain_step_does_not_sync(recipe):
     from supercl.models import SuperCLModel, UNetEncoder
     from supercl.train.loop import host_values
     from supercl.train.pretrain import DIAGNOSTICS, TERMS, _train_step, resolve_ilcp_level
-    from supercl.train.views import SuperCLViews, _to_device
+    from supercl._runtime import to_device_async
+    from supercl.train.views import SuperCLViews
 
     cfg = _step_config(recipe)
     device = torch.device("cuda")
@@ -129,7 +130,7 @@ def test_pretrain_step_does_not_sync(recipe):
     views, loss_fn = SuperCLViews(cfg.views), SuperCLLoss(cfg.loss)
     level = resolve_ilcp_level(cfg)
     # The batch comes from the host as in pretrain()'s step: pinned pools, indexed (which gives
-    # pageable tensors), sent without waiting; the organ flags through views._to_device.
+    # pageable tensors), sent without waiting; the organ flags through _runtime.to_device_async.
     images = torch.rand(2 * cfg.batch_size, 1, cfg.patch_size, cfg.patch_size).pin_memory()
     positions = torch.linspace(0, 1, 2 * cfg.batch_size).pin_memory()
     idx = torch.arange(1, 2 * cfg.batch_size, 2)
@@ -141,7 +142,7 @@ def test_pretrain_step_does_not_sync(recipe):
     def step():
         x = images[idx].to(device, non_blocking=True)
         pos = positions[idx].to(device, non_blocking=True)
-        organs = _to_device(organs_host, device)
+        organs = to_device_async(organs_host, device)
         optimizer.zero_grad(set_to_none=True)
         terms = _train_step(model, views, loss_fn, x, pos, cfg, autocast, level, organs)
         terms["loss"].backward()

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from supercl import kernels
+from supercl._runtime import to_device_async
 
 __all__ = ["available", "require", "connected_components", "connected_components_3d", "slic", "slic_3d"]
 
@@ -124,24 +125,12 @@ def _cp(tensor: torch.Tensor):
     return cupy.from_dlpack(tensor)
 
 
-def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    """A small host array on the device without synchronising: a copy from pageable memory
-    would make the host wait for the stream, one from pinned memory does not."""
-    tensor = torch.from_numpy(array)
-    if device.type != "cuda":
-        return tensor.to(device)
-    return tensor.pin_memory().to(device, non_blocking=True)
-
-
 def _plan_on(plan, device: torch.device) -> torch.Tensor:
-    """A SLIC plan array on the device: numpy (planned on the host) copied without
-    synchronising, a tensor (planned on the device, with a mask) as it is."""
+    """A SLIC plan array on the device: numpy or a host tensor (planned on the host) copied
+    without synchronising, a tensor planned on the device (with a mask) as it is."""
     if not isinstance(plan, torch.Tensor):
-        return _to_device(plan, device)
-    plan = plan.contiguous()
-    if plan.device.type == "cpu" and device.type == "cuda":  # from a mask given on the host
-        return plan.pin_memory().to(device, non_blocking=True)
-    return plan.to(device)
+        plan = torch.from_numpy(plan)
+    return to_device_async(plan.contiguous(), device)
 
 
 def _i64(v) -> np.int64:

@@ -18,6 +18,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from supercl._runtime import to_device_async
 from supercl._validate import check_spacing
 
 from ._common import (
@@ -463,11 +464,7 @@ def _from_bits(bits: int) -> float:
 def _cbrt_tables(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`_cbrt_thresholds` as float64 tensors on ``device``, copied once: from pinned
     memory without blocking, so that no call waits for the GPU (not even the first)."""
-    ge, gt = (torch.from_numpy(a) for a in _cbrt_thresholds())
-    if device.type == "cuda":
-        return ge.pin_memory().to(device, non_blocking=True), gt.pin_memory().to(
-            device, non_blocking=True)
-    return ge.to(device), gt.to(device)
+    return tuple(to_device_async(torch.from_numpy(a), device) for a in _cbrt_thresholds())
 
 
 @functools.lru_cache(maxsize=None)

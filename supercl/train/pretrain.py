@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from supercl._runtime import to_device_async
 from supercl._validate import check_choice, check_float, check_int, check_setting
 from supercl.losses import LossConfig, SuperCLLoss
 from supercl.models import SuperCLModel, UNetEncoder
@@ -28,7 +29,7 @@ from .checkpoint import save_atomic
 from .dataset import prepare_split, slices_of
 from .loop import RunConfig, Task, TrainingLoop
 from .sampling import crop_batch, step_generator
-from .views import SuperCLViews, ViewConfig, _to_device as to_device
+from .views import SuperCLViews, ViewConfig
 
 __all__ = ["PretrainConfig", "pretrain", "RECIPES", "recipe_config", "resolve_ilcp_level",
            "ILCP_MIN_PIXELS"]
@@ -229,7 +230,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
                                                                global_step), y)
         organs = None if y is None else torch.stack([(y == c).flatten(1).any(1) for c in classes], 1)
         if organs is not None:  # on the device from pinned memory: a plain copy would wait
-            organs = to_device(organs, device)
+            organs = to_device_async(organs, device)
         x = x.to(device, non_blocking=True)
         pos = positions[idx].to(device, non_blocking=True)
         first = main and cfg.figures and global_step == 0

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from supercl._runtime import to_device_async
 from supercl._validate import check_choice, check_float, check_setting
 
 __all__ = ["ViewConfig", "SuperCLViews"]
@@ -127,7 +128,7 @@ class ReferenceElastic(nn.Module):
         k = min(k, 2 * ((min(h, w) - 1) // 2) + 1)
         field = gaussian_blur2d(noise, (k, k), torch.stack([sigma, sigma], 1),
                                 border_type="reflect")
-        scale = _to_device(alpha * apply, dev)
+        scale = to_device_async(alpha * apply, dev)
         field = field * scale[:, None, None, None]  # pixels; 0 where not applied
         ys, xs = torch.meshgrid(torch.arange(h, device=dev, dtype=x.dtype),
                                 torch.arange(w, device=dev, dtype=x.dtype), indexing="ij")
@@ -137,14 +138,6 @@ class ReferenceElastic(nn.Module):
         return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border",
                                                align_corners=True)
 
-
-
-def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A small host tensor on ``device`` without making the host wait: from pinned memory,
-    asynchronously (as supercl.kernels.cuda.launch does)."""
-    if device.type != "cuda":
-        return t.to(device)
-    return t.pin_memory().to(device, non_blocking=True)
 
 
 def _check_range(value, name: str) -> None:
@@ -304,7 +297,7 @@ def _to_device_all(tensors: list[torch.Tensor], device: torch.device) -> list[to
     the host wait); on another device, each tensor ``.to(device)``."""
     if device.type != "cuda" or not tensors:
         return [t.to(device) for t in tensors]
-    return _unpack(_pack(tensors).pin_memory().to(device, non_blocking=True), tensors)
+    return _unpack(to_device_async(_pack(tensors), device), tensors)
 
 
 def _pack(tensors: list[torch.Tensor]) -> torch.Tensor:
