@@ -214,7 +214,8 @@ def test_cli_rejects_bad_options(tmp_path):
 @pytest.mark.parametrize(
     "module",
     ["supercl.ops.slic", "supercl.ops.connected_components", "supercl.ops.supcon_loss",
-     "supercl.ops.superpixel_pool", "supercl.ops.graph_components", "supercl.viz",
+     "supercl.ops.superpixel_pool", "supercl.ops.downsample", "supercl.ops.graph_components",
+     "supercl.viz",
      "supercl.data.phantom", "supercl.data.scanning", "supercl.data.loading",
      "supercl.data.splitting", "supercl.models.unet", "supercl.losses",
      "supercl.eval.metrics", "supercl.train.views"],

@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from supercl._validate import check_spacing
+from supercl._validate import check_spacing, check_tensor
 
 __all__ = [
     "SegmentationMetrics",
@@ -260,8 +260,7 @@ class SegmentationMetrics:
         _check_pair(pred, target)
         k = self.num_classes
         for name, x in (("pred", pred), ("target", target)):
-            if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
-                raise TypeError(f"{name} must be an integer class map, got dtype {x.dtype}")
+            check_tensor(x, name, dtype="integer", dtype_text="be an integer class map")
         if pred.numel() == 0:
             return np.zeros(k * k, dtype=np.int64)
         pred = pred.reshape(-1).long()
