@@ -6,7 +6,7 @@
 - :func:`ilcp_loss` (L_intra): every pixel of a feature map of v1 and v2 is an embedding
   labelled by its superpixel (the SLIC map of v1 down-sampled to that map, nearest). The map
   is the bottleneck unless ``forward`` gets ``g1, g2``: pre-training passes the encoder level
-  that :func:`supercl.train.pretrain.resolve_ilcp_level` picks, where a superpixel covers at
+  that :func:`supercl.train.pretraining.resolve_ilcp_level` picks, where a superpixel covers at
   least 4 pixels;
   :func:`~supercl.ops.supcon_loss` within each image (``groups`` = the image), so positives
   are pixels of the same superpixel in either view. All pixels by default;

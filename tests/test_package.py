@@ -275,7 +275,7 @@ def test_the_modules_import_each_other_without_cycles():
     modules, not even through an import inside a function. A package's __init__ importing
     its own modules is not a cycle; it is left out."""
     graph = _import_graph()
-    assert "supercl.train.finetune" in graph and "supercl.ops.slic" in graph  # the scan saw them
+    assert "supercl.train.finetuning" in graph and "supercl.ops.slic" in graph  # the scan saw them
     for name, edges in graph.items():  # a module's edge to its own package's __init__
         graph[name] = {e for e in edges if not name.startswith(e + ".")}
     state: dict[str, int] = {}
@@ -314,3 +314,25 @@ def test_isolated_children_import_the_supercl_under_test():
     out = python_isolated("import supercl; print(supercl.__file__)")
     assert out.returncode == 0, out.stderr
     assert Path(out.stdout.strip()).resolve() == Path(supercl.__file__).resolve()
+
+
+def test_no_package_attribute_shadows_its_submodule():
+    """Issue 25, item 3: ``supercl.train.evaluate`` was bound to the function over the module of
+    that name, so ``import supercl.train.evaluate as m`` gave a function. Each name of a
+    package (an attribute, or a module file beside its ``__init__.py``) means one thing.
+    supercl.ops is the one exception, by STYLE.md's first rule: an op's module has the op's
+    name (``supercl/ops/slic.py`` holds ``slic``), as in kernels/, csrc/, tests/, benchmarks/."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    packages = ["supercl"] + [f"supercl.{m.name}" for m in pkgutil.iter_modules(supercl.__path__)
+                              if m.ispkg and m.name not in ("kernels", "ops")]
+    shadowed = []
+    for name in packages:
+        package = importlib.import_module(name)
+        for sub in pkgutil.iter_modules(package.__path__):
+            value = getattr(package, sub.name, None)
+            if value is not None and not inspect.ismodule(value):
+                shadowed.append(f"{name}.{sub.name}")
+    assert packages[1:] and not shadowed

@@ -451,9 +451,7 @@ def test_every_setting_is_checked_once_by_its_config():
 
 
 def test_finetune_crops_oversamples_and_stops_early(msd, tmp_path, monkeypatch):
-    import importlib
-
-    ft_mod = importlib.import_module("supercl.train.finetune")
+    from supercl.train import finetuning as ft_mod
 
     seen = []
     real = ft_mod.crop_batch
