@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["SettingError", "check_int", "check_float", "check_bool", "check_choice",
-           "check_spacing", "check_seed", "check_setting", "check_tensor"]
+           "check_spacing", "check_seed", "child_seed", "check_setting", "check_tensor"]
 
 
 class SettingError(ValueError):
@@ -108,6 +108,16 @@ def check_seed(value: Any, name: str = "seed") -> np.random.SeedSequence:
     if value < 0:
         raise ValueError(f"{name} must be a non-negative integer, got {value}")
     return np.random.SeedSequence(int(value))
+
+
+def child_seed(seed: Any, index: int) -> np.random.SeedSequence:
+    """The seed of item ``index`` of a batch or a dataset drawn with ``seed`` (checked by
+    :func:`check_seed`): its ``SeedSequence`` with ``index`` appended to the spawn key, so
+    item i is the same whatever the number of items."""
+    parent = check_seed(seed)
+    return np.random.SeedSequence(
+        parent.entropy, spawn_key=tuple(parent.spawn_key) + (index,),
+        pool_size=parent.pool_size)
 
 
 def check_setting(config: Any, name: str, check=check_int, *args, **kwargs) -> None:

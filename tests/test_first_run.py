@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from supercl.cli import build_parser, main
-from supercl.data import write_msd
+from phantom_v1 import write_msd  # the v1 phantom's datasets: class names organ1, ... pinned
 from supercl.data.nifti import load_case, scan_dataset
 
 TINY = ["--patch-size", "32", "--base-channels", "4", "--depth", "2", "--no-progress",

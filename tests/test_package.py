@@ -130,7 +130,7 @@ def test_device_code_compiles_with_nvcc(arch, tmp_path):
 def test_cpu_backend_gives_the_same_labels_on_any_number_of_threads(threads):
     """With OpenMP the C++ backend splits the work over threads, without it (a compiler that
     lacks -fopenmp) it runs serially; the labels must be the same either way."""
-    from supercl.data import phantom_batch
+    from phantom_v1 import phantom_batch
     from supercl.ops import connected_components, slic
 
     images, organs = phantom_batch(3, 61, 47, seed=5)
@@ -216,7 +216,8 @@ def test_cli_rejects_bad_options(tmp_path):
     ["supercl.ops.slic", "supercl.ops.connected_components", "supercl.ops.supcon_loss",
      "supercl.ops.superpixel_pool", "supercl.ops.downsample", "supercl.ops.graph_components",
      "supercl.viz",
-     "supercl.data.phantom", "supercl.data.scanning", "supercl.data.loading",
+     "supercl.data.msd", "supercl.data.phantom_v2", "supercl.data.scanning",
+     "supercl.data.loading",
      "supercl.data.splitting", "supercl.models.unet", "supercl.losses",
      "supercl.eval.metrics", "supercl.train.views"],
 )
