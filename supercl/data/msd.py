@@ -123,7 +123,8 @@ def check_shape(shape: Any) -> Tuple[int, int, int]:
     try:
         shape_t = tuple(shape)
     except TypeError:
-        raise ValueError(f"shape must be a sequence of 3 positive integers, got {shape!r}") from None
+        raise ValueError(f"shape must be a sequence of 3 positive integers, got {shape!r}") \
+            from None
     if len(shape_t) != 3:
         raise ValueError(f"shape must be a sequence of 3 positive integers, got {shape!r}")
     return tuple(check_int(s, f"shape[{i}]", 1) for i, s in enumerate(shape_t))
