@@ -264,6 +264,63 @@ struct BlockCandidate {
   int32_t k;
 };
 
+// The blocks of one cell's pixels pa .. pb - 1 against the centres base[r * stride + j],
+// r < rows, j < per_row.  kRows, kPer > 0 fix those counts at compile time (3 x 3, every cell
+// off the image's border): the candidate loop is then unrolled, 3 % fewer instructions for all
+// of SLIC on the real_mri 256^2 slices (callgrind, 309.3M -> 300.2M).
+template <int kRows, int kPer>
+SUPERCL_ALWAYS_INLINE void scan_cell(const float* __restrict row_values,
+                                     const BlockCandidate* base, int64_t stride, int64_t rows,
+                                     int64_t per_row, int64_t pa, int64_t pb, float cw, float rel,
+                                     float abs2, int32_t* __restrict row_labels,
+                                     int32_t* __restrict near) {
+  const int64_t nr = kRows > 0 ? kRows : rows;
+  const int64_t np = kPer > 0 ? kPer : per_row;
+  // Two blocks of 8 at a time: each candidate's update of a block is a dependent chain
+  // (compare, select), which one block alone leaves latency-bound.
+  static_assert(kPad == 16, "two blocks of 8 per step");
+  for (int64_t x = pa; x < pb; x += kPad) {
+    v8f v0, v1, b0, b1, s0, s1;
+    std::memcpy(&v0, row_values + x, sizeof v0);
+    std::memcpy(&v1, row_values + x + 8, sizeof v1);
+    for (int i = 0; i < 8; ++i) b0[i] = std::numeric_limits<float>::max();
+    b1 = b0;
+    s0 = b0;
+    s1 = b0;
+    v8i l0 = {}, l1 = {};
+#pragma GCC unroll 3
+    for (int64_t r = 0; r < nr; ++r) {
+#pragma GCC unroll 3
+      for (int64_t j = 0; j < np; ++j) {
+        const BlockCandidate* c = base + r * stride + j;
+        v8f t0, t1;
+        std::memcpy(&t0, c->table + x, sizeof t0);
+        std::memcpy(&t1, c->table + x + 8, sizeof t1);
+        v8i k = {};
+        k += c->k;
+        const v8f e0 = (v0 - c->mi) - c->mf, e1 = (v1 - c->mi) - c->mf;
+        const v8f d0 = (c->a + t0) + (e0 * e0) * cw, d1 = (c->a + t1) + (e1 * e1) * cw;
+        // max(b, d), written as maxps computes it (one instruction, not a compare and a
+        // blend); the two forms differ only where d == b, which gives the same value
+        const v8f h0 = d0 > b0 ? d0 : b0, h1 = d1 > b1 ? d1 : b1;
+        s0 = h0 < s0 ? h0 : s0;  // min(s, max(b, d))
+        s1 = h1 < s1 ? h1 : s1;
+        const v8i closer0 = d0 < b0, closer1 = d1 < b1;
+        b0 = closer0 ? d0 : b0;
+        b1 = closer1 ? d1 : b1;
+        l0 = closer0 ? k : l0;
+        l1 = closer1 ? k : l1;
+      }
+    }
+    const v8i tie0 = ~((s0 - b0) > (rel * s0 + rel * b0 + abs2));
+    const v8i tie1 = ~((s1 - b1) > (rel * s1 + rel * b1 + abs2));
+    std::memcpy(row_labels + x, &l0, sizeof l0);
+    std::memcpy(row_labels + x + 8, &l1, sizeof l1);
+    std::memcpy(near + x, &tie0, sizeof tie0);
+    std::memcpy(near + x + 8, &tie1, sizeof tie1);
+  }
+}
+
 SUPERCL_ALWAYS_INLINE int32_t scan_row_grey_body(const float* __restrict row_values,
                                                  const SlicGrid& g, int64_t width,
                                                  const BlockCandidate* centre_rows, int64_t rows,
@@ -279,45 +336,12 @@ SUPERCL_ALWAYS_INLINE int32_t scan_row_grey_body(const float* __restrict row_val
     const int64_t ja = ix > 0 ? ix - 1 : 0, jb = ix + 1 < g.nx ? ix + 1 : g.nx - 1;
     const BlockCandidate* base = centre_rows + ja;
     const int64_t per_row = jb - ja + 1;
-    // Two blocks of 8 at a time: each candidate's update of a block is a dependent chain
-    // (compare, select), which one block alone leaves latency-bound.
-    static_assert(kPad == 16, "two blocks of 8 per step");
-    for (int64_t x = pa; x < pb; x += kPad) {
-      v8f v0, v1, b0, b1, s0, s1;
-      std::memcpy(&v0, row_values + x, sizeof v0);
-      std::memcpy(&v1, row_values + x + 8, sizeof v1);
-      for (int i = 0; i < 8; ++i) b0[i] = std::numeric_limits<float>::max();
-      b1 = b0;
-      s0 = b0;
-      s1 = b0;
-      v8i l0 = {}, l1 = {};
-      for (int64_t r = 0; r < rows; ++r)
-      for (const BlockCandidate* c = base + r * g.nx, *c1 = c + per_row; c < c1; ++c) {
-        v8f t0, t1;
-        std::memcpy(&t0, c->table + x, sizeof t0);
-        std::memcpy(&t1, c->table + x + 8, sizeof t1);
-        v8i k = {};
-        k += c->k;
-        const v8f e0 = (v0 - c->mi) - c->mf, e1 = (v1 - c->mi) - c->mf;
-        const v8f d0 = (c->a + t0) + (e0 * e0) * cw, d1 = (c->a + t1) + (e1 * e1) * cw;
-        // max(b, d), written as maxps computes it (one instruction, not a compare and a
-        // blend); the two forms differ only where d == b, which gives the same value
-        const v8f h0 = d0 > b0 ? d0 : b0, h1 = d1 > b1 ? d1 : b1;
-        s0 = h0 < s0 ? h0 : s0;                                     // min(s, max(b, d))
-        s1 = h1 < s1 ? h1 : s1;
-        const v8i closer0 = d0 < b0, closer1 = d1 < b1;
-        b0 = closer0 ? d0 : b0;
-        b1 = closer1 ? d1 : b1;
-        l0 = closer0 ? k : l0;
-        l1 = closer1 ? k : l1;
-      }
-      const v8i tie0 = ~((s0 - b0) > (rel * s0 + rel * b0 + abs2));
-      const v8i tie1 = ~((s1 - b1) > (rel * s1 + rel * b1 + abs2));
-      std::memcpy(row_labels + x, &l0, sizeof l0);
-      std::memcpy(row_labels + x + 8, &l1, sizeof l1);
-      std::memcpy(near + x, &tie0, sizeof tie0);
-      std::memcpy(near + x + 8, &tie1, sizeof tie1);
-    }
+    if (rows == 3 && per_row == 3)
+      scan_cell<3, 3>(row_values, base, g.nx, rows, per_row, pa, pb, cw, rel, abs2, row_labels,
+                      near);
+    else
+      scan_cell<0, 0>(row_values, base, g.nx, rows, per_row, pa, pb, cw, rel, abs2, row_labels,
+                      near);
   }
   // Ties of the pixels < width only (the slack past it holds junk).
   int32_t found = 0;
