@@ -369,7 +369,8 @@ int32_t scan_row_grey(const float* row_values, const SlicGrid& g, int64_t width,
 
 // Writes a row's new labels (-1 outside the mask) over the previous ones; returns how many
 // changed.
-int64_t finish_row(const uint8_t* mrow, int64_t width, const int32_t* row_labels, int32_t* prev) {
+int64_t finish_row(const uint8_t* __restrict mrow, int64_t width,
+                   const int32_t* __restrict row_labels, int32_t* __restrict prev) {
   // An int32 count (a row has < 2^24 pixels): 8 lanes, no widening to int64 per pixel.
   int32_t changed = 0;
   if (mrow) {
@@ -474,6 +475,17 @@ int64_t assign_row(const float* values, const int32_t* quant, const uint8_t* mas
     // ranges; the emulated CUDA tests compare the two) and the same double distances.
     const int32_t* pixel_row = quant + y * width;
     for (int64_t x = 0; x < width; ++x) {
+      // Near-ties are a few pixels a row: skip 8 flags at a time where none is set (the
+      // buffer has kPad elements of slack; a flag read there is never acted on).  Per pixel,
+      // this test was 4 % of SLIC's instructions on real_mri 256^2 (callgrind).
+      if ((x & 7) == 0) {
+        uint64_t w[4];
+        std::memcpy(w, near + x, sizeof w);
+        if ((w[0] | w[1] | w[2] | w[3]) == 0) {
+          x += 7;
+          continue;
+        }
+      }
       if (!near[x]) continue;
       const int64_t ix = slic_cell(x, g.x0, g.sx, g.nx);
       const double fx = static_cast<double>(x);
