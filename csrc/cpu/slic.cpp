@@ -264,18 +264,62 @@ struct BlockCandidate {
   int32_t k;
 };
 
+// One candidate's update of a block of 16 pixels (two vectors of 8).
+SUPERCL_ALWAYS_INLINE void visit(const BlockCandidate* __restrict c, int64_t x, v8f v0, v8f v1,
+                                 float cw, v8f& b0, v8f& b1, v8f& s0, v8f& s1, v8i& l0,
+                                 v8i& l1) {
+  v8f t0, t1;
+  std::memcpy(&t0, c->table + x, sizeof t0);
+  std::memcpy(&t1, c->table + x + 8, sizeof t1);
+  v8i k = {};
+  k += c->k;
+  const v8f e0 = (v0 - c->mi) - c->mf, e1 = (v1 - c->mi) - c->mf;
+  const v8f d0 = (c->a + t0) + (e0 * e0) * cw, d1 = (c->a + t1) + (e1 * e1) * cw;
+  // max(b, d), written as maxps computes it (one instruction, not a compare and a blend); the
+  // two forms differ only where d == b, which gives the same value
+  const v8f h0 = d0 > b0 ? d0 : b0, h1 = d1 > b1 ? d1 : b1;
+  s0 = h0 < s0 ? h0 : s0;  // min(s, max(b, d))
+  s1 = h1 < s1 ? h1 : s1;
+  const v8i closer0 = d0 < b0, closer1 = d1 < b1;
+  b0 = closer0 ? d0 : b0;
+  b1 = closer1 ? d1 : b1;
+  l0 = closer0 ? k : l0;
+  l1 = closer1 ? k : l1;
+}
+
 // The blocks of one cell's pixels pa .. pb - 1 against the centres base[r * stride + j],
-// r < rows, j < per_row.  kRows, kPer > 0 fix those counts at compile time (3 x 3, every cell
-// off the image's border): the candidate loop is then unrolled, 3 % fewer instructions for all
-// of SLIC on the real_mri 256^2 slices (callgrind, 309.3M -> 300.2M).
+// r < rows, j < per_row; row `mid` is the cell's own row of centres.  kRows, kPer > 0 fix
+// those counts at compile time (3 x 3, every cell off the image's border; mid is then 1): the
+// candidate loop is then unrolled, 3 % fewer instructions for all of SLIC on the real_mri
+// 256^2 slices (callgrind, 309.3M -> 300.2M).
+//
+// Rows pruned per block: the own row's centres go first; then another row of centres is
+// skipped when the smallest of its row terms, L (a lower bound of each of its float distances:
+// T and the colour term are >= 0 and rounding is monotone), passes the near-tie test against
+// the largest best distance B of the block's pixels in this cell: L - B > rel L + rel B + abs2.
+// Such a candidate can then neither be a pixel's best nor make it a near-tie (d >= L and
+// b <= B, so the test holds for d and b too): the labels and the near-tie flags are those of
+// the full scan, whatever the candidates of that row.  On flat background a pixel row in the
+// upper half of its cell is far from the centres below, and vice versa.  The lanes past pb
+// (overwritten by the next cell) are left out of B.
 template <int kRows, int kPer>
 SUPERCL_ALWAYS_INLINE void scan_cell(const float* __restrict row_values,
                                      const BlockCandidate* base, int64_t stride, int64_t rows,
-                                     int64_t per_row, int64_t pa, int64_t pb, float cw, float rel,
-                                     float abs2, int32_t* __restrict row_labels,
+                                     int64_t per_row, int64_t mid, int64_t pa, int64_t pb,
+                                     float cw, float rel, float abs2,
+                                     int32_t* __restrict row_labels,
                                      int32_t* __restrict near) {
   const int64_t nr = kRows > 0 ? kRows : rows;
   const int64_t np = kPer > 0 ? kPer : per_row;
+  const int64_t own = kRows == 3 ? 1 : mid;
+  const float inf = std::numeric_limits<float>::infinity();
+  float row_a[3];  // per row of centres: the smallest row term
+  for (int64_t r = 0; r < nr; ++r) {
+    float m = inf;
+    for (int64_t j = 0; j < np; ++j) m = std::min(m, base[r * stride + j].a);
+    row_a[r] = m;
+  }
+  const v8i lane0 = {0, 1, 2, 3, 4, 5, 6, 7}, lane1 = lane0 + 8;
   // Two blocks of 8 at a time: each candidate's update of a block is a dependent chain
   // (compare, select), which one block alone leaves latency-bound.
   static_assert(kPad == 16, "two blocks of 8 per step");
@@ -289,28 +333,22 @@ SUPERCL_ALWAYS_INLINE void scan_cell(const float* __restrict row_values,
     s1 = b0;
     v8i l0 = {}, l1 = {};
 #pragma GCC unroll 3
-    for (int64_t r = 0; r < nr; ++r) {
+    for (int64_t j = 0; j < np; ++j)
+      visit(base + own * stride + j, x, v0, v1, cw, b0, b1, s0, s1, l0, l1);
+    const int32_t in_cell = static_cast<int32_t>(pb - x);
+    const v8f zero = {};
+    const v8f m0 = lane0 < in_cell ? b0 : zero, m1 = lane1 < in_cell ? b1 : zero;
+    const v8f m = m0 > m1 ? m0 : m1;
+    float bound = 0.0f;
+    for (int i = 0; i < 8; ++i) bound = m[i] > bound ? m[i] : bound;
 #pragma GCC unroll 3
-      for (int64_t j = 0; j < np; ++j) {
-        const BlockCandidate* c = base + r * stride + j;
-        v8f t0, t1;
-        std::memcpy(&t0, c->table + x, sizeof t0);
-        std::memcpy(&t1, c->table + x + 8, sizeof t1);
-        v8i k = {};
-        k += c->k;
-        const v8f e0 = (v0 - c->mi) - c->mf, e1 = (v1 - c->mi) - c->mf;
-        const v8f d0 = (c->a + t0) + (e0 * e0) * cw, d1 = (c->a + t1) + (e1 * e1) * cw;
-        // max(b, d), written as maxps computes it (one instruction, not a compare and a
-        // blend); the two forms differ only where d == b, which gives the same value
-        const v8f h0 = d0 > b0 ? d0 : b0, h1 = d1 > b1 ? d1 : b1;
-        s0 = h0 < s0 ? h0 : s0;  // min(s, max(b, d))
-        s1 = h1 < s1 ? h1 : s1;
-        const v8i closer0 = d0 < b0, closer1 = d1 < b1;
-        b0 = closer0 ? d0 : b0;
-        b1 = closer1 ? d1 : b1;
-        l0 = closer0 ? k : l0;
-        l1 = closer1 ? k : l1;
-      }
+    for (int64_t r = 0; r < nr; ++r) {
+      if (r == own) continue;
+      const float low = row_a[r];
+      if (low == inf || low - bound > rel * low + rel * bound + abs2) continue;
+#pragma GCC unroll 3
+      for (int64_t j = 0; j < np; ++j)
+        visit(base + r * stride + j, x, v0, v1, cw, b0, b1, s0, s1, l0, l1);
     }
     const v8i tie0 = ~((s0 - b0) > (rel * s0 + rel * b0 + abs2));
     const v8i tie1 = ~((s1 - b1) > (rel * s1 + rel * b1 + abs2));
@@ -324,7 +362,7 @@ SUPERCL_ALWAYS_INLINE void scan_cell(const float* __restrict row_values,
 SUPERCL_ALWAYS_INLINE int32_t scan_row_grey_body(const float* __restrict row_values,
                                                  const SlicGrid& g, int64_t width,
                                                  const BlockCandidate* centre_rows, int64_t rows,
-                                                 float cw, float rel, float abs2,
+                                                 int64_t mid, float cw, float rel, float abs2,
                                                  int32_t* __restrict row_labels,
                                                  int32_t* __restrict near) {
   for (int64_t ix = 0; ix < g.nx; ++ix) {
@@ -337,11 +375,11 @@ SUPERCL_ALWAYS_INLINE int32_t scan_row_grey_body(const float* __restrict row_val
     const BlockCandidate* base = centre_rows + ja;
     const int64_t per_row = jb - ja + 1;
     if (rows == 3 && per_row == 3)
-      scan_cell<3, 3>(row_values, base, g.nx, rows, per_row, pa, pb, cw, rel, abs2, row_labels,
-                      near);
+      scan_cell<3, 3>(row_values, base, g.nx, rows, per_row, mid, pa, pb, cw, rel, abs2,
+                      row_labels, near);
     else
-      scan_cell<0, 0>(row_values, base, g.nx, rows, per_row, pa, pb, cw, rel, abs2, row_labels,
-                      near);
+      scan_cell<0, 0>(row_values, base, g.nx, rows, per_row, mid, pa, pb, cw, rel, abs2,
+                      row_labels, near);
   }
   // Ties of the pixels < width only (the slack past it holds junk).
   int32_t found = 0;
@@ -351,20 +389,20 @@ SUPERCL_ALWAYS_INLINE int32_t scan_row_grey_body(const float* __restrict row_val
 
 SUPERCL_TARGET_AVX2 int32_t scan_row_grey_avx2(const float* row_values, const SlicGrid& g,
                                                int64_t width, const BlockCandidate* centre_rows,
-                                               int64_t rows, float cw, float rel, float abs2,
-                                               int32_t* row_labels, int32_t* near) {
-  return scan_row_grey_body(row_values, g, width, centre_rows, rows, cw, rel, abs2, row_labels,
-                            near);
+                                               int64_t rows, int64_t mid, float cw, float rel,
+                                               float abs2, int32_t* row_labels, int32_t* near) {
+  return scan_row_grey_body(row_values, g, width, centre_rows, rows, mid, cw, rel, abs2,
+                            row_labels, near);
 }
 
 int32_t scan_row_grey(const float* row_values, const SlicGrid& g, int64_t width,
-                      const BlockCandidate* centre_rows, int64_t rows, float cw, float rel,
-                      float abs2, int32_t* row_labels, int32_t* near) {
+                      const BlockCandidate* centre_rows, int64_t rows, int64_t mid, float cw,
+                      float rel, float abs2, int32_t* row_labels, int32_t* near) {
   if (SUPERCL_AVX2_VERSION && use_avx2())
-    return scan_row_grey_avx2(row_values, g, width, centre_rows, rows, cw, rel, abs2, row_labels,
-                              near);
-  return scan_row_grey_body(row_values, g, width, centre_rows, rows, cw, rel, abs2, row_labels,
-                            near);
+    return scan_row_grey_avx2(row_values, g, width, centre_rows, rows, mid, cw, rel, abs2,
+                              row_labels, near);
+  return scan_row_grey_body(row_values, g, width, centre_rows, rows, mid, cw, rel, abs2,
+                            row_labels, near);
 }
 
 // Writes a row's new labels (-1 outside the mask) over the previous ones; returns how many
@@ -440,8 +478,8 @@ int64_t assign_row(const float* values, const int32_t* quant, const uint8_t* mas
         c.k = static_cast<int32_t>(k);
       }
     }
-    any_tie = scan_row_grey(row_values, g, width, rows, jy1 - jy0 + 1, plan.cw, test.rel,
-                            test.abs2, row_labels, near);
+    any_tie = scan_row_grey(row_values, g, width, rows, jy1 - jy0 + 1, iy - jy0, plan.cw,
+                            test.rel, test.abs2, row_labels, near);
   } else {
     const float none = std::numeric_limits<float>::max();
     for (int64_t x = 0; x < width; ++x) {
