@@ -3,7 +3,8 @@
 One benchmark per (size, provider), grouped as ``slic-<S>x<S>``. Every provider segments the
 same 32 fixed-seed phantom slices into ~100 superpixels with 10 k-means iterations and
 connectivity enforcement. Correctness is checked before timing, outside the timed region.
-See benchmarks/README.md for the method.
+The hard cases further down (real MRI, flat CT, the phantom; issues 19 and 24) add fast-slic,
+the fastest CPU peer. See benchmarks/README.md for the method.
 """
 
 from __future__ import annotations
