@@ -19,9 +19,7 @@ scikit-image and scipy are test dependencies (``pip install 'supercl[test]'``), 
 the oracles that use them when they are called.
 """
 
-from supercl.ops.connected_components import connected_components_reference
 from supercl.ops.graph_components import graph_components_reference, knn_weak_labels_reference
-from supercl.ops.slic import slic_reference
 from supercl.ops.superpixel_pool import (downsample_segments_reference,
                                          superpixel_mean_map_reference, superpixel_pool_reference,
                                          superpixel_unpool_reference)
@@ -38,3 +36,48 @@ __all__ = [
     "superpixel_mean_map_reference",
     "downsample_segments_reference",
 ]
+
+
+# ---- the image ops: scikit-image, one image (or volume) at a time ----------------------------
+
+
+def slic_reference(images, mask=None, spatial_dims: int = 2, **kwargs):
+    """The oracle of :func:`supercl.ops.slic`: ``skimage.segmentation.slic`` on each image of a
+    (B, H, W) or (B, C, H, W) array (each volume of a (B, D, H, W) or (B, C, D, H, W) array with
+    ``spatial_dims=3``), with supercl's conventions (channels first, no Lab conversion, no
+    smoothing); int32 labels."""
+    import numpy as np
+    from skimage.segmentation import slic as sk_slic
+
+    images = np.asarray(images)
+    if images.ndim == spatial_dims + 1:
+        images = images[:, None]
+    out = []
+    for b in range(images.shape[0]):
+        image = np.moveaxis(images[b], 0, -1)
+        out.append(
+            sk_slic(
+                image,
+                channel_axis=-1,
+                convert2lab=False,
+                mask=None if mask is None else np.asarray(mask[b], dtype=bool),
+                **kwargs,
+            )
+        )
+    return np.stack(out).astype(np.int32)
+
+
+def connected_components_reference(labels, connectivity: int = 2, background=None,
+                                   spatial_dims: int = 2):
+    """The oracle of :func:`supercl.ops.connected_components`: ``skimage.measure.label`` applied
+    to one (H, W) image or each image of a (B, H, W) array, or to (each) (D, H, W) volume with
+    ``spatial_dims=3``; int32 labels."""
+    import numpy as np
+    from skimage.measure import label
+
+    labels = np.asarray(labels)
+    if labels.ndim == spatial_dims:
+        return label(labels, background=background, connectivity=connectivity).astype(np.int32)
+    return np.stack(
+        [label(im, background=background, connectivity=connectivity) for im in labels]
+    ).astype(np.int32)

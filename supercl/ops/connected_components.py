@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import torch
 
 from ._common import (
@@ -18,7 +17,7 @@ from ._common import (
     to_output,
 )
 
-__all__ = ["connected_components", "connected_components_reference"]
+__all__ = ["connected_components"]
 
 _INT32_MAX = 2**31 - 1
 # dtypes the C++ kernels take as they are; others are widened once (see _kernel_input).
@@ -240,18 +239,3 @@ def _kernel_input(x: torch.Tensor, background: int) -> tuple[torch.Tensor, bool,
         background = 0
     return x, has_background, background
 
-
-def connected_components_reference(
-    labels: np.ndarray, connectivity: int = 2, background=None, spatial_dims: int = 2
-):
-    """The oracle: ``skimage.measure.label`` applied to each image of a (B, H, W) array, or
-    each volume of a (B, D, H, W) array with ``spatial_dims=3`` (scikit-image is a test/bench
-    dependency, imported here on use)."""
-    from skimage.measure import label
-
-    labels = np.asarray(labels)
-    if labels.ndim == spatial_dims:
-        return label(labels, background=background, connectivity=connectivity).astype(np.int32)
-    return np.stack(
-        [label(im, background=background, connectivity=connectivity) for im in labels]
-    ).astype(np.int32)

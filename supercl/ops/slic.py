@@ -33,7 +33,7 @@ from ._common import (
     to_output,
 )
 
-__all__ = ["slic", "slic_reference"]
+__all__ = ["slic"]
 
 # Float coordinates are exact below 2**24 (csrc/include/supercl/slic.h).
 _MAX_SIDE = 2**24
@@ -720,29 +720,3 @@ def _plan_3d(mask, batch, depth, height, width, n_segments, compactness, spacing
                        dtype=np.int64)
     return grid, params, min_size
 
-
-def slic_reference(
-    images: np.ndarray, mask: np.ndarray | None = None, spatial_dims: int = 2, **kwargs
-) -> np.ndarray:
-    """The oracle: ``skimage.segmentation.slic`` on each image of a (B, H, W) or (B, C, H, W)
-    array (each volume of a (B, D, H, W) or (B, C, D, H, W) array with ``spatial_dims=3``),
-    with supercl's conventions (channels first, no Lab conversion, no smoothing).
-    scikit-image is a test/bench dependency, imported here on use."""
-    from skimage.segmentation import slic as sk_slic
-
-    images = np.asarray(images)
-    if images.ndim == spatial_dims + 1:
-        images = images[:, None]
-    out = []
-    for b in range(images.shape[0]):
-        image = np.moveaxis(images[b], 0, -1)
-        out.append(
-            sk_slic(
-                image,
-                channel_axis=-1,
-                convert2lab=False,
-                mask=None if mask is None else np.asarray(mask[b], dtype=bool),
-                **kwargs,
-            )
-        )
-    return np.stack(out).astype(np.int32)
