@@ -229,7 +229,7 @@ def test_slic_iterations_do_not_synchronise():
     x = torch.from_numpy(images).cuda()
     # the launcher takes (B, C, H, W); _rescale gives (B, H, W) for grey images
     normalized = slic_module._rescale(x.double(), None).float()[:, None].contiguous()
-    grid, params, min_size = slic_module._plan(None, 8, 128, 128, 100, 0.1, 1.0, 1.0, 0.5)
+    grid, params, min_size = slic_module._plan(None, 8, (128, 128), 100, 0.1, (1.0, 1.0), 0.5)
     _cuda.slic(normalized, None, grid, params, 10, True, min_size, 0)  # compile first
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")

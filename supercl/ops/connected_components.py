@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from supercl.kernels import CC_DTYPES
+
 from ._common import (
     as_tensor,
     check_int,
@@ -20,8 +22,9 @@ from ._common import (
 __all__ = ["connected_components"]
 
 _INT32_MAX = 2**31 - 1
-# dtypes the C++ kernels take as they are; others are widened once (see _kernel_input).
-_NATIVE = (torch.uint8, torch.int32, torch.int64)
+# dtypes the kernels of both backends take as they are (supercl.kernels.CC_DTYPES); others are
+# widened once (see _kernel_input).
+_NATIVE = tuple(getattr(torch, name) for name, _ in CC_DTYPES)
 
 
 def connected_components(
@@ -182,17 +185,15 @@ def _connected_components_impl(x: torch.Tensor, connectivity: int, has_backgroun
     """Labels int32 of the shape of ``x`` and counts (B,) int64 of a validated (B, H, W) or
     (B, D, H, W) uint8, int32 or int64 tensor (any strides) on ``backend`` ("cpu" or
     "cuda"), on the input's device."""
-    volumes = x.dim() == 4
     if backend == "cuda":
         from supercl.kernels.cuda import launch as _cuda
 
-        launch = _cuda.connected_components_3d if volumes else _cuda.connected_components
+        launch = _cuda.connected_components_3d if x.dim() == 4 else _cuda.connected_components
         result, num = launch(x.to(cuda_device(x.device)), connectivity, has_background,
                              background)
     else:
-        cpu = extension().connected_components_3d if volumes else extension().connected_components
-        out, counts = cpu(x.cpu().numpy(), connectivity, has_background, background,
-                          num_threads())
+        out, counts = extension().connected_components(x.cpu().numpy(), connectivity,
+                                                       has_background, background, num_threads())
         result, num = torch.from_numpy(out), torch.from_numpy(counts)
     return result.to(x.device), num.to(x.device)
 
