@@ -30,7 +30,7 @@ import torch
 from supercl import kernels
 from supercl._runtime import to_device_async
 
-__all__ = ["available", "require", "connected_components", "connected_components_3d", "slic"]
+__all__ = ["available", "require", "connected_components", "slic"]
 
 _THREADS = 256
 # Pixels of a row per thread in SLIC's centre accumulation (slic.cu): one set of atomics per
@@ -259,14 +259,19 @@ def _label(module, tiles_module, suffix: str, x: torch.Tensor, connectivity: int
 def connected_components(
     x: torch.Tensor, connectivity: int, has_background: bool, background: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Labels (B, H, W) int32 and counts (B,) int64 of a validated CUDA tensor (B, H, W) of
-    dtype uint8, int32 or int64, any strides: the block-based labeling of
-    connected_components.cu (tiles in shared memory, then the tile borders), then
-    _number_roots."""
+    """Labels int32 of the shape of ``x`` and counts (B,) int64 of a validated CUDA tensor
+    (B, H, W) or (B, D, H, W) of dtype uint8, int32 or int64, any strides: the block-based
+    labeling (tiles in shared memory, then the tile borders) of connected_components.cu, or of
+    connected_components_3d.cu for volumes, then _number_roots (connected_components.cu's roots
+    and gather over each image's or volume's flat forest)."""
     suffix, scalar = _CC_SUFFIX[x.dtype]
     module = _module("connected_components", x.device.index)
-    return _label(module, module, suffix, x, connectivity, has_background, scalar(background),
-                  _CC_TILE)
+    if x.dim() == 3:
+        tiles_module, tile = module, _CC_TILE
+    else:
+        tiles_module, tile = _module("connected_components_3d", x.device.index), _CC3_TILE
+    return _label(module, tiles_module, suffix, x, connectivity, has_background,
+                  scalar(background), tile)
 
 
 def _number_roots(module, parent: torch.Tensor, out: torch.Tensor, rank: torch.Tensor,
@@ -288,20 +293,6 @@ def _number_roots(module, parent: torch.Tensor, out: torch.Tensor, rank: torch.T
                          out=rank[b0 * size:b1 * size])
     _launch_segments(module, "cc_gather_kernel", batch, size, p, _ptr(rank), _i64(batch),
                      _i64(size), _i64(step), o, _ptr(counts))
-
-
-def connected_components_3d(
-    x: torch.Tensor, connectivity: int, has_background: bool, background: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Labels (B, D, H, W) int32 and counts (B,) int64 of a validated CUDA tensor (B, D, H, W)
-    of dtype uint8, int32 or int64, any strides: the 3-D tile and border kernels of
-    connected_components_3d.cu, then the 2-D module's roots and gather over each volume's flat
-    forest (_number_roots)."""
-    suffix, scalar = _CC_SUFFIX[x.dtype]
-    module3 = _module("connected_components_3d", x.device.index)
-    module = _module("connected_components", x.device.index)
-    return _label(module, module3, suffix, x, connectivity, has_background, scalar(background),
-                  _CC3_TILE)
 
 
 # Threads per SLIC update launch, about: enough to cover every centre of a typical batch
@@ -382,8 +373,7 @@ def slic(
                 _launch_centres(shaped, f"{prefix}_update_kernel", batch, k_max, s, g, B, K, C, c)
         out = torch.empty_like(labels)
         if enforce_connectivity:
-            label = connected_components if dims == 2 else connected_components_3d
-            cc, count = label(labels, 1, has_mask, -1)
+            cc, count = connected_components(labels, 1, has_mask, -1)
             per_component = (batch, size + 1)
             sizes = torch.zeros(per_component, dtype=torch.int64, device=device)
             first = torch.full(per_component, 2**31 - 1, dtype=torch.int32, device=device)

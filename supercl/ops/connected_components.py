@@ -188,9 +188,8 @@ def _connected_components_impl(x: torch.Tensor, connectivity: int, has_backgroun
     if backend == "cuda":
         from supercl.kernels.cuda import launch as _cuda
 
-        launch = _cuda.connected_components_3d if x.dim() == 4 else _cuda.connected_components
-        result, num = launch(x.to(cuda_device(x.device)), connectivity, has_background,
-                             background)
+        result, num = _cuda.connected_components(x.to(cuda_device(x.device)), connectivity,
+                                                 has_background, background)
     else:
         out, counts = extension().connected_components(x.cpu().numpy(), connectivity,
                                                        has_background, background, num_threads())
