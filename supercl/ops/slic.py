@@ -175,6 +175,7 @@ def slic(
     """
     if spatial_dims not in (2, 3) or isinstance(spatial_dims, bool):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
+    spatial_dims = 3 if spatial_dims == 3 else 2  # an int from here (3.0 was accepted before)
     x, single, as_numpy = _check_images(images, spatial_dims)
     batch, _, *spatial = x.shape
     n_segments = check_int(n_segments, "n_segments", minimum=1)
