@@ -32,6 +32,7 @@
 #include "ops.h"
 #include "parallel.h"
 #include "runs.h"
+#include "slic_shared.h"
 
 namespace supercl {
 namespace cpu {
@@ -110,8 +111,6 @@ struct CentreScan {
 // the values carry kPad elements of slack at their end.
 constexpr int64_t kPad = 16;
 
-#define SUPERCL_ALWAYS_INLINE __attribute__((always_inline)) inline
-
 // The pixels xs..xe of one row against one centre (see above).  Written branch-free so that
 // the loop vectorises: 4-byte elements throughout, selects through an integer mask (GCC 12 does
 // not if-convert an int select on a float compare).
@@ -145,23 +144,7 @@ SUPERCL_ALWAYS_INLINE void scan_float_body(const float* __restrict row_values,
   }
 }
 
-// Two versions of each scan: AVX2 (8 lanes) and the baseline target (SSE2, 4 lanes), chosen
-// once at run time (simd_level); the build must not assume -march=native.  Both give the same
-// labels: only the float distances could differ between them, and the labels do not depend on
-// those beyond the proven margin.  No FMA in either (-ffp-contract=off; FMA is not part of the
-// avx2 target).  The bodies are always_inline so that each version is compiled for its target.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define SUPERCL_AVX2_VERSION 1
-#define SUPERCL_TARGET_AVX2 __attribute__((target("avx2")))
-#else
-#define SUPERCL_AVX2_VERSION 0
-#define SUPERCL_TARGET_AVX2
-#endif
-bool use_avx2() {
-  static const bool avx2 = std::string(simd_level()) == "avx2";
-  return avx2;
-}
-
+// Each scan in two versions, AVX2 and the baseline (slic_shared.h).
 SUPERCL_TARGET_AVX2 void scan_float_any_avx2(const float* __restrict row_values,
                                              int64_t channel_stride, int64_t channels,
                                              const float* table, float a, const float* mi,
@@ -579,41 +562,6 @@ int64_t assign_row_double(const int32_t* quant, const uint8_t* mask, int64_t cha
   return changed;
 }
 
-void enforce_connectivity(int32_t* labels, bool masked, int64_t height, int64_t width,
-                          int64_t min_size, int32_t start_label, int threads) {
-  const int64_t n = height * width;
-  std::vector<int32_t> cc(n);
-  const int32_t count = connected_components_image<int32_t>(
-      labels, width, 1, height, width, /*connectivity=*/1, masked, -1, cc.data(), threads);
-  std::vector<int64_t> size(count + 1, 0), first(count + 1, -1);
-  // Sizes and first pixels a run of equal ids at a time (the ids come in long runs).
-  for (int64_t y = 0; y < height; ++y) {
-    const int32_t* row = cc.data() + y * width;
-    for (int64_t x0 = 0, x1; x0 < width; x0 = x1) {
-      const int32_t c = row[x0];
-      x1 = run_end(row, x0 + 1, width, c);
-      if (c <= 0) continue;
-      if (size[c] == 0) first[c] = y * width + x0;
-      size[c] += x1 - x0;
-    }
-  }
-  std::vector<int32_t> target(count + 1, 0), final_id(count + 1, 0), rank(count + 1, 0);
-  for (int32_t c = 1; c <= count; ++c) target[c] = slic_merge_target(cc.data(), width, first[c]);
-  // Merge pointers always point to smaller ids, so one ascending pass resolves the chains.
-  int32_t kept = 0;
-  for (int32_t c = 1; c <= count; ++c) {
-    const int32_t m = slic_merge_parent(size.data(), target.data(), min_size, c);
-    final_id[c] = m == c ? c : final_id[m];
-    if (final_id[c] == c) rank[c] = ++kept;
-  }
-  for (int64_t i0 = 0, i1; i0 < n; i0 = i1) {  // the same, a run of equal ids at a time
-    const int32_t c = cc[i0];
-    i1 = i0 + (run_end(cc.data() + i0, 1, n - i0, c));
-    fill_run(labels, i0, i1, slic_final_label(c, c <= 0, final_id.data(), rank.data(),
-                                              start_label));
-  }
-}
-
 }  // namespace
 
 // Without connectivity enforcement: renumber the centres that own pixels consecutively, in
@@ -703,7 +651,14 @@ void slic_image(const float* image, const uint8_t* mask, int64_t channels, int64
     }
   }
   if (enforce)
-    enforce_connectivity(labels, mask != nullptr, height, width, min_size, start_label, threads);
+    enforce_connectivity(
+        labels, height, width, min_size, start_label,
+        [&](int32_t* cc) {
+          return connected_components_image<int32_t>(labels, width, 1, height, width,
+                                                     /*connectivity=*/1, mask != nullptr, -1, cc,
+                                                     threads);
+        },
+        [&](const int32_t* cc, int64_t first) { return slic_merge_target(cc, width, first); });
   else
     slic_compact_labels(labels, hw, k_count, start_label);
 }
@@ -767,12 +722,7 @@ void slic(const float* image, const uint8_t* mask, int64_t batch, int64_t channe
                grid + 6 * b, params + 5 * b, max_num_iter, enforce_connectivity, min_size[b],
                start_label, out + b * hw, row_threads);
   };
-  if (batch >= threads || threads == 1) {
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-    for (int64_t b = 0; b < batch; ++b) one(b, 1);
-  } else {
-    for (int64_t b = 0; b < batch; ++b) one(b, threads);
-  }
+  for_each_image(batch, threads, one);
 }
 
 }  // namespace cpu
