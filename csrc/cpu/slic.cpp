@@ -774,11 +774,32 @@ bool float_range(const float* x, int64_t n, float& lo, float& hi) {
 
 // The rescaling itself: the same correctly rounded operations as the torch form, a
 // subtraction and a division in double, clamp (NaN, possible outside the mask, stays NaN),
-// rounding to float; 4 doubles a step in the AVX2 version.
+// rounding to float; 4 doubles a step (GCC 12 left the plain loop scalar: 14 instructions a
+// pixel, callgrind).
+typedef double v4d __attribute__((vector_size(32)));
+typedef float v4f __attribute__((vector_size(16)));
+
 template <typename T>
 SUPERCL_ALWAYS_INLINE void rescale_body(const T* __restrict x, int64_t n, double lo, double span,
                                         float* __restrict o) {
-  for (int64_t i = 0; i < n; ++i) {
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    v4d t;
+    if constexpr (std::is_same<T, float>::value) {
+      v4f v;
+      std::memcpy(&v, x + i, sizeof v);
+      t = __builtin_convertvector(v, v4d);
+    } else {
+      std::memcpy(&t, x + i, sizeof t);
+    }
+    t = (t - lo) / span;
+    const v4d zero = {}, one = zero + 1.0;
+    t = t < zero ? zero : t;
+    t = t > one ? one : t;
+    const v4f f = __builtin_convertvector(t, v4f);
+    std::memcpy(o + i, &f, sizeof f);
+  }
+  for (; i < n; ++i) {
     double t = (static_cast<double>(x[i]) - lo) / span;
     t = t < 0.0 ? 0.0 : (t > 1.0 ? 1.0 : t);
     o[i] = static_cast<float>(t);
