@@ -399,20 +399,24 @@ SUPERCL_ALWAYS_INLINE int32_t scan_row_grey_body(const float* __restrict row_val
   // Ties of the pixels < width only (the slack past it holds junk): scan_cell's flags of
   // its own pixels (a loop over the row's flags here cost 1.1 %, callgrind).
   v8i ties = {};
-  for (int64_t ix = 0; ix < g.nx; ++ix) {
-    const int64_t pa = ix == 0 ? 0 : g.x0 + ix * g.sx - g.sx / 2;
-    const int64_t pb = ix + 1 >= g.nx ? width : g.x0 + (ix + 1) * g.sx - g.sx / 2;
+  // slic_cell's boundaries, cell ix covering pa .. pb - 1, kept in locals (g is read through a
+  // reference, which the compiler reloaded for each cell)
+  const int64_t nx = g.nx, sx = g.sx;
+  int64_t pb = 0, edge = g.x0 + sx - sx / 2;
+  for (int64_t ix = 0; ix < nx; ++ix, edge += sx) {
+    const int64_t pa = pb;
+    pb = ix + 1 >= nx ? width : edge;
     // The centres of cells (iy +- 1, ix +- 1): up to 3 consecutive entries of each centre row,
     // read in place (copying them to a local array per cell cost a memcpy call per row of
     // centres: 7 % of SLIC's instructions on the real_mri 256^2 slices, callgrind).
-    const int64_t ja = ix > 0 ? ix - 1 : 0, jb = ix + 1 < g.nx ? ix + 1 : g.nx - 1;
+    const int64_t ja = ix > 0 ? ix - 1 : 0, jb = ix + 1 < nx ? ix + 1 : nx - 1;
     const BlockCandidate* base = centre_rows + ja;
     const int64_t per_row = jb - ja + 1;
     if (rows == 3 && per_row == 3)
-      scan_cell<3, 3>(row_values, base, g.nx, rows, per_row, mid, pa, pb, cw, rel, abs2,
+      scan_cell<3, 3>(row_values, base, nx, rows, per_row, mid, pa, pb, cw, rel, abs2,
                       row_labels, near, ties);
     else
-      scan_cell<0, 0>(row_values, base, g.nx, rows, per_row, mid, pa, pb, cw, rel, abs2,
+      scan_cell<0, 0>(row_values, base, nx, rows, per_row, mid, pa, pb, cw, rel, abs2,
                       row_labels, near, ties);
   }
   int32_t found = 0;
