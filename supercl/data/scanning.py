@@ -89,7 +89,7 @@ class DatasetInfo:
         largest label value found in the label files; without labels
         ``{0: "background"}``.
     layout : str
-        ``"msd"`` or ``"folder"``.
+        ``"msd"``, ``"nnunet"`` or ``"folder"``.
     """
 
     root: pathlib.Path
@@ -217,9 +217,8 @@ def _scan_msd(root: pathlib.Path, modality: Optional[str]) -> DatasetInfo:
                          f"got {type(meta).__name__}")
     training = meta.get("training")
     if not isinstance(training, list):
-        hint = (" (an nnU-Net v2 dataset.json lists no files; pass the imagesTr folder with "
-                "labels=<labelsTr folder> instead)" if "channel_names" in meta else "")
-        raise ValueError(f'{meta_path}: malformed dataset.json: no "training" list{hint}')
+        raise ValueError(f'{meta_path}: malformed dataset.json: no "training" list (nor the '
+                         '"channel_names" of an nnU-Net v2 dataset.json)')
     test = meta.get("test") or []
     if not isinstance(test, list):
         raise ValueError(f'{meta_path}: malformed dataset.json: "test" must be a list')
@@ -305,7 +304,9 @@ def scan_dataset(path: PathLike, labels: Optional[PathLike] = None,
                  modality: Optional[str] = None) -> DatasetInfo:
     """Find the cases of a dataset folder.
 
-    Two layouts are recognised:
+    Three layouts are recognised (the third, an nnU-Net v2 raw dataset: ``dataset.json``
+    with ``channel_names``, ``labels`` and ``file_ending``, ``imagesTr/<case>_0000.nii.gz``,
+    ``labelsTr/<case>.nii.gz``, is read by :func:`supercl.data.nnunet.scan_nnunet`):
 
     * **MSD** -- ``path`` contains ``dataset.json``: its ``"training"`` list
       of ``{"image": "./imagesTr/x.nii.gz", "label": "./labelsTr/x.nii.gz"}``
@@ -371,7 +372,13 @@ def scan_dataset(path: PathLike, labels: Optional[PathLike] = None,
         if labels is not None:
             raise ValueError(f"{root}: labels= is for plain folders; this MSD folder's "
                              f"dataset.json lists the label files")
-        return _scan_msd(root, modality)
+        from .nnunet import is_nnunet_dataset_json, scan_nnunet
+
+        try:  # nnU-Net v2's dataset.json (channel_names, no file list): supercl.data.nnunet
+            nnunet = is_nnunet_dataset_json(json.loads((root / "dataset.json").read_text("utf-8")))
+        except (OSError, ValueError):
+            nnunet = False  # _scan_msd reports it
+        return scan_nnunet(root, modality) if nnunet else _scan_msd(root, modality)
     return _scan_folder(root, labels, modality)
 
 
