@@ -184,3 +184,61 @@ def test_cli_backbone_options(tmp_path, capsys):
     assert err.value.code == 2
     assert "--plans" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_monai_encoder_keys_are_basic_unets_own():
+    """The monai encoder's state (encoder.pt) loads into a plain MONAI BasicUNet as it is: its
+    keys are BasicUNet's conv_0 / down_* and only the up-sampling path is left missing."""
+    nets = _needs("monai").networks.nets
+    backbone = backbone_of({"backbone": "monai", "base_channels": 4})
+    state = backbone.encoder().state_dict()
+    net = nets.BasicUNet(spatial_dims=2, in_channels=1, out_channels=3, features=backbone.features)
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    assert not unexpected and missing
+    assert all(k.startswith(("upcat_", "final_conv")) for k in missing)
+    seg = backbone.segmenter(3)
+    assert seg.basic_unet().state_dict().keys() == net.state_dict().keys()
+    x = torch.randn(1, 1, 32, 32)
+    seg.eval()
+    torch.testing.assert_close(seg(x), seg.basic_unet()(x))
+
+
+def test_export_nnunet_writes_the_planned_network(tmp_path):
+    """export_nnunet: network_weights has every key of the network nnU-Net builds from the
+    plans, the encoder's (and the decoder's alias of it) are the pre-trained ones, the rest a
+    seeded nnU-Net initialisation; runs of another backbone and multi-channel datasets are
+    refused."""
+    _needs("dynamic_network_architectures")
+    from supercl.models.backbones import export_nnunet
+
+    plans = nnunet_plans(tmp_path / "nnUNetPlans.json")
+    backbone = NNUNetBackbone(str(plans))
+    torch.manual_seed(3)
+    state = backbone.encoder().state_dict()
+    run = tmp_path / "encoder.pt"
+    torch.save({"kind": "encoder", "encoder": state,
+                "config": {"backbone": "nnunet", "plans": str(plans)}}, run)
+    export_nnunet(run, tmp_path / "a.pth")
+    export_nnunet(run, tmp_path / "b.pth")
+    a = torch.load(tmp_path / "a.pth", weights_only=False)["network_weights"]
+    b = torch.load(tmp_path / "b.pth", weights_only=False)["network_weights"]
+    network = backbone.network(5, deep_supervision=True).state_dict()
+    assert {k: v.shape for k, v in a.items() if ".seg_layers." not in k} == \
+        {k: v.shape for k, v in network.items() if ".seg_layers." not in k}
+    for k, v in state.items():
+        assert torch.equal(a["encoder." + k[5:]], v) and torch.equal(a["decoder.encoder." + k[5:]], v)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the decoder's initialisation is seeded
+    decoder = [k for k in a if k.startswith("decoder.") and not k.startswith("decoder.encoder.")]
+    assert decoder and any(not torch.equal(a[k], network[k]) for k in decoder
+                           if a[k].is_floating_point() and a[k].numel() > 1)
+
+    torch.save({"kind": "encoder", "encoder": {}, "config": {"backbone": "supercl"}},
+               tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="pre-trained with backbone 'supercl'"):
+        export_nnunet(tmp_path / "other.pt", tmp_path / "c.pth")
+    (tmp_path / "dataset.json").write_text(json.dumps(
+        {"channel_names": {"0": "T2", "1": "ADC"}, "labels": {"background": 0, "a": 1},
+         "file_ending": ".nii.gz"}))
+    with pytest.raises(ValueError, match=r'dataset\.json: "channel_names" has 2 channels'):
+        export_nnunet(run, tmp_path / "d.pth")
+    assert not (tmp_path / "c.pth").exists() and not (tmp_path / "d.pth").exists()

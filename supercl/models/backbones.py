@@ -408,7 +408,8 @@ def export_nnunet(run: str | Path, out: str | Path, plans: str | Path | None = N
     own initialisation of a new network (``InitWeights_He(1e-2)``, seeded by ``seed``), i.e.
     it is not pre-trained, exactly as if nnU-Net had initialised it. ``num_classes`` only
     sizes the segmentation layers, which nnU-Net does not load (default: from the
-    ``dataset.json`` next to the plans, else 2).
+    ``dataset.json`` next to the plans, else 2). A ``dataset.json`` there with more than one
+    channel is refused (the pre-trained first convolution has one input channel).
 
     Returns a summary: the file, the counts of pre-trained and initialised tensors.
     """
@@ -422,13 +423,19 @@ def export_nnunet(run: str | Path, out: str | Path, plans: str | Path | None = N
                          "nnU-Net builds)")
     backbone = NNUNetBackbone(str(plans or saved.get("plans")),
                               configuration or saved.get("plans_configuration", "2d"))
-    if num_classes is None:
-        meta = Path(backbone.arch["file"]).parent / "dataset.json"
-        num_classes = 2
-        if meta.is_file():
-            from supercl.data.nnunet import read_nnunet_dataset_json
+    meta = Path(backbone.arch["file"]).parent / "dataset.json"  # nnU-Net copies it there
+    if meta.is_file():
+        from supercl.data.nnunet import read_nnunet_dataset_json
 
-            num_classes = max(read_nnunet_dataset_json(meta)["labels"].values()) + 1
+        dataset = read_nnunet_dataset_json(meta)
+        if len(dataset["channel_names"]) != 1:
+            # the first convolution would not match: nnU-Net's load refuses it, less plainly
+            raise ValueError(f'{meta}: "channel_names" has {len(dataset["channel_names"])} '
+                             "channels; supercl pre-trains one-channel encoders, so its "
+                             "weights fit only a one-channel nnU-Net dataset")
+        if num_classes is None:
+            num_classes = max(dataset["labels"].values()) + 1
+    num_classes = num_classes or 2
     torch.manual_seed(seed)
     # nnU-Net trains with deep supervision on; the keys are the same either way.
     network = backbone.network(num_classes, deep_supervision=True)
