@@ -147,7 +147,7 @@ def _backbone_options(g) -> None:
 
 
 def _export(args) -> int:
-    from supercl.models.backbones import export_nnunet
+    from supercl.train.export import export_nnunet
 
     done = export_nnunet(args.source, args.nnunet, plans=args.plans,
                          configuration=args.plans_configuration, seed=args.seed)

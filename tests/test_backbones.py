@@ -209,7 +209,7 @@ def test_export_nnunet_writes_the_planned_network(tmp_path):
     seeded nnU-Net initialisation; runs of another backbone and multi-channel datasets are
     refused."""
     _needs("dynamic_network_architectures")
-    from supercl.models.backbones import export_nnunet
+    from supercl.train.export import export_nnunet
 
     plans = nnunet_plans(tmp_path / "nnUNetPlans.json")
     backbone = NNUNetBackbone(str(plans))
@@ -242,3 +242,12 @@ def test_export_nnunet_writes_the_planned_network(tmp_path):
     with pytest.raises(ValueError, match=r'dataset\.json: "channel_names" has 2 channels'):
         export_nnunet(run, tmp_path / "d.pth")
     assert not (tmp_path / "c.pth").exists() and not (tmp_path / "d.pth").exists()
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import supercl.models.backbones as module
+
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

@@ -304,9 +304,10 @@ def scan_dataset(path: PathLike, labels: Optional[PathLike] = None,
                  modality: Optional[str] = None) -> DatasetInfo:
     """Find the cases of a dataset folder.
 
-    Three layouts are recognised (the third, an nnU-Net v2 raw dataset: ``dataset.json``
-    with ``channel_names``, ``labels`` and ``file_ending``, ``imagesTr/<case>_0000.nii.gz``,
-    ``labelsTr/<case>.nii.gz``, is read by :func:`supercl.data.nnunet.scan_nnunet`):
+    Two layouts are recognised here; :func:`supercl.data.nifti.scan_dataset` (what
+    ``supercl.data`` exports and the trainer uses) adds a third, the nnU-Net v2 raw dataset
+    (``dataset.json`` with ``channel_names``, ``imagesTr/<case>_0000.nii.gz``: read by
+    :func:`supercl.data.nnunet.scan_nnunet`):
 
     * **MSD** -- ``path`` contains ``dataset.json``: its ``"training"`` list
       of ``{"image": "./imagesTr/x.nii.gz", "label": "./labelsTr/x.nii.gz"}``
@@ -372,13 +373,7 @@ def scan_dataset(path: PathLike, labels: Optional[PathLike] = None,
         if labels is not None:
             raise ValueError(f"{root}: labels= is for plain folders; this MSD folder's "
                              f"dataset.json lists the label files")
-        from .nnunet import is_nnunet_dataset_json, scan_nnunet
-
-        try:  # nnU-Net v2's dataset.json (channel_names, no file list): supercl.data.nnunet
-            nnunet = is_nnunet_dataset_json(json.loads((root / "dataset.json").read_text("utf-8")))
-        except (OSError, ValueError):
-            nnunet = False  # _scan_msd reports it
-        return scan_nnunet(root, modality) if nnunet else _scan_msd(root, modality)
+        return _scan_msd(root, modality)
     return _scan_folder(root, labels, modality)
 
 
