@@ -218,7 +218,9 @@ def test_export_nnunet_writes_the_planned_network(tmp_path):
     run = tmp_path / "encoder.pt"
     torch.save({"kind": "encoder", "encoder": state,
                 "config": {"backbone": "nnunet", "plans": str(plans)}}, run)
-    export_nnunet(run, tmp_path / "a.pth")
+    from supercl.cli import main
+
+    assert main(["export", str(run), "--nnunet", str(tmp_path / "a.pth")]) == 0
     export_nnunet(run, tmp_path / "b.pth")
     a = torch.load(tmp_path / "a.pth", weights_only=False)["network_weights"]
     b = torch.load(tmp_path / "b.pth", weights_only=False)["network_weights"]
@@ -251,3 +253,19 @@ def test_docstring_examples_run():
 
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_runs_written_before_backbones_resume(tmp_path):
+    """A checkpoint's config without the backbone settings ran supercl's U-Net: resuming it
+    with the defaults is allowed, with another backbone it is not."""
+    from dataclasses import asdict
+
+    from supercl.train import PretrainConfig
+    from supercl.train.loop import check_resume
+
+    saved = asdict(PretrainConfig())
+    for key in ("backbone", "plans", "plans_configuration"):
+        del saved[key]
+    check_resume(PretrainConfig(), saved, tmp_path / "checkpoint.pt")
+    with pytest.raises(ValueError, match="--backbone supercl -> monai"):
+        check_resume(PretrainConfig(backbone="monai"), saved, tmp_path / "checkpoint.pt")
