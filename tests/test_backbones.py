@@ -234,16 +234,29 @@ def test_export_nnunet_writes_the_planned_network(tmp_path):
     assert decoder and any(not torch.equal(a[k], network[k]) for k in decoder
                            if a[k].is_floating_point() and a[k].numel() > 1)
 
-    torch.save({"kind": "encoder", "encoder": {}, "config": {"backbone": "supercl"}},
-               tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="pre-trained with backbone 'supercl'"):
-        export_nnunet(tmp_path / "other.pt", tmp_path / "c.pth")
     (tmp_path / "dataset.json").write_text(json.dumps(
         {"channel_names": {"0": "T2", "1": "ADC"}, "labels": {"background": 0, "a": 1},
          "file_ending": ".nii.gz"}))
     with pytest.raises(ValueError, match=r'dataset\.json: "channel_names" has 2 channels'):
         export_nnunet(run, tmp_path / "d.pth")
-    assert not (tmp_path / "c.pth").exists() and not (tmp_path / "d.pth").exists()
+    assert not (tmp_path / "d.pth").exists()
+
+
+def test_export_refuses_runs_of_other_backbones(tmp_path, capsys):
+    """(Needs no optional package, so that the export module's imports are checked
+    everywhere.)"""
+    from supercl.cli import main
+    from supercl.train.export import export_nnunet
+
+    torch.save({"kind": "encoder", "encoder": {}, "config": {"backbone": "supercl"}},
+               tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="pre-trained with backbone 'supercl'"):
+        export_nnunet(tmp_path / "other.pt", tmp_path / "c.pth")
+    assert main(["export", str(tmp_path / "other.pt"), "--nnunet", str(tmp_path / "c.pth")]) == 2
+    assert "export --nnunet needs a run pre-trained with --backbone nnunet" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="no config.json or supercl checkpoint"):
+        export_nnunet(tmp_path / "nothing", tmp_path / "c.pth")
+    assert not (tmp_path / "c.pth").exists()
 
 
 def test_docstring_examples_run():

@@ -184,7 +184,7 @@ def write_nnunet_raw(root, n_volumes: int = 4, shape=(32, 128, 128), *, n_organs
     import shutil
     import tempfile
 
-    from .phantom import write_msd
+    from supercl.data import write_msd  # the package's phantom writer, wherever it lives
 
     root = pathlib.Path(root)
     if root.exists() and any(root.iterdir()) and not overwrite:
