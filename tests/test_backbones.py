@@ -92,7 +92,7 @@ def test_encoder_interface_and_head(settings):
 def test_ilcp_level_rule_on_backbones(settings):
     """The scale-aware rule: the deepest level whose map gives a superpixel >= 4 pixels, on the
     backbone's own down-sampling."""
-    from supercl.train.pretrain import PretrainConfig, resolve_ilcp_level
+    from supercl.train.pretraining import PretrainConfig, resolve_ilcp_level
 
     backbone = backbone_of(settings)
     for side, k in ((32, 16), (64, 16), (64, 100), (32, 64)):

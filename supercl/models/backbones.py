@@ -14,7 +14,7 @@ supercl's own. Each family is a :class:`Backbone`: a small object the trainer as
   attribute has the same parameter names as ``encoder()``, so that a pre-trained encoder
   state loads into it unchanged, and whose ``forward`` gives logits (B, K, H, W).
 - ``reductions``: the down-sampling (rows, columns) of every encoder level, for ILCP's
-  scale-aware level rule (:func:`supercl.train.pretrain.resolve_ilcp_level`) and for the
+  scale-aware level rule (:func:`supercl.train.pretraining.resolve_ilcp_level`) and for the
   patch-size check.
 
 :func:`backbone_of` builds the one a run's settings name (``backbone``, ``base_channels``,

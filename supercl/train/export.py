@@ -14,7 +14,7 @@ import torch
 from supercl.data.nnunet import read_nnunet_dataset_json
 from supercl.models.backbones import NNUNetBackbone, NNUNetEncoder
 
-from .finetune import _load_encoder  # the one reader of pre-training runs
+from .finetuning import _load_encoder  # the one reader of pre-training runs
 
 __all__ = ["export_nnunet"]
 
