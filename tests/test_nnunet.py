@@ -48,12 +48,14 @@ def test_scan_nnunet_raw_dataset(raw, tmp_path):
 
     info = scan_dataset(raw)
     assert info.layout == "nnunet" and info.modality == "CT"
-    assert info.class_names == {0: "background", 1: "organ1", 2: "organ2"}
     assert [c.name for c in info.cases] == [f"phantom_{i:03d}" for i in range(5)]
     assert all(c.image.name == f"{c.name}_0000.nii.gz" and c.label.name == f"{c.name}.nii.gz"
                for c in info.cases)
-    # the same volumes as the MSD phantom they were written from
+    # the same volumes and classes as the MSD phantom they were written from
     msd = scan_dataset(write_msd(tmp_path / "msd", n_volumes=5, shape=(4, 32, 32), n_organs=2))
+    assert info.class_names == msd.class_names and len(info.class_names) == 3
+    labels = json.loads((raw / "dataset.json").read_text())["labels"]
+    assert labels == {name: value for value, name in msd.class_names.items()}
     for a, b in zip(info.cases, msd.cases):
         x, y, _ = load_case(a, patch_size=32, class_names=info.class_names)
         u, v, _ = load_case(b, patch_size=32, class_names=msd.class_names)
