@@ -158,13 +158,15 @@ def _export(args) -> int:
     return 0
 
 
-def _export_parser(sub, commands) -> None:
-    p = commands["export"] = sub.add_parser(
-        "export", help="write a pre-trained encoder as nnU-Net v2 pre-trained weights",
-        description="Writes the encoder of a pre-training run made with --backbone nnunet into "
-        "the whole network nnU-Net builds from the plans, as a checkpoint that nnUNetv2_train "
-        "... -pretrained_weights FILE loads. The encoder carries the pre-trained weights; the "
-        "decoder carries nnU-Net's own initialisation (it is not pre-trained).")
+_EXPORT_HELP = "write a pre-trained encoder as nnU-Net v2 pre-trained weights"
+_EXPORT_DESCRIPTION = (
+    "Writes the encoder of a pre-training run made with --backbone nnunet into the whole "
+    "network nnU-Net builds from the plans, as a checkpoint that nnUNetv2_train ... "
+    "-pretrained_weights FILE loads. The encoder carries the pre-trained weights; the decoder "
+    "carries nnU-Net's own initialisation (it is not pre-trained). See docs/nnunet.md.")
+
+
+def _export_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", metavar="RUN", help="pre-training run folder (or its encoder.pt)")
     p.add_argument("--nnunet", required=True, metavar="OUT.pth", help="the file to write")
     p.add_argument("--plans", default=None, metavar="FILE",
@@ -173,7 +175,6 @@ def _export_parser(sub, commands) -> None:
                    help="the plans' configuration (default: the run's, 2d)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the decoder's initialisation (default: 0)")
-    p.set_defaults(run=_export)
 
 
 def _pretrain_options(p: argparse.ArgumentParser) -> None:
@@ -569,7 +570,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_ablate_options(p)
     p.set_defaults(run=_ablate)
-    _export_parser(sub, parser.commands)
+    p = parser.commands["export"] = sub.add_parser("export", help=_EXPORT_HELP,
+                                                   description=_EXPORT_DESCRIPTION)
+    _export_options(p)
+    p.set_defaults(run=_export)
     return parser
 
 
