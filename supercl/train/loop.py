@@ -25,6 +25,7 @@ import torch
 from supercl._runtime import json_text, resolve_device, write_json
 from supercl._validate import (SettingError, check_bool, check_choice, check_float, check_int,
                                check_setting)
+from supercl.models.backbones import BACKBONES, backbone_of
 
 from .dataset import DataConfig
 
@@ -64,7 +65,7 @@ class RunConfig(DataConfig):
         super().__post_init__()
         check_setting(self, "base_channels", check_int, 1)
         check_setting(self, "depth", check_int, 1)
-        check_setting(self, "backbone", check_choice, ("supercl", "nnunet", "monai"))
+        check_setting(self, "backbone", check_choice, BACKBONES)
         check_setting(self, "amp", check_choice, ("auto", "off", "bf16", "fp16"))
         check_setting(self, "seed", check_int)
         for name in ("threads", "checkpoint_every", "max_steps", "crop_size"):
@@ -73,8 +74,6 @@ class RunConfig(DataConfig):
             check_setting(self, name, check_bool)
         multiple, what = 2**self.depth, "2**depth"
         if self.backbone != "supercl":  # the backbone's own down-sampling (plans are read here)
-            from supercl.models.backbones import backbone_of
-
             try:
                 multiple, what = max(backbone_of(self).multiple), f"the {self.backbone} network's"
             except (ValueError, FileNotFoundError) as err:
