@@ -77,6 +77,8 @@ NAMES: dict[str, str] = {
     "inter_edge_organ_agreement": "organ overlap of joined slices",
     "inter_edge_organ_chance": "organ overlap by chance",
     "inter_partner_edge_share": "graph edges to the slice's own other view",
+    "scratch": "from scratch",
+    "supercl": "SuperCL encoder",
 }
 
 
@@ -444,7 +446,8 @@ def plot_dsc_bars(results: dict[str, dict[str, float]], path: str | Path, *, met
             v = results[run].get(c)
             values.append(float("nan") if v is None else 100.0 * float(v))
         colour = PALETTE[i % len(PALETTE)]
-        ax.bar(offsets, values, width * 0.95, label=str(run), color=[ch / 255 for ch in colour])
+        ax.bar(offsets, values, width * 0.95, label=display_name(str(run)),
+               color=[ch / 255 for ch in colour])
         for x, v in zip(offsets, values):
             text, y = ("n/a", 1.0) if math.isnan(v) else (f"{v:.1f}", v + 1.0)
             ax.text(x, y, text, ha="center", va="bottom", fontsize=label_size, rotation=rotation,
@@ -629,8 +632,9 @@ def plot_predictions(images: Any, labels: Any, pred: Any, volume: Any, captions:
     legend = {class_names.get(c, f"class {c}"): PALETTE[(c - 1) % len(PALETTE)]
               for c in range(1, num_classes)}
     return plot_image_grid(tiles, titles, path, columns=4, legend=legend,
-                           title=(f"{run}: " if run else "") + "test slices showing every class: "
-                                 "ground truth (left of each pair) and prediction (right)")
+                           title=(f"{display_name(run)}: " if run else "")
+                           + "test slices showing every class: "
+                             "ground truth (left of each pair) and prediction (right)")
 
 
 def plot_arm_comparison(images: Any, labels: Any, preds: Mapping[str, Any], captions: list[str],
