@@ -13,6 +13,7 @@ from supercl.viz import (
     overlay,
     plot_dsc_bars,
     plot_loss_curves,
+    segmentation_tile,
 )
 
 
@@ -56,6 +57,30 @@ def test_overlay_colours_the_boundary_only():
     assert (rgb[edge] == (1, 2, 3)).all()
     for ch in range(3):
         np.testing.assert_array_equal(rgb[..., ch][~edge], grey[~edge])
+
+
+def test_segmentation_tile_fills_outlines_and_cycles_the_palette():
+    # what prediction_overlay's tests checked, for the tile that the figures use
+    grey = np.full((6, 7), 80, np.uint8)
+    labels = np.zeros((6, 7), np.int64)
+    labels[1:5, 1:5] = 1
+    labels[5, 6] = len(PALETTE) + 1  # cycles back to the first colour
+    rgb = segmentation_tile(grey, labels, len(PALETTE) + 2, alpha=0.35)
+    assert rgb.shape == (6, 7, 3) and rgb.dtype == np.uint8
+    assert rgb[0, 0].tolist() == [80, 80, 80]  # background: the grey slice
+    assert rgb[1, 1].tolist() == list(PALETTE[0])  # the outline, opaque
+    expected = np.rint(0.65 * 80 + 0.35 * np.array(PALETTE[0], float)).astype(int)
+    assert rgb[2, 2].tolist() == expected.tolist()  # inside: filled at alpha
+    assert rgb[5, 6].tolist() == list(PALETTE[0])
+    np.testing.assert_array_equal(
+        segmentation_tile(torch.from_numpy(grey), torch.from_numpy(labels), len(PALETTE) + 2),
+        segmentation_tile(grey, labels, len(PALETTE) + 2))
+    with pytest.raises(TypeError):
+        segmentation_tile(grey.astype(np.float32), labels, 9)
+    with pytest.raises(ValueError):
+        segmentation_tile(grey, labels[:5], 9)
+    with pytest.raises(ValueError):
+        segmentation_tile(grey, labels, 2)  # a value outside [0, num_classes)
 
 
 # ----------------------------------------------------------------------------- charts
