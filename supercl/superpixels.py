@@ -37,7 +37,7 @@ def add_superpixels_options(p: argparse.ArgumentParser, at_least) -> None:
                    "stretch; crop: centre-crop/pad without scaling) (default: pad)")
     p.add_argument("--out", default="runs/superpixels", metavar="DIR",
                    help="output folder (default: runs/superpixels)")
-    p.add_argument("--slices", type=at_least(1), default=8, help="slices shown (default: 8)")
+    p.add_argument("--slices", type=at_least(1), default=8, help="2-D: slices shown (default: 8)")
     p.add_argument("--n-segments", type=at_least(1), default=None,
                    help="superpixels per slice (default: 100), or supervoxels per volume with "
                    "--3d (default: 2000)")
