@@ -31,6 +31,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.append(str(HERE.parent / "tests"))  # phantom_v1, the benchmarks' inputs (conftest.py)
 DEVICE = "cuda"
 
 
@@ -53,7 +54,7 @@ def _supcon(dtype, precision):
 def _pool():
     from test_bench_superpixel_pool import BATCH, CHANNELS, SIZE, _segments
 
-    from supercl.data import phantom_batch
+    from phantom_v1 import phantom_batch
     from supercl.ops import superpixel_pool
 
     batch = BATCH[DEVICE]
@@ -85,7 +86,7 @@ def _step():
 
 
 def _ccl_binary():
-    from supercl.data import phantom_batch
+    from phantom_v1 import phantom_batch
     from supercl.ops import connected_components
 
     _, labels = phantom_batch(32, 512, 512, seed=0)

@@ -50,7 +50,7 @@ DEVICES = ["cpu"] + (["cuda"] if HAS_CUDA else [])
 
 
 def batch_of_slices(device: str):
-    from supercl.data import phantom_batch
+    from phantom_v1 import phantom_batch
 
     images, _ = phantom_batch(BATCH, SIZE, SIZE, seed=0)
     x = (np.clip(images, -200, 300) + 200) / 500

@@ -178,7 +178,7 @@ GPU_CASES = [  # (size, n_segments, batch, masked, dtype)
          for s, k, b, m, d in GPU_CASES],
 )
 def test_bench_slic_gpu(request, measure, size, n_segments, batch, masked, dtype):
-    from supercl.data import phantom_batch
+    from phantom_v1 import phantom_batch
 
     request.getfixturevalue("cuda_backend")
     images, _ = phantom_batch(batch, size, size, seed=1)

@@ -1,9 +1,9 @@
 """3-D SLIC supervoxels: supercl against scikit-image on the same phantom CT volume.
 
 One benchmark per provider, grouped as ``slic_3d-128x256x256``: a fixed-seed 128 x 256 x 256
-phantom CT volume (supercl.data.phantom.phantom_volume) segmented into ~2000 supervoxels
-(16^3 voxels each) with 10 k-means iterations, compactness 0.1 on [0, 1]-rescaled intensities,
-CT spacing (2.5, 0.7, 0.7) mm and 6-connectivity enforcement. Correctness before timing,
+phantom CT volume (phantom_v1.phantom_volume, tests/phantom_v1.py) segmented into ~2000
+supervoxels (16^3 voxels each) with 10 k-means iterations, compactness 0.1 on [0, 1]-rescaled
+intensities, CT spacing (2.5, 0.7, 0.7) mm and 6-connectivity enforcement. Correctness before timing,
 outside the timed region: supercl's supervoxel count within 25 % of scikit-image's, and its
 boundary recall and undersegmentation error against the organ labels within 0.02 of
 scikit-image's. The cuda-marked cases (a GPU session) time the GPU backend on the same volume
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from supercl.data.phantom import phantom_volume
+from phantom_v1 import phantom_volume
 from supercl.ops import slic
 
 HAS_CUDA = torch.cuda.is_available()

@@ -1,5 +1,8 @@
 """Argument checks shared by the whole package: the ops' boundaries, the models, the phantom
-generators and the config dataclasses of the trainer (which validate in ``__post_init__``)."""
+generators and the config dataclasses of the trainer (which validate in ``__post_init__``).
+
+Every check names the argument in its message and raises ``TypeError`` for the wrong kind of
+value (or dtype) and ``ValueError`` for a wrong value (or shape, or device)."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["SettingError", "check_int", "check_float", "check_bool", "check_choice",
-           "check_spacing", "check_seed", "check_setting"]
+           "check_spacing", "check_seed", "child_seed", "check_setting", "check_tensor"]
 
 
 class SettingError(ValueError):
@@ -107,6 +110,16 @@ def check_seed(value: Any, name: str = "seed") -> np.random.SeedSequence:
     return np.random.SeedSequence(int(value))
 
 
+def child_seed(seed: Any, index: int) -> np.random.SeedSequence:
+    """The seed of item ``index`` of a batch or a dataset drawn with ``seed`` (checked by
+    :func:`check_seed`): its ``SeedSequence`` with ``index`` appended to the spawn key, so
+    item i is the same whatever the number of items."""
+    parent = check_seed(seed)
+    return np.random.SeedSequence(
+        parent.entropy, spawn_key=tuple(parent.spawn_key) + (index,),
+        pool_size=parent.pool_size)
+
+
 def check_setting(config: Any, name: str, check=check_int, *args, **kwargs) -> None:
     """Run ``check(getattr(config, name), name, ...)`` for a config dataclass's field and raise
     its failure as :class:`SettingError`, naming the field."""
@@ -116,3 +129,79 @@ def check_setting(config: Any, name: str, check=check_int, *args, **kwargs) -> N
         text = str(err)
         raise SettingError(name, text[len(name):].strip() if text.startswith(name) else text) \
             from None
+
+
+# What an empty dimension of a tensor is called in check_tensor's messages, by its letter in
+# ``dims``; H and W are reported together as an empty image.
+_EMPTY_DIM = {
+    "B": "is an empty batch (B = 0)",
+    "N": "is an empty batch (N = 0)",
+    "C": "has no channels (C = 0)",
+    "K": "has no segments (K = 0)",
+    "D": "has no features (D = 0; D >= 1 needed)",
+}
+
+
+def _dtype_names(dtypes: tuple) -> str:
+    names = [str(d).replace("torch.", "") for d in dtypes]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def check_tensor(value: Any, name: str, *, dtype: Any = None, dims: str | None = None,
+                 shape: tuple | None = None, nonempty: str = "", device: Any = None,
+                 device_of: str = "", dtype_text: str | None = None,
+                 arrays: bool = True) -> Any:
+    """Check a tensor argument once, at the boundary, and return it.
+
+    - ``dtype``: None (any), ``"floating"``, ``"integer"`` (any integer dtype, bool excluded)
+      or a tuple of torch dtypes. ``dtype_text`` replaces the default wording of the message
+      after "{name} must ...", e.g. "hold integer ids of dtype int32 or int64". An integer-only
+      tuple given a floating tensor adds a hint to convert with ``.long()``.
+    - ``dims``: the expected shape as the user reads it, e.g. ``"(B, C, H, W)"``; its entries
+      give the number of dimensions. ``shape`` pins sizes (None for a free entry) and then
+      ``dims`` should spell them, e.g. ``"(4,) like features"``.
+    - ``nonempty``: the letters of ``dims`` that must be >= 1, e.g. ``"BC"``; ``"HW"`` is
+      reported as an empty image.
+    - ``device``: the device the tensor must be on, that of the argument named ``device_of``.
+
+    ``TypeError`` for a value that is not a tensor (``arrays``: the message says that numpy
+    arrays are accepted too, the caller having converted them) or of the wrong dtype;
+    ``ValueError`` for a wrong shape, an empty dimension or another device.
+    """
+    import torch
+
+    if not isinstance(value, torch.Tensor):
+        kinds = "a torch.Tensor or a numpy.ndarray" if arrays else "a torch.Tensor"
+        raise TypeError(f"{name} must be {kinds}, got {type(value).__name__}")
+    if dtype is not None:
+        if dtype == "floating":
+            ok, text = value.dtype.is_floating_point, "be a float tensor"
+        elif dtype == "integer":
+            ok = not (value.dtype.is_floating_point or value.dtype.is_complex
+                      or value.dtype == torch.bool)
+            text = "have an integer dtype"
+        else:
+            ok, text = value.dtype in dtype, f"have dtype {_dtype_names(dtype)}"
+        if not ok:
+            integers_only = not isinstance(dtype, str) and not any(
+                d.is_floating_point for d in dtype)
+            hint = (" (convert with .long() if the values are whole numbers)"
+                    if integers_only and value.dtype.is_floating_point else "")
+            raise TypeError(f"{name} must {dtype_text or text}, got {value.dtype}{hint}")
+    if dims is not None:
+        letters = [d.strip() for d in dims[dims.index("(") + 1:dims.index(")")].split(",")
+                   if d.strip()]
+        wrong = value.ndim != len(letters) or (shape is not None and any(
+            want is not None and got != want for got, want in zip(value.shape, shape)))
+        if wrong:
+            raise ValueError(f"{name} must have shape {dims}, got {tuple(value.shape)}")
+        sizes = dict(zip(letters, value.shape))
+        for letter in letters:
+            if letter in nonempty and sizes[letter] == 0:
+                if letter in "HW":
+                    raise ValueError(f"{name} has an empty image of shape "
+                                     f"{tuple(value.shape[-2:])}")
+                raise ValueError(f"{name} {_EMPTY_DIM[letter]}")
+    if device is not None and value.device != device:
+        raise ValueError(f"{name} is on {value.device} but {device_of} on {device}")
+    return value

@@ -528,7 +528,7 @@ def _dataset(args, out: Path) -> tuple[Path, str | None, str]:
     spec = SCALES[args.scale]["phantom"]
     root = out / "data"
     if not (root / "dataset.json").is_file():
-        write_msd(root, **spec, seed=0, overwrite=True, phantom="v2")
+        write_msd(root, **spec, seed=0, overwrite=True)
     d, h, w = spec["shape"]
     return root, None, f"phantom v2, {spec['n_volumes']} volumes of {d} x {h} x {w}"
 

@@ -78,11 +78,10 @@ def add_demo_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-segments", type=int, default=25,
                    help="SLIC superpixels per slice (default: 25 on 64 x 64 crops, the "
                    "density of the reference's 100 on 128 x 128)")
-    p.add_argument("--phantom", choices=("v1", "v2"), default="v2",
-                   help="the phantom generator: v2, an abdominal CT whose classes differ by "
-                   "shape, position and texture with overlapping intensities "
-                   "(supercl.data.phantom_v2); v1, the earlier phantom whose organ classes "
-                   "differ mostly by intensity (default: v2)")
+    p.add_argument("--phantom", choices=("v2",), default="v2",
+                   help="the phantom generator, recorded with the run: v2, an abdominal CT whose "
+                   "classes differ by shape, position and texture with overlapping intensities "
+                   "(supercl.data.phantom_v2), the package's one phantom (default: v2)")
     p.add_argument("--seed", type=int, default=0, help="seed of data, split and training (default: 0)")
     p.add_argument("--threads", type=at_least(0), default=0, help="CPU threads, 0 for torch's default (default: 0)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
@@ -186,7 +185,7 @@ def run_demo(args: argparse.Namespace) -> int:
         write_json(out / "demo.json", {"command": command, "settings": _settings(args)})
     if not (resuming and (data / "dataset.json").is_file()):
         write_msd(data, n_volumes=args.volumes, shape=(args.depth_slices, 128, 128), n_organs=5,
-                  seed=args.seed, overwrite=True, phantom=args.phantom)
+                  seed=args.seed, overwrite=True)
     timings = {}
     t = time.perf_counter()
     print(f"\n[1/{len(jobs) + 1}] SuperCL pre-training", flush=True)

@@ -6,7 +6,7 @@
 - :func:`ilcp_loss` (L_intra): every pixel of a feature map of v1 and v2 is an embedding
   labelled by its superpixel (the SLIC map of v1 down-sampled to that map, nearest). The map
   is the bottleneck unless ``forward`` gets ``g1, g2``: pre-training passes the encoder level
-  that :func:`supercl.train.pretrain.resolve_ilcp_level` picks, where a superpixel covers at
+  that :func:`supercl.train.pretraining.resolve_ilcp_level` picks, where a superpixel covers at
   least 4 pixels;
   :func:`~supercl.ops.supcon_loss` within each image (``groups`` = the image), so positives
   are pixels of the same superpixel in either view. All pixels by default;
@@ -58,7 +58,8 @@ from typing import Callable
 
 import torch
 
-from supercl._validate import check_bool, check_choice, check_float, check_int, check_setting
+from supercl._validate import (check_bool, check_choice, check_float, check_int, check_setting,
+                               check_tensor)
 from supercl.ops import downsample_segments, knn_weak_labels, superpixel_mean_map, supcon_loss
 
 __all__ = ["LossConfig", "ilcp_loss", "igcp_loss", "instance_loss", "position_labels",
@@ -72,16 +73,12 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
 
 def _check_maps(f1: torch.Tensor, f2: torch.Tensor, segments: torch.Tensor) -> None:
     for name, f in (("f1", f1), ("f2", f2)):
-        if not isinstance(f, torch.Tensor) or f.dim() != 4:
-            raise ValueError(f"{name} must be a (B, C, h, w) tensor, got "
-                             f"{getattr(f, 'shape', type(f).__name__)}")
+        check_tensor(f, name, dims="(B, C, h, w)", arrays=False)
     if f1.shape != f2.shape:
         raise ValueError(f"f1 and f2 must have the same shape, got {tuple(f1.shape)} and "
                          f"{tuple(f2.shape)}")
-    if not isinstance(segments, torch.Tensor) or segments.dim() != 3 \
-            or segments.shape[0] != f1.shape[0]:
-        raise ValueError(f"segments must be a (B, H, W) tensor with B = {f1.shape[0]}, got "
-                         f"{getattr(segments, 'shape', type(segments).__name__)}")
+    check_tensor(segments, "segments", dims=f"(B, H, W) with B = {f1.shape[0]}",
+                 shape=(f1.shape[0], None, None), arrays=False)
 
 
 def _at(segments: torch.Tensor, size) -> torch.Tensor:
@@ -310,8 +307,8 @@ def instance_loss(e3: torch.Tensor, e4: torch.Tensor, positions: torch.Tensor | 
     if positions is None:
         labels = torch.arange(n, device=z.device)
     else:
-        if positions.shape != (e3.shape[0],):
-            raise ValueError(f"positions must have shape ({e3.shape[0]},), got {tuple(positions.shape)}")
+        check_tensor(positions, "positions", dims=f"({e3.shape[0]},)", shape=(e3.shape[0],),
+                     arrays=False)
         if relation == "threshold":
             p = gather(positions.to(z.device))
             return supcon_loss(z, temperature=temperature, base_temperature=base_temperature,

@@ -166,7 +166,7 @@ def test_variants_are_paired_with_supercl_and_reported(tmp_path):
 
 
 def test_patience_counts_only_once_the_validation_dsc_has_left_zero():
-    from supercl.train.finetune import _patience_exhausted, _record_validation
+    from supercl.train.finetuning import _patience_exhausted, _record_validation
 
     def stops(sequence, patience):
         """The 1-based validation after which the run stops, or None."""
@@ -193,12 +193,9 @@ def test_patience_counts_only_once_the_validation_dsc_has_left_zero():
 def test_a_real_finetuning_run_at_zero_is_not_stopped_early(tmp_path, monkeypatch):
     """Through finetune() itself (the validation scores faked): with patience 2, validations
     at 0, 0, 0 do not stop the run; after 0.2 two worse ones do."""
-    import importlib
-
     from supercl.data import write_msd
     from supercl.train import FinetuneConfig, finetune
-
-    ft_mod = importlib.import_module("supercl.train.finetune")
+    from supercl.train import finetuning as ft_mod
 
     data = write_msd(tmp_path / "msd", n_volumes=7, shape=(3, 32, 32), n_organs=2, seed=3)
     scores = iter([0.0, 0.0, 0.0, 0.2, 0.1, 0.1] + [0.0] * 20)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from supercl.cli import main
-from supercl.data.phantom import write_msd
+from phantom_v1 import write_msd
 from supercl.ops import connected_components, slic
 
 nib = pytest.importorskip("nibabel")

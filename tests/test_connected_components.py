@@ -179,7 +179,7 @@ def test_thread_counts_agree(threads, connectivity):
 
 
 def test_agrees_with_cc3d_and_scipy_on_binary_masks():
-    from supercl.data import phantom_batch
+    from phantom_v1 import phantom_batch
 
     _, organs = phantom_batch(4, 97, 131, seed=1)
     masks = (organs > 0).astype(np.uint8)

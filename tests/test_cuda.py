@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import supercl.kernels
-from supercl.data import phantom_batch
+from phantom_v1 import phantom_batch
 from supercl.ops import connected_components, slic
 from supercl.testing import connected_components_reference
 
@@ -173,7 +173,7 @@ def test_slic_gpu_equals_cpu_on_phantoms(use_mask, enforce):
 @pytest.mark.parametrize("use_mask", [False, "host", "device"])
 @pytest.mark.parametrize("enforce", [True, False])
 def test_slic_3d_gpu_equals_cpu_on_phantom_volumes(use_mask, enforce):
-    from supercl.data.phantom import phantom_volume
+    from phantom_v1 import phantom_volume
 
     volume, organs = phantom_volume(48, 128, 128, seed=3)
     volumes = np.stack([volume, volume[:, ::-1].copy()])
@@ -280,7 +280,7 @@ def test_masked_slic_does_not_synchronise(spatial_dims, enforce):
         images, organs = phantom_batch(6, 96, 112, seed=3)
         masks = images > -500
     else:
-        from supercl.data.phantom import phantom_volume
+        from phantom_v1 import phantom_volume
 
         volume, organs = phantom_volume(12, 40, 44, seed=5)
         images = np.stack([volume, volume[::-1], volume[:, ::-1], volume[:, :, ::-1], volume,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from supercl.data import phantom_batch
+from phantom_v1 import phantom_batch
 from supercl.ops import connected_components, slic
 from supercl.testing import connected_components_reference
 
@@ -346,7 +346,7 @@ def test_slic_kernels_match_cpu_backend(emulated, enforce, use_mask):
 def test_slic_3d_kernels_match_cpu_backend(emulated, enforce, use_mask):
     """The 3-D kernels, launched by the real launcher, give the CPU backend's labels bit for bit
     (the CPU's row scans against the GPU's per-voxel assignment)."""
-    from supercl.data.phantom import phantom_volume
+    from phantom_v1 import phantom_volume
 
     volume, organs = phantom_volume(14, 40, 44, seed=5)
     volumes = np.stack([volume, volume[::-1].copy()])

@@ -15,8 +15,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from phantom_v1 import write_msd  # its class names (organ1, ...) and HU are pinned below
 from supercl.data import (Case, DatasetInfo, SliceSet, load_case, load_slices, scan_dataset,
-                          split_cases, write_msd, write_split)
+                          split_cases, write_split)
 from supercl.data.nifti import DatasetFileNotFoundError
 
 SHAPE = (5, 33, 41)  # (D, H, W), odd on purpose

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from supercl.cli import build_parser, main
-from supercl.data import write_msd
+from phantom_v1 import write_msd  # the v1 phantom's datasets: class names organ1, ... pinned
 from supercl.data.nifti import load_case, scan_dataset
 
 TINY = ["--patch-size", "32", "--base-channels", "4", "--depth", "2", "--no-progress",
@@ -647,8 +647,6 @@ def test_the_prediction_slices_cover_every_class():
 
 
 def test_predictions_png_is_titled_with_its_run(finetuned, tmp_path, monkeypatch):
-    import sys
-
     from supercl import viz
 
     calls = {}
@@ -659,8 +657,7 @@ def test_predictions_png_is_titled_with_its_run(finetuned, tmp_path, monkeypatch
         return grid(images, titles, path, **kwargs)
 
     monkeypatch.setattr(viz, "plot_image_grid", spy)
-    # the module (the package's attribute of that name is the function)
-    module = sys.modules["supercl.train.evaluate"]
+    from supercl.train import evaluation as module
 
     def bars(scores, path, **kwargs):
         calls[Path(path).name] = (list(scores), kwargs.get("title"))

@@ -435,3 +435,115 @@ def test_summarize_real_volume_metrics():
     s = summarize_volumes(per_volume)
     assert s["per_class"]["a"]["dsc"]["mean"] == pytest.approx(np.mean([v["a"]["dsc"] for v in per_volume]))
     assert s["per_class"]["b"]["hd95"]["std"] == pytest.approx(np.std([v["b"]["hd95"] for v in per_volume]))
+
+
+# ------------------------------------------------- the libraries each metric follows (issue 25)
+# DSC and Jaccard are MONAI's DiceMetric and MeanIoU where the ground truth is not empty; HD95 is
+# medpy's hd95 exactly, and MONAI's compute_hausdorff_distance(percentile=95) where the two
+# directed distance distributions agree. Each test is skipped, with the reason, where its
+# library is missing (`pip install 'supercl[test]'` brings them).
+
+
+def _monai_metrics():
+    return pytest.importorskip("monai.metrics", reason="MONAI is not installed "
+                               "(pip install monai, or the [test] extra)")
+
+
+def _medpy_hd95():
+    return pytest.importorskip("medpy.metric.binary", reason="medpy is not installed "
+                               "(pip install medpy, or the [test] extra)").hd95
+
+
+def _onehot(mask):
+    """A binary mask as MONAI's one-hot (B=1, C=2, ...) float tensor."""
+    m = torch.as_tensor(np.asarray(mask, dtype=bool))
+    return torch.stack([~m, m]).unsqueeze(0).float()
+
+
+def _mask_pairs(ndim, n, seed):
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        shape = (13 + i, 19) if ndim == 2 else (6 + i % 3, 15, 17)
+        a = random_blobs(rng, shape, 0.15 + 0.05 * i, smooth=1.5 + 0.3 * i)
+        b = random_blobs(rng, shape, 0.3 - 0.03 * i, smooth=2.0)
+        yield a, b
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_dice_and_jaccard_match_monai(ndim):
+    metrics = _monai_metrics()
+    dice = metrics.DiceMetric(include_background=False, reduction="none")
+    iou = metrics.MeanIoU(include_background=False, reduction="none")
+    for a, b in _mask_pairs(ndim, 5, seed=ndim):
+        assert b.any()
+        y_pred, y = _onehot(a), _onehot(b)
+        assert dice_score(a, b) == pytest.approx(float(dice(y_pred, y)[0, 0]), rel=1e-6)
+        assert jaccard_score(a, b) == pytest.approx(float(iou(y_pred, y)[0, 0]), rel=1e-6)
+
+
+def test_empty_mask_conventions_against_monai():
+    """Where the definitions differ, as the module says: an empty ground truth."""
+    metrics = _monai_metrics()
+    empty, some = np.zeros((5, 6), bool), np.zeros((5, 6), bool)
+    some[1:3, 2:5] = True
+    for ignore_empty, both_empty, false_positive in ((True, "nan", "nan"), (False, 1.0, 0.0)):
+        for metric in (metrics.DiceMetric(include_background=False, ignore_empty=ignore_empty),
+                       metrics.MeanIoU(include_background=False, ignore_empty=ignore_empty)):
+            got = [float(metric(_onehot(p), _onehot(g))[0, 0]) for p, g in
+                   ((empty, empty), (some, empty))]
+            want = [both_empty, false_positive]
+            assert [("nan" if math.isnan(v) else v) for v in got] == want, (metric, ignore_empty)
+    # supercl: both empty -> NaN (left out of means); a false positive on an absent organ -> 0
+    assert math.isnan(dice_score(empty, empty)) and math.isnan(jaccard_score(empty, empty))
+    assert dice_score(some, empty) == 0.0 and jaccard_score(some, empty) == 0.0
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_dice_and_jaccard_match_medpy(ndim):
+    binary = pytest.importorskip("medpy.metric.binary", reason="medpy is not installed "
+                                 "(pip install medpy, or the [test] extra)")
+    for a, b in _mask_pairs(ndim, 5, seed=30 + ndim):
+        assert dice_score(a, b) == pytest.approx(binary.dc(a, b), rel=1e-12)
+        assert jaccard_score(a, b) == pytest.approx(binary.jc(a, b), rel=1e-12)
+
+
+@pytest.mark.parametrize("ndim, spacing", [(2, None), (2, (0.7, 1.9)), (3, (2.5, 0.8, 1.1))])
+def test_hd95_is_medpys(ndim, spacing):
+    medpy_hd95 = _medpy_hd95()
+    for a, b in _mask_pairs(ndim, 4, seed=10 + ndim):
+        assert hd95(a, b, spacing) == pytest.approx(
+            medpy_hd95(a, b, voxelspacing=spacing), rel=1e-12, abs=1e-12)
+    # medpy raises on an empty mask; supercl gives NaN (a class absent from a volume)
+    empty = np.zeros_like(a)
+    with pytest.raises(RuntimeError):
+        medpy_hd95(empty, b)
+    assert math.isnan(hd95(empty, b))
+
+
+@pytest.mark.parametrize("spacing", [None, (2.0, 0.5, 0.75)])
+def test_hd95_against_monai(spacing):
+    """MONAI finds the same surfaces and the same distances (in float32), with the spacing in
+    the array's axis order as here; it differs only in the last step: MONAI's
+    compute_hausdorff_distance(percentile=95) is the larger of the two directed 95th
+    percentiles, medpy's hd95 (and supercl's) the 95th percentile of both directions pooled.
+    Neither bounds the other (numpy's linear interpolation lands on different neighbours in
+    the pooled list), so the two are compared through MONAI's own directed distances."""
+    metrics = _monai_metrics()
+    from monai.metrics.utils import get_edge_surface_distance
+
+    cube = np.zeros((12, 14, 16), bool)
+    cube[3:8, 4:9, 5:11] = True
+    pairs = [(cube, np.roll(cube, (1, 2, -2), axis=(0, 1, 2)))] + list(_mask_pairs(3, 4, seed=20))
+    for a, b in pairs:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # MONAI's own deprecation notices
+            _, (d_ab, d_ba), _ = get_edge_surface_distance(
+                torch.as_tensor(a), torch.as_tensor(b), spacing=spacing, symmetric=True)
+            monai = float(metrics.compute_hausdorff_distance(
+                _onehot(a), _onehot(b), include_background=False, percentile=95,
+                spacing=None if spacing is None else list(spacing))[0, 0])
+        d_ab, d_ba = d_ab.double().numpy(), d_ba.double().numpy()
+        assert hd95(a, b, spacing) == pytest.approx(
+            np.percentile(np.hstack((d_ab, d_ba)), 95), rel=1e-6)
+        assert monai == pytest.approx(
+            max(np.percentile(d_ab, 95), np.percentile(d_ba, 95)), rel=1e-6)

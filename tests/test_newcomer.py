@@ -379,8 +379,7 @@ def test_spleen_and_gallbladder_get_distinct_colours(msd):
     from supercl.viz import PALETTE
 
     # the demo's phantom: class c is drawn in PALETTE[c - 1]
-    root = write_msd(msd.parent / "five", n_volumes=1, shape=(2, 24, 24), n_organs=5, seed=0,
-                     phantom="v2")
+    root = write_msd(msd.parent / "five", n_volumes=1, shape=(2, 24, 24), n_organs=5, seed=0)
     labels = {v: int(k) for k, v in json_.loads((root / "dataset.json").read_text())["labels"].items()}
     spleen, gallbladder = (PALETTE[labels[c] - 1] for c in ("spleen", "gallbladder"))
     # RGB distance: sky blue against blue was 104; against reddish purple it is 140

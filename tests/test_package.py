@@ -130,7 +130,7 @@ def test_device_code_compiles_with_nvcc(arch, tmp_path):
 def test_cpu_backend_gives_the_same_labels_on_any_number_of_threads(threads):
     """With OpenMP the C++ backend splits the work over threads, without it (a compiler that
     lacks -fopenmp) it runs serially; the labels must be the same either way."""
-    from supercl.data import phantom_batch
+    from phantom_v1 import phantom_batch
     from supercl.ops import connected_components, slic
 
     images, organs = phantom_batch(3, 61, 47, seed=5)
@@ -214,8 +214,10 @@ def test_cli_rejects_bad_options(tmp_path):
 @pytest.mark.parametrize(
     "module",
     ["supercl.ops.slic", "supercl.ops.connected_components", "supercl.ops.supcon_loss",
-     "supercl.ops.superpixel_pool", "supercl.ops.graph_components", "supercl.viz",
-     "supercl.data.phantom", "supercl.data.scanning", "supercl.data.loading",
+     "supercl.ops.superpixel_pool", "supercl.ops.downsample", "supercl.ops.graph_components",
+     "supercl.viz",
+     "supercl.data.msd", "supercl.data.phantom_v2", "supercl.data.scanning",
+     "supercl.data.loading",
      "supercl.data.splitting", "supercl.models.unet", "supercl.losses",
      "supercl.eval.metrics", "supercl.train.views"],
 )
@@ -274,7 +276,7 @@ def test_the_modules_import_each_other_without_cycles():
     modules, not even through an import inside a function. A package's __init__ importing
     its own modules is not a cycle; it is left out."""
     graph = _import_graph()
-    assert "supercl.train.finetune" in graph and "supercl.ops.slic" in graph  # the scan saw them
+    assert "supercl.train.finetuning" in graph and "supercl.ops.slic" in graph  # the scan saw them
     for name, edges in graph.items():  # a module's edge to its own package's __init__
         graph[name] = {e for e in edges if not name.startswith(e + ".")}
     state: dict[str, int] = {}
@@ -313,3 +315,25 @@ def test_isolated_children_import_the_supercl_under_test():
     out = python_isolated("import supercl; print(supercl.__file__)")
     assert out.returncode == 0, out.stderr
     assert Path(out.stdout.strip()).resolve() == Path(supercl.__file__).resolve()
+
+
+def test_no_package_attribute_shadows_its_submodule():
+    """Issue 25, item 3: ``supercl.train.evaluate`` was bound to the function over the module of
+    that name, so ``import supercl.train.evaluate as m`` gave a function. Each name of a
+    package (an attribute, or a module file beside its ``__init__.py``) means one thing.
+    supercl.ops is the one exception, by STYLE.md's first rule: an op's module has the op's
+    name (``supercl/ops/slic.py`` holds ``slic``), as in kernels/, csrc/, tests/, benchmarks/."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    packages = ["supercl"] + [f"supercl.{m.name}" for m in pkgutil.iter_modules(supercl.__path__)
+                              if m.ispkg and m.name not in ("kernels", "ops")]
+    shadowed = []
+    for name in packages:
+        package = importlib.import_module(name)
+        for sub in pkgutil.iter_modules(package.__path__):
+            value = getattr(package, sub.name, None)
+            if value is not None and not inspect.ismodule(value):
+                shadowed.append(f"{name}.{sub.name}")
+    assert packages[1:] and not shadowed

@@ -1,4 +1,6 @@
-"""Tests of the synthetic CT-like phantom generator (supercl.data.phantom)."""
+"""Tests of the v1 CT-like phantom generator (tests/phantom_v1.py, formerly
+supercl.data.phantom): the inputs that other tests and the benchmarks draw from it keep their
+properties."""
 
 import json
 
@@ -6,8 +8,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from supercl.data import phantom_batch, phantom_slice, phantom_volume, write_msd
-from supercl.data import phantom as phantom_module
+import phantom_v1 as phantom_module
+from phantom_v1 import phantom_batch, phantom_slice, phantom_volume, write_msd
 
 
 # ----------------------------------------------------------------------------

@@ -428,15 +428,17 @@ def test_bad_slice_arguments():
 
 
 def test_write_msd_bad_arguments(tmp_path):
-    with pytest.raises(ValueError, match="phantom"):
-        write_msd(tmp_path / "a", n_volumes=1, shape=(2, 16, 16), phantom="v3")
+    # v2 is the package's one phantom: write_msd no longer takes phantom= (nor v1's
+    # consistent_classes=)
+    with pytest.raises(TypeError, match="phantom"):
+        write_msd(tmp_path / "a", n_volumes=1, shape=(2, 16, 16), phantom="v1")
     with pytest.raises(ValueError, match="n_organs"):
-        write_msd(tmp_path / "b", n_volumes=1, shape=(2, 16, 16), n_organs=8, phantom="v2")
+        write_msd(tmp_path / "b", n_volumes=1, shape=(2, 16, 16), n_organs=8)
     with pytest.raises(ValueError, match="modality"):
-        write_msd(tmp_path / "c", n_volumes=1, shape=(2, 16, 16), modality="PET", phantom="v2")
-    with pytest.raises(ValueError, match="consistent_classes"):
-        write_msd(tmp_path / "d", n_volumes=1, shape=(2, 16, 16), phantom="v2",
-                  consistent_classes=False)
+        write_msd(tmp_path / "c", n_volumes=1, shape=(2, 16, 16), modality="PET")
+    with pytest.raises(TypeError, match="consistent_classes"):
+        write_msd(tmp_path / "d", n_volumes=1, shape=(2, 16, 16), consistent_classes=False)
+    assert not any(tmp_path.iterdir())  # checked before anything is written
 
 
 # ----------------------------------------------------------------------------
@@ -445,8 +447,7 @@ def test_write_msd_bad_arguments(tmp_path):
 
 def test_write_msd_v2_ct_round_trip(tmp_path):
     shape = (5, 37, 41)
-    root = write_msd(tmp_path / "ct", n_volumes=2, shape=shape, n_organs=N, seed=3,
-                     phantom="v2")
+    root = write_msd(tmp_path / "ct", n_volumes=2, shape=shape, n_organs=N, seed=3)
     meta = json.loads((root / "dataset.json").read_text())
     assert meta["labels"] == {"0": "background", **{str(k): n for k, n in
                                                     enumerate(v2.CLASS_NAMES, start=1)}}
@@ -469,7 +470,7 @@ def test_write_msd_v2_ct_round_trip(tmp_path):
 def test_write_msd_v2_mr_round_trip(tmp_path):
     shape = (4, 33, 29)
     root = write_msd(tmp_path / "mr", n_volumes=1, shape=shape, n_organs=5, seed=1,
-                     phantom="v2", modality="MR")
+                     modality="MR")
     meta = json.loads((root / "dataset.json").read_text())
     assert meta["modality"] == {"0": "MR"} and meta["labels"]["5"] == "gallbladder"
     info = scan_dataset(root)
@@ -485,15 +486,22 @@ def test_write_msd_v2_mr_round_trip(tmp_path):
     assert abs(float(images.mean())) < 1e-4 and abs(float(images.std()) - 1.0) < 1e-3
 
 
-def test_write_msd_default_is_still_v1(tmp_path):
+def test_write_msd_writes_v2_and_the_trainer_defaults_to_it(tmp_path):
+    from supercl.train.dataset import PHANTOM
+
     a = write_msd(tmp_path / "a", n_volumes=1, shape=(3, 24, 24), n_organs=2, seed=0)
-    b = write_msd(tmp_path / "b", n_volumes=1, shape=(3, 24, 24), n_organs=2, seed=0,
-                  phantom="v1")
     ma = json.loads((a / "dataset.json").read_text())
-    assert ma["labels"]["1"] == "organ1"
-    for sub in ("imagesTr", "labelsTr"):
-        assert (a / sub / "phantom_000.nii.gz").read_bytes() == \
-            (b / sub / "phantom_000.nii.gz").read_bytes()
+    assert ma["name"] == "SuperCLPhantomV2" and ma["labels"]["1"] == "liver"
+    stored, labels = v2.msd_case((3, 24, 24), n_organs=2, modality="CT",
+                                 seed=np.random.SeedSequence(0, spawn_key=(0,)),
+                                 spacing_xyz=(0.8, 0.8, 2.5))
+    info = scan_dataset(a)
+    images, read, _ = load_case(info.cases[0], modality="CT", window=(-1024.0, 3071.0),
+                                patch_size=(24, 24), resize="crop",
+                                class_names=info.class_names)
+    np.testing.assert_array_equal(read, labels)
+    np.testing.assert_allclose(images * 4095 - 1024, stored, atol=1e-3)
+    assert PHANTOM["n_organs"] <= v2.MAX_ORGANS  # the trainer's embedded data is this writer's
 
 
 def test_docstring_examples_run():

@@ -14,7 +14,7 @@ from scipy.sparse.csgraph import connected_components as scipy_components
 
 from supercl.losses import LossConfig, SuperCLLoss, supcon_masked
 from supercl.train import PretrainConfig, recipe_config
-from supercl.train.pretrain import RECIPES, resolve_ilcp_level
+from supercl.train.pretraining import RECIPES, resolve_ilcp_level
 
 
 def dense_supcon(z, positive, denominator, t, bt):

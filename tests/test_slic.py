@@ -9,7 +9,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from supercl.data import phantom_batch
+from phantom_v1 import phantom_batch
 from supercl.ops import connected_components, slic
 from supercl.testing import slic_reference
 from supercl.viz import boundary_mask as boundaries

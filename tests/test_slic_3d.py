@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from supercl.data.phantom import phantom_volume
+from phantom_v1 import phantom_volume
 from supercl.ops import connected_components, slic
 from supercl.testing import slic_reference
 

@@ -117,7 +117,7 @@ def test_pretrain_step_does_not_sync(recipe):
     pytest.importorskip("cupy")
     from supercl.models import SuperCLModel, UNetEncoder
     from supercl.train.loop import host_values
-    from supercl.train.pretrain import DIAGNOSTICS, TERMS, _train_step, resolve_ilcp_level
+    from supercl.train.pretraining import DIAGNOSTICS, TERMS, _train_step, resolve_ilcp_level
     from supercl._runtime import to_device_async
     from supercl.train.views import SuperCLViews
 
@@ -256,7 +256,7 @@ def test_train_step_reports_non_finite_features_without_a_sync(poison):
 
     from supercl.ops import slic
     from supercl.train import recipe_config
-    from supercl.train.pretrain import DIAGNOSTICS, TERMS, _train_step
+    from supercl.train.pretraining import DIAGNOSTICS, TERMS, _train_step
     from supercl.train.views import SuperCLViews
 
     cfg = recipe_config("default", patch_size=32, n_segments=9, slic_iters=2, depth=2)

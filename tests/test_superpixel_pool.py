@@ -1,8 +1,8 @@
-"""supercl.ops.superpixel_pool (superpixel_pool, superpixel_unpool, superpixel_mean_map,
-downsample_segments) against the plain-torch references: the torch backend and the Triton
-kernels (in Triton's interpreter on CPU-only machines), odd sizes, empty segments, every pixel
-its own segment, non-contiguous and half-precision inputs, determinism, float64 gradcheck,
-torch.compile, and errors.  Tolerances come from tests/tolerances.py only."""
+"""supercl.ops.superpixel_pool (superpixel_pool, superpixel_unpool, superpixel_mean_map) and
+supercl.ops.downsample (downsample_segments) against the plain-torch references: the torch
+backend and the Triton kernels (in Triton's interpreter on CPU-only machines), odd sizes, empty
+segments, every pixel its own segment, non-contiguous and half-precision inputs, determinism,
+float64 gradcheck, torch.compile, and errors.  Tolerances come from tests/tolerances.py only."""
 
 import importlib
 
@@ -11,14 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from supercl.ops._common import resolve_triton_backend
-from supercl.ops.superpixel_pool import (
-    downsample_segments,
+from supercl.ops import downsample_segments, superpixel_mean_map, superpixel_pool, superpixel_unpool
+from supercl.testing import (
     downsample_segments_reference,
-    superpixel_mean_map,
     superpixel_mean_map_reference,
-    superpixel_pool,
     superpixel_pool_reference,
-    superpixel_unpool,
     superpixel_unpool_reference,
 )
 from conftest import triton_compile_for_gpu

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from supercl.cli import main
-from supercl.data import write_msd
+from phantom_v1 import write_msd  # the v1 phantom's datasets: class names organ1, ... pinned
 from supercl.models import SuperCLModel, UNet
 from supercl.train.loop import TrainingLoop
 from supercl.train.views import SuperCLViews
@@ -396,7 +396,7 @@ def test_pretrain_and_finetune_on_cuda(msd, tmp_path):
 @pytest.mark.slow
 def test_demo_on_phantom_v2(tmp_path):
     """--phantom v2 (the default): the demo writes the v2 phantom (organ names from its classes) and runs the
-    whole job on it; the setting is recorded, so continuing with v1 is refused."""
+    whole job on it; the setting is recorded. v1 left the package (issue 25): no longer a choice."""
     out = tmp_path / "demo"
     args = [sys.executable, "-m", "supercl", "demo", "--out", str(out), "--volumes", "7",
             "--depth-slices", "5", "--patch-size", "32", "--base-channels", "4",
@@ -412,7 +412,7 @@ def test_demo_on_phantom_v2(tmp_path):
     assert json.loads((out / "demo.json").read_text())["settings"]["phantom"] == "v2"
     again = subprocess.run(args + ["--phantom", "v1"], capture_output=True, text=True,
                            timeout=600, cwd=tmp_path)
-    assert again.returncode != 0 and "--phantom v2 -> v1" in again.stderr
+    assert again.returncode != 0 and "invalid choice: 'v1'" in again.stderr
 
 
 def test_pcl_relation_option_reaches_the_objective(msd, tmp_path):
@@ -451,9 +451,7 @@ def test_every_setting_is_checked_once_by_its_config():
 
 
 def test_finetune_crops_oversamples_and_stops_early(msd, tmp_path, monkeypatch):
-    import importlib
-
-    ft_mod = importlib.import_module("supercl.train.finetune")
+    from supercl.train import finetuning as ft_mod
 
     seen = []
     real = ft_mod.crop_batch

@@ -1,5 +1,6 @@
 """supercl._validate: the one spacing check and the one seed check (issue 19: they were
-written five times over, with different errors for the same mistake)."""
+written five times over, with different errors for the same mistake), and the one tensor check
+(issue 25: 32 hand-written copies of one pattern)."""
 
 import re
 from pathlib import Path
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from supercl._validate import check_seed, check_spacing
+from supercl._validate import check_seed, check_spacing, check_tensor
 
 ROOT = Path(__file__).parents[1]
 
@@ -82,3 +83,46 @@ def test_the_ops_the_phantoms_and_the_metrics_give_the_same_spacing_errors(calle
     with pytest.raises(ValueError, match=r"spacing entries must be finite and > 0"):
         call()
     assert not (tmp_path / "msd").exists()
+
+
+def test_check_tensor_returns_a_valid_tensor():
+    x = torch.zeros(2, 3, 4, 5)
+    assert check_tensor(x, "x", dtype="floating", dims="(B, C, H, W)", nonempty="BCHW",
+                        device=torch.device("cpu"), device_of="y") is x
+    ids = torch.zeros(4, dtype=torch.int16)
+    assert check_tensor(ids, "ids", dtype="integer", dims="(4,) like x", shape=(4,)) is ids
+
+
+@pytest.mark.parametrize("value, kwargs, error, text", [
+    ([1.0], {}, TypeError, "x must be a torch.Tensor or a numpy.ndarray, got list"),
+    (np.zeros(2), dict(arrays=False), TypeError, "x must be a torch.Tensor, got ndarray"),
+    (torch.zeros(2), dict(dtype=(torch.int32, torch.int64)), TypeError,
+     "x must have dtype int32 or int64, got torch.float32 (convert with .long() if the values "
+     "are whole numbers)"),
+    (torch.zeros(2, dtype=torch.bool), dict(dtype="integer"), TypeError,
+     "x must have an integer dtype, got torch.bool"),
+    (torch.zeros(2, dtype=torch.int64), dict(dtype="floating"), TypeError,
+     "x must be a float tensor, got torch.int64"),
+    (torch.zeros(2, dtype=torch.int8), dict(dtype=(torch.int32,), dtype_text="hold int32 ids"),
+     TypeError, "x must hold int32 ids, got torch.int8"),
+    (torch.zeros(2, 3), dict(dims="(B, C, H, W)"), ValueError,
+     "x must have shape (B, C, H, W), got (2, 3)"),
+    (torch.zeros(2, 3), dict(dims="(2, 4) like y", shape=(2, 4)), ValueError,
+     "x must have shape (2, 4) like y, got (2, 3)"),
+    (torch.zeros(0, 3), dict(dims="(N, D)", nonempty="ND"), ValueError,
+     "x is an empty batch (N = 0)"),
+    (torch.zeros(2, 0), dict(dims="(N, D)", nonempty="ND"), ValueError,
+     "x has no features (D = 0; D >= 1 needed)"),
+    (torch.zeros(1, 2, 0, 3), dict(dims="(B, C, H, W)", nonempty="BCHW"), ValueError,
+     "x has an empty image of shape (0, 3)"),
+    (torch.zeros(1, 0, 2, 3), dict(dims="(B, C, H, W)", nonempty="B"), None, None),
+    (torch.zeros(2), dict(device=torch.device("meta"), device_of="y"), ValueError,
+     "x is on cpu but y on meta"),
+])
+def test_check_tensor_errors_name_the_argument(value, kwargs, error, text):
+    if error is None:
+        check_tensor(value, "x", **kwargs)
+        return
+    with pytest.raises(error) as caught:
+        check_tensor(value, "x", **kwargs)
+    assert str(caught.value) == text

@@ -36,8 +36,8 @@ __device__ void cc_tiles(const T* image, int64_t batch, int64_t height, int64_t 
     // The tile as an image of its own, w wide: the ordinary merge (decision tree, union-find
     // with atomicMin), on shared memory.
     for (int l = threadIdx.x; l < n; l += blockDim.x)
-      cc_merge_pixel<T, true, false>(values, t.w, 1, t.w, l / t.w, l % t.w, connectivity,
-                                     has_background, background, local);
+      cc_merge_pixel<T, true>(values, t.w, 1, t.w, l / t.w, l % t.w, connectivity,
+                              has_background, background, local);
     __syncthreads();
     for (int l = threadIdx.x; l < n; l += blockDim.x) {
       const int32_t p = local[l];

@@ -1,5 +1,5 @@
 // CUDA kernels of 3-D SLIC: thin __global__ wrappers over supercl/slic_3d.h.  The launcher
-// (supercl/ops/_cuda.py, slic_3d) runs them on torch's current stream, with the 2-D module's
+// (kernels/cuda/launch.py, slic_3d) runs them on torch's current stream, with the 2-D module's
 // shape-agnostic kernels (quantise, component statistics, pointer jumping, kept flags,
 // renumbering; they see each volume as a flat array) and the 3-D connected components:
 //   quantize -> init -> [assign -> accumulate -> update] x iterations (x 2 phases with a mask)

@@ -19,7 +19,7 @@ into pre-training, fine-tuning, validation and test sets:
 
 Axes: NIfTI / MSD files store the data array as ``(X, Y, Z) = (W, H, D)``
 with the axial slices along the last axis (see
-:func:`supercl.data.phantom.write_msd`); this module returns ``(D, H, W)``
+:func:`supercl.data.msd.write_msd`); this module returns ``(D, H, W)``
 arrays, i.e. the stored array transposed with ``.transpose(2, 1, 0)``. The
 voxel-to-world affine is not used (volumes are not reoriented or resampled).
 

@@ -1,6 +1,8 @@
 """Phantom v2: abdominal CT / MR phantoms whose organ classes differ by shape, position and texture.
 
-The v1 generator (:mod:`supercl.data.phantom`) gives each organ class its own
+The package's one phantom: :func:`supercl.data.write_msd` writes its datasets. The earlier v1
+generator (formerly ``supercl.data.phantom``, now ``tests/phantom_v1.py``, kept for the inputs
+that tests and benchmarks pin) gives each organ class its own
 intensity and little else, which favours a segmentation model that reads
 intensity and penalises the brightness/contrast invariance that contrastive
 pre-training learns. Real organs are told apart by shape, anatomical position
@@ -113,8 +115,8 @@ Rician noise (magnitude of the signal plus complex Gaussian noise, sigma 2.5-4
 % of the liver signal), so the air is Rayleigh-distributed and never
 negative. Tissue means jitter by +-4 % per volume.
 
-Speed: about 0.3 s for a 24 x 128 x 128 volume on one core; ``write_msd(...,
-phantom="v2")`` writes the demo-sized dataset (30 such volumes) in about 10 s.
+Speed: about 0.3 s for a 24 x 128 x 128 volume on one core; ``write_msd(...)`` writes the
+demo-sized dataset (30 such volumes) in about 10 s.
 ``tests/test_phantom_v2.py`` checks each property above.
 
 >>> from supercl.data.phantom_v2 import phantom_v2_volume
@@ -763,7 +765,7 @@ def phantom_v2_slice(height: int = 128, width: int = 128, *, position: float = 0
 
 
 # ----------------------------------------------------------------------------
-# Medical Segmentation Decathlon layout (used by supercl.data.phantom.write_msd)
+# Medical Segmentation Decathlon layout (used by supercl.data.msd.write_msd)
 # ----------------------------------------------------------------------------
 
 def msd_case(shape: Tuple[int, int, int], *, n_organs: int, seed: SeedLike, modality: str,

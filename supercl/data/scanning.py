@@ -355,7 +355,7 @@ def scan_dataset(path: PathLike, labels: Optional[PathLike] = None,
     >>> info.layout, info.modality, [c.name for c in info.cases]
     ('msd', 'CT', ['phantom_000', 'phantom_001', 'phantom_002'])
     >>> info.class_names
-    {0: 'background', 1: 'organ1', 2: 'organ2'}
+    {0: 'background', 1: 'liver', 2: 'spleen'}
     >>> scan_dataset(root / "imagesTr", labels=root / "labelsTr", modality="T2").modality
     'MRI'
     """

@@ -5,7 +5,7 @@ its test volumes, which needs the trainer's split and checkpoints, is
 
 from .metrics import (SegmentationMetrics, dice_score, hd95, jaccard_score, summarize_volumes,
                       volume_metrics)
-from .predict import predict
+from .inference import predict
 from .stats import mean_ci, paired_difference
 
 __all__ = ["predict", "SegmentationMetrics", "dice_score", "jaccard_score", "hd95",

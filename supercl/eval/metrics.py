@@ -11,15 +11,39 @@ Two ways of scoring a segmentation are in use, and they give different numbers:
   the Medical Segmentation Decathlon / MONAI convention): Dice and the 95th percentile
   Hausdorff distance of each 3-D volume, then mean and standard deviation over volumes.
 
-Conventions for empty masks (documented on each function): a class absent from both the
-prediction and the ground truth has Dice and Jaccard NaN and is left out of means; a class
-absent from the ground truth but predicted scores 0. (MONAI's ``DiceMetric`` differs in
-both corner cases: ``ignore_empty=True`` gives NaN whenever the ground truth is empty, so
-false positives on an absent organ go unpunished; ``ignore_empty=False`` gives 1 when both
-are empty.) HD95 is NaN when either mask is empty (medpy raises, MONAI returns NaN or inf).
-HD95 follows medpy: the percentile of both directions' distances pooled; MONAI's
-``compute_hausdorff_distance(percentile=95)`` takes the larger of the two directed
-percentiles instead, which can be larger.
+**Which library each metric matches** (``tests/test_metrics.py`` checks each against that
+library where it is installed, and against references written in the test otherwise):
+
+============================  ===================================================  ============
+metric                        matches                                              differs on
+============================  ===================================================  ============
+:func:`dice_score`            MONAI ``DiceMetric`` (and medpy ``dc``)              empty masks
+:func:`jaccard_score`         MONAI ``MeanIoU`` (and medpy ``jc``)                 empty masks
+:func:`hd95`                  medpy ``hd95``, exactly (same surfaces, distances,   empty masks
+                              spacing and pooling)
+:func:`hd95` vs MONAI         ``compute_hausdorff_distance(percentile=95)``:       the pooling
+                              same surfaces and distances, another last step
+:class:`SegmentationMetrics`  the SuperCL reference code (no library: MONAI and     (by design)
+                              torchmetrics average per image or per batch)
+============================  ===================================================  ============
+
+Where the definitions differ:
+
+* **Empty masks.** A class absent from both the prediction and the ground truth has Dice and
+  Jaccard NaN here and is left out of means; a class absent from the ground truth but
+  predicted scores 0. MONAI differs in both corner cases: ``ignore_empty=True`` (its
+  default) gives NaN whenever the ground truth is empty, so false positives on an absent
+  organ go unpunished; ``ignore_empty=False`` gives 1 when both are empty. HD95 is NaN here
+  when either mask is empty; medpy raises, MONAI returns NaN or inf with a warning.
+* **Pooling of HD95.** medpy (and this module) take the 95th percentile of both directions'
+  surface distances pooled; MONAI takes the larger of the two directed 95th percentiles.
+  With numpy's linear interpolation neither bounds the other, and they differ by a fraction
+  of a voxel on ordinary masks.
+* **Spacing.** All three take the voxel size in the array's axis order (``(z, y, x)`` for a
+  ``(D, H, W)`` array; nibabel's ``get_zooms()`` is in the file's ``(x, y, z)`` order) and
+  measure Euclidean distances with it; a single number means the same size on every axis.
+  Without spacing the unit is one voxel. MONAI computes the distances in float32 (relative
+  differences of about 1e-7); here and in medpy they are float64.
 
 Class maps are integer arrays (numpy or torch, any shape) with values in
 ``[0, num_classes)``; 0 is background and is never scored.
@@ -33,13 +57,13 @@ code because neither computes what the project reports:
 * their empty-mask rules differ from the reference's (above): MONAI either ignores false
   positives on an absent organ or scores two empty masks 1;
 * MONAI's HD95 is the larger of the two directed 95th percentiles, not medpy's pooled
-  percentile that this project follows, and is computed on the whole array; here it is exact (scipy's Euclidean distance
-  transform with the voxel spacing, on the masks' bounding box).
+  percentile that this project follows. Here it is exact and cropped: scipy's Euclidean
+  distance transform with the voxel spacing, on the masks' bounding box.
 
 The counting is a few numpy sums over CPU arrays that evaluation has already, so GPU
-support would not change its speed. The tests check DSC/JC against MONAI's rule and HD95
-against a brute-force reference (all pairwise surface distances, ``scipy.spatial``) that
-shares no code with this module.
+support would not change its speed. Besides the libraries (above), the tests check DSC/JC
+against MONAI's rule written out and HD95 against a brute-force reference (all pairwise
+surface distances, ``scipy.spatial``) that shares no code with this module.
 """
 
 from __future__ import annotations
@@ -49,7 +73,7 @@ from typing import Any
 
 import numpy as np
 
-from supercl._validate import check_spacing
+from supercl._validate import check_spacing, check_tensor
 
 __all__ = [
     "SegmentationMetrics",
@@ -260,8 +284,7 @@ class SegmentationMetrics:
         _check_pair(pred, target)
         k = self.num_classes
         for name, x in (("pred", pred), ("target", target)):
-            if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
-                raise TypeError(f"{name} must be an integer class map, got dtype {x.dtype}")
+            check_tensor(x, name, dtype="integer", dtype_text="be an integer class map")
         if pred.numel() == 0:
             return np.zeros(k * k, dtype=np.int64)
         pred = pred.reshape(-1).long()

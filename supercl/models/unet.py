@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from supercl._validate import check_int
+from supercl._validate import check_int, check_tensor
 
 __all__ = ["UNetEncoder", "UNetDecoder", "UNet", "ProjectionHead", "SuperCLModel"]
 
@@ -81,10 +81,8 @@ class UNetEncoder(nn.Module):
         self.pool = nn.MaxPool2d(2)
 
     def _check_input(self, x: torch.Tensor) -> None:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"x must have shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        check_tensor(x, "x", dims=f"(B, {self.in_channels}, H, W)",
+                     shape=(None, self.in_channels, None, None), arrays=False)
         if x.shape[2] % self.reduction or x.shape[3] % self.reduction:
             raise ValueError(f"x's height and width must be multiples of {self.reduction} "
                              f"(2**depth), got {tuple(x.shape[2:])}")

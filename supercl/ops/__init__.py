@@ -24,9 +24,9 @@ components), otherwise the plain dense form in torch or numpy.
 
 from .connected_components import connected_components
 from .graph_components import graph_components, knn_weak_labels
+from .downsample import downsample_segments
 from .slic import slic
-from .superpixel_pool import (downsample_segments, superpixel_mean_map, superpixel_pool,
-                              superpixel_unpool)
+from .superpixel_pool import superpixel_mean_map, superpixel_pool, superpixel_unpool
 from .supcon_loss import supcon_loss
 
 __all__ = [

@@ -11,6 +11,13 @@ import torch
 
 from supercl._validate import check_bool, check_float, check_int  # noqa: F401 (re-exported)
 
+# The dtypes of the learning ops' inputs: feature maps (any float, float64 for gradcheck) and
+# superpixel ids (the kernels index with int32 or int64 as given, no widening copy).
+FEATURE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+ID_DTYPES = (torch.int32, torch.int64)
+# supercl._validate.check_tensor's arguments for superpixel ids (pooling, downsample_segments).
+ID_CHECK = dict(dtype=ID_DTYPES, dtype_text="hold integer ids of dtype int32 or int64")
+
 BACKENDS = ("cpu", "cuda")
 # One vocabulary for every op, in ``backend=`` and in SUPERCL_BACKEND: "cpu" and "cuda" name
 # the kind of implementation, "torch" and "triton" the implementation of the learning-side ops

@@ -21,14 +21,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from supercl._validate import check_tensor
+
 from ._common import as_tensor, check_bool, check_int, resolve_triton_backend, to_output
 
-__all__ = [
-    "graph_components",
-    "graph_components_reference",
-    "knn_weak_labels",
-    "knn_weak_labels_reference",
-]
+__all__ = ["graph_components", "knn_weak_labels"]
 
 # The Triton kernels keep node indices in int32.
 _MAX_NODES_TRITON = 2**31 - 1
@@ -270,12 +267,7 @@ def graph_components(neighbors: Any, *, backend: str | None = None):
     tensor([0, 1, 0, 0, 1])
     """
     x, as_numpy = as_tensor(neighbors, "neighbors")
-    if x.dtype not in _INTEGER_DTYPES:
-        raise TypeError(
-            f"neighbors must have an integer dtype (int32 or int64), got {x.dtype}"
-        )
-    if x.ndim != 2:
-        raise ValueError(f"neighbors must have shape (N, K), got {tuple(x.shape)}")
+    check_tensor(x, "neighbors", dtype=_INTEGER_DTYPES, dims="(N, K)")
     chosen = resolve_triton_backend("graph_components", backend, x.device)
     n = x.shape[0]
     if chosen == "triton" and n > _MAX_NODES_TRITON:
@@ -346,13 +338,8 @@ def knn_weak_labels(
     tensor([0, 1, 0, 1])
     """
     x, as_numpy = as_tensor(embeddings, "embeddings")
-    if not x.dtype.is_floating_point:
-        raise TypeError(f"embeddings must have a floating-point dtype, got {x.dtype}")
-    if x.ndim != 2:
-        raise ValueError(f"embeddings must have shape (N, D), got {tuple(x.shape)}")
-    n, d = x.shape
-    if d == 0:
-        raise ValueError("embeddings must have at least one feature (D >= 1), got D = 0")
+    check_tensor(x, "embeddings", dtype="floating", dims="(N, D)", nonempty="D")
+    n = x.shape[0]
     k = check_int(k, "k", minimum=1)
     pair_views = check_bool(pair_views, "pair_views")
     if n >= 2 and k > n - 1:
@@ -363,53 +350,3 @@ def knn_weak_labels(
     if n == 0:
         return to_output(torch.empty(0, dtype=torch.int64, device=x.device), as_numpy)
     return to_output(_knn_weak_labels_op(x.detach(), k, pair_views, chosen), as_numpy)
-
-
-# --------------------------------------------------------------------------------------------
-# references
-
-
-def graph_components_reference(neighbors: Any):
-    """The oracle: ``scipy.sparse.csgraph.connected_components(directed=False)`` on a
-    ``scipy.sparse.coo_matrix`` with an entry for every edge ``(i, neighbors[i, j])``.
-
-    (N, K) integer tensor or array -> (N,) int64 numpy array. scipy is a test/bench
-    dependency, imported here on use.
-    """
-    import numpy as np
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    if isinstance(neighbors, torch.Tensor):
-        neighbors = neighbors.cpu().numpy()
-    table = np.asarray(neighbors)
-    n, k = table.shape
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    rows = np.repeat(np.arange(n), k)
-    graph = coo_matrix((np.ones(n * k), (rows, table.reshape(-1).astype(np.int64))), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
-    return labels.astype(np.int64)
-
-
-def knn_weak_labels_reference(embeddings: Any, k: int = 1, pair_views: bool = False):
-    """The oracle of :func:`knn_weak_labels`, in numpy float64 and scipy: normalise the rows
-    (eps 1e-12), cosine similarities with the diagonal at -inf, the first ``k`` of a stable
-    sort by decreasing similarity, the pair edges ``(i, (i + N/2) mod N)`` if asked, then
-    :func:`graph_components_reference`. (N, D) -> (N,) int64 numpy array."""
-    import numpy as np
-
-    if isinstance(embeddings, torch.Tensor):
-        embeddings = embeddings.detach().cpu().double().numpy()
-    x = np.asarray(embeddings, dtype=np.float64)
-    n = x.shape[0]
-    if n <= 1:
-        return np.zeros(n, dtype=np.int64)
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), _NORMALIZE_EPS)
-    similarity = x @ x.T
-    np.fill_diagonal(similarity, -np.inf)
-    neighbors = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
-    if pair_views:
-        partner = (np.arange(n) + n // 2) % n
-        neighbors = np.concatenate([neighbors, partner[:, None]], axis=1)
-    return graph_components_reference(neighbors)

@@ -8,9 +8,11 @@ from typing import Any
 
 import torch
 
+from supercl._validate import check_tensor
+
 from ._common import as_tensor, check_bool, check_float, resolve_triton_backend
 
-__all__ = ["supcon_loss", "supcon_loss_reference"]
+__all__ = ["supcon_loss"]
 
 # Rows of the similarity matrix per chunk on the torch path: 2**24 float32 entries (64 MiB)
 # whatever N is, so memory grows as O(N * chunk), not O(N^2).
@@ -141,15 +143,8 @@ def supcon_loss(
                          "(positives lie within window of each other)")
     if positions is None and window is not None:
         raise ValueError("window applies to positions; with labels leave it None")
-    if not features.dtype.is_floating_point:
-        raise TypeError(f"features must be a float tensor, got {features.dtype}")
-    if features.ndim != 2:
-        raise ValueError(f"features must have shape (N, D), got {tuple(features.shape)}")
-    n, d = features.shape
-    if n == 0:
-        raise ValueError("features is an empty batch (N = 0)")
-    if d == 0:
-        raise ValueError("features has no dimensions (D = 0)")
+    check_tensor(features, "features", dtype="floating", dims="(N, D)", nonempty="ND")
+    n = features.shape[0]
     if labels is not None:
         labels, _ = as_tensor(labels, "labels")
         _check_ids(labels, "labels", n, features.device)
@@ -263,23 +258,14 @@ def _normalize_rows(x: torch.Tensor) -> torch.Tensor:
 
 
 def _check_ids(ids: torch.Tensor, name: str, n: int, device: torch.device) -> None:
-    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
-        raise TypeError(f"{name} must have an integer dtype, got {ids.dtype}")
-    if ids.ndim != 1 or ids.shape[0] != n:
-        raise ValueError(f"{name} must have shape ({n},) like features, got {tuple(ids.shape)}")
-    if ids.device != device:
-        raise ValueError(f"{name} is on {ids.device} but features on {device}")
+    check_tensor(ids, name, dtype="integer", dims=f"({n},) like features", shape=(n,),
+                 device=device, device_of="features")
 
 
 def _check_positions(positions: Any, n: int, device: torch.device) -> torch.Tensor:
     positions, _ = as_tensor(positions, "positions")
-    if not positions.dtype.is_floating_point:
-        raise TypeError(f"positions must be a float tensor, got {positions.dtype}")
-    if positions.ndim != 1 or positions.shape[0] != n:
-        raise ValueError(f"positions must have shape ({n},) like features, got "
-                         f"{tuple(positions.shape)}")
-    if positions.device != device:
-        raise ValueError(f"positions is on {positions.device} but features on {device}")
+    check_tensor(positions, "positions", dtype="floating", dims=f"({n},) like features",
+                 shape=(n,), device=device, device_of="features")
     if not torch.compiler.is_compiling() and not bool(torch.isfinite(positions).all()):
         raise ValueError("positions contains NaN or inf values")
     return positions
@@ -602,38 +588,3 @@ def _lse_backward_torch(z, groups, lse, coef, scale):
         dz[start:stop] += (p @ zw[c0:c1]) * scale
         dz[c0:c1] += (p.T @ zw[start:stop]) * scale
     return dz
-
-
-def supcon_loss_reference(features, labels=None, temperature=0.1, base_temperature=None,
-                          groups=None, normalize=True, reduction="mean", *, positions=None,
-                          window=None):
-    """The oracle: the dense textbook form with N x N masks (SupContrast's losses.py, with
-    anchors without a positive left out of the mean). Plain torch, autograd through it.
-    With ``positions`` and ``window`` instead of ``labels``, the positive mask is
-    ``|p_i - p_j| < window`` in float64 (PCL's threshold relation)."""
-    base_temperature = temperature if base_temperature is None else base_temperature
-    z = torch.nn.functional.normalize(features, dim=1) if normalize else features
-    n = z.shape[0]
-    logits = z @ z.T / temperature
-    not_self = ~torch.eye(n, dtype=torch.bool, device=z.device)
-    same_group = (
-        torch.ones_like(not_self) if groups is None else groups[:, None] == groups[None, :]
-    )
-    denominator = not_self & same_group
-    if positions is None:
-        related = labels[:, None] == labels[None, :]
-    else:
-        p = positions.to(torch.float64)
-        related = (p[:, None] - p[None, :]).abs() < window
-    positive = denominator & related
-    lse = torch.logsumexp(logits.masked_fill(~denominator, -math.inf), 1, keepdim=True)
-    log_prob = logits - torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
-    n_pos = positive.sum(1)
-    mean_log_prob_pos = (log_prob * positive).sum(1) / n_pos.clamp(min=1)
-    per_anchor = torch.where(n_pos > 0, -(temperature / base_temperature) * mean_log_prob_pos,
-                             torch.zeros((), dtype=z.dtype, device=z.device))
-    if reduction == "none":
-        return per_anchor
-    if reduction == "sum":
-        return per_anchor.sum()
-    return per_anchor.sum() / (n_pos > 0).sum().clamp(min=1)

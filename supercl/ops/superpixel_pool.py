@@ -1,5 +1,6 @@
-"""Superpixel pooling: the mean of a feature map over each superpixel, the paint-back, both
-fused (SuperCL's ASP), and the down-sampling of superpixel maps to the feature resolution.
+"""Superpixel pooling: the mean of a feature map over each superpixel, the paint-back, and both
+fused (SuperCL's ASP). Bringing superpixel maps to the feature resolution is
+:mod:`supercl.ops.downsample`.
 
 Layers: Triton kernels and their launchers in ``kernels/triton/superpixel_pool.py``
 and a torch implementation here -> ``torch.library`` custom ops with fake (meta) kernels and
@@ -13,35 +14,25 @@ The custom ops are visible to ``torch.compile`` (no graph break) and to autograd
   backward is the same op applied to the gradient.
 - ``supercl::superpixel_segment_sum`` -- internal: the segment sum, backward of unpool.
 
-Each op has a plain-torch reference (``<op>_reference``, at the end of this module): the tests'
+Each op has a plain-torch reference (``<op>_reference`` in :mod:`supercl.testing`): the tests'
 oracle and the benchmarks' baseline.
 """
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, Optional
 
 import numpy as np
 import torch
 
-from ._common import as_tensor, check_bool, check_int, resolve_triton_backend, to_output
+from supercl._validate import check_tensor
 
-__all__ = [
-    "downsample_segments",
-    "downsample_segments_reference",
-    "superpixel_mean_map",
-    "superpixel_mean_map_reference",
-    "superpixel_pool",
-    "superpixel_pool_reference",
-    "superpixel_unpool",
-    "superpixel_unpool_reference",
-]
+from ._common import (FEATURE_DTYPES, ID_CHECK, as_tensor, check_bool, check_int,
+                      resolve_triton_backend, to_output)
 
-_FEATURE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-_ID_DTYPES = (torch.int32, torch.int64)
+__all__ = ["superpixel_mean_map", "superpixel_pool", "superpixel_unpool"]
+
 _NORMALIZE = ("mean", "area")
-_MODES = ("nearest", "majority")
 
 
 # ---- public functions ----------------------------------------------------------------------
@@ -177,28 +168,11 @@ def superpixel_unpool(
     """
     means, as_numpy = _as_input(means, "means")
     segments, _ = _as_input(segments, "segments")
-    if not isinstance(means, torch.Tensor):
-        raise TypeError(f"means must be a torch.Tensor or a numpy.ndarray, got {type(means).__name__}")
-    if means.dtype not in _FEATURE_DTYPES:
-        raise TypeError(
-            f"means must have dtype float32, float16, bfloat16 or float64, got {means.dtype}"
-        )
-    if means.ndim != 3:
-        raise ValueError(f"means must have shape (B, K, C), got {tuple(means.shape)}")
-    batch, num_segments, channels = means.shape
-    if batch == 0:
-        raise ValueError("means is an empty batch (B = 0)")
-    if num_segments == 0 or channels == 0:
-        raise ValueError(f"means must have K >= 1 segments and C >= 1 channels, got "
-                         f"{tuple(means.shape)}")
-    _check_id_tensor(segments)
-    if segments.ndim != 3 or segments.shape[0] != batch:
-        raise ValueError(f"segments must have shape ({batch}, H, W) like means' batch, got "
-                         f"{tuple(segments.shape)}")
-    if segments.shape[1] == 0 or segments.shape[2] == 0:
-        raise ValueError(f"segments has an empty image of shape {tuple(segments.shape[1:])}")
-    if segments.device != means.device:
-        raise ValueError(f"segments is on {segments.device} but means on {means.device}")
+    check_tensor(means, "means", dtype=FEATURE_DTYPES, dims="(B, K, C)", nonempty="BKC")
+    batch, num_segments, _ = means.shape
+    check_tensor(segments, "segments", **ID_CHECK, dims=f"({batch}, H, W) like means' batch",
+                 shape=(batch, None, None), nonempty="HW", device=means.device,
+                 device_of="means")
     _check_id_range(segments, num_segments)
     chosen = resolve_triton_backend("superpixel_unpool", backend, means.device)
     return to_output(_unpool_op(means, segments, chosen), as_numpy)
@@ -277,76 +251,6 @@ def superpixel_mean_map(
                                   chosen), as_numpy)
 
 
-def downsample_segments(segments: Any, size: Any, mode: str = "nearest"):
-    """Superpixel maps brought to another resolution, e.g. SLIC labels of the input slice to
-    the resolution of a feature map.
-
-    - ``"nearest"``: the source pixel that ``torch.nn.functional.interpolate(...,
-      mode="nearest")`` picks, exactly: ``src = min(floor(dst * scale), in - 1)`` with
-      ``scale = in / out`` and the product rounded to float32, as torch computes it for
-      float32 input. (The exact rational ``floor(dst * in / out)`` differs from torch for some
-      sizes, e.g. 2 -> 82, so torch's rounding is reproduced.)
-    - ``"majority"``: the most frequent id among the source pixels of each target pixel, ties
-      broken by the smallest id. Target row i covers source rows ``floor(i * H / h)`` to
-      ``floor((i + 1) * H / h) - 1`` (at least one row; likewise for columns), so when
-      down-sampling the windows tile the image.
-
-    Works on any device, in torch (no Triton), without host synchronisation; no autograd
-    (ids are integers).
-
-    Parameters
-    ----------
-    segments : torch.Tensor or numpy.ndarray
-        (B, H, W) int32 or int64 ids (any values, negative ones included).
-    size : int or (int, int)
-        Target (h, w), each >= 1; an int means (size, size).
-    mode : {"nearest", "majority"}
-
-    Returns
-    -------
-    (B, h, w) ids, same dtype and kind (tensor on its device, or numpy array) as ``segments``.
-
-    Raises
-    ------
-    TypeError
-        ``segments`` not int32/int64; ``size`` not an int or a pair of ints.
-    ValueError
-        Wrong shape, an empty batch or image, ``size`` < 1, an unknown ``mode``.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from supercl.ops import downsample_segments
-    >>> segments = torch.tensor([[[5, 0, 1, 1],
-    ...                           [0, 0, 1, 1],
-    ...                           [3, 3, 2, 2],
-    ...                           [3, 3, 2, 1]]])
-    >>> downsample_segments(segments, 2, mode="majority")[0].tolist()
-    [[0, 1], [3, 2]]
-    >>> downsample_segments(segments, (2, 2))[0].tolist()     # rows 0, 2 and columns 0, 2
-    [[5, 1], [3, 2]]
-    """
-    seg, as_numpy = as_tensor(segments, "segments")
-    _check_id_tensor(seg)
-    if seg.ndim != 3:
-        raise ValueError(f"segments must have shape (B, H, W), got {tuple(seg.shape)}")
-    batch, height, width = seg.shape
-    if batch == 0:
-        raise ValueError("segments is an empty batch (B = 0)")
-    if height == 0 or width == 0:
-        raise ValueError(f"segments has an empty image of shape ({height}, {width})")
-    out_h, out_w = _check_size(size)
-    if not isinstance(mode, str) or mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
-    if mode == "nearest":
-        rows = _nearest_source_index(height, out_h, seg.device)
-        cols = _nearest_source_index(width, out_w, seg.device)
-        out = seg[:, rows[:, None], cols[None, :]]
-    else:
-        out = _majority(seg, out_h, out_w)
-    return to_output(out, as_numpy)
-
-
 # ---- validation ----------------------------------------------------------------------------
 
 
@@ -359,46 +263,15 @@ def _as_input(value: Any, name: str) -> tuple[Any, bool]:
 
 
 def _check_features(features: Any, name: str) -> None:
-    if not isinstance(features, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor or a numpy.ndarray, got "
-                        f"{type(features).__name__}")
-    if features.dtype not in _FEATURE_DTYPES:
-        raise TypeError(
-            f"{name} must have dtype float32, float16, bfloat16 or float64, got {features.dtype}"
-        )
-    if features.ndim != 4:
-        raise ValueError(f"{name} must have shape (B, C, H, W), got {tuple(features.shape)}")
-    batch, channels, height, width = features.shape
-    if batch == 0:
-        raise ValueError(f"{name} is an empty batch (B = 0)")
-    if channels == 0:
-        raise ValueError(f"{name} has no channels (C = 0)")
-    if height == 0 or width == 0:
-        raise ValueError(f"{name} has an empty image of shape ({height}, {width})")
-
-
-def _check_id_tensor(segments: Any) -> None:
-    if not isinstance(segments, torch.Tensor):
-        raise TypeError(f"segments must be a torch.Tensor or a numpy.ndarray, got "
-                        f"{type(segments).__name__}")
-    if segments.dtype not in _ID_DTYPES:
-        raise TypeError(
-            f"segments must hold integer ids of dtype int32 or int64, got {segments.dtype}"
-            + (" (convert with .long() if the values are whole numbers)"
-               if segments.dtype.is_floating_point else "")
-        )
+    check_tensor(features, name, dtype=FEATURE_DTYPES, dims="(B, C, H, W)", nonempty="BCHW")
 
 
 def _check_segments(segments: Any, features: torch.Tensor, name: str) -> None:
-    _check_id_tensor(segments)
     batch, _, height, width = features.shape
-    if tuple(segments.shape) != (batch, height, width):
-        raise ValueError(
-            f"segments must have shape (B, H, W) = {(batch, height, width)} like {name} "
-            f"{tuple(features.shape)}, got {tuple(segments.shape)}"
-        )
-    if segments.device != features.device:
-        raise ValueError(f"segments is on {segments.device} but {name} on {features.device}")
+    check_tensor(segments, "segments", **ID_CHECK,
+                 dims=f"(B, H, W) = {(batch, height, width)} like {name} "
+                      f"{tuple(features.shape)}",
+                 shape=(batch, height, width), device=features.device, device_of=name)
 
 
 def _resolve_num_segments(segments: torch.Tensor, num_segments: Any) -> int:
@@ -429,18 +302,6 @@ def _check_id_range(segments: torch.Tensor, num_segments: int) -> None:
     lo, hi = torch.aminmax(segments)
     torch._assert_async((lo >= 0) & (hi < num_segments),
                         f"supercl: segments must hold ids in [0, {num_segments})")
-
-
-def _check_size(size: Any) -> tuple[int, int]:
-    if isinstance(size, numbers.Integral) and not isinstance(size, bool):
-        pair = (size, size)
-    elif isinstance(size, (tuple, list, torch.Size)):
-        pair = tuple(size)
-        if len(pair) != 2:
-            raise ValueError(f"size must be an int or a pair (h, w), got {len(pair)} entries")
-    else:
-        raise TypeError(f"size must be an int or a pair of ints (h, w), got {type(size).__name__}")
-    return (check_int(pair[0], "size[0]", minimum=1), check_int(pair[1], "size[1]", minimum=1))
 
 
 # ---- custom ops (torch.compile and autograd see these) -------------------------------------
@@ -660,131 +521,3 @@ def _paint_torch(values, segments, dtype):
     table = values.to(dtype).transpose(1, 2).contiguous()
     out = table.gather(2, ids.expand(batch, channels, height * width))
     return out.view(batch, channels, height, width)
-
-
-# ---- downsample_segments helpers -----------------------------------------------------------
-
-
-def _nearest_source_index(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
-    """Source index of each output index for torch's legacy "nearest" (ATen UpSample.h,
-    ``nearest_idx``): ``min(floor(dst * (float)n_in / n_out), n_in - 1)`` in float32."""
-    dst = torch.arange(n_out, device=device)
-    if n_out == n_in:
-        return dst
-    if n_out == 2 * n_in:
-        return dst >> 1
-    # The scale rounded to float32 as ATen computes it, made on the device: a CPU scalar
-    # copied there would make the host wait for the stream (a blocking copy).
-    scale = torch.full((), float(n_in), dtype=torch.float32, device=device) / n_out
-    src = torch.floor(dst.to(torch.float32) * scale).to(torch.int64)
-    return src.clamp_max(n_in - 1)
-
-
-def _windows(n_in: int, n_out: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Source indices (n_out, L) of each target's window and their validity (windows have
-    1 to L entries: floor(i n_in / n_out) .. floor((i + 1) n_in / n_out) - 1, at least one)."""
-    i = torch.arange(n_out, device=device)
-    start = (i * n_in) // n_out
-    stop = torch.maximum(((i + 1) * n_in) // n_out, start + 1)
-    length = -(-n_in // n_out)  # ceil: the longest window
-    offsets = torch.arange(length, device=device)
-    index = start[:, None] + offsets[None, :]
-    valid = index < stop[:, None]
-    return index.clamp_max(n_in - 1), valid
-
-
-def _majority(seg: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
-    """Mode of each window, ties to the smallest id, by sorting each window's ids and counting
-    runs; memory O(B * max(H, h) * max(W, w)) int64."""
-    batch = seg.shape[0]
-    rows, row_ok = _windows(seg.shape[1], out_h, seg.device)       # (h, Lr)
-    cols, col_ok = _windows(seg.shape[2], out_w, seg.device)       # (w, Lc)
-    window = seg[:, rows[:, None, :, None], cols[None, :, None, :]].to(torch.int64)
-    valid = row_ok[:, None, :, None] & col_ok[None, :, None, :]    # (h, w, Lr, Lc)
-    length = rows.shape[1] * cols.shape[1]
-    window = window.reshape(batch, out_h, out_w, length)
-    valid = valid.reshape(1, out_h, out_w, length).expand_as(window)
-    # Invalid entries sort last (int64 max) and are not counted.
-    keyed = torch.where(valid, window, torch.iinfo(torch.int64).max)
-    ordered, order = keyed.sort(dim=-1)
-    counted = valid.gather(-1, order).to(torch.int64)
-    starts = torch.ones_like(ordered, dtype=torch.bool)
-    starts[..., 1:] = ordered[..., 1:] != ordered[..., :-1]
-    run = starts.to(torch.int64).cumsum(-1) - 1                    # run index of each entry
-    run_counts = torch.zeros_like(ordered).scatter_add_(-1, run, counted)
-    best = run_counts.argmax(-1, keepdim=True)  # first maximum: runs are in ascending id order
-    first = (run == best).to(torch.int8).argmax(-1, keepdim=True)  # first entry of that run
-    return ordered.gather(-1, first).squeeze(-1).to(seg.dtype)
-
-
-# ---- references (plain torch: the tests' oracle, the benchmarks' baseline) -----------------
-
-
-def superpixel_pool_reference(features: torch.Tensor, segments: torch.Tensor,
-                              num_segments: int | None = None):
-    """The oracle of :func:`superpixel_pool`: ``index_add`` of the pixels' feature rows into
-    per-(image, segment) rows, in float32 (float64 for float64 features), divided by
-    ``bincount``; differentiable through torch's own autograd. Returns (means in the dtype of
-    ``features``, counts int64)."""
-    sums, counts = _reference_sums(features, segments, num_segments)
-    means = sums / counts.clamp_min(1).unsqueeze(-1)
-    return means.to(features.dtype), counts
-
-
-def _reference_sums(features, segments, num_segments):
-    batch, channels, height, width = features.shape
-    k = int(segments.max()) + 1 if num_segments is None else num_segments
-    acc = _acc_dtype(features.dtype)
-    flat = (segments.long() + torch.arange(batch, device=segments.device).view(-1, 1, 1) * k)
-    flat = flat.reshape(-1)
-    rows = features.to(acc).permute(0, 2, 3, 1).reshape(-1, channels)
-    sums = torch.zeros(batch * k, channels, dtype=acc, device=features.device)
-    sums = sums.index_add(0, flat, rows)
-    counts = torch.bincount(flat, minlength=batch * k)
-    return sums.view(batch, k, channels), counts.view(batch, k)
-
-
-def superpixel_unpool_reference(means: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
-    """The oracle of :func:`superpixel_unpool`: per image, ``means[b][segments[b]]`` (advanced
-    indexing), moved to (B, C, H, W)."""
-    painted = torch.stack([means[b][segments[b].long()] for b in range(means.shape[0])])
-    return painted.permute(0, 3, 1, 2).contiguous()
-
-
-def superpixel_mean_map_reference(features: torch.Tensor, segments: torch.Tensor,
-                                  normalize: str = "mean",
-                                  num_segments: int | None = None) -> torch.Tensor:
-    """The oracle of :func:`superpixel_mean_map`: segment sums by ``index_add`` (float32, or
-    float64 for float64 features), divided by the count or by H * W, painted back by
-    indexing."""
-    height, width = features.shape[2:]
-    sums, counts = _reference_sums(features, segments, num_segments)
-    denominator = counts.clamp_min(1).unsqueeze(-1) if normalize == "mean" else height * width
-    return superpixel_unpool_reference(sums / denominator, segments).to(features.dtype)
-
-
-def downsample_segments_reference(segments: torch.Tensor, size, mode: str = "nearest"):
-    """The oracle of :func:`downsample_segments`. "nearest": the row and column indices that
-    ``F.interpolate(..., mode="nearest")`` picks on float32 index grids. "majority": a Python
-    loop over the windows with ``unique(return_counts=True)`` (slow; small inputs)."""
-    import torch.nn.functional as F
-
-    out_h, out_w = (size, size) if isinstance(size, int) else size
-    batch, height, width = segments.shape
-    if mode == "nearest":
-        grid_r = torch.arange(height, dtype=torch.float32).view(1, 1, height, 1)
-        grid_c = torch.arange(width, dtype=torch.float32).view(1, 1, 1, width)
-        rows = F.interpolate(grid_r, size=(out_h, 1), mode="nearest").view(-1).long()
-        cols = F.interpolate(grid_c, size=(1, out_w), mode="nearest").view(-1).long()
-        return segments[:, rows[:, None], cols[None, :]]
-    out = torch.empty(batch, out_h, out_w, dtype=segments.dtype)
-    for b in range(batch):
-        for i in range(out_h):
-            r0 = i * height // out_h
-            r1 = max((i + 1) * height // out_h, r0 + 1)
-            for j in range(out_w):
-                c0 = j * width // out_w
-                c1 = max((j + 1) * width // out_w, c0 + 1)
-                values, counts = segments[b, r0:r1, c0:c1].unique(return_counts=True)
-                out[b, i, j] = values[counts == counts.max()].min()
-    return out.to(segments.device)

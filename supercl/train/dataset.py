@@ -12,7 +12,8 @@ from supercl.data.nifti import (DatasetInfo, SliceSet, check_pairs, load_slices,
 
 __all__ = ["DataConfig", "PHANTOM", "resolve_data", "prepare_split", "slices_of"]
 
-# The embedded default: 20 phantom CT volumes of 24 x 128 x 128 with 5 organ classes.
+# The embedded default: 20 phantom CT volumes (supercl.data.phantom_v2) of 24 x 128 x 128 with
+# 5 organ classes.
 PHANTOM = dict(n_volumes=20, shape=(24, 128, 128), n_organs=5, seed=0)
 
 

@@ -22,16 +22,12 @@ from typing import Any, Callable
 
 import torch
 
-# check_device and strict_json stay importable from here for code written before they moved
-from supercl._runtime import (check_device, json_text, resolve_device,  # noqa: F401
-                              strict_json, write_json)
+from supercl._runtime import json_text, resolve_device, write_json
 from supercl._validate import (SettingError, check_bool, check_choice, check_float, check_int,
                                check_setting)
 
 from .dataset import DataConfig
 
-# resolve_device, check_device, write_json, json_text and strict_json live in supercl._runtime
-# (below both the trainer and the scoring, which use them); imported here for the loop.
 __all__ = ["TrainingLoop", "Task", "RunConfig", "NonFiniteLossError", "amp_dtype",
            "check_resume", "RESUMABLE", "epoch_batches", "total_steps",
            "optimizer_step", "cosine_lambda", "host_values", "check_finite", "StopFlag", "RunLog"]

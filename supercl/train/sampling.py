@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from supercl._validate import check_tensor
+
 __all__ = ["step_generator", "crop_batch", "ForegroundSampler"]
 
 
@@ -80,8 +82,7 @@ class ForegroundSampler:
     """
 
     def __init__(self, labels: torch.Tensor):
-        if labels.dim() != 3:
-            raise ValueError(f"labels must be (N, H, W), got {tuple(labels.shape)}")
+        check_tensor(labels, "labels", dims="(N, H, W)", arrays=False)
         self.shape = labels.shape
         flat = labels.reshape(-1)
         self.classes = [int(c) for c in torch.unique(flat).tolist() if c > 0]

@@ -42,9 +42,7 @@
 // kAtomic: the device always uses atomics; the host uses them when rows of one image merge
 // concurrently, and the plain forms (cc_find<false>, cc_union<false>) in its run-based scan,
 // where one thread owns the image.  Its relabel reads the final label of each node's parent,
-// which precedes it in raster order, so the host needs no compress step.  (kFresh, the
-// single-owner pixel pass with init fused, is no longer used by the host driver since the run
-// form replaced it; it stays because kernels/cuda names the template's third argument.)
+// which precedes it in raster order, so the host needs no compress step.
 #pragma once
 
 #include "supercl/common.h"
@@ -99,54 +97,35 @@ SUPERCL_HD void cc_init_pixel(const T* image, int64_t sy, int64_t sx, int64_t wi
   parent[i] = cc_is_background(v, has_background, background) ? -1 : static_cast<int32_t>(i);
 }
 
-// Joins pixel i to its neighbour j < i.  `fresh` is true only on the host's single-owner
-// path, for the first join of a pixel initialised just before its merge: nothing can have
-// linked to i yet (raster order), so i is a singleton root larger than every index in j's tree
-// and linking it to j's parent is exactly union(i, j), without the two finds.
-template <bool kAtomic>
-SUPERCL_HD void cc_join(int32_t* parent, int32_t i, int32_t j, bool& fresh) {
-  if (fresh) {
-    parent[i] = parent[j];
-    fresh = false;
-  } else {
-    cc_union<kAtomic>(parent, i, j);
-  }
-}
-
 // Step 2 for pixel (y, x).  connectivity: 1 (4-neighbourhood) or 2 (8-neighbourhood).
-// kFresh: the host's single-owner pass, which also does step 1 for the pixel (one load of its
-// value instead of two) and makes its first join a plain link (cc_join).
-template <typename T, bool kAtomic = true, bool kFresh = false>
+template <typename T, bool kAtomic = true>
 SUPERCL_HD void cc_merge_pixel(const T* image, int64_t sy, int64_t sx, int64_t width, int64_t y,
                                int64_t x, int connectivity, bool has_background, T background,
                                int32_t* parent) {
   const T v = image[y * sy + x * sx];
   const int32_t i = static_cast<int32_t>(y * width + x);
-  const bool bg = cc_is_background(v, has_background, background);
-  if (kFresh) parent[i] = bg ? -1 : i;  // init, fused
-  if (bg) return;
-  bool fresh = kFresh;
+  if (cc_is_background(v, has_background, background)) return;
   const bool has_up = y > 0, has_left = x > 0, has_right = x + 1 < width;
   const bool up = has_up && image[(y - 1) * sy + x * sx] == v;
   if (connectivity == 1) {
-    if (up) cc_join<kAtomic>(parent, i, static_cast<int32_t>(i - width), fresh);
+    if (up) cc_union<kAtomic>(parent, i, static_cast<int32_t>(i - width));
     // Left and up are both 4-adjacent to up-left: when all three equal x, left is already
     // joined to up through up-left's own merges.
     if (has_left && image[y * sy + (x - 1) * sx] == v &&
         !(up && image[(y - 1) * sy + (x - 1) * sx] == v))
-      cc_join<kAtomic>(parent, i, i - 1, fresh);
+      cc_union<kAtomic>(parent, i, i - 1);
     return;
   }
   if (up) {
-    cc_join<kAtomic>(parent, i, static_cast<int32_t>(i - width), fresh);
+    cc_union<kAtomic>(parent, i, static_cast<int32_t>(i - width));
     return;
   }
   if (has_up && has_right && image[(y - 1) * sy + (x + 1) * sx] == v)
-    cc_join<kAtomic>(parent, i, static_cast<int32_t>(i - width + 1), fresh);
+    cc_union<kAtomic>(parent, i, static_cast<int32_t>(i - width + 1));
   if (has_up && has_left && image[(y - 1) * sy + (x - 1) * sx] == v)
-    cc_join<kAtomic>(parent, i, static_cast<int32_t>(i - width - 1), fresh);
+    cc_union<kAtomic>(parent, i, static_cast<int32_t>(i - width - 1));
   else if (has_left && image[y * sy + (x - 1) * sx] == v)
-    cc_join<kAtomic>(parent, i, i - 1, fresh);
+    cc_union<kAtomic>(parent, i, i - 1);
 }
 
 // ---------------------------------------------------------------------------------------------

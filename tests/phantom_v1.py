@@ -1,4 +1,9 @@
-"""Synthetic CT-like phantoms: the embedded default data of supercl.
+"""The v1 phantom (formerly ``supercl.data.phantom``), kept outside the package for the tests
+and benchmarks whose inputs it draws: their pinned numbers (SLIC and connected-components
+quality, GPU/CPU equality cases, the benchmarks' inputs and labels) were set on these exact
+volumes. The package's one phantom is :mod:`supercl.data.phantom_v2`, whose organ classes
+differ by shape, position and texture rather than by intensity (issue 25, item 4). The
+benchmarks import this module from here too (benchmarks/conftest.py puts tests/ on the path).
 
 The generator draws axial "abdominal" slices and volumes in Hounsfield-like
 units together with their organ label maps:
@@ -32,17 +37,15 @@ deterministic given the seed.
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 import os
 import pathlib
-import re
 from typing import Any, Callable, Sequence, Tuple, Union
 
 import numpy as np
 
-from supercl._validate import check_int, check_seed, check_spacing
+from supercl._validate import check_int, check_seed, check_spacing, child_seed
 
 __all__ = ["phantom_slice", "phantom_batch", "phantom_volume", "write_msd"]
 
@@ -80,14 +83,6 @@ def _check_noise(noise: Any) -> float:
     if not math.isfinite(noise) or noise < 0:
         raise ValueError(f"noise must be a finite real number >= 0, got {noise!r}")
     return noise
-
-
-def _child_seed(seed: Any, index: int) -> np.random.SeedSequence:
-    """Seed of item ``index`` of a batch / dataset drawn with ``seed``."""
-    parent = check_seed(seed)
-    return np.random.SeedSequence(
-        parent.entropy, spawn_key=tuple(parent.spawn_key) + (index,),
-        pool_size=parent.pool_size)
 
 
 # ----------------------------------------------------------------------------
@@ -510,7 +505,7 @@ def phantom_batch(batch: int, height: int = 256, width: int = 256, *,
     images = np.empty((batch, height, width), dtype=np.float32)
     labels = np.empty((batch, height, width), dtype=np.uint8)
     for i in range(batch):
-        _slice_into(images[i], labels[i], _child_seed(parent, i), n_organs, noise, texture)
+        _slice_into(images[i], labels[i], child_seed(parent, i), n_organs, noise, texture)
     return images, labels
 
 
@@ -692,176 +687,43 @@ def phantom_volume(depth: int = 32, height: int = 128, width: int = 128, *,
 # Medical Segmentation Decathlon layout
 # ----------------------------------------------------------------------------
 
-_CASE_RE = re.compile(r"^phantom_\d+\.nii\.gz$")
-
 
 def write_msd(root: Union[str, os.PathLike], n_volumes: int = 4,
               shape: Sequence[int] = (32, 128, 128), *, n_organs: int = 5,
               seed: SeedLike = 0, modality: str = "CT", overwrite: bool = False,
               spacing: Sequence[float] = (0.8, 0.8, 2.5),
-              consistent_classes: bool = True, phantom: str = "v1") -> pathlib.Path:
-    """Write a phantom dataset in the Medical Segmentation Decathlon layout.
+              consistent_classes: bool = True) -> pathlib.Path:
+    """A v1 phantom dataset in the MSD layout of :func:`supercl.data.msd.write_msd` (the
+    package's writer, :func:`supercl.data.msd.write_cases`, does the writing).
 
-    Creates::
+    Case ``i`` is ``phantom_volume(*shape, n_organs=n_organs, seed=SeedSequence(seed,
+    spawn_key=(i,)), consistent_classes=consistent_classes)``, rounded to int16 HU and clipped
+    to [-1024, 3071]; labels are named ``"organ1"`` ...; ``modality`` is only recorded (v1
+    always draws CT). ``consistent_classes``: organ class c keeps its intensity band in every
+    volume (default True), which makes the labels learnable across volumes; see
+    :func:`phantom_volume`.
 
-        root/dataset.json
-        root/imagesTr/phantom_000.nii.gz ...   (int16 HU, clipped to [-1024, 3071];
-                                                v2 MR: int16 arbitrary units >= 0)
-        root/labelsTr/phantom_000.nii.gz ...   (uint8, 0..n_organs)
-
-    Case ``i`` is ``phantom_volume(*shape, n_organs=n_organs,
-    seed=SeedSequence(seed, spawn_key=(i,)),
-    consistent_classes=consistent_classes)``. Following the usual MSD / NIfTI
-    convention the stored data array has shape ``(X, Y, Z) = (W, H, D)``,
-    i.e. it is the ``(D, H, W)`` volume transposed with ``.transpose(2, 1, 0)``
-    and the axial slices lie along the last axis; read a case back as a
-    ``(D, H, W)`` array with
-    ``np.asarray(nib.load(p).dataobj).transpose(2, 1, 0)``. The affine is
-    diagonal with the voxel ``spacing`` (mm) and centres the volume on the
-    origin; the header units are mm.
-
-    Parameters
-    ----------
-    root : str or os.PathLike
-        Dataset folder; created (with parents) if missing.
-    n_volumes : int
-        Number of training cases, >= 1.
-    shape : sequence of 3 int
-        ``(depth, height, width)`` of each volume, each >= 1.
-    n_organs : int
-        Number of organ classes, 0..255 (labels ``"organ1"`` ...).
-    seed : int or numpy.random.SeedSequence
-        Dataset seed; the same seed writes the same voxels.
-    modality : str
-        Modality name stored as ``{"0": modality}`` in dataset.json. With
-        ``phantom="v2"`` it also selects the generator's modality: ``"CT"`` or
-        an MR name (``"MR"``, ``"MRI"``, ``"T1"``, ``"T2"``; anything else is a
-        ValueError); v1 always draws CT.
-    overwrite : bool
-        If ``root`` exists and is not empty, raise :class:`FileExistsError`
-        unless ``overwrite`` is true; with ``overwrite=True`` dataset.json and
-        the ``phantom_*.nii.gz`` files of ``imagesTr``/``labelsTr`` are
-        replaced (stale ones removed); other files are left alone.
-    spacing : sequence of 3 float
-        Voxel size in mm along (x, y, z).
-    consistent_classes : bool
-        Organ class c keeps its intensity band in every volume (default True),
-        which is what makes the labels learnable across volumes; see
-        :func:`phantom_volume`. v2 classes are always consistent (False is a
-        ValueError with ``phantom="v2"``).
-    phantom : {"v1", "v2"}
-        The generator: ``"v1"`` (default) :func:`phantom_volume`, organ classes
-        that differ by intensity; ``"v2"``
-        :func:`supercl.data.phantom_v2.phantom_v2_volume`, classes that differ
-        by shape, position and texture with overlapping intensity bands, CT or
-        MR (``n_organs`` <= 7, labels named liver, spleen, kidneys, aorta,
-        gallbladder, pancreas, psoas).
-
-    Returns
-    -------
-    pathlib.Path
-        ``root``.
-
-    Raises
-    ------
-    FileExistsError
-        If ``root`` is not empty and ``overwrite`` is false, or is a file.
-    ValueError
-        On invalid arguments (the message names the argument).
-
-    Examples
-    --------
-    >>> import json, tempfile, nibabel as nib
+    >>> import json, tempfile
     >>> root = write_msd(tempfile.mkdtemp() + "/phantom", n_volumes=2,
     ...                  shape=(8, 32, 32), n_organs=2)
-    >>> meta = json.loads((root / "dataset.json").read_text())
-    >>> meta["numTraining"], meta["labels"]["2"]
-    (2, 'organ2')
-    >>> nib.load(root / meta["training"][0]["image"]).shape
-    (32, 32, 8)
+    >>> json.loads((root / "dataset.json").read_text())["labels"]["2"]
+    'organ2'
     """
-    import nibabel as nib
+    from supercl.data.msd import check_shape, write_cases
 
     n_volumes = check_int(n_volumes, "n_volumes", 1)
-    try:
-        shape_t = tuple(shape)
-    except TypeError:
-        raise ValueError(f"shape must be a sequence of 3 positive integers, got {shape!r}") from None
-    if len(shape_t) != 3:
-        raise ValueError(f"shape must be a sequence of 3 positive integers, got {shape!r}")
-    depth, height, width = (check_int(s, f"shape[{i}]", 1) for i, s in enumerate(shape_t))
+    shape = check_shape(shape)
     n_organs = _check_n_organs(n_organs)
     parent = check_seed(seed)
-    if not isinstance(modality, str) or not modality:
-        raise ValueError(f"modality must be a non-empty string, got {modality!r}")
-    spacing_t = check_spacing(spacing, ndim=3)
-    if phantom not in ("v1", "v2"):
-        raise ValueError(f"phantom must be 'v1' or 'v2', got {phantom!r}")
-    if phantom == "v2":
-        from . import phantom_v2
-        if not consistent_classes:
-            raise ValueError("consistent_classes=False is only available with phantom='v1'")
-        v2_meta = phantom_v2.msd_meta(n_organs, modality)   # validates n_organs and modality
 
-    root = pathlib.Path(root)
-    if root.exists():
-        if not root.is_dir():
-            raise FileExistsError(f"write_msd: {root} exists and is not a directory")
-        if any(root.iterdir()) and not overwrite:
-            raise FileExistsError(
-                f"write_msd: {root} exists and is not empty; refusing to overwrite it "
-                f"(pass overwrite=True to replace the phantom dataset)")
-    images_dir = root / "imagesTr"
-    labels_dir = root / "labelsTr"
-    images_dir.mkdir(parents=True, exist_ok=True)
-    labels_dir.mkdir(parents=True, exist_ok=True)
-    for folder in (images_dir, labels_dir):
-        for p in folder.iterdir():
-            if p.is_file() and _CASE_RE.match(p.name):
-                p.unlink()
+    def case(i, shape, spacing):
+        vol, lab = phantom_volume(*shape, n_organs=n_organs, seed=child_seed(parent, i),
+                                  consistent_classes=consistent_classes)
+        return np.clip(np.rint(vol), -1024, 3071).astype(np.int16), lab
 
-    width_digits = max(3, len(str(n_volumes - 1)))
-    affine = np.diag([spacing_t[0], spacing_t[1], spacing_t[2], 1.0])
-    affine[:3, 3] = -0.5 * (np.array([width, height, depth]) - 1) * np.array(spacing_t)
-    training = []
-    for i in range(n_volumes):
-        name = f"phantom_{i:0{width_digits}d}.nii.gz"
-        if phantom == "v2":
-            stored, lab = phantom_v2.msd_case((depth, height, width), n_organs=n_organs,
-                                              seed=_child_seed(parent, i), modality=modality,
-                                              spacing_xyz=spacing_t)   # int16 already
-        else:
-            vol, lab = phantom_volume(depth, height, width, n_organs=n_organs,
-                                      seed=_child_seed(parent, i),
-                                      consistent_classes=consistent_classes)
-            stored = np.clip(np.rint(vol), -1024, 3071).astype(np.int16)
-        hu = stored.transpose(2, 1, 0)
-        for data, dtype, folder in ((hu, np.int16, images_dir),
-                                    (lab.transpose(2, 1, 0), np.uint8, labels_dir)):
-            img = nib.Nifti1Image(np.ascontiguousarray(data), affine)
-            img.header.set_data_dtype(dtype)
-            img.header.set_xyzt_units("mm", "sec")
-            img.set_qform(affine, code=1)
-            img.set_sform(affine, code=1)
-            nib.save(img, str(folder / name))
-        training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
-
-    meta = {
-        "name": "SuperCLPhantom",
-        "description": "Synthetic CT-like phantom generated by supercl.data.phantom "
-                       "(bodies with random organs; labels are organ classes)",
-        "reference": "supercl synthetic phantom",
-        "licence": "CC0",
-        "release": "1.0",
-        "tensorImageSize": "3D",
-        "modality": {"0": modality},
-        "labels": {"0": "background", **{str(k): f"organ{k}" for k in range(1, n_organs + 1)}},
-        "numTraining": n_volumes,
-        "numTest": 0,
-        "training": training,
-        "test": [],
-    }
-    if phantom == "v2":
-        meta.update(v2_meta)
-    (root / "dataset.json").write_text(json.dumps(meta, indent=4) + "\n")
-    return root
+    return write_cases(
+        root, n_volumes, shape, case, name="SuperCLPhantom",
+        description="Synthetic CT-like phantom generated by supercl.data.phantom "
+                    "(bodies with random organs; labels are organ classes)",
+        labels={"0": "background", **{str(k): f"organ{k}" for k in range(1, n_organs + 1)}},
+        modality=modality, spacing=spacing, overwrite=overwrite)

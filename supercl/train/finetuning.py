@@ -1,4 +1,4 @@
-"""Fine-tuning (scoring on the test volumes is :mod:`supercl.train.evaluate`).
+"""Fine-tuning (scoring on the test volumes is :mod:`supercl.train.evaluation`).
 
 Fine-tuning trains the whole U-Net on the labeled fine-tuning volumes of the split, its
 encoder initialised from a pre-training run (only the encoder is transferred) or from
@@ -18,12 +18,12 @@ import torch.nn.functional as F
 
 from supercl._validate import SettingError, check_bool, check_float, check_int, check_setting
 from supercl.eval.metrics import SegmentationMetrics
-from supercl.eval.predict import predict
+from supercl.eval.inference import predict
 from supercl.models import UNet, UNetEncoder
 
 from .checkpoint import save_atomic
 from .dataset import prepare_split, slices_of
-from .evaluate import evaluate
+from .evaluation import evaluate
 from .loop import RunConfig, Task, TrainingLoop
 from .sampling import ForegroundSampler, crop_batch, step_generator
 

@@ -17,7 +17,7 @@ from supercl._runtime import resolve_device, write_json
 from supercl._validate import check_int
 from supercl.data.nifti import slice_names, slice_spacing, write_split
 from supercl.eval.metrics import SegmentationMetrics, summarize_volumes, volume_metrics
-from supercl.eval.predict import predict
+from supercl.eval.inference import predict
 from supercl.models import UNet
 from supercl.viz import plot_dsc_bars, plot_predictions
 
