@@ -46,11 +46,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 # What the GPU benchmarks select (pytest -k): every GPU provider and, in the same process,
-# the CPU baselines that the ratios are taken against -- not the CPU-only issue-19 cases on
-# real and hard inputs (real_mri*, flat_ct, noisy_binary), whose ids also hold "512x512".
+# the CPU baselines that the ratios are taken against -- not the CPU-only issue-19/24 cases on real
+# and hard inputs (real_mri*, flat_ct, noisy_binary, phantom), whose ids also hold "512x512".
 BENCH_SELECT = (
     "(cuda or cupyx or cucim or (connected_components and 512x512 and (cc3d or scipy)) "
-    "or (slic and 512x512 and skimage)) and not (real_mri or flat_ct or noisy_binary)"
+    "or (slic and 512x512 and skimage)) and not (real_mri or flat_ct or noisy_binary or phantom)"
 )
 
 # The targets of the GPU round (issue 12), as (label, benchmark group, provider, how to read

@@ -16,12 +16,17 @@ Issue 19 adds two CPU-only kinds:
 - ``real_mri_supervoxels``: supercl's 3-D SLIC labels (2000 supervoxels, numbered from 1) of
   the MNI152 T1 template in nilearn's wheel, 189 x 233 x 197 in (Z, Y, X) order.
 
+Issue 24 adds ``phantom_supervoxels`` (the ``supervoxels`` map again, for the CPU targets) and
+runs the three CPU-only kinds at 6-, 18- and 26-connectivity (ids and groups ``-c6``,
+``-c18``; 26 keeps the issue-19 names), supercl and cc3d at all three, scipy and scikit-image
+at 26 only; target on one thread: 1.0x cc3d for each.
+
 Issue 22 adds the GPU-only ``smoothed_noise`` kind: the ``noisy_binary`` field (sigma 1 voxel,
 90th percentile) at 256^3, many small components, where a per-voxel global union-find loses;
 cupyx is its peer, cuCIM and bkeccl run beside it (checked by ``same_partition``, their
 numbering may differ).
 
-All use 26-connectivity (``connectivity=3``). cc3d 4.x has no thread option (it is
+All others use 26-connectivity (``connectivity=3``). cc3d 4.x has no thread option (it is
 single-threaded), so its one row serves as the peer of both supercl rows. Correctness is
 checked before timing, outside the timed region: supercl pixel for pixel against
 scikit-image, the other peers by component count. See benchmarks/README.md for the method.
@@ -51,14 +56,22 @@ SHAPES = {"binary": tuple(s // DOWNSCALE for s in (256, 256, 256)),
           "noisy_binary": tuple(s // DOWNSCALE for s in (128, 192, 192)),
           # the MNI152 T1 (X, Y, Z) = (197, 233, 189) as (Z, Y, X), every DOWNSCALE-th voxel
           "real_mri_supervoxels": tuple(-(-s // DOWNSCALE) for s in (189, 233, 197)),
+          # issue 24: the phantom's supervoxel map ("supervoxels") for the CPU targets, at
+          # every connectivity (named so that `-k phantom` selects it)
+          "phantom_supervoxels": tuple(s // DOWNSCALE for s in (128, 256, 256)),
           # issue 22: the GPU's hard case (named so that gpu_check's `not noisy_binary` keeps it)
           "smoothed_noise": tuple(s // DOWNSCALE for s in (256, 256, 256))}
-NEW_KINDS = {"noisy_binary", "real_mri_supervoxels"}  # CPU providers only
+NEW_KINDS = {"noisy_binary", "real_mri_supervoxels", "phantom_supervoxels"}  # CPU only
 GPU_KINDS = {"smoothed_noise"}  # GPU providers only (CPU rows would add minutes, no target)
 NOISE_SIGMA = 1.0  # voxels
 NOISE_FOREGROUND = 0.10  # share of voxels above the threshold (a quantile of the field)
-# The issue-19 target: supercl on one thread against cc3d in the same run.
-TARGETS = {"noisy_binary": {"peer": "cc3d", "speedup": 1.0}}
+# The targets of supercl on one thread against cc3d in the same run: issue 19 (noisy_binary,
+# 26-connectivity), issue 24 (the noisy volume and both supervoxel maps, every connectivity).
+TARGETS = {kind: {"peer": "cc3d", "speedup": 1.0} for kind in NEW_KINDS}
+# Connectivities (6, 18, 26 neighbours) per kind; the others run at 26 only.  At 6 and 18 only
+# supercl and cc3d run (scipy and scikit-image add minutes and are no target's peer).
+CONNECTIVITIES = {kind: (26, 18, 6) for kind in NEW_KINDS}
+NEIGHBOURS = {6: 1, 18: 2, 26: 3}  # scikit-image's connectivity of each neighbourhood
 # Measured here (2 cores): supercl 10-40 ms, cc3d 20-60 ms, scipy 0.1-0.5 s and scikit-image
 # 0.2-1 s a round; 5 rounds of each keep the file under a minute.
 ROUNDS = 5
@@ -96,16 +109,29 @@ def _providers(kind: str) -> list[str]:
     return GPU_PROVIDERS if kind in GPU_KINDS else PROVIDERS
 
 
+def _conn_id(conn: int) -> str:
+    """'' at 26 (the ids and groups of issue 19), '-c6' / '-c18' otherwise."""
+    return "" if conn == 26 else f"-c{conn}"
+
+
 CASES = [
-    pytest.param(kind, provider, marks=_marks(kind, provider),
-                 id=f"{kind}-{'x'.join(map(str, SHAPES[kind]))}-{provider}")
-    for kind in SHAPES for provider in _providers(kind)
+    pytest.param(kind, provider, conn, marks=_marks(kind, provider),
+                 id=f"{kind}-{'x'.join(map(str, SHAPES[kind]))}{_conn_id(conn)}-{provider}")
+    for kind in SHAPES for conn in CONNECTIVITIES.get(kind, (26,))
+    for provider in _providers(kind)
+    if conn == 26 or provider.startswith("supercl-cpu") or provider == "cc3d"
 ]
 
 
 @functools.lru_cache(maxsize=None)
-def volume_input(kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """The (D, H, W) volume of that kind and its scikit-image labels (the oracle)."""
+def volume_input(kind: str, conn: int = 26) -> tuple[np.ndarray, np.ndarray]:
+    """The (D, H, W) volume of that kind and its scikit-image labels at that connectivity (6,
+    18 or 26; the oracle)."""
+    if conn != 26:
+        x = volume_input(kind)[0]
+        return x, label_reference(x, conn)
+    if kind == "phantom_supervoxels":  # the same map as "supervoxels", made once
+        return volume_input("supervoxels")
     from skimage.measure import label
 
     shape = SHAPES[kind]
@@ -127,33 +153,40 @@ def volume_input(kind: str) -> tuple[np.ndarray, np.ndarray]:
         image, organs = phantom_volume(*shape, seed=0)
     if kind == "binary":
         x = organs > 0
-    elif kind == "supervoxels":
+    elif kind in ("supervoxels", "phantom_supervoxels"):
         x = np.asarray(slic(image, n_segments=2000 // DOWNSCALE**3, compactness=0.1,
                             start_label=1, spatial_dims=3))
     x.setflags(write=False)
-    return x, label(x, connectivity=3).astype(np.int32)
+    return x, label_reference(x, 26)
 
 
-def _supercl(x):
-    return connected_components(x, connectivity=3, spatial_dims=3)
+def label_reference(x: np.ndarray, conn: int) -> np.ndarray:
+    from skimage.measure import label
+
+    return label(x, connectivity=NEIGHBOURS[conn]).astype(np.int32)
+
+
+def _supercl(x, conn: int = 26):
+    return connected_components(x, connectivity=NEIGHBOURS[conn], spatial_dims=3)
 
 
 @pytest.mark.filterwarnings("ignore:Benchmark fixture was not used")
-@pytest.mark.parametrize(("kind", "provider"), CASES)
-def test_bench_connected_components_3d(request, measure, torch_threads, kind, provider):
-    x, reference = volume_input(kind)
+@pytest.mark.parametrize(("kind", "provider", "conn"), CASES)
+def test_bench_connected_components_3d(request, measure, torch_threads, kind, provider, conn):
+    x, reference = volume_input(kind, conn)
     count = int(reference.max())
     shape = SHAPES[kind]
     common = dict(provider=provider, size=shape[-1], shape=shape, batch=1,
-                  group=f"connected_components_3d-{kind}-{'x'.join(map(str, shape))}",
-                  input=kind, connectivity=26, components_per_slice=float(count))
+                  group=(f"connected_components_3d-{kind}{_conn_id(conn)}-"
+                         f"{'x'.join(map(str, shape))}"),
+                  input=kind, connectivity=conn, components_per_slice=float(count))
 
     if provider.startswith("supercl-cpu"):
         n = 1 if provider == "supercl-cpu-1thread" else os.cpu_count()
         target = TARGETS.get(kind) if n == 1 else None
         with torch_threads(n):
-            np.testing.assert_array_equal(_supercl(x), reference)
-            measure(lambda: _supercl(x), rounds=ROUNDS, threads=n,
+            np.testing.assert_array_equal(_supercl(x, conn), reference)
+            measure(lambda: _supercl(x, conn), rounds=ROUNDS, threads=n,
                     peers=("cc3d", "scipy", "skimage"), target=target, **common)
 
     elif provider == "cc3d":
@@ -162,7 +195,7 @@ def test_bench_connected_components_3d(request, measure, torch_threads, kind, pr
         xw = np.array(x)  # cc3d refuses read-only buffers; copied untimed
 
         def run():
-            return cc3d.connected_components(xw, connectivity=26)
+            return cc3d.connected_components(xw, connectivity=conn)
 
         assert int(run().max()) == count
         measure(run, rounds=ROUNDS, threads=1, **common)

@@ -19,6 +19,13 @@ from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
 
+# The label dtypes that connected-component labeling is compiled for (numpy / torch names), each
+# with the suffix of its CUDA kernels (cc_tiles_u8, ...): the Python side of SUPERCL_CC_DTYPES
+# in include/supercl/connected_components.h, which instantiates the C++ drivers and the .cu
+# kernels; tests/test_connected_components.py checks that the two lists agree.  Other integer
+# dtypes are widened to one of these by supercl.ops.connected_components.
+CC_DTYPES = (("uint8", "u8"), ("int32", "i32"), ("int64", "i64"))
+
 
 def include_dir() -> Path:
     """Directory to pass as ``-I`` so that ``#include "supercl/slic.h"`` resolves."""

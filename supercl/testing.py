@@ -28,9 +28,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from supercl.ops.connected_components import connected_components_reference
-from supercl.ops.slic import slic_reference
-
 __all__ = [
     "slic_reference",
     "connected_components_reference",
@@ -191,3 +188,47 @@ def knn_weak_labels_reference(embeddings: Any, k: int = 1, pair_views: bool = Fa
         partner = (np.arange(n) + n // 2) % n
         neighbors = np.concatenate([neighbors, partner[:, None]], axis=1)
     return graph_components_reference(neighbors)
+
+
+# ---- the image ops: scikit-image, one image (or volume) at a time ----------------------------
+
+
+def slic_reference(images: np.ndarray, mask: np.ndarray | None = None, spatial_dims: int = 2,
+                   **kwargs) -> np.ndarray:
+    """The oracle of :func:`supercl.ops.slic`: ``skimage.segmentation.slic`` on each image of a
+    (B, H, W) or (B, C, H, W) array (each volume of a (B, D, H, W) or (B, C, D, H, W) array with
+    ``spatial_dims=3``), with supercl's conventions (channels first, no Lab conversion, no
+    smoothing); int32 labels."""
+    from skimage.segmentation import slic as sk_slic
+
+    images = np.asarray(images)
+    if images.ndim == spatial_dims + 1:
+        images = images[:, None]
+    out = []
+    for b in range(images.shape[0]):
+        image = np.moveaxis(images[b], 0, -1)
+        out.append(
+            sk_slic(
+                image,
+                channel_axis=-1,
+                convert2lab=False,
+                mask=None if mask is None else np.asarray(mask[b], dtype=bool),
+                **kwargs,
+            )
+        )
+    return np.stack(out).astype(np.int32)
+
+
+def connected_components_reference(labels: np.ndarray, connectivity: int = 2, background=None,
+                                   spatial_dims: int = 2) -> np.ndarray:
+    """The oracle of :func:`supercl.ops.connected_components`: ``skimage.measure.label`` applied
+    to one (H, W) image or each image of a (B, H, W) array, or to (each) (D, H, W) volume with
+    ``spatial_dims=3``; int32 labels."""
+    from skimage.measure import label
+
+    labels = np.asarray(labels)
+    if labels.ndim == spatial_dims:
+        return label(labels, background=background, connectivity=connectivity).astype(np.int32)
+    return np.stack(
+        [label(im, background=background, connectivity=connectivity) for im in labels]
+    ).astype(np.int32)

@@ -8,6 +8,12 @@ scikit-image."""
 
 import numpy as np
 
+import supercl.kernels
+
+# The label dtypes the kernels are compiled for (supercl.kernels.CC_DTYPES), as numpy types:
+# the tests that run the kernels once per dtype follow the one list.
+KERNEL_DTYPES = tuple(np.dtype(name).type for name, _ in supercl.kernels.CC_DTYPES)
+
 
 def spiral(n):
     """A one-pixel-wide spiral wall: one long, winding component crossing every tile."""

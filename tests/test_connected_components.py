@@ -372,3 +372,32 @@ def test_eager_calls_skip_the_custom_op_and_tracing_keeps_it(monkeypatch):
     assert isinstance(fake[0], FakeTensor) and fake[0].shape == x.shape
     assert fake[0].dtype == torch.int32 and fake[1].shape == (3,) and fake[1].dtype == torch.int64
     torch.library.opcheck(torch.ops.supercl.connected_components.default, (x, 2, True, 0, "cpu"))
+
+
+def test_label_dtypes_are_one_list_in_python_and_cpp():
+    """The dtypes the labeling is compiled for are written once per language:
+    SUPERCL_CC_DTYPES in supercl/connected_components.h (the C++ drivers, the .cu kernels and
+    the extension's dispatch) and supercl.kernels.CC_DTYPES (the op's widening and the CUDA
+    launcher's kernel names).  The two must agree, or a dtype would reach a backend that has
+    no kernel for it."""
+    import re
+
+    import supercl.kernels
+    from supercl.kernels.cuda import launch
+    from supercl.ops._common import extension
+
+    python = [f"{name}:{suffix}" for name, suffix in supercl.kernels.CC_DTYPES]
+    assert extension().connected_components_dtypes() == python
+    header = (supercl.kernels.include_dir() / "supercl" / "connected_components.h").read_text()
+    listed = re.search(r"#define SUPERCL_CC_DTYPES\(X\) (.*)", header)[1]
+    assert re.findall(r"X\(\w+, (\w+)\)", listed) == [s for _, s in supercl.kernels.CC_DTYPES]
+    assert sorted(str(t).removeprefix("torch.") for t in launch._CC_SUFFIX) == sorted(
+        name for name, _ in supercl.kernels.CC_DTYPES)
+    # every dtype of the list runs as it is, and others are refused by the extension by name
+    for name, _ in supercl.kernels.CC_DTYPES:
+        labels = np.array([[[1, 1, 0], [0, 2, 2]]], dtype=name)
+        out, counts = extension().connected_components(labels, 1, True, 0, 1)
+        np.testing.assert_array_equal(out, [[[1, 1, 0], [0, 2, 2]]])
+        assert counts.tolist() == [2]
+    with pytest.raises(TypeError, match="image dtype must be uint8, int32 or int64, got int16"):
+        extension().connected_components(np.zeros((1, 2, 2), np.int16), 1, True, 0, 1)

@@ -42,7 +42,7 @@ cuda = pytest.mark.cuda
 def test_connected_components_gpu_equals_cpu_and_skimage(connectivity):
     rng = np.random.default_rng(connectivity)
     for shape in [(1, 1, 1), (7, 5, 123), (3, 517, 263), (16, 64, 64)]:
-        for dtype in (np.uint8, np.int32, np.int64):
+        for dtype in ccl_cases.KERNEL_DTYPES:
             images = rng.integers(0, 3, size=shape).astype(dtype)
             gpu, num = connected_components(torch.from_numpy(images).cuda(),
                                             connectivity=connectivity, return_num=True)
@@ -69,7 +69,7 @@ def test_connected_components_gpu_non_contiguous_and_deterministic():
 def test_connected_components_3d_gpu_equals_cpu_and_skimage(connectivity):
     rng = np.random.default_rng(40 + connectivity)
     for shape in [(1, 1, 1, 1), (2, 7, 5, 123), (1, 37, 61, 29), (3, 16, 64, 64)]:
-        for dtype in (np.uint8, np.int32, np.int64):
+        for dtype in ccl_cases.KERNEL_DTYPES:
             volumes = rng.integers(0, 3, size=shape).astype(dtype)
             gpu, num = connected_components(torch.from_numpy(volumes).cuda(), spatial_dims=3,
                                             connectivity=connectivity, return_num=True)
@@ -80,7 +80,7 @@ def test_connected_components_3d_gpu_equals_cpu_and_skimage(connectivity):
                 cpu, connected_components_reference(volumes, connectivity, spatial_dims=3))
 
 
-_DTYPES = (np.uint8, np.int32, np.int64)
+_DTYPES = ccl_cases.KERNEL_DTYPES
 
 
 def _assert_gpu_equals_cpu(images, connectivity, background, spatial_dims, name=""):
@@ -98,7 +98,7 @@ def test_connected_components_gpu_block_edge_cases(connectivity, background):
     """The block-based kernels under real concurrency on the edge cases of ccl_cases (tile
     borders and corners, clipped tiles, snakes, checkerboards): the CPU backend's labels."""
     for k, (name, images) in enumerate(ccl_cases.cases_2d(seed=connectivity)):
-        dtype = _DTYPES[k % 3] if background is None else np.int32
+        dtype = _DTYPES[k % len(_DTYPES)] if background is None else np.int32
         _assert_gpu_equals_cpu(images.astype(dtype), connectivity, background, 2, name)
 
 
@@ -107,7 +107,7 @@ def test_connected_components_gpu_block_edge_cases(connectivity, background):
 @pytest.mark.parametrize("connectivity", [1, 2, 3])
 def test_connected_components_3d_gpu_block_edge_cases(connectivity, background):
     for k, (name, volumes) in enumerate(ccl_cases.cases_3d(seed=connectivity)):
-        dtype = _DTYPES[k % 3] if background is None else np.int32
+        dtype = _DTYPES[k % len(_DTYPES)] if background is None else np.int32
         _assert_gpu_equals_cpu(volumes.astype(dtype), connectivity, background, 3, name)
 
 
@@ -229,7 +229,7 @@ def test_slic_iterations_do_not_synchronise():
     x = torch.from_numpy(images).cuda()
     # the launcher takes (B, C, H, W); _rescale gives (B, H, W) for grey images
     normalized = slic_module._rescale(x.double(), None).float()[:, None].contiguous()
-    grid, params, min_size = slic_module._plan(None, 8, 128, 128, 100, 0.1, 1.0, 1.0, 0.5)
+    grid, params, min_size = slic_module._plan(None, 8, (128, 128), 100, 0.1, (1.0, 1.0), 0.5)
     _cuda.slic(normalized, None, grid, params, 10, True, min_size, 0)  # compile first
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")

@@ -22,7 +22,7 @@ import ccl_cases
 # backend="cuda" through them; it skips without g++.
 
 
-_DTYPES = (np.uint8, np.int32, np.int64)
+_DTYPES = ccl_cases.KERNEL_DTYPES
 
 
 def _check_cuda_against_cpu_and_reference(images, connectivity, background, spatial_dims):
@@ -54,7 +54,7 @@ def test_connected_components_block_edge_cases(emulated, connectivity, backgroun
     """Tile borders, corners and clipped tiles (ccl_cases.cases_2d), every dtype, background on
     (0) and off (-1 matches no value)."""
     for k, (name, images) in enumerate(ccl_cases.cases_2d(seed=connectivity)):
-        dtype = _DTYPES[k % 3] if background is None else np.int32
+        dtype = _DTYPES[k % len(_DTYPES)] if background is None else np.int32
         try:
             _check_cuda_against_cpu_and_reference(images.astype(dtype), connectivity, background,
                                                   2)
@@ -101,7 +101,7 @@ def test_connected_components_3d_kernels(emulated, connectivity):
 @pytest.mark.parametrize("connectivity", [1, 2, 3])
 def test_connected_components_3d_block_edge_cases(emulated, connectivity, background):
     for k, (name, volumes) in enumerate(ccl_cases.cases_3d(seed=connectivity)):
-        dtype = _DTYPES[k % 3] if background is None else np.int32
+        dtype = _DTYPES[k % len(_DTYPES)] if background is None else np.int32
         try:
             _check_cuda_against_cpu_and_reference(volumes.astype(dtype), connectivity,
                                                   background, 3)

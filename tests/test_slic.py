@@ -717,8 +717,14 @@ def test_full_mask_plans_like_no_mask():
     are the same regular_grid)."""
     for height, width, n_segments in ((64, 64, 16), (37, 101, 100), (5, 123, 7), (1, 1, 3)):
         full = torch.ones((2, height, width), dtype=torch.bool)
-        host = slic_module._plan(None, 2, height, width, n_segments, 0.1, 1.0, 2.0, 0.5)
-        device = slic_module._plan(full, 2, height, width, n_segments, 0.1, 1.0, 2.0, 0.5)
+        host = slic_module._plan(None, 2, (height, width), n_segments, 0.1, (1.0, 2.0), 0.5)
+        device = slic_module._plan(full, 2, (height, width), n_segments, 0.1, (1.0, 2.0), 0.5)
+        for h, d in zip(host, device):
+            np.testing.assert_array_equal(d.numpy(), h)
+    for shape, n_segments in (((9, 23, 31), 30), ((1, 17, 19), 6), ((40, 3, 5), 12)):
+        full = torch.ones((2,) + shape, dtype=torch.bool)
+        host = slic_module._plan(None, 2, shape, n_segments, 0.1, (2.5, 1.0, 0.7), 0.5)
+        device = slic_module._plan(full, 2, shape, n_segments, 0.1, (2.5, 1.0, 0.7), 0.5)
         for h, d in zip(host, device):
             np.testing.assert_array_equal(d.numpy(), h)
 

@@ -419,3 +419,28 @@ def test_baseline_scans_match_avx2(tmp_path, phantom):
     np.testing.assert_array_equal(np.load(tmp_path / "masked.npy"), slic3(x, mask=mask, **kw))
     np.testing.assert_array_equal(np.load(tmp_path / "two.npy"),
                                   slic3(np.stack([x, x[:, ::-1]])[None], **kw))
+
+
+def test_volumes_go_through_the_custom_op():
+    """3-D SLIC is the same torch.library op as 2-D (supercl::slic): torch.compile traces a
+    masked call into one graph with eager's labels, FakeTensor gives the shape without
+    computing, and torch.library.opcheck accepts the op on volumes."""
+    from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+
+    rng = np.random.default_rng(4)
+    volumes = torch.from_numpy(rng.random((2, 6, 11, 13), dtype=np.float32))
+    mask = torch.from_numpy(rng.random((2, 6, 11, 13)) < 0.8)
+    kwargs = dict(n_segments=8, compactness=0.1, spatial_dims=3)
+    eager = slic(volumes, mask=mask, **kwargs)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda v, m: slic(v, mask=m, **kwargs), fullgraph=True,
+                             backend="aot_eager")
+    np.testing.assert_array_equal(compiled(volumes, mask).numpy(), eager.numpy())
+    torch._dynamo.reset()
+    with FakeTensorMode() as mode:
+        fake = slic(mode.from_tensor(volumes), **kwargs)
+    assert isinstance(fake, FakeTensor) and fake.shape == volumes.shape
+    assert fake.dtype == torch.int32
+    torch.library.opcheck(torch.ops.supercl.slic.default,
+                          (volumes[:, None], mask, 8, 0.1, 10, [2.5, 1.0, 1.0], True, 0.5, 0,
+                           "cpu"))

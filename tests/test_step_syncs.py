@@ -42,8 +42,6 @@ NOT_YET_REMOVED = {
     ("supercl/ops/slic.py", None):
         "SLIC's input check bool(isfinite(images).all()) in _rescale_batch, and its launcher",
     ("supercl/kernels/cuda/launch.py", None): "SLIC's CUDA launcher",
-    ("supercl/ops/supcon_loss.py", "supcon_loss"):
-        "supcon_loss's eager bool(isfinite(features).all()), once per call (3 per step)",
     ("supercl/ops/supcon_loss.py", "_warn_if_no_positive"):
         "supcon_loss's bool(valid.any()) for its no-positive warning: on CUDA at the first "
         "call of the process only",

@@ -207,15 +207,13 @@ void connected_components(const T* image, int64_t batch, int64_t height, int64_t
   }
 }
 
-#define SUPERCL_INSTANTIATE_CC(T)                                                               \
+#define SUPERCL_INSTANTIATE_CC(T, suffix)                                                      \
   template int32_t connected_components_image<T>(const T*, int64_t, int64_t, int64_t, int64_t, \
                                                  int, bool, T, int32_t*, int);                  \
   template void connected_components<T>(const T*, int64_t, int64_t, int64_t, int64_t, int64_t, \
                                         int64_t, int, bool, T, int32_t*, int64_t*, int);
 
-SUPERCL_INSTANTIATE_CC(uint8_t)
-SUPERCL_INSTANTIATE_CC(int32_t)
-SUPERCL_INSTANTIATE_CC(int64_t)
+SUPERCL_CC_DTYPES(SUPERCL_INSTANTIATE_CC)
 
 }  // namespace cpu
 }  // namespace supercl

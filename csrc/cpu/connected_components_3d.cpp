@@ -278,14 +278,12 @@ void connected_components_3d(const T* volume, int64_t batch, int64_t depth, int6
   }
 }
 
-#define SUPERCL_INSTANTIATE_CC3(T)                                                            \
+#define SUPERCL_INSTANTIATE_CC3(T, suffix)                                                   \
   template void connected_components_3d<T>(const T*, int64_t, int64_t, int64_t, int64_t,     \
                                            int64_t, int64_t, int64_t, int64_t, int, bool, T, \
                                            int32_t*, int64_t*, int);
 
-SUPERCL_INSTANTIATE_CC3(uint8_t)
-SUPERCL_INSTANTIATE_CC3(int32_t)
-SUPERCL_INSTANTIATE_CC3(int64_t)
+SUPERCL_CC_DTYPES(SUPERCL_INSTANTIATE_CC3)
 
 }  // namespace cpu
 }  // namespace supercl

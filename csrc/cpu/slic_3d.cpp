@@ -11,7 +11,7 @@
 // slic3_assign_voxel examines, in the same order, with the same double distance (the (z, y)
 // part once per row and centre, summed with the x part by the same operation), so the labels
 // are bit-identical; the inner loop is a branch-free scan along x that the compiler
-// vectorises, with an AVX2 version chosen at run time as in 2-D (simd_level in slic.cpp).
+// vectorises, with an AVX2 version chosen at run time as in 2-D (slic_shared.h).
 // Grey volumes take the same candidates per cell column instead (grey_row), keeping each block
 // of 8 voxels in registers.  The windows of the centres are planned once per iteration.
 // Measured on one thread, 64 x 128 x 128 phantom, 250 supervoxels (2-core VM, other work
@@ -28,26 +28,13 @@
 #include "ops.h"
 #include "parallel.h"
 #include "runs.h"
+#include "slic_shared.h"
 #include "supercl/slic_3d.h"
 
 namespace supercl {
 namespace cpu {
 
 namespace {
-
-#define SUPERCL_ALWAYS_INLINE3 __attribute__((always_inline)) inline
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define SUPERCL_AVX2_VERSION3 1
-#define SUPERCL_TARGET_AVX2_3 __attribute__((target("avx2")))
-#else
-#define SUPERCL_AVX2_VERSION3 0
-#define SUPERCL_TARGET_AVX2_3
-#endif
-
-bool use_avx2_3d() {
-  static const bool avx2 = std::string(simd_level()) == "avx2";
-  return avx2;
-}
 
 // Voxels xs..xe of one row against one centre: d = slic3_combine(zy, x part, colour), kept
 // where strictly smaller than the best so far.  Everything is double -- the voxel values, the
@@ -56,12 +43,12 @@ bool use_avx2_3d() {
 // distances left it scalar ("control flow in loop", -fopt-info-vec).  colour: the colour term of
 // each voxel for this centre (multi-channel), or nullptr for grey, where it is (q - m)^2 --
 // the same value as slic3_colour's 0 + (q - m)^2.
-SUPERCL_ALWAYS_INLINE3 void scan_body(const double* __restrict values,
-                                      const double* __restrict colour,
-                                      const double* __restrict xcoord, double m, double cx,
-                                      double zy, const Slic3Params& p, double k, int64_t xs,
-                                      int64_t xe, double* __restrict best,
-                                      double* __restrict labels) {
+SUPERCL_ALWAYS_INLINE void scan_body(const double* __restrict values,
+                                     const double* __restrict colour,
+                                     const double* __restrict xcoord, double m, double cx,
+                                     double zy, const Slic3Params& p, double k, int64_t xs,
+                                     int64_t xe, double* __restrict best,
+                                     double* __restrict labels) {
   const double wx = p.weight_x, cw = p.colour_weight;
   for (int64_t x = xs; x <= xe; ++x) {
     const double dx = xcoord[x] - cx;
@@ -80,9 +67,9 @@ SUPERCL_ALWAYS_INLINE3 void scan_body(const double* __restrict values,
   }
 }
 
-SUPERCL_TARGET_AVX2_3 void scan_grey_avx2(const double* values, const double* xcoord, double m,
-                                          double cx, double zy, const Slic3Params& p, double k,
-                                          int64_t xs, int64_t xe, double* best, double* labels) {
+SUPERCL_TARGET_AVX2 void scan_grey_avx2(const double* values, const double* xcoord, double m,
+                                        double cx, double zy, const Slic3Params& p, double k,
+                                        int64_t xs, int64_t xe, double* best, double* labels) {
   scan_body(values, nullptr, xcoord, m, cx, zy, p, k, xs, xe, best, labels);
 }
 
@@ -92,10 +79,10 @@ void scan_grey_baseline(const double* values, const double* xcoord, double m, do
   scan_body(values, nullptr, xcoord, m, cx, zy, p, k, xs, xe, best, labels);
 }
 
-SUPERCL_TARGET_AVX2_3 void scan_colour_avx2(const double* colour, const double* xcoord,
-                                            double cx, double zy, const Slic3Params& p, double k,
-                                            int64_t xs, int64_t xe, double* best,
-                                            double* labels) {
+SUPERCL_TARGET_AVX2 void scan_colour_avx2(const double* colour, const double* xcoord,
+                                          double cx, double zy, const Slic3Params& p, double k,
+                                          int64_t xs, int64_t xe, double* best,
+                                          double* labels) {
   scan_body(nullptr, colour, xcoord, 0.0, cx, zy, p, k, xs, xe, best, labels);
 }
 
@@ -139,8 +126,8 @@ typedef long long v4l __attribute__((vector_size(32)));
 // kWindow: test the centre's x window per lane; a centre whose window covers the whole block
 // (the common case) skips the test.
 template <bool kWindow>
-SUPERCL_ALWAYS_INLINE3 void grey_lanes(v4d v, v4d xc, const Candidate& c, double wx, double cw,
-                                       v4d& b, v4d& l) {
+SUPERCL_ALWAYS_INLINE void grey_lanes(v4d v, v4d xc, const Candidate& c, double wx, double cw,
+                                      v4d& b, v4d& l) {
   const v4d dx = xc - c.cx;
   const v4d diff = v - c.m;
   const v4d d = (c.zy + wx * (dx * dx)) + (diff * diff) * cw;
@@ -150,11 +137,11 @@ SUPERCL_ALWAYS_INLINE3 void grey_lanes(v4d v, v4d xc, const Candidate& c, double
   l = closer ? v4d{c.k, c.k, c.k, c.k} : l;
 }
 
-SUPERCL_ALWAYS_INLINE3 void grey_blocks_body(const double* __restrict values,
-                                             const double* __restrict xcoord, int64_t pa,
-                                             int64_t pb, const Candidate* __restrict cands,
-                                             int n_cands, const Slic3Params& p,
-                                             double* __restrict labels) {
+SUPERCL_ALWAYS_INLINE void grey_blocks_body(const double* __restrict values,
+                                            const double* __restrict xcoord, int64_t pa,
+                                            int64_t pb, const Candidate* __restrict cands,
+                                            int n_cands, const Slic3Params& p,
+                                            double* __restrict labels) {
   static_assert(kBlock == 8, "two vectors of 4 per block");
   const double wx = p.weight_x, cw = p.colour_weight;
   for (int64_t x0 = pa; x0 < pb; x0 += kBlock) {
@@ -186,9 +173,9 @@ SUPERCL_ALWAYS_INLINE3 void grey_blocks_body(const double* __restrict values,
   }
 }
 
-SUPERCL_TARGET_AVX2_3 void grey_blocks_avx2(const double* values, const double* xcoord,
-                                            int64_t pa, int64_t pb, const Candidate* cands,
-                                            int n_cands, const Slic3Params& p, double* labels) {
+SUPERCL_TARGET_AVX2 void grey_blocks_avx2(const double* values, const double* xcoord,
+                                          int64_t pa, int64_t pb, const Candidate* cands,
+                                          int n_cands, const Slic3Params& p, double* labels) {
   grey_blocks_body(values, xcoord, pa, pb, cands, n_cands, p, labels);
 }
 
@@ -299,7 +286,7 @@ int64_t assign_row(const int32_t* quant, const uint8_t* mask, int64_t channels, 
   for (int64_t c = 0; c < channels; ++c)  // exact: |q| <= 2^16
     for (int64_t x = 0; x < width; ++x)
       values[c * width + x] = static_cast<double>(quant[c * n + offset + x]);
-  const bool avx2 = SUPERCL_AVX2_VERSION3 && use_avx2_3d();
+  const bool avx2 = SUPERCL_AVX2_VERSION && use_avx2();
   const int64_t iz = slic_cell(z, g.z0, g.sz, g.nz), iy = slic_cell(y, g.y0, g.sy, g.ny);
   const double fz = static_cast<double>(z), fy = static_cast<double>(y);
   const int64_t stride = 3 + channels;
@@ -339,44 +326,6 @@ int64_t assign_row(const int32_t* quant, const uint8_t* mask, int64_t channels, 
     prev[x] = label;
   }
   return changed;
-}
-
-void enforce_connectivity(int32_t* labels, bool masked, int64_t depth, int64_t height,
-                          int64_t width, int64_t min_size, int32_t start_label, int threads) {
-  const int64_t n = depth * height * width, hw = height * width;
-  std::vector<int32_t> cc(n);
-  int64_t count64 = 0;
-  connected_components_3d<int32_t>(labels, 1, depth, height, width, n, hw, width, 1,
-                                   /*connectivity=*/1, masked, -1, cc.data(), &count64, threads);
-  const int32_t count = static_cast<int32_t>(count64);
-  std::vector<int64_t> size(count + 1, 0), first(count + 1, -1);
-  // Sizes and first voxels a run of equal ids at a time (the ids come in long runs).
-  for (int64_t r = 0; r < depth * height; ++r) {
-    const int32_t* row = cc.data() + r * width;
-    for (int64_t x0 = 0, x1; x0 < width; x0 = x1) {
-      const int32_t c = row[x0];
-      x1 = run_end(row, x0 + 1, width, c);
-      if (c <= 0) continue;
-      if (size[c] == 0) first[c] = r * width + x0;
-      size[c] += x1 - x0;
-    }
-  }
-  std::vector<int32_t> target(count + 1, 0), final_id(count + 1, 0), rank(count + 1, 0);
-  for (int32_t c = 1; c <= count; ++c)
-    target[c] = slic3_merge_target(cc.data(), height, width, first[c]);
-  // Merge pointers always point to smaller ids, so one ascending pass resolves the chains.
-  int32_t kept = 0;
-  for (int32_t c = 1; c <= count; ++c) {
-    const int32_t m = slic_merge_parent(size.data(), target.data(), min_size, c);
-    final_id[c] = m == c ? c : final_id[m];
-    if (final_id[c] == c) rank[c] = ++kept;
-  }
-  for (int64_t i0 = 0, i1; i0 < n; i0 = i1) {  // the same, a run of equal ids at a time
-    const int32_t c = cc[i0];
-    i1 = i0 + run_end(cc.data() + i0, 1, n - i0, c);
-    fill_run(labels, i0, i1,
-             slic_final_label(c, c <= 0, final_id.data(), rank.data(), start_label));
-  }
 }
 
 void slic_volume(const float* image, const uint8_t* mask, int64_t channels, int64_t depth,
@@ -437,8 +386,18 @@ void slic_volume(const float* image, const uint8_t* mask, int64_t channels, int6
     }
   }
   if (enforce)
-    enforce_connectivity(labels, mask != nullptr, depth, height, width, min_size, start_label,
-                         threads);
+    enforce_connectivity(
+        labels, rows, width, min_size, start_label,
+        [&](int32_t* cc) {
+          int64_t count = 0;
+          connected_components_3d<int32_t>(labels, 1, depth, height, width, n, height * width,
+                                           width, 1, /*connectivity=*/1, mask != nullptr, -1, cc,
+                                           &count, threads);
+          return static_cast<int32_t>(count);
+        },
+        [&](const int32_t* cc, int64_t first) {
+          return slic3_merge_target(cc, height, width, first);
+        });
   else
     slic_compact_labels(labels, n, k_count, start_label);
 }
@@ -456,12 +415,7 @@ void slic_3d(const float* image, const uint8_t* mask, int64_t batch, int64_t cha
                 width, grid + 9 * b, params + 5 * b, max_num_iter, enforce_connectivity,
                 min_size[b], start_label, out + b * n, row_threads);
   };
-  if (batch >= threads || threads == 1) {
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-    for (int64_t b = 0; b < batch; ++b) one(b, 1);
-  } else {
-    for (int64_t b = 0; b < batch; ++b) one(b, threads);
-  }
+  for_each_image(batch, threads, one);
 }
 
 }  // namespace cpu

@@ -87,9 +87,7 @@ __device__ void cc_borders(const T* image, int64_t batch, int64_t height, int64_
                   background, parent);                                                        \
   }
 
-SUPERCL_CC_KERNELS(uint8_t, u8)
-SUPERCL_CC_KERNELS(int32_t, i32)
-SUPERCL_CC_KERNELS(int64_t, i64)
+SUPERCL_CC_DTYPES(SUPERCL_CC_KERNELS)
 
 // The roots and gather passes visit each image's flat forest in segments of kCcSegment
 // consecutive nodes, one segment per block iteration (grid stride over segments, block stride

@@ -91,6 +91,4 @@ __device__ void cc3_borders(const T* volume, int64_t batch, int64_t depth, int64
                    has_background != 0, background, parent);                                    \
   }
 
-SUPERCL_CC3_KERNELS(uint8_t, u8)
-SUPERCL_CC3_KERNELS(int32_t, i32)
-SUPERCL_CC3_KERNELS(int64_t, i64)
+SUPERCL_CC_DTYPES(SUPERCL_CC3_KERNELS)

@@ -30,7 +30,7 @@ import torch
 from supercl import kernels
 from supercl._runtime import to_device_async
 
-__all__ = ["available", "require", "connected_components", "connected_components_3d", "slic", "slic_3d"]
+__all__ = ["available", "require", "connected_components", "slic"]
 
 _THREADS = 256
 # Pixels of a row per thread in SLIC's centre accumulation (slic.cu): one set of atomics per
@@ -42,7 +42,9 @@ _SLOT_FIELDS = 8
 # Grid-stride kernels: enough blocks to fill any current GPU, no more.
 _MAX_BLOCKS = 65535
 _NVRTC_OPTIONS = ("-std=c++17", "--fmad=false")
-_CC_SUFFIX = {torch.uint8: ("u8", np.uint8), torch.int32: ("i32", np.int32), torch.int64: ("i64", np.int64)}
+# kernel suffix and numpy scalar type of each label dtype (supercl.kernels.CC_DTYPES)
+_CC_SUFFIX = {getattr(torch, name): (suffix, np.dtype(name).type)
+              for name, suffix in kernels.CC_DTYPES}
 
 
 def available() -> tuple[bool, str]:
@@ -257,14 +259,19 @@ def _label(module, tiles_module, suffix: str, x: torch.Tensor, connectivity: int
 def connected_components(
     x: torch.Tensor, connectivity: int, has_background: bool, background: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Labels (B, H, W) int32 and counts (B,) int64 of a validated CUDA tensor (B, H, W) of
-    dtype uint8, int32 or int64, any strides: the block-based labeling of
-    connected_components.cu (tiles in shared memory, then the tile borders), then
-    _number_roots."""
+    """Labels int32 of the shape of ``x`` and counts (B,) int64 of a validated CUDA tensor
+    (B, H, W) or (B, D, H, W) of dtype uint8, int32 or int64, any strides: the block-based
+    labeling (tiles in shared memory, then the tile borders) of connected_components.cu, or of
+    connected_components_3d.cu for volumes, then _number_roots (connected_components.cu's roots
+    and gather over each image's or volume's flat forest)."""
     suffix, scalar = _CC_SUFFIX[x.dtype]
     module = _module("connected_components", x.device.index)
-    return _label(module, module, suffix, x, connectivity, has_background, scalar(background),
-                  _CC_TILE)
+    if x.dim() == 3:
+        tiles_module, tile = module, _CC_TILE
+    else:
+        tiles_module, tile = _module("connected_components_3d", x.device.index), _CC3_TILE
+    return _label(module, tiles_module, suffix, x, connectivity, has_background,
+                  scalar(background), tile)
 
 
 def _number_roots(module, parent: torch.Tensor, out: torch.Tensor, rank: torch.Tensor,
@@ -286,20 +293,6 @@ def _number_roots(module, parent: torch.Tensor, out: torch.Tensor, rank: torch.T
                          out=rank[b0 * size:b1 * size])
     _launch_segments(module, "cc_gather_kernel", batch, size, p, _ptr(rank), _i64(batch),
                      _i64(size), _i64(step), o, _ptr(counts))
-
-
-def connected_components_3d(
-    x: torch.Tensor, connectivity: int, has_background: bool, background: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Labels (B, D, H, W) int32 and counts (B,) int64 of a validated CUDA tensor (B, D, H, W)
-    of dtype uint8, int32 or int64, any strides: the 3-D tile and border kernels of
-    connected_components_3d.cu, then the 2-D module's roots and gather over each volume's flat
-    forest (_number_roots)."""
-    suffix, scalar = _CC_SUFFIX[x.dtype]
-    module3 = _module("connected_components_3d", x.device.index)
-    module = _module("connected_components", x.device.index)
-    return _label(module, module3, suffix, x, connectivity, has_background, scalar(background),
-                  _CC3_TILE)
 
 
 # Threads per SLIC update launch, about: enough to cover every centre of a typical batch
@@ -329,138 +322,71 @@ def slic(
     k_max: int | None = None,
 ) -> torch.Tensor:
     """SLIC labels (B, H, W) int32 of a validated, [0, 1]-rescaled, contiguous (B, C, H, W)
-    float32 CUDA tensor; grid, params and min_size as planned by supercl.ops.slic: numpy
-    arrays (no mask; k_max is then read from the grid), or device tensors (a mask) with
-    ``k_max`` a host-known bound of the centres per image (kernels skip k >= ny * nx)."""
+    float32 CUDA tensor, or (B, D, H, W) of a (B, C, D, H, W) one; grid ((B, 6) or (B, 9)),
+    params (B, 5) and min_size (B,) as planned by supercl.ops.slic (_plan): host arrays (no
+    mask; k_max is then read from the grid), or device tensors (a mask) with ``k_max`` a
+    host-known bound of the centres per image (kernels skip the centres beyond the grid's).
+
+    One launch sequence for both: the assignment, accumulation, update, init and merge-target
+    kernels are slic.cu's for images and slic3_* of slic_3d.cu for volumes (they take the
+    spatial sizes as arguments in the same place); every other kernel sees an image or volume
+    as a flat array of ``size`` pixels and is slic.cu's."""
     device = image.device
-    batch, channels, height, width = image.shape
-    hw = height * width
-    n = batch * hw
+    batch, channels, *spatial = image.shape
+    dims = len(spatial)
+    size = math.prod(spatial)
+    n = batch * size
     if k_max is None:  # a plan on the host: numpy, or a CPU tensor
-        k_max = int((grid[:, 2] * grid[:, 3]).max())
+        k_max = int(grid[:, dims:2 * dims].prod(1).max())
     module = _module("slic", device.index)
+    # the kernels whose form depends on the dimension
+    shaped, prefix = (module, "slic") if dims == 2 else (_module("slic_3d", device.index), "slic3")
     grid_t, params_t, min_size_t = (_plan_on(a, device) for a in (grid, params, min_size))
     quant = torch.empty(image.shape, dtype=torch.int32, device=device)
-    centres = torch.empty((batch, k_max, 2 + channels), dtype=torch.float64, device=device)
+    # a centre holds its coordinates and channels; its sums also the pixel count
+    centres = torch.empty((batch, k_max, dims + channels), dtype=torch.float64, device=device)
     # zeroed once; the update kernel zeroes what it read, ready for the next accumulation
-    sums = torch.zeros((batch, k_max, 3 + channels), dtype=torch.int64, device=device)
-    labels = torch.full((batch, height, width), -1, dtype=torch.int32, device=device)
+    sums = torch.zeros((batch, k_max, dims + 1 + channels), dtype=torch.int64, device=device)
+    labels = torch.full((batch, *spatial), -1, dtype=torch.int32, device=device)
     has_mask = mask is not None
     mask_t = mask if has_mask else torch.zeros(1, dtype=torch.uint8, device=device)
-    chunks = -(-width // _ACCUMULATE_CHUNK)
-    B, C, H, W, K = (_i64(v) for v in (batch, channels, height, width, k_max))
+    chunks = -(-spatial[-1] // _ACCUMULATE_CHUNK)
+    rows = batch * size // spatial[-1]
+    B, C, K, N = (_i64(v) for v in (batch, channels, k_max, size))
+    S = tuple(_i64(v) for v in spatial)  # (H, W) or (D, H, W)
     with _torch_stream(device):
         g, prm, c, s, lab = _cp(grid_t), _cp(params_t), _cp(centres), _cp(sums), _cp(labels)
         q = _cp(quant)
         _launch(module, "slic_quantize_kernel", image.numel(), _cp(image), _i64(image.numel()), q)
-        _launch(module, "slic_init_kernel", batch * k_max, g, B, K, C, c)
+        _launch(shaped, f"{prefix}_init_kernel", batch * k_max, g, B, K, C, c)
         phases = 2 if has_mask else 1
         for phase in range(phases):
             last_phase = phase == phases - 1
             for it in range(max_num_iter):
-                _launch(module, "slic_assign_kernel", n, q, _cp(mask_t), np.int32(has_mask), g,
-                        prm, np.int32(last_phase), c, B, C, H, W, K, lab)
+                _launch(shaped, f"{prefix}_assign_kernel", n, q, _cp(mask_t), np.int32(has_mask),
+                        g, prm, np.int32(last_phase), c, B, C, *S, K, lab)
                 if last_phase and it + 1 == max_num_iter:
                     break  # the update after the final assignment would not be used
-                _launch(module, "slic_accumulate_kernel", batch * height * chunks, q, lab, B, C,
-                        H, W, K, _i64(_ACCUMULATE_CHUNK), np.int32(3 + channels <= _SLOT_FIELDS),
-                        s)
-                _launch_centres(module, "slic_update_kernel", batch, k_max, s, g, B, K, C, c)
+                _launch(shaped, f"{prefix}_accumulate_kernel", rows * chunks, q, lab, B, C, *S, K,
+                        _i64(_ACCUMULATE_CHUNK),
+                        np.int32(dims + 1 + channels <= _SLOT_FIELDS), s)
+                _launch_centres(shaped, f"{prefix}_update_kernel", batch, k_max, s, g, B, K, C, c)
         out = torch.empty_like(labels)
         if enforce_connectivity:
             cc, count = connected_components(labels, 1, has_mask, -1)
-            per_component = (batch, hw + 1)
-            size = torch.zeros(per_component, dtype=torch.int64, device=device)
+            per_component = (batch, size + 1)
+            sizes = torch.zeros(per_component, dtype=torch.int64, device=device)
             first = torch.full(per_component, 2**31 - 1, dtype=torch.int32, device=device)
             target = torch.zeros(per_component, dtype=torch.int32, device=device)
             parent = torch.empty(per_component, dtype=torch.int32, device=device)
             kept = torch.empty(per_component, dtype=torch.int32, device=device)
-            m = batch * (hw + 1)
-            HW = _i64(hw)
-            _launch(module, "slic_component_stats", n, _cp(cc), B, HW, _cp(size), _cp(first))
-            _launch(module, "slic_merge_parents", m, _cp(cc), _cp(size), _cp(first), _cp(count),
-                    _cp(min_size_t), B, W, HW, _cp(target), _cp(parent))
-            for _ in range(math.ceil(math.log2(hw + 1)) + 1):
-                _launch(module, "slic_jump", m, B, HW, _cp(parent))
-            _launch(module, "slic_kept_flags", m, _cp(parent), _cp(count), B, HW, _cp(kept))
-            rank = kept.cumsum(1, dtype=torch.int32)
-            _launch(module, "slic_relabel", n, _cp(cc), _cp(parent), _cp(rank), B, HW,
-                    np.int32(start_label), _cp(out))
-        else:
-            used = torch.zeros((batch, k_max), dtype=torch.int32, device=device)
-            _launch(module, "slic_mark_used", n, lab, B, _i64(hw), K, _cp(used))
-            rank = used.cumsum(1, dtype=torch.int32)
-            _launch(module, "slic_compact", n, lab, _cp(rank), B, _i64(hw), K,
-                    np.int32(start_label), _cp(out))
-    return out
-
-
-def slic_3d(
-    image: torch.Tensor,
-    mask: torch.Tensor | None,
-    grid: np.ndarray | torch.Tensor,
-    params: np.ndarray | torch.Tensor,
-    max_num_iter: int,
-    enforce_connectivity: bool,
-    min_size: np.ndarray | torch.Tensor,
-    start_label: int,
-    k_max: int | None = None,
-) -> torch.Tensor:
-    """SLIC labels (B, D, H, W) int32 of a validated, [0, 1]-rescaled, contiguous
-    (B, C, D, H, W) float32 CUDA tensor; grid (B, 9), params (B, 5) and min_size (B,) as
-    planned by supercl.ops.slic (_plan_3d; device tensors and a bound ``k_max`` with a mask,
-    as :func:`slic`).  The 3-D kernels of slic_3d.cu with the 2-D module's
-    shape-agnostic ones (each volume seen as a flat array)."""
-    device = image.device
-    batch, channels, depth, height, width = image.shape
-    n_vol = depth * height * width
-    n = batch * n_vol
-    if k_max is None:  # a plan on the host: numpy, or a CPU tensor
-        k_max = int((grid[:, 3] * grid[:, 4] * grid[:, 5]).max())
-    module3 = _module("slic_3d", device.index)
-    module = _module("slic", device.index)
-    grid_t, params_t, min_size_t = (_plan_on(a, device) for a in (grid, params, min_size))
-    quant = torch.empty(image.shape, dtype=torch.int32, device=device)
-    centres = torch.empty((batch, k_max, 3 + channels), dtype=torch.float64, device=device)
-    # zeroed once; the update kernel zeroes what it read, ready for the next accumulation
-    sums = torch.zeros((batch, k_max, 4 + channels), dtype=torch.int64, device=device)
-    labels = torch.full((batch, depth, height, width), -1, dtype=torch.int32, device=device)
-    has_mask = mask is not None
-    mask_t = mask if has_mask else torch.zeros(1, dtype=torch.uint8, device=device)
-    chunks = -(-width // _ACCUMULATE_CHUNK)
-    B, C, D, H, W, K = (_i64(v) for v in (batch, channels, depth, height, width, k_max))
-    with _torch_stream(device):
-        g, prm, c, s, lab = _cp(grid_t), _cp(params_t), _cp(centres), _cp(sums), _cp(labels)
-        q = _cp(quant)
-        _launch(module, "slic_quantize_kernel", image.numel(), _cp(image), _i64(image.numel()), q)
-        _launch(module3, "slic3_init_kernel", batch * k_max, g, B, K, C, c)
-        phases = 2 if has_mask else 1
-        for phase in range(phases):
-            last_phase = phase == phases - 1
-            for it in range(max_num_iter):
-                _launch(module3, "slic3_assign_kernel", n, q, _cp(mask_t), np.int32(has_mask), g,
-                        prm, np.int32(last_phase), c, B, C, D, H, W, K, lab)
-                if last_phase and it + 1 == max_num_iter:
-                    break  # the update after the final assignment would not be used
-                _launch(module3, "slic3_accumulate_kernel", batch * depth * height * chunks, q,
-                        lab, B, C, D, H, W, K, _i64(_ACCUMULATE_CHUNK),
-                        np.int32(4 + channels <= _SLOT_FIELDS), s)
-                _launch_centres(module3, "slic3_update_kernel", batch, k_max, s, g, B, K, C, c)
-        out = torch.empty_like(labels)
-        N = _i64(n_vol)
-        if enforce_connectivity:
-            cc, count = connected_components_3d(labels, 1, has_mask, -1)
-            per_component = (batch, n_vol + 1)
-            size = torch.zeros(per_component, dtype=torch.int64, device=device)
-            first = torch.full(per_component, 2**31 - 1, dtype=torch.int32, device=device)
-            target = torch.zeros(per_component, dtype=torch.int32, device=device)
-            parent = torch.empty(per_component, dtype=torch.int32, device=device)
-            kept = torch.empty(per_component, dtype=torch.int32, device=device)
-            m = batch * (n_vol + 1)
-            _launch(module, "slic_component_stats", n, _cp(cc), B, N, _cp(size), _cp(first))
-            _launch(module3, "slic3_merge_parents", m, _cp(cc), _cp(size), _cp(first),
-                    _cp(count), _cp(min_size_t), B, H, W, N, _cp(target), _cp(parent))
-            for _ in range(math.ceil(math.log2(n_vol + 1)) + 1):
+            m = batch * (size + 1)
+            _launch(module, "slic_component_stats", n, _cp(cc), B, N, _cp(sizes), _cp(first))
+            # a small piece's merge target (slic_merge_target / slic3_merge_target) needs the
+            # spatial sizes but the first
+            _launch(shaped, f"{prefix}_merge_parents", m, _cp(cc), _cp(sizes), _cp(first),
+                    _cp(count), _cp(min_size_t), B, *S[1:], N, _cp(target), _cp(parent))
+            for _ in range(math.ceil(math.log2(size + 1)) + 1):
                 _launch(module, "slic_jump", m, B, N, _cp(parent))
             _launch(module, "slic_kept_flags", m, _cp(parent), _cp(count), B, N, _cp(kept))
             rank = kept.cumsum(1, dtype=torch.int32)

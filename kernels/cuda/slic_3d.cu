@@ -1,7 +1,8 @@
 // CUDA kernels of 3-D SLIC: thin __global__ wrappers over supercl/slic_3d.h.  The launcher
-// (kernels/cuda/launch.py, slic_3d) runs them on torch's current stream, with the 2-D module's
-// shape-agnostic kernels (quantise, component statistics, pointer jumping, kept flags,
-// renumbering; they see each volume as a flat array) and the 3-D connected components:
+// (kernels/cuda/launch.py, slic: one sequence for images and volumes) runs them on torch's
+// current stream, with the 2-D module's shape-agnostic kernels (quantise, component statistics,
+// pointer jumping, kept flags, renumbering; they see each volume as a flat array) and the 3-D
+// connected components:
 //   quantize -> init -> [assign -> accumulate -> update] x iterations (x 2 phases with a mask)
 //   -> 6-connected components -> stats -> merge parents -> jumps -> flags -> cumsum -> relabel.
 // One thread per voxel (assign), per chunk of a row (accumulate, reduced per block in shared

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import torch
+
+from supercl.kernels import CC_DTYPES
 
 from ._common import (
     as_tensor,
@@ -18,11 +19,12 @@ from ._common import (
     to_output,
 )
 
-__all__ = ["connected_components", "connected_components_reference"]
+__all__ = ["connected_components"]
 
 _INT32_MAX = 2**31 - 1
-# dtypes the C++ kernels take as they are; others are widened once (see _kernel_input).
-_NATIVE = (torch.uint8, torch.int32, torch.int64)
+# dtypes the kernels of both backends take as they are (supercl.kernels.CC_DTYPES); others are
+# widened once (see _kernel_input).
+_NATIVE = tuple(getattr(torch, name) for name, _ in CC_DTYPES)
 
 
 def connected_components(
@@ -187,17 +189,14 @@ def _connected_components_impl(x: torch.Tensor, connectivity: int, has_backgroun
     """Labels int32 of the shape of ``x`` and counts (B,) int64 of a validated (B, H, W) or
     (B, D, H, W) uint8, int32 or int64 tensor (any strides) on ``backend`` ("cpu" or
     "cuda"), on the input's device."""
-    volumes = x.dim() == 4
     if backend == "cuda":
         from supercl.kernels.cuda import launch as _cuda
 
-        launch = _cuda.connected_components_3d if volumes else _cuda.connected_components
-        result, num = launch(x.to(cuda_device(x.device)), connectivity, has_background,
-                             background)
+        result, num = _cuda.connected_components(x.to(cuda_device(x.device)), connectivity,
+                                                 has_background, background)
     else:
-        cpu = extension().connected_components_3d if volumes else extension().connected_components
-        out, counts = cpu(x.cpu().numpy(), connectivity, has_background, background,
-                          num_threads())
+        out, counts = extension().connected_components(x.cpu().numpy(), connectivity,
+                                                       has_background, background, num_threads())
         result, num = torch.from_numpy(out), torch.from_numpy(counts)
     return result.to(x.device), num.to(x.device)
 
@@ -244,18 +243,3 @@ def _kernel_input(x: torch.Tensor, background: int) -> tuple[torch.Tensor, bool,
         background = 0
     return x, has_background, background
 
-
-def connected_components_reference(
-    labels: np.ndarray, connectivity: int = 2, background=None, spatial_dims: int = 2
-):
-    """The oracle: ``skimage.measure.label`` applied to each image of a (B, H, W) array, or
-    each volume of a (B, D, H, W) array with ``spatial_dims=3`` (scikit-image is a test/bench
-    dependency, imported here on use)."""
-    from skimage.measure import label
-
-    labels = np.asarray(labels)
-    if labels.ndim == spatial_dims:
-        return label(labels, background=background, connectivity=connectivity).astype(np.int32)
-    return np.stack(
-        [label(im, background=background, connectivity=connectivity) for im in labels]
-    ).astype(np.int32)

@@ -1,10 +1,11 @@
 """SLIC superpixels of a batch of 2D images, or supervoxels of 3D volumes (scikit-image semantics,
 C++ and CUDA backends).
 
-One module for both: :func:`slic` validates and dispatches; the 2-D path goes through the
-``supercl::slic`` custom op, the 3-D one (:func:`_slic_3d`, ``spatial_dims=3``) calls its
-backends directly. Both share the mask check, the [0, 1] rescaling and scikit-image's
-``regular_grid``; the algorithms are in csrc/include/supercl/slic.h and slic_3d.h.
+One path for both: :func:`slic` validates its input (:func:`_check_images`, :func:`_check_mask`)
+and calls the ``supercl::slic`` custom op, which rescales to [0, 1], plans the grid of centres
+(:func:`_plan`: scikit-image's ``regular_grid``, on the mask's device when there is a mask) and
+runs a backend; the backends take 2-D and 3-D batches alike. Only the algorithms differ, in
+csrc/include/supercl/slic.h and slic_3d.h.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from ._common import (
     to_output,
 )
 
-__all__ = ["slic", "slic_reference"]
+__all__ = ["slic"]
 
 # Float coordinates are exact below 2**24 (csrc/include/supercl/slic.h).
 _MAX_SIDE = 2**24
@@ -179,58 +180,68 @@ def slic(
     >>> bool(torch.isin(left, right).any())
     False
     """
-    if spatial_dims == 3:
-        return _slic_3d(images, n_segments, compactness, max_num_iter, spacing, mask,
-                        enforce_connectivity, min_size_factor, max_size_factor, start_label,
-                        backend)
-    if spatial_dims != 2 or isinstance(spatial_dims, bool):
+    if spatial_dims not in (2, 3) or isinstance(spatial_dims, bool):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
-    x, as_numpy = as_tensor(images, "images")
-    if x.dtype == torch.bool or x.dtype.is_complex:
-        raise TypeError(f"images must have a real float or integer dtype, got {x.dtype}")
-    if x.ndim not in (2, 3, 4):
-        raise ValueError(
-            f"images must have shape (H, W), (B, H, W) or (B, C, H, W), got {tuple(x.shape)}"
-        )
-    single = x.ndim == 2
-    if x.ndim == 2:
-        x = x[None, None]
-    elif x.ndim == 3:
-        x = x[:, None]
-    batch, channels, height, width = x.shape
-    if batch == 0:
-        raise ValueError("images is an empty batch (B = 0)")
-    if channels == 0:
-        raise ValueError("images has no channels (C = 0)")
-    if height == 0 or width == 0:
-        raise ValueError(f"images has an empty image of shape ({height}, {width})")
-    if height >= _MAX_SIDE or width >= _MAX_SIDE:
-        raise ValueError(f"images sides must be < 2**24, got ({height}, {width})")
-    if height * width > 2**31 - 1:
-        # labels, component ids and pixel indices within an image are int32 (both backends);
-        # batches are indexed in int64, so only the size of one image is limited.
-        raise ValueError(
-            f"images have {height * width} pixels each; at most 2**31 - 1 per image are "
-            "supported"
-        )
-
+    spatial_dims = 3 if spatial_dims == 3 else 2  # an int from here (3.0 was accepted before)
+    x, single, as_numpy = _check_images(images, spatial_dims)
+    batch, _, *spatial = x.shape
     n_segments = check_int(n_segments, "n_segments", minimum=1)
     compactness = check_float(compactness, "compactness", positive=True)
     max_num_iter = check_int(max_num_iter, "max_num_iter", minimum=1)
-    spacing_y, spacing_x = (1.0, 1.0) if spacing is None else check_spacing(spacing, ndim=2,
-                                                                            axes="(y, x)")
+    if spacing is None:
+        spacing = (1.0,) * spatial_dims
+    else:
+        spacing = check_spacing(spacing, ndim=spatial_dims,
+                                axes="(y, x)" if spatial_dims == 2 else "(dz, dy, dx)")
     enforce_connectivity = check_bool(enforce_connectivity, "enforce_connectivity")
     min_size_factor = check_float(min_size_factor, "min_size_factor", nonnegative=True)
     check_float(max_size_factor, "max_size_factor", positive=True)
     start_label = check_int(start_label, "start_label", minimum=0)
-    mask_t = _check_mask(mask, single, batch, (height, width))
+    mask_t = _check_mask(mask, single, batch, spatial)
 
     chosen = resolve_backend("slic", backend, x.device)
-    result = _slic_op(x, mask_t, n_segments, compactness, max_num_iter, spacing_y, spacing_x,
-                      enforce_connectivity, min_size_factor, start_label, chosen)
+    result = _slic_op(x, mask_t, n_segments, compactness, max_num_iter,
+                      list(spacing), enforce_connectivity, min_size_factor, start_label,
+                      chosen)
     if single:
         result = result[0]
     return to_output(result, as_numpy)
+
+
+def _check_images(images: Any, spatial_dims: int) -> tuple[torch.Tensor, bool, bool]:
+    """``images`` as a (B, C, *spatial) tensor with ``spatial_dims`` spatial axes, whether it
+    was a single image (volume), and whether it came as a numpy array."""
+    x, as_numpy = as_tensor(images, "images")
+    if x.dtype == torch.bool or x.dtype.is_complex:
+        raise TypeError(f"images must have a real float or integer dtype, got {x.dtype}")
+    volumes = spatial_dims == 3
+    if x.ndim not in (spatial_dims, spatial_dims + 1, spatial_dims + 2):
+        shapes = ("(D, H, W), (B, D, H, W) or (B, C, D, H, W) with spatial_dims=3" if volumes
+                  else "(H, W), (B, H, W) or (B, C, H, W)")
+        raise ValueError(f"images must have shape {shapes}, got {tuple(x.shape)}")
+    single = x.ndim == spatial_dims
+    if x.ndim == spatial_dims:
+        x = x[None, None]
+    elif x.ndim == spatial_dims + 1:
+        x = x[:, None]
+    batch, channels, *spatial = x.shape
+    what, unit = ("volume", "voxels") if volumes else ("image", "pixels")
+    if batch == 0:
+        raise ValueError("images is an empty batch (B = 0)")
+    if channels == 0:
+        raise ValueError("images has no channels (C = 0)")
+    if 0 in spatial:
+        raise ValueError(f"images has an empty {what} of shape {tuple(spatial)}")
+    if max(spatial) >= _MAX_SIDE:
+        raise ValueError(f"images sides must be < 2**24, got {tuple(spatial)}")
+    if math.prod(spatial) > 2**31 - 1:
+        # labels, component ids and pixel indices within an image are int32 (both backends);
+        # batches are indexed in int64, so only the size of one image is limited.
+        raise ValueError(
+            f"images have {math.prod(spatial)} {unit} each; at most 2**31 - 1 per {what} are "
+            "supported"
+        )
+    return x, single, as_numpy
 
 
 # ---- the custom op (torch.compile sees one opaque node of known output shape) --------------
@@ -238,12 +249,14 @@ def slic(
 
 @torch.library.custom_op("supercl::slic", mutates_args=())
 def _slic_op(images: torch.Tensor, mask: Optional[torch.Tensor], n_segments: int,
-             compactness: float, max_num_iter: int, spacing_y: float, spacing_x: float,
+             compactness: float, max_num_iter: int, spacing: list[float],
              enforce_connectivity: bool, min_size_factor: float, start_label: int,
              backend: str) -> torch.Tensor:
-    """SLIC of validated (B, C, H, W) ``images`` with an optional (B, H, W) bool ``mask`` on
-    ``backend`` ("cpu" or "cuda"); (B, H, W) int32 on the images' device."""
+    """SLIC of validated (B, C, H, W) images or (B, C, D, H, W) volumes with an optional
+    (B, H, W) or (B, D, H, W) bool ``mask`` and one spacing per spatial axis, on ``backend``
+    ("cpu" or "cuda"); (B, H, W) or (B, D, H, W) int32 on the images' device."""
     device = cuda_device(images.device) if backend == "cuda" else torch.device("cpu")
+    batch, channels, *spatial = images.shape
     has_mask = mask is not None
     # A mask given on the host is planned there (exact centre counts, nothing to wait for);
     # one on the GPU is planned on the GPU, with the arrays sized by a bound (_plan_masked).
@@ -255,16 +268,18 @@ def _slic_op(images: torch.Tensor, mask: Optional[torch.Tensor], n_segments: int
     # operations, one pass per image): in torch it cost 184 ms of a 32 x 512^2 call on one
     # thread, as much as a third of the whole op. Otherwise in torch, one image at a time on
     # the CPU (the float64 temporaries stay in cache), the whole batch at once on a GPU (one
-    # sync for the check).
+    # sync for the check). Volumes are rescaled as (B, C, D * H, W) images: the rescaling is
+    # elementwise with per-image extrema, so the shape of an image does not matter.
+    rows = (batch, channels, math.prod(spatial[:-1]), spatial[-1])
+    flat = images.reshape(rows)
+    flat_mask = None if mask is None else mask.reshape((batch,) + rows[2:])
     if device.type == "cpu" and images.dtype in (torch.float32, torch.float64):
-        normalized = _rescale_cpu(images, mask, has_mask)
+        normalized = _rescale_cpu(flat, flat_mask, has_mask)
     else:
-        normalized = _rescale_batch(images, mask, has_mask, device)
-    batch, _, height, width = images.shape
-    grid, params, min_size = _plan(
-        plan_mask, batch, height, width, n_segments, compactness, spacing_y, spacing_x,
-        min_size_factor,
-    )
+        normalized = _rescale_batch(flat, flat_mask, has_mask, device)
+    normalized = normalized.reshape(images.shape)
+    grid, params, min_size = _plan(plan_mask, batch, spatial, n_segments, compactness, spacing,
+                                   min_size_factor)
     first_label = max(start_label, 1) if has_mask else start_label
     mask_u8 = None if mask is None else mask.to(torch.uint8).contiguous()
     if backend == "cuda":
@@ -272,36 +287,29 @@ def _slic_op(images: torch.Tensor, mask: Optional[torch.Tensor], n_segments: int
 
         # With a mask planned on the GPU the centre count per image is only known there: size
         # the arrays by its bound, the pixels of an image (see _plan_masked).
-        k_max = _centre_bound(grid, height * width)
+        k_max = _centre_bound(grid, math.prod(spatial))
         result = _cuda.slic(normalized.contiguous(), mask_u8, grid, params, max_num_iter,
                             enforce_connectivity, min_size, first_label, k_max=k_max)
     else:
-        grid, params, min_size = (_host(a) for a in (grid, params, min_size))
         result = torch.from_numpy(extension().slic(
-            normalized.numpy(), None if mask_u8 is None else mask_u8.numpy(), grid, params,
-            max_num_iter, enforce_connectivity, min_size, first_label, num_threads()))
+            normalized.numpy(), None if mask_u8 is None else mask_u8.numpy(), grid.numpy(),
+            params.numpy(), max_num_iter, enforce_connectivity, min_size.numpy(), first_label,
+            num_threads()))
     return result.to(images.device)
 
 
 @_slic_op.register_fake
-def _(images, mask, n_segments, compactness, max_num_iter, spacing_y, spacing_x,
-      enforce_connectivity, min_size_factor, start_label, backend):
-    batch, _, height, width = images.shape
-    return images.new_empty((batch, height, width), dtype=torch.int32)
+def _(images, mask, n_segments, compactness, max_num_iter, spacing, enforce_connectivity,
+      min_size_factor, start_label, backend):
+    batch, _, *spatial = images.shape
+    return images.new_empty((batch, *spatial), dtype=torch.int32)
 
 
-def _centre_bound(grid, pixels: int) -> int | None:
+def _centre_bound(grid: torch.Tensor, pixels: int) -> int | None:
     """The launcher's k_max: None (read it from the grid) for a plan on the host, ``pixels``
     -- a grid never has more centres than its box has pixels -- for a plan on the GPU, whose
     counts the host does not know."""
-    if isinstance(grid, np.ndarray) or grid.device.type == "cpu":
-        return None
-    return pixels
-
-
-def _host(plan) -> np.ndarray:
-    """A plan array for the C++ backend: numpy as planned, or a CPU tensor's contents."""
-    return plan.numpy() if isinstance(plan, torch.Tensor) else plan
+    return None if grid.device.type == "cpu" else pixels
 
 
 def _check_mask(mask, single, batch, spatial) -> torch.Tensor | None:
@@ -376,13 +384,6 @@ def _rescale(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
     return ((x - lo.view(shape)) / span.view(shape)).clamp_(0.0, 1.0)
 
 
-def _regular_grid(height: int, width: int, n_points: int) -> tuple[int, int, int, int]:
-    """Start and step of the initial centres along y and x: ``skimage.util.regular_grid`` for
-    the shape (1, height, width) that scikit-image's 2D SLIC uses."""
-    (_, start_y, start_x), (_, step_y, step_x) = regular_grid((1, height, width), n_points)
-    return start_y, step_y, start_x, step_x
-
-
 def regular_grid(shape: tuple[int, int, int], n_points: int) -> tuple[list[int], list[int]]:
     """Starts and steps of the initial centres along the three axes of ``shape``:
     ``skimage.util.regular_grid`` as scikit-image's SLIC calls it (2D images as (1, H, W))."""
@@ -405,42 +406,48 @@ def regular_grid(shape: tuple[int, int, int], n_points: int) -> tuple[list[int],
     return [int(v) for v in starts], [int(v) for v in steps]
 
 
-def _plan(mask, batch, height, width, n_segments, compactness, spacing_y, spacing_x, min_size_factor):
-    """Per image: the grid {y0, x0, ny, nx, sy, sx}, the distance scalars and the minimum piece
-    size of connectivity enforcement.  Without a mask, numpy arrays planned on the host (they
-    depend on the shape only); with one, tensors planned where the mask is
-    (:func:`_plan_masked`), so that the GPU path never waits for the mask's bounding boxes."""
+def _plan(mask, batch, spatial, n_segments, compactness, spacing, min_size_factor):
+    """Per image (volume): the grid of centres, the distance scalars and the minimum piece size
+    of connectivity enforcement, as int64 / float64 tensors:
+
+    - volumes: grid (B, 9) {z0, y0, x0, nz, ny, nx, sz, sy, sx}, params (B, 5) {spz^2/S^2,
+      spy^2/S^2, spx^2/S^2, colour weight, 2S} (Slic3Params), min_size (B,);
+    - images: the plan of (1, H, W) volumes (scikit-image's 2-D SLIC is its 3-D one on such
+      volumes) in the 2-D kernels' layout: grid (B, 6) {y0, x0, ny, nx, sy, sx}, params (B, 5)
+      {1/S^2, colour weight, spy^2, spx^2, 2S} (SlicParams).
+
+    Without a mask, planned on the host (the plan depends on the shape only); with one, planned
+    where the mask is (:func:`_plan_masked`), so that the GPU path never waits for the mask's
+    bounding boxes."""
+    volume = (1,) * (3 - len(spatial)) + tuple(spatial)
+    spacing3 = (1.0,) * (3 - len(spatial)) + tuple(spacing)
     if mask is not None:
-        grid3, params, min_size = _plan_masked(
-            mask[:, None], n_segments, compactness, (1.0, spacing_y, spacing_x),
-            min_size_factor)
-        # (1, H, W) volumes: drop the z entries {z0, nz, sz}; params {spatial, colour, spy^2,
-        # spx^2, window} from the 3-D {wz, wy, wx, colour, window} with spacing 1 along z,
-        # i.e. wz = 1 / S^2 exactly.
-        # (slices, not a list index: indexing a CUDA tensor by a Python list copies the list
-        # to the device, a synchronising copy)
-        grid = torch.cat([grid3[:, 1:3], grid3[:, 4:6], grid3[:, 7:9]], 1)
-        weight = params[:, 0]
-        spatial = torch.stack([weight, params[:, 3],
-                               torch.full_like(weight, spacing_y * spacing_y),
-                               torch.full_like(weight, spacing_x * spacing_x), params[:, 4]], 1)
-        return grid, spatial, min_size
-    grid = np.zeros((batch, 6), dtype=np.int64)
-    params = np.zeros((batch, 5), dtype=np.float64)
-    min_size = np.zeros(batch, dtype=np.int64)
-    start_y, step_y, start_x, step_x = _regular_grid(height, width, n_segments)
-    ny = -(-(height - start_y) // step_y)
-    nx = -(-(width - start_x) // step_x)
-    grid[:] = (start_y, start_x, ny, nx, step_y, step_x)
-    step = float(max(step_y, step_x, 1))
-    params[:] = (
-        1.0 / (step * step),
-        1.0 / (_SCALE_SQ * compactness * compactness),
-        spacing_y * spacing_y,
-        spacing_x * spacing_x,
-        2.0 * step,
-    )
-    min_size[:] = int(min_size_factor * (height * width / (ny * nx)))
+        grid, params, min_size = _plan_masked(mask.reshape((batch,) + volume), n_segments,
+                                              compactness, spacing3, min_size_factor)
+    else:
+        starts, steps = regular_grid(volume, n_segments)
+        counts = [-(-(s - a) // st) for s, a, st in zip(volume, starts, steps)]
+        step = float(max(max(steps), 1))
+        spatial_weight = 1.0 / (step * step)
+        grid = torch.tensor(starts + counts + steps, dtype=torch.int64).repeat(batch, 1)
+        params = torch.tensor(
+            [sp * sp * spatial_weight for sp in spacing3]
+            + [1.0 / (_SCALE_SQ * compactness * compactness), 2.0 * step],
+            dtype=torch.float64).repeat(batch, 1)
+        min_size = torch.full(
+            (batch,), int(min_size_factor * (math.prod(volume) / math.prod(counts))),
+            dtype=torch.int64)
+    if len(spatial) == 3:
+        return grid, params, min_size
+    # (1, H, W) volumes: drop the z entries {z0, nz, sz}; params {spatial, colour, spy^2,
+    # spx^2, window} from the 3-D {wz, wy, wx, colour, window} with spacing 1 along z, i.e.
+    # wz = 1 / S^2 exactly.  (The z step of such a volume is 1, so S is the 2-D step.)
+    # (slices, not a list index: indexing a CUDA tensor by a Python list copies the list to
+    # the device, a synchronising copy)
+    grid = torch.cat([grid[:, 1:3], grid[:, 4:6], grid[:, 7:9]], 1)
+    weight = params[:, 0]
+    params = torch.stack([weight, params[:, 3], torch.full_like(weight, spacing[0] * spacing[0]),
+                          torch.full_like(weight, spacing[1] * spacing[1]), params[:, 4]], 1)
     return grid, params, min_size
 
 
@@ -574,7 +581,7 @@ def _regular_grid_device(shape: torch.Tensor, n_points: torch.Tensor):
 
 
 def _plan_masked(mask, n_segments, compactness, spacing, min_size_factor):
-    """:func:`_plan_3d` for the (B, D, H, W) bool ``mask`` on its device, without reading
+    """:func:`_plan` of (B, D, H, W) volumes for the bool ``mask`` on its device, without reading
     anything back: grid (B, 9) int64, params (B, 5) float64, min_size (B,) int64 tensors."""
     batch, depth, height, width = mask.shape
     if n_segments * depth * height * width >= 2**53:
@@ -617,139 +624,3 @@ def _plan_masked(mask, n_segments, compactness, spacing, min_size_factor):
     params = torch.where(empty, empty_params, params)
     min_size = torch.where(empty[:, 0], 0, min_size)
     return grid, params, min_size
-
-
-# ---- 3-D: supervoxels (spatial_dims=3) --------------------------------------------------
-
-
-def _slic_3d(images, n_segments, compactness, max_num_iter, spacing, mask, enforce_connectivity,
-            min_size_factor, max_size_factor, start_label, backend):
-    """:func:`slic` with ``spatial_dims=3`` (see its docstring): validation, planning and
-    dispatch of the 3-D algorithm (csrc/include/supercl/slic_3d.h)."""
-    x, as_numpy = as_tensor(images, "images")
-    if x.dtype == torch.bool or x.dtype.is_complex:
-        raise TypeError(f"images must have a real float or integer dtype, got {x.dtype}")
-    if x.ndim not in (3, 4, 5):
-        raise ValueError(
-            "images must have shape (D, H, W), (B, D, H, W) or (B, C, D, H, W) with "
-            f"spatial_dims=3, got {tuple(x.shape)}"
-        )
-    single = x.ndim == 3
-    if x.ndim == 3:
-        x = x[None, None]
-    elif x.ndim == 4:
-        x = x[:, None]
-    batch, channels, depth, height, width = x.shape
-    if batch == 0:
-        raise ValueError("images is an empty batch (B = 0)")
-    if channels == 0:
-        raise ValueError("images has no channels (C = 0)")
-    if depth == 0 or height == 0 or width == 0:
-        raise ValueError(f"images has an empty volume of shape ({depth}, {height}, {width})")
-    if max(depth, height, width) >= _MAX_SIDE:
-        raise ValueError(f"images sides must be < 2**24, got ({depth}, {height}, {width})")
-    if depth * height * width > 2**31 - 1:
-        raise ValueError(
-            f"images volumes have {depth * height * width} voxels; at most 2**31 - 1 per volume "
-            "are supported"
-        )
-
-    n_segments = check_int(n_segments, "n_segments", minimum=1)
-    compactness = check_float(compactness, "compactness", positive=True)
-    max_num_iter = check_int(max_num_iter, "max_num_iter", minimum=1)
-    spacing = (1.0, 1.0, 1.0) if spacing is None else check_spacing(spacing, ndim=3,
-                                                                    axes="(dz, dy, dx)")
-    enforce_connectivity = check_bool(enforce_connectivity, "enforce_connectivity")
-    min_size_factor = check_float(min_size_factor, "min_size_factor", nonnegative=True)
-    check_float(max_size_factor, "max_size_factor", positive=True)
-    start_label = check_int(start_label, "start_label", minimum=0)
-    mask_t = _check_mask(mask, single, batch, (depth, height, width))
-
-    chosen = resolve_backend("slic", backend, x.device)
-    device = cuda_device(x.device) if chosen == "cuda" else torch.device("cpu")
-    plan_mask = mask_t  # planned where it is given (as in the 2-D op)
-    if mask_t is not None:
-        mask_t = mask_t.to(device)
-
-    # The [0, 1] rescaling of the 2D op, on the volumes seen as (B, C, D * H, W) images: it is
-    # elementwise with per-image extrema, so the shape of an image does not matter.
-    flat = x.reshape(batch, channels, depth * height, width)
-    flat_mask = None if mask_t is None else mask_t.reshape(batch, depth * height, width)
-    if device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
-        normalized = _rescale_cpu(flat, flat_mask, mask is not None)
-    else:
-        normalized = _rescale_batch(flat, flat_mask, mask is not None, device)
-    normalized = normalized.reshape(batch, channels, depth, height, width)
-
-    grid, params, min_size = _plan_3d(plan_mask, batch, depth, height, width, n_segments,
-                                      compactness, spacing, min_size_factor)
-    first_label = max(start_label, 1) if mask_t is not None else start_label
-    mask_u8 = None if mask_t is None else mask_t.to(torch.uint8).contiguous()
-    if chosen == "cuda":
-        from supercl.kernels.cuda import launch as _cuda
-
-        k_max = _centre_bound(grid, depth * height * width)
-        result = _cuda.slic_3d(normalized.contiguous(), mask_u8, grid, params, max_num_iter,
-                               enforce_connectivity, min_size, first_label, k_max=k_max)
-    else:
-        grid, params, min_size = (_host(a) for a in (grid, params, min_size))
-        result = torch.from_numpy(extension().slic_3d(
-            normalized.numpy(), None if mask_u8 is None else mask_u8.numpy(), grid, params,
-            max_num_iter, enforce_connectivity, min_size, first_label, num_threads(),
-        ))
-    result = result.to(x.device)
-    if single:
-        result = result[0]
-    return to_output(result, as_numpy)
-
-
-def _plan_3d(mask, batch, depth, height, width, n_segments, compactness, spacing, min_size_factor):
-    """Per volume: the grid {z0, y0, x0, nz, ny, nx, sz, sy, sx}, the distance scalars
-    {spz^2/S^2, spy^2/S^2, spx^2/S^2, colour weight, 2S} and the minimum piece size: numpy
-    arrays planned on the host without a mask, tensors planned where the mask is with one
-    (:func:`_plan_masked`)."""
-    if mask is not None:
-        return _plan_masked(mask, n_segments, compactness, spacing, min_size_factor)
-    size = (depth, height, width)
-    starts, steps = regular_grid(size, n_segments)
-    counts = [-(-(s - a) // st) for s, a, st in zip(size, starts, steps)]
-    grid = np.tile(np.array(starts + counts + steps, dtype=np.int64), (batch, 1))
-    step = float(max(max(steps), 1))
-    spatial = 1.0 / (step * step)
-    params = np.tile(np.array([
-        spacing[0] * spacing[0] * spatial,
-        spacing[1] * spacing[1] * spatial,
-        spacing[2] * spacing[2] * spatial,
-        1.0 / (_SCALE_SQ * compactness * compactness),
-        2.0 * step,
-    ], dtype=np.float64), (batch, 1))
-    min_size = np.full(batch, int(min_size_factor * (math.prod(size) / math.prod(counts))),
-                       dtype=np.int64)
-    return grid, params, min_size
-
-
-def slic_reference(
-    images: np.ndarray, mask: np.ndarray | None = None, spatial_dims: int = 2, **kwargs
-) -> np.ndarray:
-    """The oracle: ``skimage.segmentation.slic`` on each image of a (B, H, W) or (B, C, H, W)
-    array (each volume of a (B, D, H, W) or (B, C, D, H, W) array with ``spatial_dims=3``),
-    with supercl's conventions (channels first, no Lab conversion, no smoothing).
-    scikit-image is a test/bench dependency, imported here on use."""
-    from skimage.segmentation import slic as sk_slic
-
-    images = np.asarray(images)
-    if images.ndim == spatial_dims + 1:
-        images = images[:, None]
-    out = []
-    for b in range(images.shape[0]):
-        image = np.moveaxis(images[b], 0, -1)
-        out.append(
-            sk_slic(
-                image,
-                channel_axis=-1,
-                convert2lab=False,
-                mask=None if mask is None else np.asarray(mask[b], dtype=bool),
-                **kwargs,
-            )
-        )
-    return np.stack(out).astype(np.int32)

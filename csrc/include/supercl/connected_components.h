@@ -47,6 +47,13 @@
 
 #include "supercl/common.h"
 
+// The label dtypes that the labeling is compiled for, each with the suffix of its CUDA kernels
+// (cc_tiles_u8, ...): the one list that the C++ drivers' instantiations (csrc/cpu), the kernels
+// of kernels/cuda and the dtype dispatch of csrc/bindings.cpp expand, X(type, suffix) per
+// dtype.  Its Python side is supercl.kernels.CC_DTYPES; tests/test_connected_components.py
+// checks that the two agree.
+#define SUPERCL_CC_DTYPES(X) X(uint8_t, u8) X(int32_t, i32) X(int64_t, i64)
+
 namespace supercl {
 
 // Root of i's tree.  Concurrent writers only ever lower parents, so a plain walk is safe; the
