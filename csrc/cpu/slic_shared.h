@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -60,12 +61,16 @@ void enforce_connectivity(int32_t* labels, int64_t rows, int64_t width, int64_t 
                           int32_t start_label, LabelPieces&& label_pieces,
                           MergeTarget&& merge_target) {
   const int64_t n = rows * width;
-  std::vector<int32_t> cc(n);
-  const int32_t count = label_pieces(cc.data());
+  // label_pieces writes every element (as the public connected-components ops do for their
+  // outputs): no zero fill first (0.9 % of SLIC's instructions on the flat_ct 256^2 slices,
+  // callgrind).
+  std::unique_ptr<int32_t[]> cc_buffer(new int32_t[n]);
+  int32_t* const cc = cc_buffer.get();
+  const int32_t count = label_pieces(cc);
   std::vector<int64_t> size(count + 1, 0), first(count + 1, -1);
   // Sizes and first pixels a run of equal ids at a time (the ids come in long runs).
   for (int64_t r = 0; r < rows; ++r) {
-    const int32_t* row = cc.data() + r * width;
+    const int32_t* row = cc + r * width;
     for (int64_t x0 = 0, x1; x0 < width; x0 = x1) {
       const int32_t c = row[x0];
       x1 = run_end(row, x0 + 1, width, c);
@@ -75,7 +80,7 @@ void enforce_connectivity(int32_t* labels, int64_t rows, int64_t width, int64_t 
     }
   }
   std::vector<int32_t> target(count + 1, 0), final_id(count + 1, 0), rank(count + 1, 0);
-  for (int32_t c = 1; c <= count; ++c) target[c] = merge_target(cc.data(), first[c]);
+  for (int32_t c = 1; c <= count; ++c) target[c] = merge_target(cc, first[c]);
   // Merge pointers always point to smaller ids, so one ascending pass resolves the chains.
   int32_t kept = 0;
   for (int32_t c = 1; c <= count; ++c) {
@@ -85,7 +90,7 @@ void enforce_connectivity(int32_t* labels, int64_t rows, int64_t width, int64_t 
   }
   for (int64_t i0 = 0, i1; i0 < n; i0 = i1) {  // the same, a run of equal ids at a time
     const int32_t c = cc[i0];
-    i1 = i0 + run_end(cc.data() + i0, 1, n - i0, c);
+    i1 = i0 + run_end(cc + i0, 1, n - i0, c);
     fill_run(labels, i0, i1,
              slic_final_label(c, c <= 0, final_id.data(), rank.data(), start_label));
   }
