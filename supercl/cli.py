@@ -9,6 +9,7 @@
     supercl evaluate    RUN_OR_CHECKPOINT [--data PATH] [--out DIR]
     supercl demo        [--out DIR]                             # the whole job on the phantom
     supercl ablate      [--out DIR] [--dataset phantom-v2|mni152] # seeded ablations with CIs
+    supercl export      RUN --nnunet OUT.pth                    # nnU-Net v2 pre-trained weights
 
 Without ``--data`` every command uses the embedded phantom CT dataset (written into the run
 folder). ``torchrun --nproc_per_node=N -m supercl pretrain ...`` pre-trains with
@@ -103,6 +104,7 @@ def _run_options(p: argparse.ArgumentParser, out: str, epochs: int, batch: int, 
                    help="U-Net channels at full resolution, doubled per level (default: 32, "
                    "the reference 32 -> 512)")
     g.add_argument("--depth", type=int, default=4, help="U-Net down-samplings (default: 4)")
+    _backbone_options(g)
     g.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), default="auto",
                    help="mixed precision: auto = bf16 autocast on a GPU, off on the CPU "
                    "(default: auto)")
@@ -128,6 +130,51 @@ def _run_options(p: argparse.ArgumentParser, out: str, epochs: int, batch: int, 
     g.add_argument("--tensorboard", action="store_true",
                    help="also log to OUT/tensorboard (needs the tensorboard package)")
     g.add_argument("--no-figures", dest="figures", action="store_false", help="write no PNGs")
+
+
+def _backbone_options(g) -> None:
+    """--backbone and its settings (supercl.models.backbones)."""
+    g.add_argument("--backbone", choices=("supercl", "nnunet", "monai"), default="supercl",
+                   help="the network whose encoder is trained: supercl's U-Net (--base-channels, "
+                   "--depth), the 2-D network nnU-Net v2 planned (--plans; needs "
+                   "supercl[nnunet]) or MONAI's BasicUNet (features b, b, 2b, 4b, 8b, b for "
+                   "--base-channels b; needs supercl[monai]) (default: supercl)")
+    g.add_argument("--plans", default=None, metavar="FILE",
+                   help="--backbone nnunet: the nnUNetPlans.json of nnUNetv2_plan_and_preprocess "
+                   "(or its nnUNet_preprocessed/DatasetXXX folder)")
+    g.add_argument("--plans-configuration", default="2d", metavar="NAME",
+                   help="--backbone nnunet: the plans' configuration (default: 2d)")
+
+
+def _export(args) -> int:
+    from supercl.train.export import export_nnunet
+
+    done = export_nnunet(args.source, args.nnunet, plans=args.plans,
+                         configuration=args.plans_configuration, seed=args.seed)
+    print(f"wrote {done['file']}: the encoder pre-trained in {done['source']} "
+          f"({done['pretrained_tensors']} tensors); the decoder ({done['initialised_tensors']} "
+          "tensors) holds nnU-Net's own initialisation, not pre-trained. Train with: "
+          f"nnUNetv2_train DATASET 2d FOLD -pretrained_weights {done['file']}")
+    return 0
+
+
+_EXPORT_HELP = "write a pre-trained encoder as nnU-Net v2 pre-trained weights"
+_EXPORT_DESCRIPTION = (
+    "Writes the encoder of a pre-training run made with --backbone nnunet into the whole "
+    "network nnU-Net builds from the plans, as a checkpoint that nnUNetv2_train ... "
+    "-pretrained_weights FILE loads. The encoder carries the pre-trained weights; the decoder "
+    "carries nnU-Net's own initialisation (it is not pre-trained). See docs/nnunet.md.")
+
+
+def _export_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", metavar="RUN", help="pre-training run folder (or its encoder.pt)")
+    p.add_argument("--nnunet", required=True, metavar="OUT.pth", help="the file to write")
+    p.add_argument("--plans", default=None, metavar="FILE",
+                   help="nnUNetPlans.json to build the network from (default: the run's)")
+    p.add_argument("--plans-configuration", default=None, metavar="NAME",
+                   help="the plans' configuration (default: the run's, 2d)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the decoder's initialisation (default: 0)")
 
 
 def _pretrain_options(p: argparse.ArgumentParser) -> None:
@@ -412,6 +459,7 @@ COMMANDS: dict[str, Command] = {
         "per label fraction, scores the test volumes once per run and writes results.json, "
         "report.md (mean DSC with 95 % CIs, paired differences to scratch) and ablation.png.",
         _ablate_parser, _ablate),
+    "export": Command(_EXPORT_HELP, _EXPORT_DESCRIPTION, _export_options, _export),
 }
 
 

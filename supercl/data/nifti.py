@@ -6,9 +6,9 @@ them into slices of a fixed patch size, and splits a dataset *by volume*
 into pre-training, fine-tuning, validation and test sets:
 
 * :func:`scan_dataset` -- the cases of a Medical Segmentation Decathlon (MSD)
-  folder (``dataset.json``, ``imagesTr/``, ``labelsTr/``, ``imagesTs/``) or of
-  a plain folder of ``.nii`` / ``.nii.gz`` images with an optional folder of
-  label maps of the same names.
+  folder (``dataset.json``, ``imagesTr/``, ``labelsTr/``, ``imagesTs/``), of an
+  nnU-Net v2 raw dataset (:mod:`.nnunet`) or of a plain folder of ``.nii`` /
+  ``.nii.gz`` images with an optional folder of label maps of the same names.
 * :func:`load_case` -- one volume as ``(D, P, P)`` preprocessed slices, its
   labels and the relative position of every slice in the volume.
 * :func:`load_slices` -- many volumes concatenated into torch tensors
@@ -32,10 +32,36 @@ The code lives in three modules, re-exported here: :mod:`.scanning` (finding the
 :mod:`.loading` (slices) and :mod:`.splitting` (the split by volume).
 """
 
+import json
+import pathlib
+
+from . import scanning
 from .loading import SliceSet, load_case, load_slices, slice_names, slice_spacing
-from .scanning import (RESIZE_MODES, Case, DatasetFileNotFoundError, DatasetInfo, check_pairs,
-                       scan_dataset)
+from .nnunet import is_nnunet_dataset_json, scan_nnunet
+from .scanning import (RESIZE_MODES, Case, DatasetFileNotFoundError, DatasetInfo, check_pairs)
 from .splitting import split_cases, write_split
+
+
+def scan_dataset(path, labels=None, modality=None) -> DatasetInfo:
+    # The nnU-Net v2 layout is told apart here, above both readers (supercl.data.nnunet
+    # builds on supercl.data.scanning's Case and DatasetInfo).
+    root = pathlib.Path(path).expanduser()
+    meta = root if root.name == "dataset.json" else root / "dataset.json"
+    if labels is None and meta.is_file():
+        try:
+            nnunet = is_nnunet_dataset_json(json.loads(meta.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            nnunet = False  # the MSD reader reports what is wrong with it
+        if nnunet:
+            return scan_nnunet(meta.parent, modality)
+    return scanning.scan_dataset(path, labels=labels, modality=modality)
+
+
+scan_dataset.__doc__ = (
+    "Find the cases of a dataset folder: an nnU-Net v2 raw dataset (``dataset.json`` with\n"
+    "    ``channel_names``: :func:`supercl.data.nnunet.scan_nnunet`), else as\n"
+    "    :func:`supercl.data.scanning.scan_dataset`, whose text follows.\n\n    "
+    + scanning.scan_dataset.__doc__)
 
 __all__ = [
     "Case",

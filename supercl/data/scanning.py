@@ -89,7 +89,7 @@ class DatasetInfo:
         largest label value found in the label files; without labels
         ``{0: "background"}``.
     layout : str
-        ``"msd"`` or ``"folder"``.
+        ``"msd"``, ``"nnunet"`` or ``"folder"``.
     """
 
     root: pathlib.Path
@@ -217,9 +217,8 @@ def _scan_msd(root: pathlib.Path, modality: Optional[str]) -> DatasetInfo:
                          f"got {type(meta).__name__}")
     training = meta.get("training")
     if not isinstance(training, list):
-        hint = (" (an nnU-Net v2 dataset.json lists no files; pass the imagesTr folder with "
-                "labels=<labelsTr folder> instead)" if "channel_names" in meta else "")
-        raise ValueError(f'{meta_path}: malformed dataset.json: no "training" list{hint}')
+        raise ValueError(f'{meta_path}: malformed dataset.json: no "training" list (nor the '
+                         '"channel_names" of an nnU-Net v2 dataset.json)')
     test = meta.get("test") or []
     if not isinstance(test, list):
         raise ValueError(f'{meta_path}: malformed dataset.json: "test" must be a list')
@@ -305,7 +304,10 @@ def scan_dataset(path: PathLike, labels: Optional[PathLike] = None,
                  modality: Optional[str] = None) -> DatasetInfo:
     """Find the cases of a dataset folder.
 
-    Two layouts are recognised:
+    Two layouts are recognised here; :func:`supercl.data.nifti.scan_dataset` (what
+    ``supercl.data`` exports and the trainer uses) adds a third, the nnU-Net v2 raw dataset
+    (``dataset.json`` with ``channel_names``, ``imagesTr/<case>_0000.nii.gz``: read by
+    :func:`supercl.data.nnunet.scan_nnunet`):
 
     * **MSD** -- ``path`` contains ``dataset.json``: its ``"training"`` list
       of ``{"image": "./imagesTr/x.nii.gz", "label": "./labelsTr/x.nii.gz"}``

@@ -18,7 +18,7 @@ from supercl._validate import check_int
 from supercl.data.nifti import slice_names, slice_spacing, write_split
 from supercl.eval.metrics import SegmentationMetrics, summarize_volumes, volume_metrics
 from supercl.eval.inference import predict
-from supercl.models import UNet
+from supercl.models.backbones import backbone_of
 from supercl.viz import plot_dsc_bars, plot_predictions
 
 from .checkpoint import load_checkpoint
@@ -91,7 +91,7 @@ def evaluate(run: str | Path, cfg: DataConfig | dict | None = None, *,
     if info is None:
         info, split = prepare_split(cfg, out, write=False)
     num_classes = ckpt.get("num_classes") or max(info.class_names) + 1
-    model = UNet(1, saved.get("base_channels", 32), num_classes, saved.get("depth", 4))
+    model = backbone_of(saved).segmenter(num_classes)  # the run's network (default: U-Net)
     model.load_state_dict(ckpt["model"])
     model.to(dev)
     test = slices_of(info, split["test"], cfg, require_labels=True, progress=progress)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from supercl._validate import SettingError, check_bool, check_float, check_int, check_setting
 from supercl.eval.metrics import SegmentationMetrics
 from supercl.eval.inference import predict
-from supercl.models import UNet, UNetEncoder
+from supercl.models.backbones import backbone_of
 
 from .checkpoint import save_atomic
 from .dataset import prepare_split, slices_of
@@ -82,7 +82,7 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-5) -> 
     return 1.0 - ((2 * inter + eps) / (denom + eps)).mean()
 
 
-def _load_encoder(path: str, encoder: UNetEncoder) -> tuple[Path, dict]:
+def _load_encoder(path: str, encoder: torch.nn.Module) -> tuple[Path, dict]:
     """Load the encoder of a pre-training run (its folder, ``encoder.pt`` or ``checkpoint.pt``)
     into ``encoder``; returns the file and the pre-training split stored with it."""
     p = Path(path)
@@ -103,11 +103,13 @@ def _load_encoder(path: str, encoder: UNetEncoder) -> tuple[Path, dict]:
     try:
         missing, unexpected = encoder.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatches
-        raise ValueError(f"{p}: the encoder does not match this U-Net; use the --base-channels "
-                         f"and --depth of the pre-training run ({str(err).splitlines()[1].strip()})") from err
+        raise ValueError(f"{p}: the encoder does not match this U-Net; use the --backbone, "
+                         f"--base-channels and --depth (or --plans) of the pre-training run "
+                         f"({str(err).splitlines()[1].strip()})") from err
     if missing or unexpected:
         raise ValueError(f"{p}: the encoder does not match this U-Net (missing {missing[:3]}..., "
-                         f"unexpected {unexpected[:3]}...); use the same --base-channels and --depth")
+                         f"unexpected {unexpected[:3]}...); use the same --backbone, "
+                         "--base-channels and --depth (or --plans)")
     return p, ckpt.get("split", {})
 
 
@@ -135,8 +137,9 @@ def finetune(cfg: FinetuneConfig) -> dict:
     loop = TrainingLoop(cfg, "finetune", "fine-tuning")
     device, out = loop.device, loop.out
     source = encoder = None
+    backbone = backbone_of(cfg)
     if cfg.pretrained and loop.resumed is None:  # before the data: nothing is written yet
-        encoder = UNetEncoder(1, cfg.base_channels, cfg.depth)
+        encoder = backbone.encoder()
         source, pretrain_split = _load_encoder(cfg.pretrained, encoder)
     info, split = prepare_split(cfg, out, previous=loop.previous, write=False)
     if source is not None:
@@ -146,7 +149,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
     val = slices_of(info, split["val"], cfg, require_labels=True, progress=cfg.progress)
 
     torch.manual_seed(cfg.seed)
-    model = UNet(1, cfg.base_channels, num_classes, cfg.depth)
+    model = backbone.segmenter(num_classes)
     if encoder is not None:
         model.encoder.load_state_dict(encoder.state_dict())
     loop.write_run_files(split)

@@ -25,6 +25,7 @@ import torch
 from supercl._runtime import json_text, resolve_device, write_json
 from supercl._validate import (SettingError, check_bool, check_choice, check_float, check_int,
                                check_setting)
+from supercl.models.backbones import BACKBONES, backbone_of
 
 from .dataset import DataConfig
 
@@ -39,6 +40,12 @@ class RunConfig(DataConfig):
 
     base_channels: int = 32
     depth: int = 4
+    #: The network whose encoder is trained (supercl.models.backbones): "supercl" (the U-Net
+    #: of base_channels and depth), "nnunet" (the 2-D network of the nnU-Net v2 plans file
+    #: ``plans``, configuration ``plans_configuration``) or "monai" (BasicUNet, base_channels).
+    backbone: str = "supercl"
+    plans: str | None = None
+    plans_configuration: str = "2d"
     amp: str = "auto"
     device: str = "auto"
     seed: int = 0
@@ -58,18 +65,26 @@ class RunConfig(DataConfig):
         super().__post_init__()
         check_setting(self, "base_channels", check_int, 1)
         check_setting(self, "depth", check_int, 1)
+        check_setting(self, "backbone", check_choice, BACKBONES)
         check_setting(self, "amp", check_choice, ("auto", "off", "bf16", "fp16"))
         check_setting(self, "seed", check_int)
         for name in ("threads", "checkpoint_every", "max_steps", "crop_size"):
             check_setting(self, name, check_int, 0)
         for name in ("resume", "progress", "tensorboard", "figures"):
             check_setting(self, name, check_bool)
-        if self.patch_size % 2**self.depth:
-            raise SettingError("patch_size", f"must be a multiple of 2**depth = {2**self.depth}, "
+        multiple, what = 2**self.depth, "2**depth"
+        if self.backbone != "supercl":  # the backbone's own down-sampling (plans are read here)
+            try:
+                multiple, what = max(backbone_of(self).multiple), f"the {self.backbone} network's"
+            except (ValueError, FileNotFoundError) as err:
+                raise SettingError("plans" if self.backbone == "nnunet" else "depth",
+                                   str(err)) from err
+        if self.patch_size % multiple:
+            raise SettingError("patch_size", f"must be a multiple of {what} = {multiple}, "
                                              f"got {self.patch_size}")
-        if self.crop_size and (self.crop_size > self.patch_size or self.crop_size % 2**self.depth):
-            raise SettingError("crop_size", f"must be 0 or a multiple of 2**depth = "
-                                            f"{2**self.depth} no larger than patch_size = "
+        if self.crop_size and (self.crop_size > self.patch_size or self.crop_size % multiple):
+            raise SettingError("crop_size", f"must be 0 or a multiple of {what} = "
+                                            f"{multiple} no larger than patch_size = "
                                             f"{self.patch_size}, got {self.crop_size}")
 
     def _check_schedule(self) -> None:
@@ -121,7 +136,7 @@ def check_resume(cfg: Any, saved: dict[str, Any], path: Path, done_epochs: int =
     for key in sorted(set(given) | set(before)):
         if key in RESUMABLE or key.split(".")[0] in RESUMABLE:
             continue
-        old, new = before.get(key, "<unset>"), given.get(key, "<unset>")
+        old, new = before.get(key, _ADDED.get(key, "<unset>")), given.get(key, "<unset>")
         if key in ("data", "labels", "pretrained") and isinstance(old, str) and isinstance(new, str):
             old, new = os.path.normpath(old), os.path.normpath(new)
         if old != new:
@@ -134,6 +149,10 @@ def check_resume(cfg: Any, saved: dict[str, Any], path: Path, done_epochs: int =
     if epochs is not None and epochs < done_epochs:
         raise ValueError(f"{path}: --epochs {epochs} is fewer than the {done_epochs} epochs "
                          "this run has already done")
+
+
+#: Settings added after runs were written: a checkpoint without one ran with this value.
+_ADDED = {"backbone": "supercl", "plans": None, "plans_configuration": "2d"}
 
 
 def _option(key: str) -> str:

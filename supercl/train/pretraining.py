@@ -19,7 +19,8 @@ import torch
 from supercl._runtime import to_device_async
 from supercl._validate import check_choice, check_float, check_int, check_setting
 from supercl.losses import LossConfig, SuperCLLoss
-from supercl.models import SuperCLModel, UNetEncoder
+from supercl.models import SuperCLModel
+from supercl.models.backbones import backbone_of
 from supercl.data.nifti import slice_names
 from supercl.ops import slic
 from supercl.viz import plot_superpixels
@@ -145,8 +146,10 @@ def resolve_ilcp_level(cfg) -> int:
     ``cfg.ilcp_level`` when set; otherwise the deepest level l at which a superpixel covers at
     least :data:`ILCP_MIN_PIXELS` feature pixels on average, ``(side / 2**l)**2 /
     n_segments >= 4``, with ``side`` the side of the encoder's input (``crop_size``, else
-    ``patch_size``). A superpixel of m pixels gives each of its 2m pixel embeddings (two
-    views) 2m - 1 positives, so m >= 4 means at least 7 on average, and ILCP contrasts
+    ``patch_size``), and ``2**l`` the down-sampling of level l (the backbone's own,
+    :attr:`~supercl.models.backbones.Backbone.reductions`, for nnU-Net and MONAI networks;
+    ``depth`` is then theirs). A superpixel of m pixels gives each of its 2m pixel embeddings
+    (two views) 2m - 1 positives, so m >= 4 means at least 7 on average, and ILCP contrasts
     regions rather than only matching each location across the views. At the reference scale
     (512 x 512, 100 superpixels) the rule picks the bottleneck (1024 pixels, 10.2 per
     superpixel); at 128 x 128 with 100, and 64 x 64 with 25, level 2 (1/4 resolution, the same
@@ -157,7 +160,8 @@ def resolve_ilcp_level(cfg) -> int:
     >>> resolve_ilcp_level(PretrainConfig(patch_size=512, n_segments=100, depth=4))
     4
     """
-    depth = cfg.depth
+    reductions = backbone_of(cfg).reductions
+    depth = len(reductions) - 1
     side = getattr(cfg, "crop_size", 0) or cfg.patch_size  # the side of what the encoder sees
     if cfg.ilcp_level is not None:
         level = cfg.ilcp_level
@@ -166,7 +170,8 @@ def resolve_ilcp_level(cfg) -> int:
                              f"got {level!r}")
         return level % (depth + 1)
     for level in range(depth, -1, -1):
-        if (side / 2**level) ** 2 / cfg.n_segments >= ILCP_MIN_PIXELS:
+        ry, rx = reductions[level]
+        if (side / ry) * (side / rx) / cfg.n_segments >= ILCP_MIN_PIXELS:
             return level
     return 0
 
@@ -203,8 +208,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
         images, positions = images.pin_memory(), positions.pin_memory()
 
     torch.manual_seed(cfg.seed)  # same initial weights on every process
-    model = SuperCLModel(UNetEncoder(1, cfg.base_channels, cfg.depth), cfg.embed_dim,
-                         cfg.embed_dim).to(device)
+    backbone = backbone_of(cfg)
+    model = SuperCLModel(backbone.encoder(), cfg.embed_dim, cfg.embed_dim).to(device)
     net = model
     if dist.world_size > 1:
         net = torch.nn.parallel.DistributedDataParallel(
@@ -214,9 +219,10 @@ def pretrain(cfg: PretrainConfig) -> dict:
     loss_fn = SuperCLLoss(cfg.loss, gather=distributed.gather_with_grad)
     level = resolve_ilcp_level(cfg)
     if main:
-        side = (cfg.crop_size or cfg.patch_size) >> level
-        print(f"ILCP at encoder level {level} of {cfg.depth} ({side}x{side} pixels, "
-              f"{side * side / cfg.n_segments:.1f} per superpixel)")
+        side = cfg.crop_size or cfg.patch_size
+        h, w = (side // r for r in backbone.reductions[level])
+        print(f"{backbone.describe()}: ILCP at encoder level {level} of {backbone.depth} "
+              f"({h}x{w} pixels, {h * w / cfg.n_segments:.1f} per superpixel)")
 
     # Label maps, where the pool has them (the phantom), only for the weak-label diagnostics:
     # which classes each slice shows.
@@ -235,6 +241,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
         pos = positions[idx].to(device, non_blocking=True)
         first = main and cfg.figures and global_step == 0
         return _train_step(net, views, loss_fn, x, pos, cfg, loop.autocast, level, organs,
+                           depth=backbone.depth,
                            figure=out if first else None,
                            captions=[names[j] for j in idx.tolist()] if first else None)
 
@@ -257,11 +264,12 @@ def pretrain(cfg: PretrainConfig) -> dict:
 
 
 def _train_step(net, views, loss_fn, x, pos, cfg, autocast, level, organs=None, figure=None,
-                captions=None):
+                captions=None, depth=None):
     """The forward pass of one pre-training step: the views, SLIC on v1 (and v2 with
     ``asp_segments="own"``), the network on the 4B views, the objective with ILCP at encoder
-    ``level``. ``organs``: (B, K) bool classes per slice, for the diagnostics; ``figure``: the
-    run folder, to draw the superpixels there."""
+    ``level`` (``depth``: the bottleneck's index, default ``cfg.depth``). ``organs``: (B, K)
+    bool classes per slice, for the diagnostics; ``figure``: the run folder, to draw the
+    superpixels there."""
     batch = x.shape[0]
     v1, v2, v3, v4 = views(x)
     own = cfg.loss.asp_segments == "own"
@@ -272,7 +280,7 @@ def _train_step(net, views, loss_fn, x, pos, cfg, autocast, level, organs=None, 
     if figure is not None:
         plot_superpixels(v1[:, 0].float(), segments, captions, figure / "superpixels.png",
                          title="SLIC superpixels of the first pre-training batch (view v1)")
-    bottleneck = level == cfg.depth
+    bottleneck = level == (cfg.depth if depth is None else depth)
     with autocast():
         if bottleneck:
             f, e = net(torch.cat([v1, v2, v3, v4]))
