@@ -7,6 +7,10 @@
 # otherwise pip installs torch, and the CuPy extra that matches torch's CUDA major version
 # ([cuda12] or [cuda13]) -- never a second CuPy next to one the image ships.
 #
+# make demo PINNED=1 (make test PINNED=1): the exact versions of constraints.txt, those the
+# README's numbers were measured with (Python 3.11, x86-64 Linux, CPU). The flag takes effect
+# when .venv is set up: run `make distclean` first if it exists.
+#
 # make gpu-check: the one-call GPU check (benchmarks/gpu_check.py) with $(GPU_PYTHON), the
 # Python that holds the GPU torch; on a machine without a GPU it says so and exits 0.
 # make gpu-wheels: on a machine with network, download into .whl/ the wheels a GPU image lacks
@@ -18,12 +22,14 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 TORCH_CPU ?= torch==2.13.0
 comma  := ,
+PINNED ?=
+PIN    := $(if $(PINNED),-c constraints.txt)
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 EXTRAS := test,bench
 GPU_PYTHON ?= python3
 # the CuPy extra for the venv's torch, or nothing when a CuPy is importable already
 CUPY_EXTRA = $(shell $(BIN)/python -c "import importlib.util as u, torch; v = torch.version.cuda; print('' if u.find_spec('cupy') or not v else ',cuda' + v.split('.')[0])")
-SOURCES := pyproject.toml setup.py MANIFEST.in $(shell find supercl csrc kernels -type f \( -name '*.py' -o -name '*.h' -o -name '*.cpp' -o -name '*.cu' \) 2>/dev/null)
+SOURCES := pyproject.toml setup.py MANIFEST.in constraints.txt $(shell find supercl csrc kernels -type f \( -name '*.py' -o -name '*.h' -o -name '*.cpp' -o -name '*.cu' \) 2>/dev/null)
 
 DEMO_OUT  ?= runs/demo
 DEMO_ARGS ?=
@@ -74,8 +80,8 @@ ifeq ($(HAS_GPU),1)
 	$(BIN)/python -m pip install --quiet ".[$(EXTRAS)$(CUPY_EXTRA)]"
 else
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet $(TORCH_CPU)
-	$(BIN)/python -m pip install --quiet ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install --quiet $(PIN) $(TORCH_CPU)
+	$(BIN)/python -m pip install --quiet $(PIN) ".[$(EXTRAS)]"
 endif
 	touch $@
 

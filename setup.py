@@ -79,6 +79,7 @@ setup(
     packages=packages,
     package_dir={"supercl": "supercl", "supercl.kernels": "kernels"},
     package_data={
+        "supercl": ["py.typed"],  # PEP 561: the package's annotations are meant for type checkers
         "supercl.kernels": ["include/supercl/*.h"],
         "supercl.kernels.cuda": ["*.cu"],
     },

@@ -346,32 +346,18 @@ def _run_job(job: dict, threads: int) -> dict:
 
 
 def _prepare(out: Path, args) -> bool:
-    """Check ``out`` before anything is written; True when an earlier ablation continues."""
-    from supercl._runtime import strict_json
+    """Check ``out`` before anything is written; True when an earlier ablation continues.
+    Any file in ``out`` without an ablate.json is another run's; ``--overwrite`` removes the
+    ablation's own files only."""
+    from supercl._runfolder import prepare_run_folder
 
-    record = out / "ablate.json"
     if args.overwrite:
-        for name in ("ablate.json", "runs", "data", "results.json", "report.md", "ablation.png"):
-            path = out / name
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
-        return False
-    if not record.is_file():
-        if out.is_dir() and any(out.iterdir()):
-            raise FileExistsError(f"{out} is not empty and holds no ablate.json: choose another "
-                                  "--out, or pass --overwrite")
-        return False
-    before = strict_json(record.read_text())["settings"]
-    now = json.loads(json.dumps(_settings(args)))
-    if before != now:
-        differ = [f"--{k.replace('_', '-')} {before.get(k)} -> {now.get(k)}"
-                  for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
-        raise ValueError(f"{out} holds an ablation with other settings ({'; '.join(differ)}): "
-                         "run it with its own settings to continue it, pass --overwrite to "
-                         "start again, or choose another --out")
-    return True
+        files = [out / name for name in ("ablate.json", "runs", "data", "results.json",
+                                         "report.md", "ablation.png") if (out / name).exists()]
+    else:
+        files = sorted(out.iterdir()) if out.is_dir() else []
+    return prepare_run_folder(out, what="an ablation", record="ablate.json",
+                              settings=_settings(args), files=files, overwrite=args.overwrite)
 
 
 def _check_args(args) -> None:

@@ -2,8 +2,8 @@
 
 ::
 
-    supercl superpixels [--data PATH] [--case NAME] --out DIR   # SLIC overlays of one volume
-    supercl superpixels --3d [--data PATH] --out DIR            # supervoxels: NIfTI + 3-view PNG
+    supercl superpixels [--data FILE_OR_FOLDER] --out DIR      # SLIC overlays of one volume
+    supercl superpixels --3d [--data FILE_OR_FOLDER] --out DIR # supervoxels: NIfTI + 3-view PNG
     supercl pretrain    [--data PATH] --out DIR                 # SuperCL pre-training
     supercl finetune    [--data PATH] --pretrained RUN --out DIR
     supercl evaluate    RUN_OR_CHECKPOINT [--data PATH] [--out DIR]
@@ -21,12 +21,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import time
 from pathlib import Path
+from typing import Callable
 
 from supercl.demo import add_demo_options, at_least
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "Command", "COMMANDS"]
 
 
 # --------------------------------------------------------------------------- options
@@ -339,128 +339,10 @@ def _evaluate(args) -> int:
     return 0
 
 
-def _supervoxels(args, case, info, out: Path, device) -> int:
-    """``superpixels --3d``: SLIC supervoxels of the whole volume at its own resolution, with
-    the voxel spacing of its header; writes ``supervoxels_<case>.nii.gz`` (int32 labels, the
-    image's affine and header) and ``supervoxels_<case>.png`` (the three orthogonal slices
-    through the volume's centre with the supervoxel boundaries)."""
-    import nibabel as nib
-    import numpy as np
-    import torch
-
-    from supercl.ops import slic
-    from supercl.viz import BOUNDARY, overlay, plot_image_grid
-
-    image = nib.load(str(case.image))
-    volume = np.asarray(image.dataobj, dtype=np.float32)
-    if volume.ndim == 4 and volume.shape[3] == 1:
-        volume = volume[..., 0]
-    if volume.ndim != 3:
-        raise ValueError(f"{case.image} holds a {volume.ndim}-D image; --3d needs a 3-D volume")
-    spacing = tuple(float(z) for z in image.header.get_zooms()[:3])
-    if info.modality == "CT":  # the CT window, as the 2-D slices see it; MRI as it is
-        volume = np.clip(volume, *args.window)
-    n_segments = args.n_segments if args.n_segments is not None else 2000
-    # The volume in its stored axis order: the labels then share the image's affine unchanged.
-    x = torch.from_numpy(volume).to(device)
-    start = time.perf_counter()
-    labels = slic(x, n_segments=n_segments, compactness=args.compactness, spacing=spacing,
-                  spatial_dims=3)
-    if x.is_cuda:
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    labels = labels.cpu().numpy()
-    header = image.header.copy()
-    header.set_data_dtype(np.int32)
-    nifti_path = out / f"supervoxels_{case.name}.nii.gz"
-    nib.save(nib.Nifti1Image(labels, image.affine, header), str(nifti_path))
-
-    lo, hi = np.percentile(volume, [1, 99])
-    grey = (np.clip((volume - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
-    centre = [s // 2 for s in volume.shape]
-    tiles, titles = [], []
-    planes = {"L": "sagittal", "R": "sagittal", "A": "coronal", "P": "coronal", "S": "axial",
-              "I": "axial"}
-    for axis, code in enumerate(nib.aff2axcodes(image.affine)):
-        name = planes.get(code, f"axis {axis}")
-        index = [slice(None)] * 3
-        index[axis] = centre[axis]
-        plane = tuple(index)
-        # Each plane shown with its first remaining axis down (transposed: NIfTI x runs
-        # left-right), and resampled to square voxels so that anisotropic volumes look right.
-        g, lab = grey[plane].T, labels[plane].T
-        rows, cols = [a for a in range(3) if a != axis][::-1]
-        ry = max(1, round(spacing[rows] / min(spacing[rows], spacing[cols])))
-        rx = max(1, round(spacing[cols] / min(spacing[rows], spacing[cols])))
-        g, lab = (np.repeat(np.repeat(a, ry, 0), rx, 1) for a in (g, lab))
-        tiles.append(overlay(g[::-1], lab[::-1], colour=BOUNDARY))
-        titles.append(f"{name} {centre[axis]}: {len(np.unique(labels[plane]))} supervoxels")
-    height = max(t.shape[0] for t in tiles)
-    width = max(t.shape[1] for t in tiles)
-    tiles = [np.pad(t, ((0, height - t.shape[0]), (0, width - t.shape[1]), (0, 0)),
-                    constant_values=255) for t in tiles]
-    png_path = plot_image_grid(
-        tiles, titles, out / f"supervoxels_{case.name}.png", columns=3,
-        title=f"SLIC supervoxels of {case.name}, n_segments={n_segments}, "
-              f"compactness={args.compactness:g}, spacing {' x '.join(f'{v:.3g}' for v in spacing)}")
-    print(f"{case.name}: volume {volume.shape}, spacing {spacing}, {int(labels.max()) + 1} "
-          f"supervoxels, SLIC {seconds:.2f} s on {x.device.type}; wrote {nifti_path} and "
-          f"{png_path}")
-    return 0
-
-
 def _superpixels(args) -> int:
-    import numpy as np
-    import torch
+    from supercl.superpixels import run_superpixels
 
-    from supercl.data.nifti import load_case, scan_dataset
-    from supercl.ops import slic
-    from supercl.train.dataset import DataConfig, resolve_data
-    from supercl._runtime import resolve_device
-    from supercl.viz import BOUNDARY, grey_levels, overlay, plot_image_grid
-
-    data = _fill(DataConfig, args)  # checks the data options
-    device = resolve_device(args.device)
-    out = Path(args.out)
-    if args.data is None:  # the phantom is written into OUT; with --data, OUT waits for the checks
-        out.mkdir(parents=True, exist_ok=True)
-    info = scan_dataset(resolve_data(args.data, out), labels=args.labels, modality=args.modality)
-    names = [c.name for c in info.cases]
-    case = info.cases[0] if args.case is None else next((c for c in info.cases if c.name == args.case), None)
-    if case is None:
-        raise ValueError(f"--case {args.case!r} is not in {info.root} (cases: {', '.join(names[:8])}"
-                         f"{' ...' if len(names) > 8 else ''})")
-    if args.three_d:
-        out.mkdir(parents=True, exist_ok=True)
-        return _supervoxels(args, case, info, out, device)
-    if args.n_segments is None:
-        args.n_segments = 100
-    images, _, _ = load_case(case, modality=info.modality, window=data.window,
-                             patch_size=data.patch_size, resize=data.resize,
-                             class_names=info.class_names)
-    out.mkdir(parents=True, exist_ok=True)
-    x = torch.from_numpy(images).to(device)
-    slic(x[:1], n_segments=args.n_segments, compactness=args.compactness)  # warm-up
-    if x.is_cuda:
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    labels = slic(x, n_segments=args.n_segments, compactness=args.compactness)
-    if x.is_cuda:
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    picks = np.linspace(0, x.shape[0] - 1, min(args.slices, x.shape[0])).round().astype(int)
-    grey = grey_levels(images)
-    tiles = [overlay(grey[i], labels[i].cpu().numpy(), colour=BOUNDARY) for i in picks]
-    counts = [int(labels[i].max()) + 1 for i in range(labels.shape[0])]
-    path = plot_image_grid(
-        tiles, [f"{case.name}, slice {i} of {x.shape[0]}: {counts[i]} superpixels" for i in picks],
-        out / f"superpixels_{case.name}.png", columns=4,
-        title=f"SLIC superpixels of {case.name} ({info.root}), n_segments={args.n_segments}, "
-              f"compactness={args.compactness:g}")
-    print(f"{case.name}: {x.shape[0]} slices of {args.patch_size}x{args.patch_size}, "
-          f"{np.mean(counts):.0f} superpixels per slice, SLIC {1e3 * seconds / x.shape[0]:.2f} "
-          f"ms/slice on {x.device.type}; wrote {path} (slices {', '.join(map(str, picks))})")
-    return 0
+    return run_superpixels(args)
 
 
 def _demo(args) -> int:
@@ -476,67 +358,28 @@ def _ablate(args) -> int:
 
 
 # --------------------------------------------------------------------------- parser
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="supercl",
-        description="SuperCL: superpixel-guided contrastive pre-training for medical image "
-        "segmentation. Pre-train a U-Net encoder on unlabeled CT/MRI slices, fine-tune on a "
-        "few labeled volumes, evaluate DSC/JC. Without --data, the embedded phantom CT "
-        "dataset is used.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    parser.commands = {}  # the parser of each subcommand, by name
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line, naming the option and pointing at
+    ``--help``: the 20-30 lines of usage before the one that matters hid it."""
 
-    p = parser.commands["superpixels"] = sub.add_parser("superpixels", help="SLIC overlays (PNG) of the slices of one volume",
-                       description="Runs supercl.ops.slic on every slice of one volume (on the "
-                       "GPU if there is one) and writes a PNG montage of superpixel boundaries; "
-                       "with --3d, supervoxels of the whole volume as NIfTI plus a PNG.")
-    _data_options(p)
-    p.add_argument("--case", default=None, help="case name (default: the first case)")
-    p.add_argument("--out", default="runs/superpixels", metavar="DIR",
-                   help="output folder (default: runs/superpixels)")
-    p.add_argument("--slices", type=at_least(1), default=8, help="slices shown (default: 8)")
-    p.add_argument("--n-segments", type=at_least(1), default=None,
-                   help="superpixels per slice (default: 100), or supervoxels per volume with "
-                   "--3d (default: 2000)")
-    p.add_argument("--3d", dest="three_d", action="store_true",
-                   help="supervoxels of the whole volume (its own resolution and voxel "
-                   "spacing): writes supervoxels_<case>.nii.gz with the image's affine and a "
-                   "PNG of three orthogonal slices with the boundaries")
-    p.add_argument("--compactness", type=float, default=0.1,
-                   help="SLIC compactness on [0, 1]-scaled intensities (default: 0.1)")
-    p.add_argument("--device", default="auto",
-                   help="auto, cpu, cuda or cuda:N (default: auto = cuda if available)")
-    p.set_defaults(run=_superpixels)
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
-    p = parser.commands["pretrain"] = sub.add_parser("pretrain", help="SuperCL pre-training of a U-Net encoder",
-                       description="Pre-trains a U-Net encoder with L = l1 L_ins + l2 L_intra + "
-                       "l3 L_inter on the pre-training volumes of the split (labels unused). "
-                       "Writes config.json, split.json, metrics.jsonl, checkpoint.pt, "
-                       "encoder.pt, superpixels.png and loss_curves.png to --out. Ctrl-C "
-                       "writes a checkpoint; --resume continues.")
+
+def _pretrain_parser(p: argparse.ArgumentParser) -> None:
     _data_options(p, recipe=True)
     _run_options(p, "runs/pretrain", epochs=20, batch=16, lr=0.05,
                  recipe={"epochs": 100, "lr": 0.01})
     _pretrain_options(p)
-    p.set_defaults(run=_pretrain)
 
-    p = parser.commands["finetune"] = sub.add_parser("finetune", help="fine-tune a U-Net on the labeled volumes, then evaluate",
-                       description="Fine-tunes the whole U-Net (encoder from --pretrained, or "
-                       "from scratch) with cross-entropy + Dice and Adam on a cosine schedule, "
-                       "selects the epoch by validation DSC (best.pt) and evaluates it on the "
-                       "test volumes (evaluation.json, predictions.png, dsc.png).")
+
+def _finetune_parser(p: argparse.ArgumentParser) -> None:
     _data_options(p)
     _run_options(p, "runs/finetune", epochs=50, batch=8, lr=1e-3)
     _finetune_options(p)
-    p.set_defaults(run=_finetune)
 
-    p = parser.commands["evaluate"] = sub.add_parser("evaluate", help="DSC, JC and HD95 of a fine-tuned model on the test volumes",
-                       description="Scores a fine-tuning run's best.pt (or a given checkpoint) "
-                       "on the test volumes of the split: DSC and JC per class over the whole "
-                       "test set, per-volume DSC and HD95. The data options default to the "
-                       "run's own (from its checkpoint); give one only to score the run on "
-                       "other settings.")
+
+def _evaluate_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", metavar="RUN", help="fine-tuning run folder or checkpoint file")
     _data_options(p, run_defaults=True)
     p.add_argument("--out", default=None, metavar="DIR",
@@ -547,34 +390,132 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU threads, 0 for torch's default (default: 0)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.add_argument("--no-figures", dest="figures", action="store_false", help="write no PNGs")
-    p.set_defaults(run=_evaluate)
 
-    p = parser.commands["demo"] = sub.add_parser("demo", help="the whole job on the embedded phantom, in minutes on a CPU",
-                       description="Writes the phantom MSD dataset, pre-trains with SuperCL, "
-                       "fine-tunes on 10% of the labeled volumes from scratch and from the "
-                       "pre-trained encoder, evaluates both on the test volumes, prints a DSC/JC "
-                       "table and writes results.json and report.md with figures.")
 
-    add_demo_options(p)
-    p.set_defaults(run=_demo)
+def _superpixels_parser(p: argparse.ArgumentParser) -> None:
+    from supercl.superpixels import add_superpixels_options
 
-    p = parser.commands["ablate"] = sub.add_parser(
-                       "ablate", help="seeded ablations of SuperCL's terms, with 95%% CIs",
-                       description="Pre-trains each arm (scratch, PCL, PCL + ILCP, PCL + IGCP, "
-                       "SuperCL with supercl's and with the reference views) with several "
-                       "seeds, fine-tunes each on several label draws per label fraction, "
-                       "scores the test volumes once per run and writes results.json, "
-                       "report.md (mean DSC with 95 % CIs, paired differences to scratch) and "
-                       "ablation.png.")
+    add_superpixels_options(p, at_least)
+
+
+def _ablate_parser(p: argparse.ArgumentParser) -> None:
     from supercl.ablate import add_ablate_options
 
     add_ablate_options(p)
-    p.set_defaults(run=_ablate)
-    p = parser.commands["export"] = sub.add_parser("export", help=_EXPORT_HELP,
-                                                   description=_EXPORT_DESCRIPTION)
-    _export_options(p)
-    p.set_defaults(run=_export)
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """One subcommand: its one-line ``help`` (in ``supercl --help``), its ``description``
+    (in ``supercl NAME --help``), the function that adds its options and the one that runs
+    it (``run(args) -> exit status``). A new command is one more entry of :data:`COMMANDS`."""
+
+    help: str
+    description: str
+    options: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+#: The subcommands, in the order ``supercl --help`` lists them.
+COMMANDS: dict[str, Command] = {
+    "superpixels": Command(
+        "SLIC overlays (PNG) of the slices of one volume",
+        "Runs supercl.ops.slic on every slice of one volume (a NIfTI file, or a case of a "
+        "dataset folder; on the GPU if there is one) and writes a PNG montage of superpixel "
+        "boundaries; with --3d, supervoxels of the whole volume as NIfTI plus a PNG.",
+        _superpixels_parser, _superpixels),
+    "pretrain": Command(
+        "SuperCL pre-training of a U-Net encoder",
+        "Pre-trains a U-Net encoder with L = l1 L_ins + l2 L_intra + l3 L_inter on the "
+        "pre-training volumes of the split (labels unused). Writes config.json, split.json, "
+        "metrics.jsonl, checkpoint.pt, encoder.pt, superpixels.png and loss_curves.png to "
+        "--out. Ctrl-C writes a checkpoint; --resume continues.",
+        _pretrain_parser, _pretrain),
+    "finetune": Command(
+        "fine-tune a U-Net on the labeled volumes, then evaluate",
+        "Fine-tunes the whole U-Net (encoder from --pretrained, or from scratch) with "
+        "cross-entropy + Dice and Adam on a cosine schedule, selects the epoch by validation "
+        "DSC (best.pt) and evaluates it on the test volumes (evaluation.json, predictions.png, "
+        "dsc.png).",
+        _finetune_parser, _finetune),
+    "evaluate": Command(
+        "DSC, JC and HD95 of a fine-tuned model on the test volumes",
+        "Scores a fine-tuning run's best.pt (or a given checkpoint) on the test volumes of the "
+        "split: DSC and JC per class over the whole test set, per-volume DSC and HD95. The data "
+        "options default to the run's own (from its checkpoint); give one only to score the "
+        "run on other settings.",
+        _evaluate_parser, _evaluate),
+    "demo": Command(
+        "the whole job on the embedded phantom, in minutes on a CPU",
+        "Writes the phantom MSD dataset, pre-trains with SuperCL, fine-tunes on 10% of the "
+        "labeled volumes from scratch and from the pre-trained encoder, evaluates both on the "
+        "test volumes, prints a DSC/JC table and writes results.json and report.md with "
+        "figures. It is one run with one seed: `supercl ablate` is how the method is judged.",
+        add_demo_options, _demo),
+    "ablate": Command(
+        "seeded ablations of SuperCL's terms, with 95%% CIs",
+        "Pre-trains each arm (scratch, PCL, PCL + ILCP, PCL + IGCP, SuperCL with supercl's and "
+        "with the reference views) with several seeds, fine-tunes each on several label draws "
+        "per label fraction, scores the test volumes once per run and writes results.json, "
+        "report.md (mean DSC with 95 % CIs, paired differences to scratch) and ablation.png.",
+        _ablate_parser, _ablate),
+    "export": Command(_EXPORT_HELP, _EXPORT_DESCRIPTION, _export_options, _export),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from supercl import __version__
+
+    parser = _Parser(
+        prog="supercl",
+        description="SuperCL: superpixel-guided contrastive pre-training for medical image "
+        "segmentation. Pre-train a U-Net encoder on unlabeled CT/MRI slices, fine-tune on a "
+        "few labeled volumes, evaluate DSC/JC. Without --data, the embedded phantom CT "
+        "dataset is used.",
+    )
+    parser.add_argument("--version", action="version", version=f"supercl {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.commands = {}  # the parser of each subcommand, by name
+    for name, command in COMMANDS.items():
+        p = parser.commands[name] = sub.add_parser(name, help=command.help,
+                                                   description=command.description)
+        command.options(p)
+        p.set_defaults(run=command.run)
     return parser
+
+
+def _runs_inside(folder: Path, files: tuple[str, ...]) -> list[Path]:
+    """The run folders one or two levels below ``folder`` that hold one of ``files`` (the
+    demo's runs/demo/supercl, the ablation's runs/ablate/runs/NAME)."""
+    found = [p.parent for f in files for pattern in (f"*/{f}", f"*/*/{f}")
+             for p in folder.glob(pattern)]
+    return sorted(set(found))
+
+
+def _check_run_folder(path: str, files: tuple[str, ...], option: str, what: str) -> None:
+    """A folder given where a run is expected, that holds none of the run's ``files`` but
+    holds runs: name them (``supercl evaluate runs/demo`` -> runs/demo/scratch, ...)."""
+    folder = Path(path)
+    if not folder.is_dir() or any((folder / f).is_file() for f in files):
+        return
+    runs = _runs_inside(folder, files[:1]) or _runs_inside(folder, files)
+    if runs:
+        shown = ", ".join(map(str, runs[:6])) + (" ..." if len(runs) > 6 else "")
+        raise FileNotFoundError(f"{option}{folder} is not {what} (no {' or '.join(files)}) "
+                                f"but holds runs: {shown}; give one of them")
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """Paths checked before anything is loaded or written (each message names its option)."""
+    out = getattr(args, "out", None)
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise FileExistsError(f"--out {out} is a file, not a folder: choose a folder "
+                              "(nothing was written)")
+    if args.command == "evaluate":
+        _check_run_folder(args.target, ("best.pt",), "", "a fine-tuning run")
+    if getattr(args, "pretrained", None) is not None:
+        _check_run_folder(args.pretrained, ("encoder.pt", "checkpoint.pt"), "--pretrained ",
+                          "a pre-training run")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -586,6 +527,10 @@ def main(argv: list[str] | None = None) -> int:
     from supercl._runtime import check_device
     from supercl.train.loop import NonFiniteLossError
 
+    if getattr(args, "progress", False) and not sys.stderr.isatty():
+        # Progress bars redrawn into a log file made a 207 KB demo log; without a terminal
+        # the runs print their one line per epoch and no bar.
+        args.progress = False
     if hasattr(args, "device"):  # once, up front, before any folder is made: one line
         try:
             check_device(args.device)
@@ -594,10 +539,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
 
     try:
+        _check_paths(args)
         return args.run(args)
     except SettingError as err:
         # The settings are validated once, by the config dataclasses, before a run writes
-        # anything; the subcommand's parser reports them with its usage line.
+        # anything; one line naming the option, as for argparse's own errors.
         parser.commands[args.command].error(f"{err.option} {err.detail}")
     except NonFiniteLossError as err:
         print(f"supercl {args.command}: {err}", file=sys.stderr)

@@ -1,9 +1,8 @@
 """Every picture of supercl: overlays, training charts and the run folder's figures.
 
-``overlay`` draws label boundaries over CT-like slices; ``prediction_overlay`` paints a
-predicted segmentation and the ground-truth contours over a slice; ``montage`` tiles several
-pictures into one; ``grey_levels`` brings slices of any intensity scale to uint8 grey. These
-need numpy only. ``write_png`` saves such a picture with Pillow.
+``overlay`` draws label boundaries over CT-like slices; ``segmentation_tile`` paints a class
+map over a slice; ``grey_levels`` brings slices of any intensity scale to uint8 grey. These
+need numpy only.
 
 ``plot_loss_curves`` and ``plot_dsc_bars`` draw charts with matplotlib, imported inside the
 functions and used through its object interface (``Figure`` and the Agg canvas): no pyplot,
@@ -22,17 +21,15 @@ import numpy as np
 
 __all__ = [
     "prediction_slices",
-    "write_png",
-    "window",
     "grey_levels",
     "zoom_factor",
     "upsample",
     "boundary_mask",
     "overlay",
-    "montage",
     "PALETTE",
+    "NAMES",
+    "display_name",
     "BOUNDARY",
-    "prediction_overlay",
     "segmentation_tile",
     "plot_image_grid",
     "plot_loss_curves",
@@ -40,6 +37,8 @@ __all__ = [
     "plot_dsc_bars",
     "plot_superpixels",
     "plot_predictions",
+    "plot_arm_comparison",
+    "disagreement_slices",
 ]
 
 #: Class colours (RGB) of the segmentation pictures: class c >= 1 gets
@@ -51,44 +50,46 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
     (86, 180, 233),   # sky blue
     (0, 158, 115),    # bluish green
     (240, 228, 66),   # yellow
-    (0, 114, 178),    # blue
+    (204, 121, 167),  # reddish purple: class 5, away from class 2's sky blue (the phantom's
+                      # spleen and gallbladder were two similar blues)
     (213, 94, 0),     # vermillion
-    (204, 121, 167),  # reddish purple
+    (0, 114, 178),    # blue
 )
+
+#: Line colours of the charts: blue, vermillion, reddish purple, orange, sky blue, bluish
+#: green, yellow (the darker ones first: lines are thin).
+_LINES = tuple(PALETTE[i] for i in (6, 5, 4, 0, 1, 2, 3))
+
+#: What the charts' legends call the logged values (the code names are in metrics.jsonl).
+NAMES: dict[str, str] = {
+    "loss": "total loss",
+    "l_ins": "L_ins: instance / slice-position term (PCL)",
+    "l_intra": "L_intra: superpixels within a slice (ILCP)",
+    "l_inter": "L_inter: superpixels across slices (IGCP)",
+    "ce": "cross-entropy",
+    "dice": "soft Dice loss",
+    "val_dsc": "validation mean DSC",
+    "val_jc": "validation mean Jaccard",
+    "ilcp_pos_per_anchor": "ILCP: positives per pixel",
+    "pcl_pos_per_anchor": "PCL: positives per slice",
+    "inter_edge_position_agreement": "graph edges joining nearby slices",
+    "inter_edge_position_chance": "nearby slices by chance",
+    "inter_edge_organ_agreement": "organ overlap of joined slices",
+    "inter_edge_organ_chance": "organ overlap by chance",
+    "inter_partner_edge_share": "graph edges to the slice's own other view",
+    "scratch": "from scratch",
+    "supercl": "SuperCL encoder",
+}
+
+
+def display_name(key: str) -> str:
+    """The legend name of a logged value: :data:`NAMES`, else the key with spaces."""
+    return NAMES.get(key, key.replace("_", " "))
+
 
 #: Colour of superpixel boundaries over grey slices: Okabe-Ito yellow, visible on dark and
 #: bright tissue alike and to colour-blind readers.
 BOUNDARY: tuple[int, int, int] = (240, 228, 66)
-
-
-def write_png(path: str | Path, image: np.ndarray) -> Path:
-    """Write an (H, W) grey or (H, W, 3) RGB uint8 image as a PNG file, pixel for pixel
-    (Pillow, which matplotlib depends on); parent folders are created.
-
-    Example
-    -------
-    >>> import numpy as np, tempfile, os
-    >>> p = write_png(os.path.join(tempfile.mkdtemp(), "x.png"), np.zeros((4, 5), np.uint8))
-    >>> p.read_bytes()[:8] == b"\\x89PNG\\r\\n\\x1a\\n"
-    True
-    """
-    from PIL import Image
-
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-        raise TypeError(f"image must be uint8, got {image.dtype}")
-    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
-        raise ValueError(f"image must have shape (H, W) or (H, W, 3), got {image.shape}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(image)).save(path, format="PNG")
-    return path
-
-
-def window(image: np.ndarray, low: float = -200.0, high: float = 300.0) -> np.ndarray:
-    """CT intensity window: ``low .. high`` (Hounsfield units) to 0 .. 255 uint8."""
-    scaled = (np.asarray(image, dtype=np.float64) - low) / (high - low)
-    return (np.clip(scaled, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def grey_levels(image: Any) -> np.ndarray:
@@ -125,19 +126,6 @@ def overlay(grey: np.ndarray, labels: np.ndarray, colour=(255, 40, 40)) -> np.nd
     return rgb
 
 
-def montage(tiles: list[np.ndarray], columns: int, gap: int = 4) -> np.ndarray:
-    """Tile equally sized (H, W, 3) uint8 pictures in rows of ``columns``, white gaps."""
-    if not tiles:
-        raise ValueError("montage needs at least one tile")
-    h, w = tiles[0].shape[:2]
-    rows = -(-len(tiles) // columns)
-    out = np.full((rows * h + (rows - 1) * gap, columns * w + (columns - 1) * gap, 3), 255, np.uint8)
-    for i, tile in enumerate(tiles):
-        r, c = divmod(i, columns)
-        out[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = tile
-    return out
-
-
 # ----------------------------------------------------------------- segmentation overlay
 
 
@@ -145,79 +133,6 @@ def _as_numpy(x: Any) -> np.ndarray:
     if hasattr(x, "detach"):  # torch tensor, on any device
         x = x.detach().cpu().numpy()
     return np.asarray(x)
-
-
-def prediction_overlay(grey: np.ndarray, pred: np.ndarray, target: np.ndarray, num_classes: int,
-                       *, alpha: float = 0.45) -> np.ndarray:
-    """A slice with the predicted classes as colours and the ground-truth contours in white.
-
-    Parameters
-    ----------
-    grey : numpy.ndarray
-        (H, W) uint8 picture of the slice, e.g. from :func:`window`.
-    pred, target : numpy.ndarray or torch.Tensor
-        (H, W) integer class maps with values in ``[0, num_classes)``.
-    num_classes : int
-        Number of classes including background 0.
-    alpha : float, optional
-        Opacity of the class colours, in [0, 1]. Default 0.45.
-
-    Returns
-    -------
-    numpy.ndarray
-        (H, W, 3) uint8: pixels with ``pred == c > 0`` are ``(1 - alpha) * grey + alpha *
-        PALETTE[(c - 1) % len(PALETTE)]`` (rounded), background pixels are grey, and the
-        pixels of ``boundary_mask(target)`` (every label change of the ground truth,
-        between foreground classes too) are white (255, 255, 255), drawn last.
-
-    Raises
-    ------
-    ValueError
-        Shapes differ or are not 2-D, a class value is outside ``[0, num_classes)``,
-        ``num_classes < 2`` or ``alpha`` outside [0, 1].
-    TypeError
-        ``grey`` is not uint8, or a class map is not of an integer dtype.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> grey = np.full((4, 4), 100, np.uint8)
-    >>> target = np.zeros((4, 4), np.int64); target[1:3, 1:3] = 1
-    >>> pred = np.zeros((4, 4), np.int64); pred[2:, 2:] = 1
-    >>> rgb = prediction_overlay(grey, pred, target, 2)
-    >>> rgb.shape, rgb.dtype
-    ((4, 4, 3), dtype('uint8'))
-    >>> rgb[0, 0].tolist(), rgb[3, 3].tolist(), rgb[2, 2].tolist()  # grey, class 1, contour
-    ([100, 100, 100], [158, 127, 55], [255, 255, 255])
-    """
-    grey = _as_numpy(grey)
-    pred = _as_numpy(pred)
-    target = _as_numpy(target)
-    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral):
-        raise TypeError(f"num_classes must be an int, got {type(num_classes).__name__}")
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    if not 0.0 <= float(alpha) <= 1.0:
-        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-    if grey.dtype != np.uint8:
-        raise TypeError(f"grey must be uint8 (see window()), got {grey.dtype}")
-    if grey.ndim != 2:
-        raise ValueError(f"grey must have shape (H, W), got {grey.shape}")
-    for name, x in (("pred", pred), ("target", target)):
-        if x.shape != grey.shape:
-            raise ValueError(f"{name} must have the shape of grey {grey.shape}, got {name} {x.shape}")
-        if not np.issubdtype(x.dtype, np.integer):
-            raise TypeError(f"{name} must be an integer class map, got dtype {x.dtype}")
-        if x.size and (x.min() < 0 or x.max() >= num_classes):
-            raise ValueError(f"{name} values must lie in [0, {num_classes}), got {x.min()} .. {x.max()}")
-    rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float64)
-    palette = np.asarray(PALETTE, dtype=np.float64)
-    fg = pred > 0
-    colours = palette[(pred[fg].astype(np.int64) - 1) % len(PALETTE)]
-    rgb[fg] = (1.0 - alpha) * rgb[fg] + alpha * colours
-    out = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
-    out[boundary_mask(target)] = 255
-    return out
 
 
 def _inner_boundary(labels: np.ndarray) -> np.ndarray:
@@ -438,7 +353,7 @@ def plot_loss_curves(records: list[dict], path: str | Path, *, keys: list[str] |
 def _loss_figure(series, groups, xlabel: str, title: str):
     fig = _new_figure(6.0 * len(groups), 4.6)
     axes = fig.subplots(1, len(groups), squeeze=False)[0]
-    colours = [tuple(c / 255 for c in rgb) for rgb in PALETTE[4:] + PALETTE[:4]]
+    colours = [tuple(c / 255 for c in rgb) for rgb in _LINES]
     n = 0
     for ax, (label, ks) in zip(axes, groups):
         percent = label == "validation"
@@ -447,7 +362,7 @@ def _loss_figure(series, groups, xlabel: str, title: str):
             if percent:
                 y = [100.0 * v for v in y]
             ax.plot(x, y, marker="o" if len(x) <= 50 else None, markersize=3, linewidth=1.5,
-                    label=k, color=colours[n % len(colours)])
+                    label=display_name(k), color=colours[n % len(colours)])
             n += 1
         ax.set_xlabel(xlabel)
         ax.set_ylabel("validation score (%)" if percent else label)
@@ -531,7 +446,8 @@ def plot_dsc_bars(results: dict[str, dict[str, float]], path: str | Path, *, met
             v = results[run].get(c)
             values.append(float("nan") if v is None else 100.0 * float(v))
         colour = PALETTE[i % len(PALETTE)]
-        ax.bar(offsets, values, width * 0.95, label=str(run), color=[ch / 255 for ch in colour])
+        ax.bar(offsets, values, width * 0.95, label=display_name(str(run)),
+               color=[ch / 255 for ch in colour])
         for x, v in zip(offsets, values):
             text, y = ("n/a", 1.0) if math.isnan(v) else (f"{v:.1f}", v + 1.0)
             ax.text(x, y, text, ha="center", va="bottom", fontsize=label_size, rotation=rotation,
@@ -589,24 +505,27 @@ def plot_diagnostics(records: list[dict], path: str | Path, *, title: str = "") 
         raise ValueError("plot_diagnostics: no record has an epoch and a numeric diagnostic")
     fig = _new_figure(11.0, 4.8)
     axes = fig.subplots(1, 2, squeeze=False)[0]
-    # orange, blue, bluish green, vermillion: distinct for colour-blind readers, none pale
+    # orange, blue, bluish green, vermillion, reddish purple: distinct for colour-blind
+    # readers, none pale
     colour = {k: tuple(c / 255 for c in PALETTE[i]) for k, i in (
-        ("ilcp_pos_per_anchor", 0), ("pcl_pos_per_anchor", 4), ("inter_edge_position", 2),
-        ("inter_edge_organ", 5), ("inter_partner_edge_share", 0))}
+        ("ilcp_pos_per_anchor", 0), ("pcl_pos_per_anchor", 6), ("inter_edge_position", 2),
+        ("inter_edge_organ", 5), ("inter_partner_edge_share", 4))}
     for ax, (label, keys, scale) in zip(axes, panels):
         for k in keys:
             if k in series:
                 chance = k.endswith("_chance")
                 stem = k.rsplit("_", 1)[0] if k.startswith("inter_edge") else k
+                # zorder and clip_on: a share of 0 % (the image graph has no partner edges)
+                # lay hidden under the x-axis; it is drawn over the axes and off the clip
                 ax.plot(*series[k], marker=None if chance else "o", markersize=3,
-                        linewidth=1.5, label=k, color=colour[stem],
-                        linestyle="--" if chance else "-")
+                        linewidth=1.5, label=display_name(k), color=colour[stem],
+                        linestyle="--" if chance else "-", zorder=3, clip_on=False)
         if scale == 1.0:
             ax.axhline(1.0, color="0.4", linestyle="--", linewidth=1,
                        label="1 = only the other view")
             ax.set_ylim(bottom=0.0)
         else:
-            ax.set_ylim(0.0, 100.0)
+            ax.set_ylim(-2.0, 102.0)  # lines at 0 % and 100 % stay off the frame
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
@@ -713,8 +632,51 @@ def plot_predictions(images: Any, labels: Any, pred: Any, volume: Any, captions:
     legend = {class_names.get(c, f"class {c}"): PALETTE[(c - 1) % len(PALETTE)]
               for c in range(1, num_classes)}
     return plot_image_grid(tiles, titles, path, columns=4, legend=legend,
-                           title=(f"{run}: " if run else "") + "test slices showing every class: "
-                                 "ground truth (left of each pair) and prediction (right)")
+                           title=(f"{display_name(run)}: " if run else "")
+                           + "test slices showing every class: "
+                             "ground truth (left of each pair) and prediction (right)")
+
+
+def plot_arm_comparison(images: Any, labels: Any, preds: Mapping[str, Any], captions: list[str],
+                        num_classes: int, path: str | Path, *,
+                        class_names: Mapping[int, str] | None = None, shown: int = 4,
+                        title: str = "") -> Path:
+    """Two or more runs' predictions side by side with the ground truth, on the test slices
+    where the runs disagree most: (N, 1, H, W) ``images``, (N, H, W) ``labels``, ``preds``
+    ``{run: (N, H, W) prediction}`` (in the order of the columns), a caption per slice. One
+    row per slice: truth, then each run. The slices are :func:`disagreement_slices`."""
+    images, labels = _as_numpy(images), _as_numpy(labels)
+    preds = {name: _as_numpy(p) for name, p in preds.items()}
+    picks = disagreement_slices(list(preds.values()), shown)
+    tiles, titles = [], []
+    for i in picks:
+        grey = grey_levels(images[i, 0])
+        k = zoom_factor(grey.shape)
+        tiles.append(segmentation_tile(upsample(grey, k), upsample(labels[i], k), num_classes))
+        titles.append(f"{captions[i]}: ground truth")
+        for name, p in preds.items():
+            tiles.append(segmentation_tile(upsample(grey, k), upsample(p[i], k), num_classes))
+            titles.append(f"{captions[i]}: {name}")
+    class_names = class_names or {c: f"class {c}" for c in range(num_classes)}
+    legend = {class_names.get(c, f"class {c}"): PALETTE[(c - 1) % len(PALETTE)]
+              for c in range(1, num_classes)}
+    return plot_image_grid(tiles, titles, path, columns=1 + len(preds), legend=legend,
+                           title=title or ("the test slices where " + " and ".join(preds)
+                                           + " disagree most"))
+
+
+def disagreement_slices(preds: list[np.ndarray], shown: int = 4) -> list[int]:
+    """Indices (sorted) of the ``shown`` slices where the (N, H, W) predictions ``preds``
+    differ on the most pixels (ties: the first); slices where they agree everywhere are left
+    out, and the first slice is shown when they agree on every slice."""
+    first = np.asarray(preds[0])
+    n = first.shape[0]
+    differ = np.zeros(n, np.int64)
+    for other in preds[1:]:
+        differ += (np.asarray(other) != first).reshape(n, -1).sum(1)
+    order = np.lexsort((np.arange(n), -differ))
+    picks = [int(i) for i in order[:shown] if differ[i] > 0]
+    return sorted(picks) or [0]
 
 
 def prediction_slices(labels: np.ndarray, volume: np.ndarray, num_classes: int,

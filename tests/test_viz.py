@@ -1,5 +1,4 @@
-"""supercl.viz: PNG writing (decoded back with matplotlib), overlays on
-hand-made labels, montage layout, and the matplotlib charts of the run folder."""
+"""supercl.viz: overlays on hand-made labels and the matplotlib charts of the run folder."""
 
 
 import numpy as np
@@ -11,13 +10,10 @@ from matplotlib.image import imread
 from supercl.viz import (
     PALETTE,
     boundary_mask,
-    montage,
     overlay,
     plot_dsc_bars,
     plot_loss_curves,
-    prediction_overlay,
-    window,
-    write_png,
+    segmentation_tile,
 )
 
 
@@ -29,42 +25,7 @@ def read_chart(path):
     return image
 
 
-# ------------------------------------------------------------------------- write_png
-
-
-@pytest.mark.parametrize("shape", [(1, 1), (7, 13), (5, 9, 3), (16, 3, 3)])
-def test_write_png_round_trip(tmp_path, shape):
-    rng = np.random.default_rng(sum(shape))
-    image = rng.integers(0, 256, shape, dtype=np.uint8)
-    path = write_png(tmp_path / "sub" / "dir" / "x.png", image)
-    assert path == tmp_path / "sub" / "dir" / "x.png"
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    decoded = np.rint(imread(path) * 255).astype(np.uint8)  # matplotlib's decoder
-    np.testing.assert_array_equal(decoded.reshape(image.shape), image)
-
-
-def test_write_png_non_contiguous(tmp_path):
-    image = np.arange(60, dtype=np.uint8).reshape(6, 10)[:, ::2]
-    decoded = np.rint(imread(write_png(tmp_path / "x.png", image)) * 255).astype(np.uint8)
-    np.testing.assert_array_equal(decoded, image)
-
-
-def test_write_png_errors(tmp_path):
-    with pytest.raises(TypeError, match="uint8"):
-        write_png(tmp_path / "x.png", np.zeros((2, 2), np.float32))
-    with pytest.raises(ValueError, match="shape"):
-        write_png(tmp_path / "x.png", np.zeros((2, 2, 4), np.uint8))
-    with pytest.raises(ValueError, match="shape"):
-        write_png(tmp_path / "x.png", np.zeros(4, np.uint8))
-
-
-# ------------------------------------------------------------------ window, boundaries
-
-
-def test_window():
-    hu = np.array([-1000.0, -200.0, 50.0, 300.0, 2000.0])
-    np.testing.assert_array_equal(window(hu), [0, 0, 128, 255, 255])  # 50 HU: 0.5 * 255 + 0.5
-    assert window(np.array([0.0]), low=0, high=10).dtype == np.uint8
+# ------------------------------------------------------------------------- boundaries
 
 
 def test_boundary_mask_hand_made():
@@ -98,92 +59,28 @@ def test_overlay_colours_the_boundary_only():
         np.testing.assert_array_equal(rgb[..., ch][~edge], grey[~edge])
 
 
-def test_montage_layout():
-    tiles = [np.full((3, 5, 3), i, np.uint8) for i in range(5)]
-    out = montage(tiles, columns=2, gap=1)
-    assert out.shape == (3 * 3 + 2 * 1, 2 * 5 + 1, 3)
-    assert (out[0:3, 0:5] == 0).all() and (out[0:3, 6:11] == 1).all()
-    assert (out[4:7, 0:5] == 2).all() and (out[8:11, 6:11] == 255).all()  # missing 6th tile: white
-    assert (out[3] == 255).all() and (out[:, 5] == 255).all()  # gaps
-    assert montage(tiles[:1], columns=3).shape == (3, 3 * 5 + 2 * 4, 3)
-    with pytest.raises(ValueError):
-        montage([], columns=2)
-
-
-# ---------------------------------------------------------------- prediction_overlay
-
-
-def _labels():
-    target = np.zeros((6, 7), np.int64)
-    target[1:4, 1:4] = 1
-    target[4:6, 5:7] = 2
-    pred = np.zeros((6, 7), np.int64)
-    pred[2:5, 2:5] = 1
-    pred[0, 6] = 2
-    return pred, target
-
-
-def test_prediction_overlay_colours_and_contour():
+def test_segmentation_tile_fills_outlines_and_cycles_the_palette():
+    # what prediction_overlay's tests checked, for the tile that the figures use
     grey = np.full((6, 7), 80, np.uint8)
-    grey[0, 0] = 200
-    pred, target = _labels()
-    rgb = prediction_overlay(grey, pred, target, 3)
+    labels = np.zeros((6, 7), np.int64)
+    labels[1:5, 1:5] = 1
+    labels[5, 6] = len(PALETTE) + 1  # cycles back to the first colour
+    rgb = segmentation_tile(grey, labels, len(PALETTE) + 2, alpha=0.35)
     assert rgb.shape == (6, 7, 3) and rgb.dtype == np.uint8
-    contour = boundary_mask(target)
-    assert (rgb[contour] == 255).all()
-    for c in (1, 2):
-        where = (pred == c) & ~contour
-        assert where.any()
-        expected = np.rint(0.55 * 80 + 0.45 * np.array(PALETTE[c - 1], float))
-        assert (rgb[where] == expected).all()
-    background = (pred == 0) & ~contour
-    np.testing.assert_array_equal(rgb[background], np.repeat(grey[background][:, None], 3, axis=1))
-    assert rgb[0, 0].tolist() == [200, 200, 200]
-
-
-def test_prediction_overlay_alpha_extremes_and_palette_cycle():
-    grey = np.full((2, 2), 10, np.uint8)
-    target = np.zeros((2, 2), np.int64)  # no contour
-    pred = np.array([[0, 1], [len(PALETTE) + 1, 2]])
-    rgb = prediction_overlay(grey, pred, target, len(PALETTE) + 2, alpha=1.0)
-    assert rgb[0, 0].tolist() == [10, 10, 10]
-    assert rgb[0, 1].tolist() == list(PALETTE[0])
-    assert rgb[1, 0].tolist() == list(PALETTE[0])  # class len+1 cycles back to the first colour
-    assert rgb[1, 1].tolist() == list(PALETTE[1])
-    assert (prediction_overlay(grey, pred, target, len(PALETTE) + 2, alpha=0.0) == 10).all()
-    assert all(c != (255, 255, 255) for c in PALETTE)
-
-
-def test_prediction_overlay_accepts_tensors():
-    grey = np.full((6, 7), 80, np.uint8)
-    pred, target = _labels()
+    assert rgb[0, 0].tolist() == [80, 80, 80]  # background: the grey slice
+    assert rgb[1, 1].tolist() == list(PALETTE[0])  # the outline, opaque
+    expected = np.rint(0.65 * 80 + 0.35 * np.array(PALETTE[0], float)).astype(int)
+    assert rgb[2, 2].tolist() == expected.tolist()  # inside: filled at alpha
+    assert rgb[5, 6].tolist() == list(PALETTE[0])
     np.testing.assert_array_equal(
-        prediction_overlay(torch.from_numpy(grey), torch.from_numpy(pred), torch.from_numpy(target), 3),
-        prediction_overlay(grey, pred, target, 3),
-    )
-
-
-def test_prediction_overlay_errors():
-    grey = np.zeros((6, 7), np.uint8)
-    pred, target = _labels()
-    with pytest.raises(ValueError, match="pred"):
-        prediction_overlay(grey, pred[:, :6], target, 3)
-    with pytest.raises(ValueError, match="target"):
-        prediction_overlay(grey, pred, target[:5], 3)
-    with pytest.raises(ValueError, match="grey"):
-        prediction_overlay(np.zeros((6, 7, 3), np.uint8), pred, target, 3)
-    with pytest.raises(TypeError, match="grey"):
-        prediction_overlay(grey.astype(np.float32), pred, target, 3)
-    with pytest.raises(TypeError, match="pred"):
-        prediction_overlay(grey, pred.astype(float), target, 3)
-    with pytest.raises(ValueError, match="target values"):
-        prediction_overlay(grey, np.minimum(pred, 1), target, 2)
-    with pytest.raises(ValueError, match="pred values"):
-        prediction_overlay(grey, pred - 1, target, 3)
-    with pytest.raises(ValueError, match="num_classes"):
-        prediction_overlay(grey, pred * 0, target * 0, 1)
-    with pytest.raises(ValueError, match="alpha"):
-        prediction_overlay(grey, pred, target, 3, alpha=1.5)
+        segmentation_tile(torch.from_numpy(grey), torch.from_numpy(labels), len(PALETTE) + 2),
+        segmentation_tile(grey, labels, len(PALETTE) + 2))
+    with pytest.raises(TypeError):
+        segmentation_tile(grey.astype(np.float32), labels, 9)
+    with pytest.raises(ValueError):
+        segmentation_tile(grey, labels[:5], 9)
+    with pytest.raises(ValueError):
+        segmentation_tile(grey, labels, 2)  # a value outside [0, num_classes)
 
 
 # ----------------------------------------------------------------------------- charts

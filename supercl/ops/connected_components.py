@@ -75,7 +75,8 @@ def connected_components(
     -------
     components : same kind as ``labels`` (tensor on its device, or numpy array), int32
         Shape of ``labels``.
-    num : int64 tensor or array, shape (B,), or 0-d for a single image or volume
+    num : int64 tensor or array, shape (B,); for a single image or volume a 0-d int64 tensor,
+        or a Python ``int`` for a numpy input (as scikit-image's ``label`` returns).
         Only with ``return_num=True``.
 
     Raises
@@ -158,7 +159,10 @@ def connected_components(
         result, num = result[0], num[0]
     result = to_output(result, as_numpy)
     if return_num:
-        return result, to_output(num, as_numpy)
+        num = to_output(num, as_numpy)
+        if as_numpy and single:
+            num = int(num)  # scikit-image's label(..., return_num=True) gives a Python int
+        return result, num
     return result
 
 

@@ -80,7 +80,14 @@ def slic(
       CPU and GPU backends give bit-identical labels whatever the thread count.
     - With ``mask``, centres start on a grid over the mask's bounding box (scikit-image seeds
       them by k-means with a fixed random state) and first run spatial-only iterations to
-      spread inside the mask, as scikit-image does.
+      spread inside the mask, as scikit-image does. The grid is scikit-image's
+      ``regular_grid`` of the box for ``round(n_segments * box_area / mask_area)`` centres,
+      the density of ``n_segments`` centres over the mask; a centre whose cell holds no mask
+      pixel takes none and leaves no label. So the count inside the mask lies between about
+      ``n_segments`` and ``n_segments * box_area / mask_area``, where scikit-image gives
+      ``n_segments`` or a few fewer. Measured with ``n_segments=100`` on 256 x 256 slices
+      with ellipse masks (78 % of their box; 17 %, 42 %, 57 % and 72 % of the slice): 99,
+      101, 124 and 105 superpixels here, 100, 100, 100 and 97 from scikit-image.
     - Connectivity enforcement merges a 4-connected piece smaller than
       ``min_size_factor * S^2`` into the piece above (else left of) its first pixel, and
       numbers the result in raster order. ``max_size_factor`` is validated but unused:
