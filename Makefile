@@ -83,6 +83,9 @@ else
 	$(BIN)/python -m pip install --quiet $(PIN) $(TORCH_CPU)
 	$(BIN)/python -m pip install --quiet $(PIN) ".[$(EXTRAS)]"
 endif
+	# the tests of --backbone nnunet: dynamic-network-architectures without its timm requirement
+	# (timm pulls a torchvision that does not import beside the CPU torch; its U-Nets need no timm)
+	$(BIN)/python -m pip install --quiet $(PIN) --no-deps "dynamic-network-architectures>=0.4.4,<0.5" einops
 	touch $@
 
 # clean: build outputs only (the next install rebuilds the extension); clean-runs: the run
