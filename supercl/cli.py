@@ -513,6 +513,12 @@ def _check_paths(args: argparse.Namespace) -> None:
                               "(nothing was written)")
     if args.command == "evaluate":
         _check_run_folder(args.target, ("best.pt",), "", "a fine-tuning run")
+        target = Path(args.target)
+        if (target.is_dir() and not (target / "best.pt").is_file()
+                and (target / "encoder.pt").is_file()):
+            raise FileNotFoundError(
+                f"{target} is a pre-training run (encoder.pt, no best.pt): evaluate scores a "
+                f"fine-tuned model; fine-tune first: supercl finetune --pretrained {target} ...")
     if getattr(args, "pretrained", None) is not None:
         _check_run_folder(args.pretrained, ("encoder.pt", "checkpoint.pt"), "--pretrained ",
                           "a pre-training run")

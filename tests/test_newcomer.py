@@ -302,6 +302,15 @@ def test_evaluate_on_a_folder_of_runs_names_them(tmp_path, capsys):
     assert sorted(p.name for p in demo.iterdir()) == ["pretrain", "scratch", "supercl"]
 
 
+def test_evaluate_on_a_pretraining_run_says_to_fine_tune_first(tmp_path, capsys):
+    _fake_runs(tmp_path, {"pre": ["encoder.pt", "checkpoint.pt"]})
+    pre = tmp_path / "pre"
+    err = one_line_error(capsys, main(["evaluate", str(pre), "--device", "cpu"]),
+                         "pre-training run", f"supercl finetune --pretrained {pre}")
+    assert "no checkpoint there" not in err
+    assert sorted(p.name for p in pre.iterdir()) == ["checkpoint.pt", "encoder.pt"]
+
+
 def test_finetune_pretrained_on_a_folder_of_runs_names_the_pretraining_runs(msd, tmp_path,
                                                                             capsys):
     demo = tmp_path / "demo"
